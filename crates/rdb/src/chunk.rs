@@ -1,0 +1,105 @@
+//! Decoded pieces of a value: what a big value is emitted as, and what
+//! [`decode_value`](crate::decode_value) returns.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// A piece of a value, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Chunk {
+    /// In order; concatenated they are the value.
+    StringPart(Bytes),
+    /// In order, head to tail.
+    ListItems(Vec<Bytes>),
+    SetMembers(Vec<Bytes>),
+    ZSetEntries(Vec<(Bytes, f64)>),
+    HashFields(Vec<HashField>),
+    /// Ascending ids, deleted entries skipped.
+    StreamEntries(Vec<StreamEntry>),
+    /// After all entries.
+    StreamMeta(StreamMeta),
+    /// One consumer group with its consumers; its pending entries follow.
+    StreamGroup(StreamGroup),
+    /// Pending entries of a group, ascending ids; may repeat for a long PEL.
+    StreamPending {
+        group: Bytes,
+        entries: Vec<PendingEntry>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashField {
+    pub field: Bytes,
+    pub value: Bytes,
+    /// Absolute unix ms of the field's own expiry (Redis 7.4+ / Valkey 9+).
+    pub expire_ms: Option<i64>,
+}
+
+/// A stream entry id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// From the 16-byte big-endian form used as radix-tree key and in PELs.
+    pub fn from_be_bytes(b: &[u8; 16]) -> Self {
+        let mut ms = [0u8; 8];
+        let mut seq = [0u8; 8];
+        ms.copy_from_slice(&b[..8]);
+        seq.copy_from_slice(&b[8..]);
+        Self {
+            ms: u64::from_be_bytes(ms),
+            seq: u64::from_be_bytes(seq),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+/// Stream-wide fields; `None` where the format version lacks them (type 15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamMeta {
+    pub length: u64,
+    pub last_id: StreamId,
+    pub first_id: Option<StreamId>,
+    pub max_deleted_id: Option<StreamId>,
+    pub entries_added: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamGroup {
+    pub name: Bytes,
+    pub last_id: StreamId,
+    /// `None` in type 15, or when Redis stored it as unknown.
+    pub entries_read: Option<u64>,
+    pub consumers: Vec<Consumer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: Bytes,
+    pub seen_time_ms: i64,
+    /// Only in type 21 (Redis 7.2+).
+    pub active_time_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEntry {
+    pub id: StreamId,
+    pub delivery_time_ms: i64,
+    pub delivery_count: u64,
+    pub consumer: Bytes,
+}

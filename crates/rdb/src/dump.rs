@@ -1,0 +1,105 @@
+//! DUMP/RESTORE payloads and Redis's CRC64.
+//!
+//! A payload is: type byte, the value's RDB bytes, the RDB version (2 bytes LE), and the
+//! CRC64 (LE) of everything before it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use crc::{CRC_64_REDIS, Crc, Digest, Table};
+
+use crate::error::{Error, ErrorKind};
+use crate::types::TypeByte;
+
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
+
+/// Redis's CRC64 (Jones polynomial, reflected) of `data`.
+pub fn crc64(data: &[u8]) -> u64 {
+    CRC64.checksum(data)
+}
+
+/// A running CRC64, fed piece by piece.
+#[derive(Clone)]
+pub struct Crc64(Digest<'static, u64, Table<16>>);
+
+impl Crc64 {
+    pub fn new() -> Self {
+        Self(CRC64.digest())
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0.finalize()
+    }
+}
+
+impl Default for Crc64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a DUMP/RESTORE payload from a value's raw RDB bytes.
+pub fn payload(type_byte: TypeByte, raw: &[u8], rdb_version: u16) -> Bytes {
+    let mut b = BytesMut::with_capacity(raw.len() + 11);
+    b.put_u8(type_byte.0);
+    b.put_slice(raw);
+    b.put_u16_le(rdb_version);
+    let crc = crc64(&b);
+    b.put_u64_le(crc);
+    b.freeze()
+}
+
+/// Splits and verifies a payload (layout and CRC); returns (type, raw value, version).
+pub fn parse_payload(p: &[u8]) -> Result<(TypeByte, &[u8], u16), Error> {
+    let bad = |what| Error::new(ErrorKind::BadPayload(what), 0);
+    if p.len() < 11 {
+        return Err(bad("shorter than type, version and checksum"));
+    }
+    let (body, crc) = p.split_at(p.len() - 8);
+    let file = u64::from_le_bytes(crc.try_into().map_err(|_| bad("checksum"))?);
+    let computed = crc64(body);
+    if file != computed {
+        return Err(Error::new(
+            ErrorKind::ChecksumMismatch { file, computed },
+            0,
+        ));
+    }
+    let version = u16::from_le_bytes([body[body.len() - 2], body[body.len() - 1]]);
+    let ty = TypeByte(body[0]);
+    if ty.kind().is_none() {
+        return Err(Error::new(ErrorKind::UnknownType(ty.0), 0));
+    }
+    Ok((ty, &body[1..body.len() - 2], version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc64_check_value() {
+        assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        let mut d = Crc64::new();
+        d.update(b"1234");
+        d.update(b"56789");
+        assert_eq!(d.finish(), 0xe9c6_d914_c4b8_d9ca);
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let raw = b"\x05hello";
+        let p = payload(TypeByte::STRING, raw, 10);
+        assert_eq!(p.len(), 1 + raw.len() + 2 + 8);
+        let (t, r, v) = parse_payload(&p).unwrap();
+        assert_eq!((t, r, v), (TypeByte::STRING, &raw[..], 10));
+        let mut bad = p.to_vec();
+        bad[2] ^= 1;
+        assert!(matches!(
+            parse_payload(&bad).unwrap_err().kind(),
+            ErrorKind::ChecksumMismatch { .. }
+        ));
+        assert!(parse_payload(&p[..5]).is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! The event stream: opcodes, keys with their metadata, small values captured raw and big
+//! values switched to chunks mid-value.
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+use crate::chunk::Chunk;
+use crate::error::{Error, ErrorKind};
+use crate::length::{read_length, read_ms};
+use crate::reader::Reader;
+use crate::string::{MAX_ELEMENT_BYTES, read_string};
+use crate::types::{TypeByte, opcode};
+use crate::value::decode::{ChunkLimits, Decoder};
+use crate::value::walk::{self, Limits, Stop};
+
+/// A key's identity and metadata, as read before its value.
+#[derive(Clone, Debug)]
+pub struct KeyMeta {
+    pub db: u64,
+    pub key: Bytes,
+    /// Absolute unix ms; second-precision expiry converted (x1000).
+    pub expire_ms: Option<i64>,
+    /// LRU idle seconds (opcode 0xF8).
+    pub idle: Option<u64>,
+    /// LFU frequency (opcode 0xF9).
+    pub freq: Option<u8>,
+    pub type_byte: TypeByte,
+}
+
+/// A whole value small enough to carry: `raw` is the value's serialized bytes exactly as in
+/// the RDB (after the type byte and key), so ferry can build a DUMP payload without
+/// re-encoding.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub meta: KeyMeta,
+    pub raw: Bytes,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Aux {
+        key: Bytes,
+        value: Bytes,
+    },
+    SelectDb(u64),
+    ResizeDb {
+        db_size: u64,
+        expires_size: u64,
+    },
+    /// A function library (FUNCTION2 opcode): the library's code, for FUNCTION LOAD REPLACE.
+    /// For the pre-GA form (0xF6, Redis 7.0 release candidates) the code gets a
+    /// `#!<engine> name=<name>` first line when it lacks one, so that it loads on GA Redis.
+    Function {
+        code: Bytes,
+    },
+    /// Module data outside the keyspace (0xF7): `raw` is everything after the module id,
+    /// up to and including the module EOF opcode.
+    ModuleAux {
+        module_id: u64,
+        raw: Bytes,
+    },
+    Key(Record),
+    /// A value over the big-value thresholds: its elements follow as chunks, then BigValueEnd.
+    BigValueStart(KeyMeta),
+    BigValueChunk(Chunk),
+    BigValueEnd,
+    /// End of snapshot; checksum is the CRC64 read from the file (already verified when
+    /// nonzero and the version has one).
+    End {
+        checksum: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A value whose serialized size passes this many bytes is emitted as chunks (default 8 MiB).
+    pub big_value_bytes: usize,
+    /// A collection with more elements than this is emitted as chunks (default 50_000).
+    /// Counted where cheap: length prefixes of hashtable encodings, listpack/ziplist/intset
+    /// header counts (including quicklist nodes, summed as they pass), stream listpack
+    /// element counts and PEL sizes.
+    pub big_value_elements: u64,
+    /// Max elements per chunk (default 1000).
+    pub chunk_elements: usize,
+    /// Approximate max bytes per chunk (default 1 MiB).
+    pub chunk_bytes: usize,
+    /// Verify the trailing CRC64 (default true).
+    pub verify_checksum: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            big_value_bytes: 8 * 1024 * 1024,
+            big_value_elements: 50_000,
+            chunk_elements: 1000,
+            chunk_bytes: 1024 * 1024,
+            verify_checksum: true,
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn chunk_limits(&self) -> ChunkLimits {
+        ChunkLimits {
+            elements: self.chunk_elements,
+            bytes: self.chunk_bytes,
+        }
+    }
+}
+
+enum State {
+    Keys,
+    Big { decoder: Decoder, meta: KeyMeta },
+    Done,
+    Failed(Error),
+}
+
+/// Streaming RDB parser over any reader. See the crate docs.
+pub struct Parser<R: Read> {
+    rd: Reader<R>,
+    options: Options,
+    version: u16,
+    db: u64,
+    expire_ms: Option<i64>,
+    idle: Option<u64>,
+    freq: Option<u8>,
+    state: State,
+}
+
+/// Reads the 9-byte header: `REDIS` + 4 digits, or `VALKEY` + 3 digits (Valkey 9+).
+fn read_header<R: Read>(rd: &mut Reader<R>) -> Result<u16, Error> {
+    let magic: [u8; 9] = rd.array().map_err(|e| e.reading("header"))?;
+    let digits = |d: &[u8]| -> Option<u16> {
+        d.iter().try_fold(0u16, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u16::from(c - b'0'))
+        })
+    };
+    let bad = Error::new(ErrorKind::BadMagic, 0);
+    let version = if &magic[..5] == b"REDIS" {
+        let v = digits(&magic[5..]).ok_or(bad)?;
+        if !(1..=12).contains(&v) {
+            return Err(Error::new(ErrorKind::UnsupportedVersion(v), 5));
+        }
+        v
+    } else if &magic[..6] == b"VALKEY" {
+        let v = digits(&magic[6..]).ok_or(bad)?;
+        if !(80..=80).contains(&v) {
+            return Err(Error::new(ErrorKind::UnsupportedVersion(v), 6));
+        }
+        v
+    } else {
+        return Err(bad);
+    };
+    Ok(version)
+}
+
+impl<R: Read> Parser<R> {
+    /// Reads and checks the header ("REDIS" + 4-digit version 1-12, or "VALKEY080").
+    pub fn new(reader: R, options: Options) -> Result<Self, Error> {
+        let mut rd = Reader::new(reader, options.verify_checksum);
+        let version = read_header(&mut rd)?;
+        Ok(Self {
+            rd,
+            options,
+            version,
+            db: 0,
+            expire_ms: None,
+            idle: None,
+            freq: None,
+            state: State::Keys,
+        })
+    }
+
+    pub fn rdb_version(&self) -> u16 {
+        self.version
+    }
+
+    /// Bytes consumed from the reader so far (for progress).
+    pub fn bytes_read(&self) -> u64 {
+        self.rd.high_water()
+    }
+
+    /// Next event; Ok(None) after End has been returned. After an error, the same error
+    /// again.
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        let r = match &mut self.state {
+            State::Done => return Ok(None),
+            State::Failed(e) => return Err(e.clone()),
+            State::Big { decoder, meta } => match decoder.next_chunk(&mut self.rd) {
+                Ok(Some(c)) => Ok(Some(Event::BigValueChunk(c))),
+                Ok(None) => {
+                    self.state = State::Keys;
+                    Ok(Some(Event::BigValueEnd))
+                }
+                Err(e) => Err(e.within(meta.type_byte.what(), &meta.key)),
+            },
+            State::Keys => self.next_opcode().map(Some),
+        };
+        if let Err(e) = &r {
+            self.state = State::Failed(e.clone());
+        }
+        r
+    }
+
+    fn next_opcode(&mut self) -> Result<Event, Error> {
+        let rd = &mut self.rd;
+        loop {
+            let at = rd.offset();
+            let b = rd.u8().map_err(|e| e.reading("opcode"))?;
+            match b {
+                opcode::EXPIRETIME_MS => {
+                    self.expire_ms = Some(read_ms(rd).map_err(|e| e.reading("expiry"))?);
+                }
+                opcode::EXPIRETIME => {
+                    let s = i32::from_le_bytes(rd.array().map_err(|e| e.reading("expiry"))?);
+                    self.expire_ms = Some(i64::from(s) * 1000);
+                }
+                opcode::IDLE => {
+                    self.idle = Some(read_length(rd).map_err(|e| e.reading("idle time"))?)
+                }
+                opcode::FREQ => self.freq = Some(rd.u8().map_err(|e| e.reading("frequency"))?),
+                opcode::AUX => {
+                    let key =
+                        read_string(rd, MAX_ELEMENT_BYTES).map_err(|e| e.reading("aux field"))?;
+                    let value =
+                        read_string(rd, MAX_ELEMENT_BYTES).map_err(|e| e.reading("aux field"))?;
+                    return Ok(Event::Aux { key, value });
+                }
+                opcode::RESIZEDB => {
+                    let f = |e: Error| e.reading("resizedb");
+                    let db_size = read_length(rd).map_err(f)?;
+                    let expires_size = read_length(rd).map_err(f)?;
+                    return Ok(Event::ResizeDb {
+                        db_size,
+                        expires_size,
+                    });
+                }
+                opcode::SELECTDB => {
+                    self.db = read_length(rd).map_err(|e| e.reading("db selector"))?;
+                    return Ok(Event::SelectDb(self.db));
+                }
+                opcode::SLOT_INFO => {
+                    for _ in 0..3 {
+                        read_length(rd).map_err(|e| e.reading("slot info"))?;
+                    }
+                }
+                opcode::FUNCTION2 => {
+                    let code =
+                        read_string(rd, MAX_ELEMENT_BYTES).map_err(|e| e.reading("function"))?;
+                    return Ok(Event::Function { code });
+                }
+                opcode::FUNCTION_PRE_GA => {
+                    return read_function_pre_ga(rd).map_err(|e| e.reading("function"));
+                }
+                opcode::MODULE_AUX => {
+                    let f = |e: Error| e.reading("module aux data");
+                    let module_id = read_length(rd).map_err(f)?;
+                    rd.start_capture();
+                    let r = (|| {
+                        let when_opcode = read_length(rd)?;
+                        if when_opcode != crate::types::module_opcode::UINT {
+                            return Err(
+                                rd.err(ErrorKind::Corrupt("module aux 'when' is not a UINT"))
+                            );
+                        }
+                        read_length(rd)?;
+                        walk::skip_module_body(rd)
+                    })();
+                    let raw = rd.take_capture();
+                    r.map_err(f)?;
+                    return Ok(Event::ModuleAux {
+                        module_id,
+                        raw: raw.into(),
+                    });
+                }
+                opcode::EOF => {
+                    let computed = rd.finish_crc();
+                    if self.version < 5 {
+                        self.state = State::Done;
+                        return Ok(Event::End { checksum: None });
+                    }
+                    let file = u64::from_le_bytes(rd.array().map_err(|e| e.reading("checksum"))?);
+                    if let Some(computed) = computed
+                        && file != 0
+                        && file != computed
+                    {
+                        return Err(Error::new(
+                            ErrorKind::ChecksumMismatch { file, computed },
+                            at,
+                        ));
+                    }
+                    self.state = State::Done;
+                    return Ok(Event::End {
+                        checksum: Some(file),
+                    });
+                }
+                t if TypeByte(t).kind().is_some() => return self.key_value(TypeByte(t)),
+                t => return Err(Error::new(ErrorKind::UnknownType(t), at)),
+            }
+        }
+    }
+
+    fn key_value(&mut self, ty: TypeByte) -> Result<Event, Error> {
+        let rd = &mut self.rd;
+        let key = read_string(rd, MAX_ELEMENT_BYTES).map_err(|e| e.reading("key name"))?;
+        let meta = KeyMeta {
+            db: self.db,
+            key,
+            expire_ms: self.expire_ms.take(),
+            idle: self.idle.take(),
+            freq: self.freq.take(),
+            type_byte: ty,
+        };
+        let lim = Limits {
+            bytes: self.options.big_value_bytes as u64,
+            elements: self.options.big_value_elements,
+        };
+        rd.start_capture();
+        match walk::walk(rd, ty, self.version, lim) {
+            Ok(()) => {
+                let raw = rd.take_capture();
+                Ok(Event::Key(Record {
+                    meta,
+                    raw: raw.into(),
+                }))
+            }
+            Err(Stop::Big) => {
+                let prefix = rd.take_capture();
+                rd.replay(prefix);
+                let decoder = Decoder::new(ty, self.version, self.options.chunk_limits());
+                self.state = State::Big {
+                    decoder,
+                    meta: meta.clone(),
+                };
+                Ok(Event::BigValueStart(meta))
+            }
+            Err(Stop::Err(e)) => {
+                rd.take_capture();
+                Err(e.within(ty.what(), &meta.key))
+            }
+        }
+    }
+}
+
+/// The pre-GA function opcode (0xF6): name, engine, optional description, code.
+fn read_function_pre_ga<R: Read>(rd: &mut Reader<R>) -> Result<Event, Error> {
+    let name = read_string(rd, MAX_ELEMENT_BYTES)?;
+    let engine = read_string(rd, MAX_ELEMENT_BYTES)?;
+    if read_length(rd)? != 0 {
+        read_string(rd, MAX_ELEMENT_BYTES)?;
+    }
+    let code = read_string(rd, MAX_ELEMENT_BYTES)?;
+    if code.starts_with(b"#!") {
+        return Ok(Event::Function { code });
+    }
+    let mut full = Vec::with_capacity(code.len() + name.len() + 16);
+    full.extend_from_slice(b"#!");
+    full.extend(engine.iter().map(u8::to_ascii_lowercase));
+    full.extend_from_slice(b" name=");
+    full.extend_from_slice(&name);
+    full.push(b'\n');
+    full.extend_from_slice(&code);
+    Ok(Event::Function { code: full.into() })
+}
+
+impl<R: Read> Iterator for Parser<R> {
+    type Item = Result<Event, Error>;
+
+    /// Stops (returns `None`) after End or after the first error.
+    fn next(&mut self) -> Option<Self::Item> {
+        if matches!(self.state, State::Failed(_)) {
+            return None;
+        }
+        self.next_event().transpose()
+    }
+}

@@ -1,0 +1,219 @@
+//! A buffered byte reader over any `std::io::Read` that tracks the absolute offset, feeds
+//! the consumed bytes to a running CRC64 and can capture a value's raw bytes as they pass.
+//!
+//! Bytes "consumed" are those before `pos`. Two side consumers follow behind `pos`: the
+//! checksum (`crc_pos`) and the capture (`cap_pos`); both are brought up to `pos` by
+//! [`Reader::flush`] before the buffer is compacted. [`Reader::replay`] puts captured bytes
+//! back in front of the buffer so a value can be read again from its start (the checksum
+//! does not see them twice).
+
+use std::io::{self, Read};
+
+use crate::dump::Crc64;
+use crate::error::{Error, ErrorKind};
+
+/// Size of the internal read buffer.
+pub(crate) const BUF_SIZE: usize = 64 * 1024;
+
+pub(crate) struct Reader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Absolute offset of `buf[0]` in the input.
+    base: u64,
+    /// Highest absolute offset consumed so far (monotonic, for progress).
+    high: u64,
+    crc: Option<Crc64>,
+    crc_pos: usize,
+    capture: Option<Vec<u8>>,
+    cap_pos: usize,
+}
+
+impl<R: Read> Reader<R> {
+    pub(crate) fn new(inner: R, checksum: bool) -> Self {
+        Self {
+            inner,
+            buf: vec![0; BUF_SIZE],
+            pos: 0,
+            end: 0,
+            base: 0,
+            high: 0,
+            crc: checksum.then(Crc64::new),
+            crc_pos: 0,
+            capture: None,
+            cap_pos: 0,
+        }
+    }
+
+    /// Absolute offset of the next byte to be read.
+    pub(crate) fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    pub(crate) fn high_water(&self) -> u64 {
+        self.high.max(self.offset())
+    }
+
+    pub(crate) fn err(&self, kind: ErrorKind) -> Error {
+        Error::new(kind, self.offset())
+    }
+
+    fn truncated(&self) -> Error {
+        self.err(ErrorKind::Truncated("snapshot"))
+    }
+
+    /// Brings the checksum and the capture up to `pos`.
+    fn flush(&mut self) {
+        if self.pos > self.crc_pos {
+            if let Some(crc) = &mut self.crc {
+                crc.update(&self.buf[self.crc_pos..self.pos]);
+            }
+            self.crc_pos = self.pos;
+        }
+        if let Some(cap) = &mut self.capture
+            && self.pos > self.cap_pos
+        {
+            cap.extend_from_slice(&self.buf[self.cap_pos..self.pos]);
+            self.cap_pos = self.pos;
+        }
+    }
+
+    /// Makes at least `n` bytes available after `pos` (n is small: at most a few KiB, or
+    /// BUF_SIZE). Fails with a truncation error if the input ends first.
+    fn fill(&mut self, n: usize) -> Result<(), Error> {
+        if self.end - self.pos >= n {
+            return Ok(());
+        }
+        if self.buf.len() - self.pos < n {
+            self.flush();
+            self.high = self.high_water();
+            let pos = self.pos;
+            self.buf.copy_within(pos..self.end, 0);
+            self.end -= pos;
+            self.base += pos as u64;
+            self.crc_pos = self.crc_pos.saturating_sub(pos);
+            self.cap_pos = self.cap_pos.saturating_sub(pos);
+            self.pos = 0;
+            if self.buf.len() < n {
+                self.buf.resize(n, 0);
+            } else if self.buf.len() > 2 * BUF_SIZE && self.end < BUF_SIZE && n <= BUF_SIZE {
+                self.buf.truncate(BUF_SIZE);
+                self.buf.shrink_to_fit();
+            }
+        }
+        while self.end - self.pos < n {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(self.truncated()),
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.truncated()),
+                Err(e) => return Err(self.err(ErrorKind::Io(e.kind()))),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, Error> {
+        if self.pos == self.end {
+            self.fill(1)?;
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        self.fill(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[self.pos..self.pos + N]);
+        self.pos += N;
+        Ok(out)
+    }
+
+    /// Up to `n` (<= BUF_SIZE) bytes ahead without consuming them; fewer if the input ends.
+    pub(crate) fn peek(&mut self, n: usize) -> &[u8] {
+        let n = n.min(BUF_SIZE);
+        if self.fill(n).is_err() {
+            return &self.buf[self.pos..self.end];
+        }
+        &self.buf[self.pos..self.pos + n]
+    }
+
+    /// Consumes `n` bytes without copying them out (they still reach checksum and capture).
+    pub(crate) fn skip(&mut self, mut n: u64) -> Result<(), Error> {
+        while n > 0 {
+            if self.pos == self.end {
+                self.fill(1)?;
+            }
+            let take = ((self.end - self.pos) as u64).min(n) as usize;
+            self.pos += take;
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `n` bytes into a new vector, growing it only as bytes arrive.
+    pub(crate) fn vec(&mut self, n: u64) -> Result<Vec<u8>, Error> {
+        let n = usize::try_from(n).map_err(|_| self.err(ErrorKind::TooLarge("length")))?;
+        let mut out = Vec::with_capacity(n.min(BUF_SIZE));
+        while out.len() < n {
+            if self.pos == self.end {
+                self.fill(1)?;
+            }
+            let take = (self.end - self.pos).min(n - out.len());
+            out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+        }
+        Ok(out)
+    }
+
+    /// True when the input has no more bytes (used to reject trailing bytes in a payload).
+    pub(crate) fn at_end(&mut self) -> bool {
+        self.fill(1).is_err()
+    }
+
+    /// Starts capturing the bytes consumed from here on.
+    pub(crate) fn start_capture(&mut self) {
+        self.capture = Some(Vec::new());
+        self.cap_pos = self.pos;
+    }
+
+    pub(crate) fn captured_len(&self) -> usize {
+        self.capture
+            .as_ref()
+            .map_or(0, |c| c.len() + (self.pos - self.cap_pos))
+    }
+
+    /// Stops capturing and returns what was captured.
+    pub(crate) fn take_capture(&mut self) -> Vec<u8> {
+        self.flush();
+        self.capture.take().unwrap_or_default()
+    }
+
+    /// Puts `prefix` (bytes already consumed just before `pos`) back in front of the unread
+    /// bytes, so they are read again. The checksum does not see them a second time.
+    pub(crate) fn replay(&mut self, prefix: Vec<u8>) {
+        self.flush();
+        self.high = self.high_water();
+        let l = prefix.len();
+        let mut buf = prefix;
+        buf.extend_from_slice(&self.buf[self.pos..self.end]);
+        let end = buf.len();
+        if buf.len() < BUF_SIZE {
+            buf.resize(BUF_SIZE, 0);
+        }
+        self.base = self.offset() - l as u64;
+        self.buf = buf;
+        self.pos = 0;
+        self.end = end;
+        self.crc_pos = l;
+        self.cap_pos = 0;
+    }
+
+    /// Finishes the running checksum over everything consumed so far.
+    pub(crate) fn finish_crc(&mut self) -> Option<u64> {
+        self.flush();
+        self.crc.take().map(Crc64::finish)
+    }
+}

@@ -1,0 +1,616 @@
+//! Decodes a value into [`Chunk`]s, one chunk at a time, reading from the stream: the
+//! state machine behind big values and [`decode_value`](crate::decode_value).
+//!
+//! Memory: at most one chunk of elements, plus one whole element (string, listpack node,
+//! quicklist node), plus, for a stream, one consumer group's PEL and consumers.
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use bytes::Bytes;
+
+use super::{Elem, intset, listpack, stream, ziplist, zipmap};
+use crate::chunk::{Chunk, Consumer, HashField, PendingEntry, StreamGroup, StreamId, StreamMeta};
+use crate::error::{Error, ErrorKind};
+use crate::length::{Len, read_f64, read_len, read_len_id, read_length, read_ms, read_raw_id};
+use crate::reader::Reader;
+use crate::string::{
+    MAX_ELEMENT_BYTES, lzf_decompress, read_int, read_lzf_lens, read_string, read_string_vec,
+    read_text_double,
+};
+use crate::types::TypeByte;
+
+/// Chunk size limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChunkLimits {
+    pub elements: usize,
+    pub bytes: usize,
+}
+
+enum State {
+    Start,
+    Str { remaining: u64 },
+    Seq { remaining: u64, min_expire: i64 },
+    Nodes { remaining: u64 },
+    StreamNodes { remaining: u64 },
+    StreamGroups { remaining: u64 },
+    Done,
+}
+
+pub(crate) struct Decoder {
+    ty: TypeByte,
+    version: u16,
+    lim: ChunkLimits,
+    state: State,
+    pending: VecDeque<Chunk>,
+}
+
+/// Splits `items` into chunks of at most `lim.elements` items and about `lim.bytes` bytes.
+fn split<T>(
+    items: Vec<T>,
+    size: impl Fn(&T) -> usize,
+    lim: ChunkLimits,
+    make: impl Fn(Vec<T>) -> Chunk,
+    out: &mut VecDeque<Chunk>,
+) {
+    let mut cur = Vec::new();
+    let mut bytes = 0usize;
+    for it in items {
+        bytes += size(&it);
+        cur.push(it);
+        if cur.len() >= lim.elements || bytes >= lim.bytes {
+            out.push_back(make(std::mem::take(&mut cur)));
+            bytes = 0;
+        }
+    }
+    if !cur.is_empty() {
+        out.push_back(make(cur));
+    }
+}
+
+fn hf_size(f: &HashField) -> usize {
+    f.field.len() + f.value.len() + 8
+}
+
+fn bad(at: u64) -> impl Fn(&'static str) -> Error {
+    move |e| Error::new(ErrorKind::Corrupt(e), at)
+}
+
+fn elems<'a>(
+    it: impl Iterator<Item = Result<Elem<'a>, &'static str>>,
+) -> Result<Vec<Elem<'a>>, &'static str> {
+    it.collect()
+}
+
+fn pairs<'a, 'b>(e: &'b [Elem<'a>]) -> Result<std::slice::ChunksExact<'b, Elem<'a>>, &'static str> {
+    if !e.len().is_multiple_of(2) {
+        return Err("odd number of elements in a pair encoding");
+    }
+    Ok(e.chunks_exact(2))
+}
+
+fn to_zset(e: &[Elem<'_>]) -> Result<Vec<(Bytes, f64)>, &'static str> {
+    pairs(e)?
+        .map(|p| {
+            Ok((
+                p[0].to_bytes(),
+                p[1].as_f64().ok_or("zset score is not a number")?,
+            ))
+        })
+        .collect()
+}
+
+fn to_hash(e: &[Elem<'_>]) -> Result<Vec<HashField>, &'static str> {
+    Ok(pairs(e)?
+        .map(|p| HashField {
+            field: p[0].to_bytes(),
+            value: p[1].to_bytes(),
+            expire_ms: None,
+        })
+        .collect())
+}
+
+/// Decodes a whole compact blob (types 9-13, 16, 17, 20, 23, 25) into chunks.
+fn decode_blob(
+    ty: u8,
+    b: &[u8],
+    lim: ChunkLimits,
+    out: &mut VecDeque<Chunk>,
+) -> Result<(), &'static str> {
+    let bsz = |b: &Bytes| b.len();
+    match ty {
+        9 => {
+            let f = zipmap::pairs(b)?
+                .into_iter()
+                .map(|(k, v)| HashField {
+                    field: Bytes::copy_from_slice(k),
+                    value: Bytes::copy_from_slice(v),
+                    expire_ms: None,
+                })
+                .collect();
+            split(f, hf_size, lim, Chunk::HashFields, out);
+        }
+        10 => {
+            let v = elems(ziplist::iter(b)?)?
+                .into_iter()
+                .map(Elem::to_bytes)
+                .collect();
+            split(v, bsz, lim, Chunk::ListItems, out);
+        }
+        11 => {
+            let v = intset::values(b)?
+                .map(|i| Bytes::from(i.to_string()))
+                .collect();
+            split(v, bsz, lim, Chunk::SetMembers, out);
+        }
+        12 => split(
+            to_zset(&elems(ziplist::iter(b)?)?)?,
+            |e| e.0.len() + 8,
+            lim,
+            Chunk::ZSetEntries,
+            out,
+        ),
+        13 => split(
+            to_hash(&elems(ziplist::iter(b)?)?)?,
+            hf_size,
+            lim,
+            Chunk::HashFields,
+            out,
+        ),
+        16 => split(
+            to_hash(&elems(listpack::iter(b)?)?)?,
+            hf_size,
+            lim,
+            Chunk::HashFields,
+            out,
+        ),
+        17 => split(
+            to_zset(&elems(listpack::iter(b)?)?)?,
+            |e| e.0.len() + 8,
+            lim,
+            Chunk::ZSetEntries,
+            out,
+        ),
+        20 => {
+            let v = elems(listpack::iter(b)?)?
+                .into_iter()
+                .map(Elem::to_bytes)
+                .collect();
+            split(v, bsz, lim, Chunk::SetMembers, out);
+        }
+        23 | 25 => {
+            let e = elems(listpack::iter(b)?)?;
+            if !e.len().is_multiple_of(3) {
+                return Err("listpack-ex element count is not a multiple of 3");
+            }
+            let f = e
+                .chunks_exact(3)
+                .map(|t| {
+                    let ttl = t[2].as_i64().ok_or("hash field TTL is not an integer")?;
+                    Ok(HashField {
+                        field: t[0].to_bytes(),
+                        value: t[1].to_bytes(),
+                        expire_ms: (ttl != 0).then_some(ttl),
+                    })
+                })
+                .collect::<Result<Vec<_>, &'static str>>()?;
+            split(f, hf_size, lim, Chunk::HashFields, out);
+        }
+        _ => return Err("not a compact encoding"),
+    }
+    Ok(())
+}
+
+enum Acc {
+    List(Vec<Bytes>),
+    Set(Vec<Bytes>),
+    ZSet(Vec<(Bytes, f64)>),
+    Hash(Vec<HashField>),
+}
+
+impl Acc {
+    fn len(&self) -> usize {
+        match self {
+            Acc::List(v) | Acc::Set(v) => v.len(),
+            Acc::ZSet(v) => v.len(),
+            Acc::Hash(v) => v.len(),
+        }
+    }
+
+    fn into_chunk(self) -> Chunk {
+        match self {
+            Acc::List(v) => Chunk::ListItems(v),
+            Acc::Set(v) => Chunk::SetMembers(v),
+            Acc::ZSet(v) => Chunk::ZSetEntries(v),
+            Acc::Hash(v) => Chunk::HashFields(v),
+        }
+    }
+}
+
+impl Decoder {
+    pub(crate) fn new(ty: TypeByte, version: u16, lim: ChunkLimits) -> Self {
+        let lim = ChunkLimits {
+            elements: lim.elements.max(1),
+            bytes: lim.bytes.max(1),
+        };
+        Self {
+            ty,
+            version,
+            lim,
+            state: State::Start,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The next chunk of the value, or `None` once the value has been read to its end.
+    pub(crate) fn next_chunk<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+    ) -> Result<Option<Chunk>, Error> {
+        loop {
+            if let Some(c) = self.pending.pop_front() {
+                return Ok(Some(c));
+            }
+            match self.state {
+                State::Done => return Ok(None),
+                State::Start => self.start(rd)?,
+                State::Str { remaining } => {
+                    if remaining == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let n = remaining.min(self.lim.bytes as u64);
+                    let part = rd.vec(n)?;
+                    self.state = State::Str {
+                        remaining: remaining - n,
+                    };
+                    return Ok(Some(Chunk::StringPart(part.into())));
+                }
+                State::Seq {
+                    remaining,
+                    min_expire,
+                } => {
+                    if remaining == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let (chunk, left) = self.read_seq(rd, remaining, min_expire)?;
+                    self.state = State::Seq {
+                        remaining: left,
+                        min_expire,
+                    };
+                    return Ok(Some(chunk));
+                }
+                State::Nodes { remaining } => {
+                    if remaining == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let left = self.read_nodes(rd, remaining)?;
+                    self.state = State::Nodes { remaining: left };
+                }
+                State::StreamNodes { remaining } => {
+                    if remaining == 0 {
+                        self.read_stream_meta(rd)?;
+                        continue;
+                    }
+                    self.read_stream_node(rd)?;
+                    self.state = State::StreamNodes {
+                        remaining: remaining - 1,
+                    };
+                }
+                State::StreamGroups { remaining } => {
+                    if remaining == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    self.read_group(rd)?;
+                    self.state = State::StreamGroups {
+                        remaining: remaining - 1,
+                    };
+                }
+            }
+        }
+    }
+
+    fn start<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let lim = self.lim;
+        self.state = State::Done;
+        match self.ty.0 {
+            0 => match read_len(rd)? {
+                Len::Plain(n) => self.state = State::Str { remaining: n },
+                Len::Int(w) => {
+                    let v = read_int(rd, w)?;
+                    self.pending
+                        .push_back(Chunk::StringPart(Bytes::from(v.to_string())));
+                }
+                Len::Lzf => {
+                    // Decompressed whole: bounded by MAX_ELEMENT_BYTES (512 MiB).
+                    let (clen, ulen) = read_lzf_lens(rd)?;
+                    let at = rd.offset();
+                    let data = rd.vec(clen)?;
+                    let out = Bytes::from(lzf_decompress(&data, ulen, at)?);
+                    let mut i = 0;
+                    while i < out.len() {
+                        let j = (i + lim.bytes).min(out.len());
+                        self.pending.push_back(Chunk::StringPart(out.slice(i..j)));
+                        i = j;
+                    }
+                }
+            },
+            1..=5 | 22 => {
+                let remaining = read_length(rd)?;
+                self.state = State::Seq {
+                    remaining,
+                    min_expire: 0,
+                };
+            }
+            24 => {
+                let min_expire = read_ms(rd)?;
+                let remaining = read_length(rd)?;
+                self.state = State::Seq {
+                    remaining,
+                    min_expire,
+                };
+            }
+            9..=13 | 16 | 17 | 20 | 23 | 25 => {
+                if self.ty.0 == 25 {
+                    read_ms(rd)?;
+                }
+                let at = rd.offset();
+                let blob = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+                decode_blob(self.ty.0, &blob, lim, &mut self.pending).map_err(bad(at))?;
+            }
+            14 | 18 => {
+                self.state = State::Nodes {
+                    remaining: read_length(rd)?,
+                }
+            }
+            15 | 19 | 21 => {
+                self.state = State::StreamNodes {
+                    remaining: read_length(rd)?,
+                }
+            }
+            6 | 7 => {
+                return Err(rd.err(ErrorKind::Unsupported(
+                    "module values are carried raw, not decoded",
+                )));
+            }
+            t => return Err(rd.err(ErrorKind::UnknownType(t))),
+        }
+        Ok(())
+    }
+
+    fn read_seq<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+        mut remaining: u64,
+        min_expire: i64,
+    ) -> Result<(Chunk, u64), Error> {
+        let cap = (remaining.min(self.lim.elements as u64)) as usize;
+        let ty = self.ty.0;
+        let valkey = self.ty.is_valkey_hash2(self.version);
+        let mut acc = match ty {
+            1 => Acc::List(Vec::with_capacity(cap)),
+            2 => Acc::Set(Vec::with_capacity(cap)),
+            3 | 5 => Acc::ZSet(Vec::with_capacity(cap)),
+            _ => Acc::Hash(Vec::with_capacity(cap)),
+        };
+        let mut bytes = 0usize;
+        while remaining > 0 && acc.len() < self.lim.elements && bytes < self.lim.bytes {
+            remaining -= 1;
+            match &mut acc {
+                Acc::List(v) | Acc::Set(v) => {
+                    let s = read_string(rd, MAX_ELEMENT_BYTES)?;
+                    bytes += s.len();
+                    v.push(s);
+                }
+                Acc::ZSet(v) => {
+                    let m = read_string(rd, MAX_ELEMENT_BYTES)?;
+                    let score = if ty == 3 {
+                        read_text_double(rd)?
+                    } else {
+                        read_f64(rd)?
+                    };
+                    bytes += m.len() + 8;
+                    v.push((m, score));
+                }
+                Acc::Hash(v) => {
+                    let f = if valkey {
+                        let field = read_string(rd, MAX_ELEMENT_BYTES)?;
+                        let value = read_string(rd, MAX_ELEMENT_BYTES)?;
+                        let ms = read_ms(rd)?;
+                        HashField {
+                            field,
+                            value,
+                            expire_ms: (ms != -1).then_some(ms),
+                        }
+                    } else {
+                        let ttl = if ty == 4 { 0 } else { read_length(rd)? };
+                        let field = read_string(rd, MAX_ELEMENT_BYTES)?;
+                        let value = read_string(rd, MAX_ELEMENT_BYTES)?;
+                        let expire_ms = match (ty, ttl) {
+                            (_, 0) => None,
+                            (24, t) => Some((t as i64).wrapping_add(min_expire).wrapping_sub(1)),
+                            (_, t) => Some(t as i64),
+                        };
+                        HashField {
+                            field,
+                            value,
+                            expire_ms,
+                        }
+                    };
+                    bytes += hf_size(&f);
+                    v.push(f);
+                }
+            }
+        }
+        Ok((acc.into_chunk(), remaining))
+    }
+
+    /// Reads quicklist nodes until a chunk's worth of items is pending.
+    fn read_nodes<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+        mut remaining: u64,
+    ) -> Result<u64, Error> {
+        let mut items: Vec<Bytes> = Vec::new();
+        let mut bytes = 0usize;
+        while remaining > 0 && items.len() < self.lim.elements && bytes < self.lim.bytes {
+            remaining -= 1;
+            let plain = if self.ty.0 == 18 {
+                match read_length(rd)? {
+                    1 => true,
+                    2 => false,
+                    _ => return Err(rd.err(ErrorKind::Corrupt("unknown quicklist node container"))),
+                }
+            } else {
+                false
+            };
+            let at = rd.offset();
+            let node = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+            if plain {
+                bytes += node.len();
+                items.push(node.into());
+                continue;
+            }
+            let it: Box<dyn Iterator<Item = Result<Elem<'_>, &'static str>>> = if self.ty.0 == 18 {
+                Box::new(listpack::iter(&node).map_err(bad(at))?)
+            } else {
+                Box::new(ziplist::iter(&node).map_err(bad(at))?)
+            };
+            for e in it {
+                let e = e.map_err(bad(at))?;
+                bytes += e.len();
+                items.push(e.to_bytes());
+            }
+        }
+        split(
+            items,
+            |b| b.len(),
+            self.lim,
+            Chunk::ListItems,
+            &mut self.pending,
+        );
+        Ok(remaining)
+    }
+
+    fn read_stream_node<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let at = rd.offset();
+        let key = read_string_vec(rd, 16)?;
+        let key: [u8; 16] = key
+            .try_into()
+            .map_err(|_| Error::new(ErrorKind::Corrupt("stream node key is not 16 bytes"), at))?;
+        let master = StreamId::from_be_bytes(&key);
+        let at = rd.offset();
+        let lp = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+        let mut entries = Vec::new();
+        stream::decode_node(master, &lp, &mut entries).map_err(bad(at))?;
+        split(
+            entries,
+            stream::entry_size,
+            self.lim,
+            Chunk::StreamEntries,
+            &mut self.pending,
+        );
+        Ok(())
+    }
+
+    fn read_stream_meta<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let length = read_length(rd)?;
+        let last_id = read_len_id(rd)?;
+        let mut meta = StreamMeta {
+            length,
+            last_id,
+            first_id: None,
+            max_deleted_id: None,
+            entries_added: None,
+        };
+        if self.ty.0 >= 19 {
+            meta.first_id = Some(read_len_id(rd)?);
+            meta.max_deleted_id = Some(read_len_id(rd)?);
+            meta.entries_added = Some(read_length(rd)?);
+        }
+        self.pending.push_back(Chunk::StreamMeta(meta));
+        self.state = State::StreamGroups {
+            remaining: read_length(rd)?,
+        };
+        Ok(())
+    }
+
+    fn read_group<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let name = read_string(rd, MAX_ELEMENT_BYTES)?;
+        let last_id = read_len_id(rd)?;
+        let entries_read = if self.ty.0 >= 19 {
+            let v = read_length(rd)?;
+            (v != u64::MAX).then_some(v)
+        } else {
+            None
+        };
+        let pel_len = read_length(rd)?;
+        let mut pel = Vec::with_capacity(pel_len.min(4096) as usize);
+        for _ in 0..pel_len {
+            let id = read_raw_id(rd)?;
+            let t = read_ms(rd)?;
+            let n = read_length(rd)?;
+            pel.push((id, t, n, None::<usize>));
+        }
+        pel.sort_by_key(|p| p.0);
+        let n_consumers = read_length(rd)?;
+        let mut consumers = Vec::with_capacity(n_consumers.min(1024) as usize);
+        for ci in 0..n_consumers {
+            let cname = read_string(rd, MAX_ELEMENT_BYTES)?;
+            let seen = read_ms(rd)?;
+            let active = if self.ty.0 >= 21 {
+                Some(read_ms(rd)?)
+            } else {
+                None
+            };
+            let own = read_length(rd)?;
+            for _ in 0..own {
+                let at = rd.offset();
+                let id = read_raw_id(rd)?;
+                let i = pel.binary_search_by_key(&id, |p| p.0).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Corrupt("consumer PEL entry missing from the group PEL"),
+                        at,
+                    )
+                })?;
+                pel[i].3 = Some(ci as usize);
+            }
+            consumers.push(Consumer {
+                name: cname,
+                seen_time_ms: seen,
+                active_time_ms: active,
+            });
+        }
+        let mut entries = Vec::with_capacity(pel.len());
+        for (id, t, n, owner) in pel {
+            let owner = owner
+                .ok_or_else(|| rd.err(ErrorKind::Corrupt("group PEL entry has no consumer")))?;
+            entries.push(PendingEntry {
+                id,
+                delivery_time_ms: t,
+                delivery_count: n,
+                consumer: consumers[owner].name.clone(),
+            });
+        }
+        self.pending.push_back(Chunk::StreamGroup(StreamGroup {
+            name: name.clone(),
+            last_id,
+            entries_read,
+            consumers,
+        }));
+        split(
+            entries,
+            |p| 32 + p.consumer.len(),
+            self.lim,
+            |entries| Chunk::StreamPending {
+                group: name.clone(),
+                entries,
+            },
+            &mut self.pending,
+        );
+        Ok(())
+    }
+}

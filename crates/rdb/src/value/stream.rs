@@ -1,0 +1,86 @@
+//! Stream entries inside one listpack node (t_stream.c layout).
+//!
+//! The node starts with a master entry: `count, deleted, num-fields, field_1..field_N, 0`.
+//! Each entry then is `flags, ms-diff, seq-diff`, followed by `value_1..value_N` when
+//! flags has SAMEFIELDS (2) (field names are the master's), else by
+//! `num-fields, field_1, value_1, ...`; and finally `lp-count`. Flag DELETED (1) marks a
+//! deleted entry. Ids are deltas from the node's master id (the radix-tree key).
+
+use bytes::Bytes;
+
+use super::{Elem, listpack};
+use crate::chunk::{StreamEntry, StreamId};
+
+const FLAG_DELETED: i64 = 1;
+const FLAG_SAMEFIELDS: i64 = 2;
+
+/// Appends the live entries of one node to `out`.
+pub(crate) fn decode_node(
+    master: StreamId,
+    lp: &[u8],
+    out: &mut Vec<StreamEntry>,
+) -> Result<(), &'static str> {
+    let mut it = listpack::iter(lp)?;
+    let it = &mut it;
+    let int = |e: Elem<'_>| e.as_i64().ok_or("stream node field is not an integer");
+    let _count = int(pull(it)?)?;
+    let _deleted = int(pull(it)?)?;
+    let nfields = int(pull(it)?)?;
+    let nfields = usize::try_from(nfields).map_err(|_| "stream master field count is negative")?;
+    if nfields > lp.len() {
+        return Err("stream master field count exceeds the node");
+    }
+    let mut master_fields = Vec::with_capacity(nfields);
+    for _ in 0..nfields {
+        master_fields.push(pull(it)?.to_bytes());
+    }
+    if int(pull(it)?)? != 0 {
+        return Err("stream master entry lacks its terminator");
+    }
+    while let Some(flags) = it.next() {
+        let flags = int(flags?)?;
+        let ms = int(pull(it)?)? as u64;
+        let seq = int(pull(it)?)? as u64;
+        let id = StreamId {
+            ms: master.ms.wrapping_add(ms),
+            seq: master.seq.wrapping_add(seq),
+        };
+        let mut fields = Vec::new();
+        if flags & FLAG_SAMEFIELDS != 0 {
+            fields.reserve(nfields);
+            for f in &master_fields {
+                fields.push((f.clone(), pull(it)?.to_bytes()));
+            }
+        } else {
+            let n = int(pull(it)?)?;
+            let n = usize::try_from(n).map_err(|_| "stream entry field count is negative")?;
+            if n > lp.len() {
+                return Err("stream entry field count exceeds the node");
+            }
+            fields.reserve(n);
+            for _ in 0..n {
+                let f = pull(it)?.to_bytes();
+                let v = pull(it)?.to_bytes();
+                fields.push((f, v));
+            }
+        }
+        let _lp_count = int(pull(it)?)?;
+        if flags & FLAG_DELETED == 0 {
+            out.push(StreamEntry { id, fields });
+        }
+    }
+    Ok(())
+}
+
+fn pull<'a>(it: &mut listpack::Iter<'a>) -> Result<Elem<'a>, &'static str> {
+    it.next().ok_or("stream node ends inside an entry")?
+}
+
+/// Total size of an entry's fields, for chunk sizing.
+pub(crate) fn entry_size(e: &StreamEntry) -> usize {
+    16 + e
+        .fields
+        .iter()
+        .map(|(f, v): &(Bytes, Bytes)| f.len() + v.len())
+        .sum::<usize>()
+}
