@@ -1,1 +1,26 @@
-//! placeholder
+//! ferry keeps a target Redis in one-way sync with a source Redis: it connects to the source as a
+//! replica, copies its snapshot into the target, then applies every later write.
+//!
+//! Modules, in the order data flows:
+//! - [`endpoint`]: server URLs (`redis://user:pass@host:port`).
+//! - [`conn`]: one RESP connection: connect, log in, request/reply.
+//! - [`source`]: the replica client (`psync`) and the snapshot parser bridge (`snapshot`).
+//! - [`entry`]: what flows from source to target.
+//! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
+//! - [`task`]: one sync task joining them; [`status`] is what it reports.
+//! - [`config`]: TOML file and flags into a checked `TaskConfig`.
+//! - [`api`]: `GET /status`; [`progress`]: the terminal view.
+
+pub mod api;
+pub mod config;
+pub mod conn;
+pub mod endpoint;
+pub mod entry;
+pub mod error;
+pub mod progress;
+pub mod source;
+pub mod status;
+pub mod target;
+pub mod task;
+
+pub use error::{Error, Result};

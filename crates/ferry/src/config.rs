@@ -1,0 +1,203 @@
+//! The task's settings: from a TOML file, then overridden by command-line flags, then checked
+//! as a whole into a `TaskConfig` that cannot hold an invalid combination.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+/// The TOML file, as written by users. Every field is optional here; `TaskConfig::build` says
+/// what is missing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub source: ServerSection,
+    #[serde(default)]
+    pub target: ServerSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    #[serde(default)]
+    pub status: StatusSection,
+    #[serde(default)]
+    pub advanced: AdvancedSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `redis://[user:password@]host:port`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Stop once the snapshot is on the target instead of following the write stream.
+    pub full_only: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSection {
+    /// Where `GET /status` is served, e.g. "127.0.0.1:8080". Off when absent.
+    pub addr: Option<String>,
+}
+
+/// Limits that trade speed for memory; the defaults suit most datasets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvancedSection {
+    /// A value serialized larger than this is written as chunks of native commands (bytes).
+    pub big_value_bytes: Option<usize>,
+    /// A collection with more elements than this is written as chunks of native commands.
+    pub big_value_elements: Option<u64>,
+    /// Elements per chunked command.
+    pub chunk_elements: Option<usize>,
+    /// Commands sent to the target and not yet answered, at most.
+    pub max_in_flight: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|l| format!(" at line {l}"))
+                .unwrap_or_default();
+            Error::Config(format!("config file {}{line}: {msg}", path.display()))
+        })
+    }
+}
+
+/// A complete, checked task.
+#[derive(Clone, Debug)]
+pub struct TaskConfig {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub full_only: bool,
+    pub status_addr: Option<SocketAddr>,
+    pub rdb: ferry_rdb::Options,
+    pub writer: crate::target::standalone::Options,
+}
+
+impl TaskConfig {
+    pub fn build(file: FileConfig) -> Result<TaskConfig, Error> {
+        let source_url = file.source.url.ok_or_else(|| {
+            Error::Config(
+                "no source: give --source redis://host:port (or [source] url in the config file)"
+                    .into(),
+            )
+        })?;
+        let target_url = file.target.url.ok_or_else(|| {
+            Error::Config(
+                "no target: give --target redis://host:port (or [target] url in the config file)"
+                    .into(),
+            )
+        })?;
+        let source = Endpoint::parse("source", &source_url)?;
+        let target = Endpoint::parse("target", &target_url)?;
+        if source == target {
+            return Err(Error::Config(format!(
+                "source and target are the same server ({source}); ferry would copy it onto itself"
+            )));
+        }
+        let status_addr = match file.status.addr {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                Error::Config(format!(
+                    "status address {a:?} is not HOST:PORT with a numeric IP, e.g. 127.0.0.1:8080"
+                ))
+            })?),
+        };
+        let mut rdb = ferry_rdb::Options::default();
+        let adv = file.advanced;
+        if let Some(v) = adv.big_value_bytes {
+            positive("advanced.big_value_bytes", v as u64)?;
+            rdb.big_value_bytes = v;
+        }
+        if let Some(v) = adv.big_value_elements {
+            positive("advanced.big_value_elements", v)?;
+            rdb.big_value_elements = v;
+        }
+        if let Some(v) = adv.chunk_elements {
+            positive("advanced.chunk_elements", v as u64)?;
+            rdb.chunk_elements = v;
+        }
+        let mut writer = crate::target::standalone::Options::default();
+        if let Some(v) = adv.max_in_flight {
+            positive("advanced.max_in_flight", v as u64)?;
+            writer.max_in_flight = v;
+        }
+        Ok(TaskConfig {
+            source,
+            target,
+            full_only: file.sync.full_only.unwrap_or(false),
+            status_addr,
+            rdb,
+            writer,
+        })
+    }
+}
+
+fn positive(name: &str, v: u64) -> Result<(), Error> {
+    if v == 0 {
+        return Err(Error::Config(format!("{name} must be greater than 0")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<FileConfig>("[source]\nurll = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn builds_from_a_full_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [source]
+            url = "redis://127.0.0.1:7000"
+            [target]
+            url = "redis://:pw@127.0.0.1:7001"
+            [sync]
+            full_only = true
+            [status]
+            addr = "127.0.0.1:9000"
+            [advanced]
+            big_value_elements = 10
+            "#,
+        )
+        .unwrap();
+        let cfg = TaskConfig::build(file).unwrap();
+        assert!(cfg.full_only);
+        assert_eq!(cfg.rdb.big_value_elements, 10);
+        assert_eq!(cfg.target.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn refuses_syncing_a_server_onto_itself() {
+        let mut file = FileConfig::default();
+        file.source.url = Some("redis://127.0.0.1:7000".into());
+        file.target.url = Some("redis://127.0.0.1:7000".into());
+        assert!(
+            TaskConfig::build(file)
+                .unwrap_err()
+                .to_string()
+                .contains("same server")
+        );
+    }
+}

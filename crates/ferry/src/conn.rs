@@ -1,0 +1,206 @@
+//! A RESP connection to one server: connect with a deadline, log in, send a command and read its
+//! reply. The replication source and the target writers start here and then take the socket.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_resp::{Decoder, Frame, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result, Role};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Conn {
+    pub role: Role,
+    pub addr: String,
+    stream: TcpStream,
+    /// Bytes read from the socket and not yet consumed.
+    pub buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Conn {
+    /// Connects and logs in (AUTH with the URL's user and password, if any).
+    pub async fn connect(role: Role, endpoint: &Endpoint) -> Result<Conn> {
+        let addr = endpoint.addr();
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(Error::Connect { role, addr, source }),
+            Err(_) => {
+                return Err(Error::Connect {
+                    role,
+                    addr,
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
+            }
+        };
+        stream.set_nodelay(true).ok();
+        let mut conn = Conn {
+            role,
+            addr,
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            decoder: Decoder::new(Limits::default()),
+        };
+        if let Some(password) = &endpoint.password {
+            let reply = match &endpoint.username {
+                Some(user) => {
+                    conn.request(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                        .await?
+                }
+                None => conn.request(&[b"AUTH", password.as_bytes()]).await?,
+            };
+            if let Frame::Error(msg) = reply {
+                return Err(Error::Auth {
+                    role,
+                    addr: conn.addr,
+                    msg: String::from_utf8_lossy(&msg)
+                        .trim_end_matches('.')
+                        .to_string(),
+                });
+            }
+        }
+        // PING both checks that the login is enough and that this is a Redis at all.
+        match conn.request(&[b"PING"]).await? {
+            Frame::Error(msg) if msg.starts_with(b"NOAUTH") => Err(Error::NoAuth {
+                role,
+                addr: conn.addr,
+            }),
+            Frame::Error(msg) => Err(conn.server_error(&msg)),
+            _ => Ok(conn),
+        }
+    }
+
+    /// Sends one command and waits for its reply. An error reply is returned as a frame, not Err.
+    pub async fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
+        let mut out = BytesMut::new();
+        ferry_resp::encode_command(&mut out, args);
+        self.write_all(&out).await?;
+        match tokio::time::timeout(REPLY_TIMEOUT, self.read_frame()).await {
+            Ok(r) => r.map(|(frame, _)| frame),
+            Err(_) => Err(Error::Closed {
+                role: self.role,
+                addr: self.addr.clone(),
+                context: " (no reply within 60 s)".into(),
+            }),
+        }
+    }
+
+    /// Like `request`, but an error reply becomes `Error::Server`.
+    pub async fn request_ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
+        match self.request(args).await? {
+            Frame::Error(msg) => Err(self.server_error(&msg)),
+            f => Ok(f),
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(data)
+            .await
+            .map_err(|source| Error::Io {
+                role: self.role,
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
+    /// Reads more bytes into `buf`; Err(Closed) at end of stream.
+    pub async fn fill(&mut self, context: &str) -> Result<usize> {
+        self.buf.reserve(64 * 1024);
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|source| Error::Io {
+                role: self.role,
+                addr: self.addr.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(Error::Closed {
+                role: self.role,
+                addr: self.addr.clone(),
+                context: context.to_string(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Reads one whole frame and returns it with its raw bytes.
+    pub async fn read_frame(&mut self) -> Result<(Frame, Bytes)> {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(Error::Protocol {
+                        role: self.role,
+                        addr: self.addr.clone(),
+                        source,
+                    });
+                }
+            }
+            self.fill("").await?;
+        }
+    }
+
+    /// Reads one `\n`-terminated line (without `\r\n`), skipping the bare newlines a master sends
+    /// as keep-alives while it prepares a snapshot.
+    pub async fn read_line(&mut self, context: &str) -> Result<Bytes> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                let _ = self.buf.split_to(1);
+            }
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line = self.buf.split_to(pos + 1).freeze();
+                line.truncate(pos);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(pos - 1);
+                }
+                return Ok(line);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(Error::Server {
+                    role: self.role,
+                    addr: self.addr.clone(),
+                    msg: format!("line longer than 64 KiB while waiting for {context}"),
+                });
+            }
+            self.fill(context).await?;
+        }
+    }
+
+    pub fn server_error(&self, msg: &[u8]) -> Error {
+        Error::Server {
+            role: self.role,
+            addr: self.addr.clone(),
+            msg: String::from_utf8_lossy(msg).into_owned(),
+        }
+    }
+
+    /// `INFO server` field `redis_version`, as (major, minor, patch).
+    pub async fn version(&mut self) -> Result<(u32, u32, u32)> {
+        let info = self.request_ok(&[&b"INFO"[..], b"server"]).await?;
+        let text = info.as_bytes().cloned().unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("0.0.0");
+        let mut parts = v.trim().split('.').map(|p| p.parse().unwrap_or(0));
+        Ok((
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        ))
+    }
+
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+}

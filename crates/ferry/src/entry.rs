@@ -1,0 +1,91 @@
+//! What flows from a source to a target: whole keys and big-key chunks from the snapshot, then
+//! commands from the replication stream, each carrying the offset it ends at.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_rdb::{Chunk, KeyMeta, Record};
+
+/// Prefix of the keys ferry writes for itself; never copied, so cascades stay clean.
+pub const OWN_KEY_PREFIX: &[u8] = b"__ferry:";
+
+/// One write command from the replication stream.
+#[derive(Clone, Debug)]
+pub struct Command {
+    /// The db the source had selected for it.
+    pub db: u32,
+    /// Arguments, the name first, as sent.
+    pub args: Vec<Bytes>,
+    /// The exact RESP bytes received; written to the target as they are.
+    pub raw: Bytes,
+    /// Replication offset just after this command.
+    pub end_offset: u64,
+}
+
+impl Command {
+    /// Upper-case command name, for matching and messages.
+    pub fn name(&self) -> String {
+        self.args
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// The snapshot starts; its values are in this RDB version's encodings.
+    SnapshotStart {
+        rdb_version: u16,
+    },
+    /// A whole key from the snapshot, written with RESTORE.
+    Key(Record),
+    /// A key too big for one command: delete what the target has, then the chunks, then the end.
+    BigStart(Arc<KeyMeta>),
+    BigChunk(Arc<KeyMeta>, Chunk),
+    BigEnd(Arc<KeyMeta>),
+    /// A function library's code.
+    Function(Bytes),
+    /// The snapshot has been read whole; the command stream continues from this offset.
+    SnapshotEnd {
+        offset: u64,
+    },
+    /// A write from the replication stream.
+    Command(Command),
+    /// Source bytes with no write in them (PING, SELECT, REPLCONF): applied once all before is.
+    Offset(u64),
+}
+
+/// Entries travel in batches so the channel costs little per key.
+pub type Batch = Vec<Entry>;
+
+/// Rough bytes an entry holds, to bound batches by size as well as count.
+pub fn weight(entry: &Entry) -> usize {
+    match entry {
+        Entry::Key(r) => r.raw.len() + r.meta.key.len() + 64,
+        Entry::BigChunk(_, c) => chunk_weight(c),
+        Entry::Function(code) => code.len(),
+        Entry::Command(c) => c.raw.len() + 32 * c.args.len(),
+        _ => 64,
+    }
+}
+
+fn chunk_weight(c: &Chunk) -> usize {
+    match c {
+        Chunk::StringPart(b) => b.len(),
+        Chunk::ListItems(v) | Chunk::SetMembers(v) => v.iter().map(|b| b.len() + 16).sum(),
+        Chunk::ZSetEntries(v) => v.iter().map(|(m, _)| m.len() + 24).sum(),
+        Chunk::HashFields(v) => v.iter().map(|f| f.field.len() + f.value.len() + 32).sum(),
+        Chunk::StreamEntries(v) => v
+            .iter()
+            .map(|e| {
+                e.fields
+                    .iter()
+                    .map(|(f, v)| f.len() + v.len() + 32)
+                    .sum::<usize>()
+                    + 32
+            })
+            .sum(),
+        _ => 256,
+    }
+}

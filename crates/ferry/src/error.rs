@@ -1,0 +1,144 @@
+//! The engine's errors: each names the server or setting involved and, where the user can act,
+//! what to do. `Display` is the one line the CLI prints.
+
+use std::io;
+
+/// Which side of the sync a server is on; used in messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Target,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Target => "target",
+        })
+    }
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+
+    #[error("cannot connect to {role} {addr}: {source}{}", connect_hint(source))]
+    Connect {
+        role: Role,
+        addr: String,
+        source: io::Error,
+    },
+
+    #[error(
+        "{role} {addr} rejected the login: {msg}; check the user and password in the {role} URL"
+    )]
+    Auth {
+        role: Role,
+        addr: String,
+        msg: String,
+    },
+
+    #[error(
+        "{role} {addr} requires a password: give it in the URL as redis://[user]:password@{addr}"
+    )]
+    NoAuth { role: Role, addr: String },
+
+    #[error("{role} {addr}: {msg}")]
+    Server {
+        role: Role,
+        addr: String,
+        msg: String,
+    },
+
+    #[error("lost the connection to {role} {addr}: {source}")]
+    Io {
+        role: Role,
+        addr: String,
+        source: io::Error,
+    },
+
+    #[error("{role} {addr} closed the connection{context}")]
+    Closed {
+        role: Role,
+        addr: String,
+        context: String,
+    },
+
+    #[error("{role} {addr} sent bytes that are not RESP: {source}")]
+    Protocol {
+        role: Role,
+        addr: String,
+        source: ferry_resp::Error,
+    },
+
+    #[error("snapshot from source {addr} is unreadable: {source}")]
+    Snapshot {
+        addr: String,
+        source: ferry_rdb::Error,
+    },
+
+    #[error(
+        "target {addr} refused {command} of key {key} in db {db}: {msg}{}",
+        refusal_hint(msg)
+    )]
+    TargetRefused {
+        addr: String,
+        command: String,
+        key: String,
+        db: u32,
+        msg: String,
+    },
+
+    #[error("status server on {addr}: {source}")]
+    StatusServer { addr: String, source: io::Error },
+}
+
+fn connect_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => " (is redis-server running there, on that port?)",
+        io::ErrorKind::TimedOut => " (no answer: check the host, port and any firewall)",
+        _ => "",
+    }
+}
+
+fn refusal_hint(msg: &str) -> &'static str {
+    if msg.starts_with("OOM") {
+        " (the target is out of memory: raise its maxmemory or choose an eviction policy, then run ferry again)"
+    } else if msg.starts_with("READONLY") {
+        " (the target is a read-only replica: point ferry at its master)"
+    } else if msg.starts_with("NOPERM") {
+        " (the target user lacks permission for this command: grant it with ACL SETUSER)"
+    } else if msg.contains("payload version or checksum") {
+        " (the target cannot read this Redis version's encoding)"
+    } else if msg.starts_with("MISCONF") {
+        " (the target cannot persist to disk: fix its save settings or disk)"
+    } else {
+        ""
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes.iter().take(200) {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > 200 {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
+}

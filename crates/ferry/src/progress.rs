@@ -1,0 +1,100 @@
+//! What a person at a terminal sees: a progress bar during the full sync (keys, bytes, rate, ETA
+//! when the snapshot size is known), then one status line for the incremental phase. Without a
+//! terminal, a log line every 10 s instead.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::status::{Phase, Status};
+
+pub fn spawn(status: Arc<Status>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    if std::io::stderr().is_terminal() {
+        tokio::spawn(terminal(status, cancel))
+    } else {
+        tokio::spawn(log_lines(status, cancel))
+    }
+}
+
+async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} full sync [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} · {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let line = ProgressBar::new_spinner();
+    let mut last = (Instant::now(), 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => break,
+        }
+        let s = status.snapshot();
+        match s.phase {
+            Phase::Connecting => {}
+            Phase::Full => {
+                if s.snapshot_size > 0 {
+                    bar.set_length(s.snapshot_size);
+                } else {
+                    bar.set_length(s.bytes_read.max(1));
+                }
+                bar.set_position(s.bytes_read);
+                bar.set_message(format!("{} keys", s.keys_written));
+            }
+            Phase::Incremental => {
+                if !bar.is_finished() {
+                    bar.finish_with_message(format!("{} keys", s.keys_written));
+                }
+                let now = Instant::now();
+                let rate = (s.ops_applied - last.1) as f64
+                    / now.duration_since(last.0).as_secs_f64().max(0.001);
+                if now.duration_since(last.0) >= Duration::from_secs(1) {
+                    last = (now, s.ops_applied);
+                    line.set_message(format!(
+                        "incremental: {rate:.0} ops/s · lag {} bytes · applied offset {} · {} ops",
+                        s.lag_bytes, s.applied_offset, s.ops_applied
+                    ));
+                    line.tick();
+                }
+            }
+            Phase::Stopped | Phase::Failed => break,
+        }
+    }
+    if !bar.is_finished() && bar.length().unwrap_or(0) > 0 {
+        bar.abandon();
+    }
+    line.finish();
+}
+
+async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let s = status.snapshot();
+        match s.phase {
+            Phase::Full => tracing::info!(
+                keys = s.keys_written,
+                bytes = s.bytes_read,
+                total = s.snapshot_size,
+                "full sync"
+            ),
+            Phase::Incremental => tracing::info!(
+                ops = s.ops_applied,
+                lag_bytes = s.lag_bytes,
+                applied_offset = s.applied_offset,
+                "incremental sync"
+            ),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! Acts as a replica of the source: handshake, `PSYNC`, the snapshot (as `$<len>` or as the
+//! diskless `$EOF:<mark>` form), then the command stream, acknowledged every second.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use ferry_resp::{Decoder, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::{self, BATCH_BYTES, BATCH_ENTRIES, ChunkReader, Outcome};
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::entry::{Batch, Command, Entry, weight};
+use crate::error::{Error, Result, Role};
+use crate::status::Status;
+
+/// A master pings its replicas every 10 s by default; this long without a byte means the link is dead.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const EOF_MARK_LEN: usize = 40;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rdb: ferry_rdb::Options,
+    /// Stop once the snapshot has been read (the command stream is not followed).
+    pub full_only: bool,
+}
+
+/// How the source frames its snapshot.
+enum Transfer {
+    /// `$<len>`: exactly this many bytes follow.
+    Sized(u64),
+    /// `$EOF:<mark>`: bytes follow until the 40-byte mark.
+    Diskless([u8; EOF_MARK_LEN]),
+}
+
+/// A source connection that has finished the replica handshake, ready for PSYNC.
+pub struct PsyncSource {
+    conn: Conn,
+}
+
+impl PsyncSource {
+    /// Connects, logs in and announces itself as a replica able to take diskless snapshots.
+    pub async fn connect(endpoint: &Endpoint) -> Result<PsyncSource> {
+        let mut conn = Conn::connect(Role::Source, endpoint).await?;
+        // ferry listens on no replication port; 0 keeps INFO honest about that.
+        replconf(&mut conn, &[&b"REPLCONF"[..], b"listening-port", b"0"]).await?;
+        replconf(
+            &mut conn,
+            &[&b"REPLCONF"[..], b"capa", b"eof", b"capa", b"psync2"],
+        )
+        .await?;
+        Ok(PsyncSource { conn })
+    }
+
+    /// Asks for a full sync and streams entries into `tx` until the source closes, `cancel`
+    /// fires, or (with `full_only`) the snapshot has been read.
+    pub async fn run(
+        mut self,
+        options: Options,
+        tx: mpsc::Sender<Batch>,
+        status: Arc<Status>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let conn = &mut self.conn;
+        conn.write_all(b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n")
+            .await?;
+        let reply = conn.read_line("the reply to PSYNC").await?;
+        let (replid, offset) = parse_fullresync(&reply).map_err(|msg| Error::Server {
+            role: Role::Source,
+            addr: conn.addr.clone(),
+            msg,
+        })?;
+        tracing::info!(source = %conn.addr, %replid, offset, "full resync accepted");
+        status.set_replid(replid);
+        status.snapshot_offset.store(offset, Relaxed);
+        status.source_offset.store(offset, Relaxed);
+        status.set_phase(crate::status::Phase::Full);
+
+        let header = conn.read_line("the snapshot to start").await?;
+        let transfer = parse_transfer(&header).ok_or_else(|| Error::Server {
+            role: Role::Source,
+            addr: conn.addr.clone(),
+            msg: format!(
+                "expected a snapshot header ($<len> or $EOF:<mark>), got {}",
+                crate::error::escape(&header)
+            ),
+        })?;
+        if let Transfer::Sized(len) = transfer {
+            status.snapshot_size.store(len, Relaxed);
+        }
+        let addr = conn.addr.clone();
+        let (stream, buf) = self.conn.into_parts();
+        let (mut rd, wr) = stream.into_split();
+
+        // The parser is synchronous: it runs on a blocking thread, fed through a small channel.
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(16);
+        let parser_tx = tx.clone();
+        let rdb_options = options.rdb.clone();
+        let parser = tokio::task::spawn_blocking(move || {
+            snapshot::parse_into(ChunkReader::new(chunk_rx), rdb_options, &parser_tx)
+        });
+
+        let received = tokio::select! {
+            r = receive_snapshot(&mut rd, buf, transfer, &chunk_tx, &status, &addr) => Some(r),
+            _ = cancel.cancelled() => None,
+        };
+        drop(chunk_tx);
+        let leftover = match received {
+            None => return Ok(()),
+            Some(Err(Stop::ParserGone)) => {
+                return match parser.await {
+                    Ok(Err(source)) => Err(Error::Snapshot { addr, source }),
+                    // The target side went away; its own error is the one to report.
+                    _ => Ok(()),
+                };
+            }
+            Some(Err(Stop::Link(e))) => return Err(e),
+            Some(Ok(leftover)) => leftover,
+        };
+
+        // A diskless master sends no commands until the first ACK: acknowledge right away.
+        let getack = Arc::new(Notify::new());
+        let ack_cancel = cancel.child_token();
+        let acker = (!options.full_only).then(|| {
+            tokio::spawn(acknowledge(
+                wr,
+                status.clone(),
+                getack.clone(),
+                ack_cancel.clone(),
+            ))
+        });
+        let _stop_acks = ack_cancel.drop_guard();
+
+        match parser.await {
+            Ok(Ok(Outcome::Done { rdb_version })) => {
+                tracing::info!(rdb_version, "snapshot read to its end");
+            }
+            Ok(Ok(Outcome::Abandoned)) => return Ok(()),
+            Ok(Err(source)) => return Err(Error::Snapshot { addr, source }),
+            Err(join) => {
+                return Err(Error::Server {
+                    role: Role::Source,
+                    addr,
+                    msg: format!("snapshot parser stopped: {join}"),
+                });
+            }
+        }
+        if tx.send(vec![Entry::SnapshotEnd { offset }]).await.is_err() || options.full_only {
+            return Ok(());
+        }
+        let result = follow_stream(
+            &mut rd, leftover, offset, &tx, &status, &getack, &cancel, &addr,
+        )
+        .await;
+        if let Some(acker) = acker {
+            acker.abort();
+        }
+        result
+    }
+}
+
+async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
+    match conn.request(args).await? {
+        ferry_resp::Frame::Error(msg) => Err(Error::Server {
+            role: Role::Source,
+            addr: conn.addr.clone(),
+            msg: format!(
+                "refused {}: {}{}",
+                String::from_utf8_lossy(&args[..2].join(&b' ')),
+                String::from_utf8_lossy(&msg),
+                if msg.starts_with(b"NOPERM") {
+                    " (the source user needs +replconf +psync +ping: ACL SETUSER <user> +replconf +psync +ping)"
+                } else {
+                    ""
+                }
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_fullresync(line: &[u8]) -> std::result::Result<(String, u64), String> {
+    let text = String::from_utf8_lossy(line);
+    if let Some(rest) = text.strip_prefix("+FULLRESYNC ") {
+        let mut parts = rest.split_whitespace();
+        if let (Some(id), Some(Ok(off))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
+            return Ok((id.to_string(), off));
+        }
+        return Err(format!("malformed PSYNC reply {text:?}"));
+    }
+    if let Some(err) = text.strip_prefix('-') {
+        let hint = if err.starts_with("NOPERM") {
+            " (the source user needs +psync +replconf: ACL SETUSER <user> +psync +replconf +ping)"
+        } else if err.starts_with("NOMASTERLINK") || err.starts_with("LOADING") {
+            " (the source is not ready to serve replicas yet; try again shortly)"
+        } else {
+            ""
+        };
+        return Err(format!("refused PSYNC: {err}{hint}"));
+    }
+    Err(format!("unexpected reply to PSYNC: {text:?}"))
+}
+
+fn parse_transfer(line: &[u8]) -> Option<Transfer> {
+    let rest = line.strip_prefix(b"$")?;
+    if let Some(mark) = rest.strip_prefix(b"EOF:") {
+        return mark.try_into().ok().map(Transfer::Diskless);
+    }
+    std::str::from_utf8(rest)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Transfer::Sized)
+}
+
+/// Why the snapshot transfer ended early.
+enum Stop {
+    /// The parser stopped reading: it failed, or the target side went away.
+    ParserGone,
+    /// The link to the source failed.
+    Link(Error),
+}
+
+/// Forwards the snapshot's bytes to the parser; returns the bytes that arrived after it.
+async fn receive_snapshot(
+    rd: &mut OwnedReadHalf,
+    mut pending: BytesMut,
+    transfer: Transfer,
+    chunks: &mpsc::Sender<Bytes>,
+    status: &Status,
+    addr: &str,
+) -> std::result::Result<BytesMut, Stop> {
+    let mut received: u64 = 0;
+    let closed = |received: u64| Error::Closed {
+        role: Role::Source,
+        addr: addr.to_string(),
+        context: format!(" during the snapshot transfer, after {received} bytes"),
+    };
+    loop {
+        let ready = match &transfer {
+            Transfer::Sized(len) => {
+                let want = (len - received).min(pending.len() as u64) as usize;
+                let done = received + want as u64 == *len;
+                (pending.split_to(want).freeze(), done)
+            }
+            Transfer::Diskless(mark) => match find(&pending, mark) {
+                Some(at) => {
+                    let data = pending.split_to(at).freeze();
+                    pending.advance(EOF_MARK_LEN);
+                    (data, true)
+                }
+                // Hold back what could be the start of the mark.
+                None => {
+                    let safe = pending.len().saturating_sub(EOF_MARK_LEN - 1);
+                    (pending.split_to(safe).freeze(), false)
+                }
+            },
+        };
+        let (data, done) = ready;
+        if !data.is_empty() {
+            received += data.len() as u64;
+            status.bytes_read.store(received, Relaxed);
+            if chunks.send(data).await.is_err() {
+                return Err(Stop::ParserGone);
+            }
+        }
+        if done {
+            return Ok(pending);
+        }
+        pending.reserve(256 * 1024);
+        let n = rd.read_buf(&mut pending).await.map_err(|source| {
+            Stop::Link(Error::Io {
+                role: Role::Source,
+                addr: addr.to_string(),
+                source,
+            })
+        })?;
+        if n == 0 {
+            return Err(Stop::Link(closed(received)));
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut from = 0;
+    while from + needle.len() <= haystack.len() {
+        let at = from + haystack[from..].iter().position(|&b| b == first)?;
+        if haystack.len() - at < needle.len() {
+            return None;
+        }
+        if &haystack[at..at + needle.len()] == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Sends `REPLCONF ACK <applied offset>` every second, and at once when the source asks.
+async fn acknowledge(
+    mut wr: OwnedWriteHalf,
+    status: Arc<Status>,
+    getack: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let offset = status
+            .applied_offset
+            .load(Relaxed)
+            .max(status.snapshot_offset.load(Relaxed));
+        let mut msg = BytesMut::with_capacity(64);
+        ferry_resp::encode_command(
+            &mut msg,
+            &[&b"REPLCONF"[..], b"ACK", offset.to_string().as_bytes()],
+        );
+        if wr.write_all(&msg).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = getack.notified() => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Reads the command stream and turns it into entries, counting offsets byte for byte.
+#[allow(clippy::too_many_arguments)]
+async fn follow_stream(
+    rd: &mut OwnedReadHalf,
+    mut pending: BytesMut,
+    mut offset: u64,
+    tx: &mpsc::Sender<Batch>,
+    status: &Status,
+    getack: &Notify,
+    cancel: &CancellationToken,
+    addr: &str,
+) -> Result<()> {
+    let mut decoder = Decoder::new(Limits::default());
+    // A master always SELECTs before its first command; 0 is what it would assume too.
+    let mut db: u32 = 0;
+    let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
+    let mut batch_bytes = 0;
+    let protocol = |msg: String| Error::Server {
+        role: Role::Source,
+        addr: addr.to_string(),
+        msg,
+    };
+    loop {
+        loop {
+            let (frame, raw) = match decoder.decode(&mut pending) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(source) => {
+                    return Err(Error::Protocol {
+                        role: Role::Source,
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+            };
+            offset += raw.len() as u64;
+            let Some(args) = frame.command_args().filter(|a| !a.is_empty()) else {
+                return Err(protocol(format!(
+                    "replication stream carried a frame that is not a command: {frame}"
+                )));
+            };
+            let name = &args[0];
+            let entry = if name.eq_ignore_ascii_case(b"PING") {
+                Entry::Offset(offset)
+            } else if name.eq_ignore_ascii_case(b"SELECT") {
+                db = args
+                    .get(1)
+                    .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                    .ok_or_else(|| protocol(format!("malformed SELECT in the stream: {frame}")))?;
+                Entry::Offset(offset)
+            } else if name.eq_ignore_ascii_case(b"REPLCONF") {
+                if args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+                {
+                    getack.notify_one();
+                }
+                Entry::Offset(offset)
+            } else {
+                Entry::Command(Command {
+                    db,
+                    args,
+                    raw,
+                    end_offset: offset,
+                })
+            };
+            batch_bytes += weight(&entry);
+            batch.push(entry);
+            if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
+                status.source_offset.store(offset, Relaxed);
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return Ok(());
+                }
+                batch_bytes = 0;
+            }
+        }
+        status.source_offset.store(offset, Relaxed);
+        if !batch.is_empty() {
+            if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                return Ok(());
+            }
+            batch_bytes = 0;
+        }
+        pending.reserve(64 * 1024);
+        let read = tokio::select! {
+            r = tokio::time::timeout(STREAM_IDLE_TIMEOUT, rd.read_buf(&mut pending)) => r,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        match read {
+            Err(_) => {
+                return Err(protocol(format!(
+                    "sent nothing for {} s; the replication link is dead",
+                    STREAM_IDLE_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(source)) => {
+                return Err(Error::Io {
+                    role: Role::Source,
+                    addr: addr.to_string(),
+                    source,
+                });
+            }
+            Ok(Ok(0)) => {
+                return Err(Error::Closed {
+                    role: Role::Source,
+                    addr: addr.to_string(),
+                    context: format!(" of the replication stream at offset {offset}"),
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_mark_anywhere_and_only_whole() {
+        let mark = b"0123456789012345678901234567890123456789";
+        let mut data = b"xx0123".to_vec();
+        assert_eq!(find(&data, mark), None);
+        data.extend_from_slice(mark);
+        assert_eq!(find(&data, mark), Some(6));
+    }
+
+    #[test]
+    fn parses_psync_replies() {
+        assert_eq!(
+            parse_fullresync(b"+FULLRESYNC 8de1787ba490483314a4d30f1c628bc5025eb761 42").unwrap(),
+            ("8de1787ba490483314a4d30f1c628bc5025eb761".to_string(), 42)
+        );
+        assert!(
+            parse_fullresync(b"-NOPERM no")
+                .unwrap_err()
+                .contains("ACL SETUSER")
+        );
+        assert!(parse_fullresync(b"+FULLRESYNC x").is_err());
+        assert!(matches!(
+            parse_transfer(b"$123"),
+            Some(Transfer::Sized(123))
+        ));
+        assert!(matches!(
+            parse_transfer(b"$EOF:0123456789012345678901234567890123456789"),
+            Some(Transfer::Diskless(_))
+        ));
+        assert!(parse_transfer(b"$EOF:short").is_none());
+        assert!(parse_transfer(b"+OK").is_none());
+    }
+}

@@ -1,0 +1,598 @@
+//! Entries to commands. A snapshot key becomes `RESTORE key <abs-ms|0> <payload> REPLACE ABSTTL`
+//! from its serialized bytes; a big key becomes DEL, chunked native commands and PEXPIREAT; a
+//! stream command is passed through byte for byte. Each command is paired with an `Expect`, so
+//! the reply reader knows what each reply confirms.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ferry_rdb::{Chunk, KeyMeta};
+
+use crate::entry::{Command, Entry};
+
+/// What a command's reply confirms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole snapshot key.
+    Key,
+    /// Part of a big key, a function, a SELECT: nothing to count.
+    Part,
+    /// A command from the stream; when `offset` is set, the stream is applied up to it.
+    Stream { offset: Option<u64> },
+}
+
+/// One reply to wait for, or a note to act on once every reply before it has arrived.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    Reply {
+        kind: Kind,
+        command: &'static str,
+        key: Bytes,
+        db: u32,
+    },
+    /// The source's stream is applied up to here (bytes with no write in them).
+    Offset(u64),
+    /// A big key has been written whole.
+    KeyDone,
+    /// Every snapshot key is on the target; the stream continues from this offset.
+    SnapshotApplied(u64),
+}
+
+/// Accumulates commands and their expectations between two flushes.
+pub struct Encoder {
+    pub out: BytesMut,
+    pub expects: Vec<Expect>,
+    /// Replies among `expects`.
+    pub replies: usize,
+    db: u32,
+    rdb_version: u16,
+    in_multi: bool,
+    /// Whether the big stream being written has received an entry yet.
+    stream_started: bool,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Encoder {
+            out: BytesMut::with_capacity(1 << 20),
+            expects: Vec::with_capacity(4096),
+            replies: 0,
+            db: 0,
+            rdb_version: 0,
+            in_multi: false,
+            stream_started: false,
+        }
+    }
+
+    /// Forgets the output after it was handed to the writer.
+    pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
+        self.replies = 0;
+        (
+            self.out.split().freeze(),
+            std::mem::replace(&mut self.expects, Vec::with_capacity(4096)),
+        )
+    }
+
+    pub fn push(&mut self, entry: Entry) {
+        match entry {
+            Entry::SnapshotStart { rdb_version } => self.rdb_version = rdb_version,
+            Entry::Key(record) => {
+                let meta = &record.meta;
+                self.select(meta.db as u32);
+                restore(&mut self.out, meta, &record.raw, self.rdb_version);
+                self.expect(Kind::Key, "RESTORE", meta.key.clone(), meta.db as u32);
+            }
+            Entry::BigStart(meta) => {
+                self.select(meta.db as u32);
+                self.stream_started = false;
+                self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
+            }
+            Entry::BigChunk(meta, chunk) => self.chunk(&meta, chunk),
+            Entry::BigEnd(meta) => {
+                if let Some(at) = meta.expire_ms {
+                    let at = at.to_string();
+                    self.command(
+                        Kind::Part,
+                        "PEXPIREAT",
+                        &meta,
+                        &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
+                    );
+                }
+                self.expects.push(Expect::KeyDone);
+            }
+            Entry::Function(code) => {
+                ferry_resp::encode_command(
+                    &mut self.out,
+                    &[&b"FUNCTION"[..], b"LOAD", b"REPLACE", &code],
+                );
+                self.expect(Kind::Part, "FUNCTION LOAD", Bytes::new(), self.db);
+            }
+            Entry::SnapshotEnd { offset } => self.expects.push(Expect::SnapshotApplied(offset)),
+            Entry::Command(cmd) => self.stream_command(cmd),
+            Entry::Offset(offset) => {
+                // Inside MULTI nothing is applied until EXEC.
+                if !self.in_multi {
+                    self.expects.push(Expect::Offset(offset));
+                }
+            }
+        }
+    }
+
+    fn stream_command(&mut self, cmd: Command) {
+        self.select(cmd.db);
+        let name = cmd.args[0].as_ref();
+        let offset = if name.eq_ignore_ascii_case(b"MULTI") {
+            self.in_multi = true;
+            None
+        } else if name.eq_ignore_ascii_case(b"EXEC") {
+            self.in_multi = false;
+            Some(cmd.end_offset)
+        } else if self.in_multi {
+            None
+        } else {
+            Some(cmd.end_offset)
+        };
+        self.out.extend_from_slice(&cmd.raw);
+        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        self.expects.push(Expect::Reply {
+            kind: Kind::Stream { offset },
+            command: command_label(name),
+            key,
+            db: cmd.db,
+        });
+        self.replies += 1;
+    }
+
+    fn select(&mut self, db: u32) {
+        if db != self.db {
+            let n = db.to_string();
+            ferry_resp::encode_command(&mut self.out, &[&b"SELECT"[..], n.as_bytes()]);
+            self.expect(Kind::Part, "SELECT", Bytes::new(), db);
+            self.db = db;
+        }
+    }
+
+    fn expect(&mut self, kind: Kind, command: &'static str, key: Bytes, db: u32) {
+        self.expects.push(Expect::Reply {
+            kind,
+            command,
+            key,
+            db,
+        });
+        self.replies += 1;
+    }
+
+    fn command(&mut self, kind: Kind, label: &'static str, meta: &KeyMeta, args: &[&[u8]]) {
+        ferry_resp::encode_command(&mut self.out, args);
+        self.expects.push(Expect::Reply {
+            kind,
+            command: label,
+            key: meta.key.clone(),
+            db: meta.db as u32,
+        });
+        self.replies += 1;
+    }
+
+    fn chunk(&mut self, meta: &Arc<KeyMeta>, chunk: Chunk) {
+        let key: &[u8] = &meta.key;
+        match chunk {
+            Chunk::StringPart(part) => {
+                self.command(Kind::Part, "APPEND", meta, &[&b"APPEND"[..], key, &part]);
+            }
+            Chunk::ListItems(items) => {
+                let mut args: Vec<&[u8]> = vec![b"RPUSH", key];
+                args.extend(items.iter().map(|i| i.as_ref()));
+                self.command(Kind::Part, "RPUSH", meta, &args);
+            }
+            Chunk::SetMembers(members) => {
+                let mut args: Vec<&[u8]> = vec![b"SADD", key];
+                args.extend(members.iter().map(|i| i.as_ref()));
+                self.command(Kind::Part, "SADD", meta, &args);
+            }
+            Chunk::ZSetEntries(entries) => {
+                let scores: Vec<String> = entries.iter().map(|(_, s)| format_score(*s)).collect();
+                let mut args: Vec<&[u8]> = vec![b"ZADD", key];
+                for ((member, _), score) in entries.iter().zip(&scores) {
+                    args.push(score.as_bytes());
+                    args.push(member);
+                }
+                self.command(Kind::Part, "ZADD", meta, &args);
+            }
+            Chunk::HashFields(fields) => {
+                let mut args: Vec<&[u8]> = vec![b"HSET", key];
+                for f in &fields {
+                    args.push(&f.field);
+                    args.push(&f.value);
+                }
+                self.command(Kind::Part, "HSET", meta, &args);
+                for f in fields.iter().filter(|f| f.expire_ms.is_some()) {
+                    let at = f.expire_ms.unwrap_or_default().to_string();
+                    self.command(
+                        Kind::Part,
+                        "HPEXPIREAT",
+                        meta,
+                        &[
+                            &b"HPEXPIREAT"[..],
+                            key,
+                            at.as_bytes(),
+                            b"FIELDS",
+                            b"1",
+                            &f.field,
+                        ],
+                    );
+                }
+            }
+            Chunk::StreamEntries(entries) => {
+                for e in entries {
+                    let id = e.id.to_string();
+                    let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
+                    for (f, v) in &e.fields {
+                        args.push(f);
+                        args.push(v);
+                    }
+                    self.command(Kind::Part, "XADD", meta, &args);
+                    self.stream_started = true;
+                }
+            }
+            Chunk::StreamMeta(m) => {
+                if !self.stream_started {
+                    // Every entry was deleted: create the stream empty, then set its ids.
+                    self.command(
+                        Kind::Part,
+                        "XGROUP CREATE",
+                        meta,
+                        &[
+                            &b"XGROUP"[..],
+                            b"CREATE",
+                            key,
+                            b"__ferry:tmp",
+                            b"$",
+                            b"MKSTREAM",
+                        ],
+                    );
+                    self.command(
+                        Kind::Part,
+                        "XGROUP DESTROY",
+                        meta,
+                        &[&b"XGROUP"[..], b"DESTROY", key, b"__ferry:tmp"],
+                    );
+                    self.stream_started = true;
+                }
+                let last = m.last_id.to_string();
+                let mut args: Vec<Vec<u8>> =
+                    vec![b"XSETID".to_vec(), key.to_vec(), last.into_bytes()];
+                if let Some(added) = m.entries_added {
+                    args.push(b"ENTRIESADDED".to_vec());
+                    args.push(added.to_string().into_bytes());
+                    args.push(b"MAXDELETEDID".to_vec());
+                    args.push(
+                        m.max_deleted_id
+                            .unwrap_or_default()
+                            .to_string()
+                            .into_bytes(),
+                    );
+                }
+                self.command(
+                    Kind::Part,
+                    "XSETID",
+                    meta,
+                    &args.iter().map(|a| a.as_slice()).collect::<Vec<_>>(),
+                );
+            }
+            Chunk::StreamGroup(g) => {
+                let last = g.last_id.to_string();
+                let mut args: Vec<Vec<u8>> = vec![
+                    b"XGROUP".to_vec(),
+                    b"CREATE".to_vec(),
+                    key.to_vec(),
+                    g.name.to_vec(),
+                    last.into_bytes(),
+                ];
+                if let Some(read) = g.entries_read {
+                    args.push(b"ENTRIESREAD".to_vec());
+                    args.push(read.to_string().into_bytes());
+                }
+                self.command(
+                    Kind::Part,
+                    "XGROUP CREATE",
+                    meta,
+                    &args.iter().map(|a| a.as_slice()).collect::<Vec<_>>(),
+                );
+                for c in &g.consumers {
+                    self.command(
+                        Kind::Part,
+                        "XGROUP CREATECONSUMER",
+                        meta,
+                        &[&b"XGROUP"[..], b"CREATECONSUMER", key, &g.name, &c.name],
+                    );
+                }
+            }
+            Chunk::StreamPending { group, entries } => {
+                for p in entries {
+                    let id = p.id.to_string();
+                    let time = p.delivery_time_ms.to_string();
+                    let count = p.delivery_count.to_string();
+                    self.command(
+                        Kind::Part,
+                        "XCLAIM",
+                        meta,
+                        &[
+                            &b"XCLAIM"[..],
+                            key,
+                            &group,
+                            &p.consumer,
+                            b"0",
+                            id.as_bytes(),
+                            b"TIME",
+                            time.as_bytes(),
+                            b"RETRYCOUNT",
+                            count.as_bytes(),
+                            b"FORCE",
+                            b"JUSTID",
+                        ],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Appends `RESTORE key <abs-ms|0> <payload> REPLACE ABSTTL [IDLETIME s | FREQ f]`, building the
+/// DUMP payload (type, raw value, RDB version, CRC64) in place rather than in a buffer of its own.
+pub fn restore(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16) {
+    let ttl = itoa(meta.expire_ms.unwrap_or(0).max(0) as u64);
+    let lru = match (meta.idle, meta.freq) {
+        (Some(idle), _) => Some((&b"IDLETIME"[..], itoa(idle))),
+        (None, Some(freq)) => Some((&b"FREQ"[..], itoa(freq as u64))),
+        (None, None) => None,
+    };
+    let argc = if lru.is_some() { 8 } else { 6 };
+    out.reserve(raw.len() + meta.key.len() + 96);
+    out.extend_from_slice(b"*");
+    out.extend_from_slice(itoa(argc).as_bytes());
+    out.extend_from_slice(b"\r\n$7\r\nRESTORE\r\n");
+    bulk(out, &meta.key);
+    bulk(out, ttl.as_bytes());
+    let version = rdb_version.to_le_bytes();
+    let mut crc = ferry_rdb::Crc64::new();
+    crc.update(&[meta.type_byte.0]);
+    crc.update(raw);
+    crc.update(&version);
+    out.extend_from_slice(b"$");
+    out.extend_from_slice(itoa(raw.len() as u64 + 11).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&[meta.type_byte.0]);
+    out.extend_from_slice(raw);
+    out.extend_from_slice(&version);
+    out.extend_from_slice(&crc.finish().to_le_bytes());
+    out.extend_from_slice(b"\r\n$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n");
+    if let Some((name, value)) = lru {
+        bulk(out, name);
+        bulk(out, value.as_bytes());
+    }
+}
+
+fn bulk(out: &mut BytesMut, data: &[u8]) {
+    out.extend_from_slice(b"$");
+    out.extend_from_slice(itoa(data.len() as u64).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without a heap allocation.
+fn itoa(mut n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Shortest text that reads back as the same double; `inf` and `-inf` as Redis writes them.
+pub fn format_score(score: f64) -> String {
+    if score.is_infinite() {
+        return if score > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    format!("{score:?}")
+}
+
+/// A static, upper-case label for the commands ferry reports on; others as "command".
+fn command_label(name: &[u8]) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "SET",
+        "DEL",
+        "UNLINK",
+        "EXPIRE",
+        "PEXPIRE",
+        "EXPIREAT",
+        "PEXPIREAT",
+        "INCR",
+        "INCRBY",
+        "INCRBYFLOAT",
+        "DECR",
+        "DECRBY",
+        "APPEND",
+        "SETRANGE",
+        "SETBIT",
+        "HSET",
+        "HDEL",
+        "HINCRBY",
+        "HINCRBYFLOAT",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "LSET",
+        "LREM",
+        "LTRIM",
+        "LINSERT",
+        "SADD",
+        "SREM",
+        "SMOVE",
+        "ZADD",
+        "ZREM",
+        "ZINCRBY",
+        "XADD",
+        "XDEL",
+        "XTRIM",
+        "XCLAIM",
+        "XAUTOCLAIM",
+        "XGROUP",
+        "XSETID",
+        "MULTI",
+        "EXEC",
+        "RESTORE",
+        "RENAME",
+        "MOVE",
+        "SWAPDB",
+        "FLUSHALL",
+        "FLUSHDB",
+        "FUNCTION",
+        "PFADD",
+        "PFMERGE",
+        "MSET",
+        "PERSIST",
+        "GETDEL",
+        "LMOVE",
+        "BITOP",
+        "COPY",
+        "SINTERSTORE",
+        "SUNIONSTORE",
+        "SDIFFSTORE",
+        "ZUNIONSTORE",
+        "ZINTERSTORE",
+        "PUBLISH",
+        "EVAL",
+        "EVALSHA",
+        "SCRIPT",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_carries_a_valid_dump_payload() {
+        let meta = KeyMeta {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            expire_ms: Some(1_700_000_000_123),
+            idle: Some(5),
+            freq: None,
+            type_byte: ferry_rdb::TypeByte::STRING,
+        };
+        let raw = b"\x03abc";
+        let mut out = BytesMut::new();
+        restore(&mut out, &meta, raw, 10);
+        let frame = ferry_resp::parse(&out.freeze()).unwrap();
+        let args = frame.command_args().unwrap();
+        let want: Vec<&[u8]> = vec![
+            b"RESTORE",
+            b"k",
+            b"1700000000123",
+            b"",
+            b"REPLACE",
+            b"ABSTTL",
+            b"IDLETIME",
+            b"5",
+        ];
+        assert_eq!(args.len(), want.len());
+        for (i, (a, w)) in args.iter().zip(&want).enumerate() {
+            if i != 3 {
+                assert_eq!(&a[..], *w);
+            }
+        }
+        assert_eq!(
+            &args[3][..],
+            &ferry_rdb::dump::payload(meta.type_byte, raw, 10)[..]
+        );
+        assert_eq!(itoa(0).as_bytes(), b"0");
+        assert_eq!(itoa(u64::MAX).as_bytes(), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn scores_read_back_exactly() {
+        for s in [
+            0.1,
+            -2.5,
+            1e300,
+            3.0,
+            f64::MIN_POSITIVE,
+            123_456_789.123_456_79,
+        ] {
+            assert_eq!(format_score(s).parse::<f64>().unwrap(), s);
+        }
+        assert_eq!(format_score(f64::INFINITY), "inf");
+        assert_eq!(format_score(f64::NEG_INFINITY), "-inf");
+    }
+
+    #[test]
+    fn stream_commands_pass_through_and_multi_defers_the_offset() {
+        let mut enc = Encoder::new();
+        let cmd = |args: &[&str], raw: &str, off| {
+            Entry::Command(Command {
+                db: 0,
+                args: args
+                    .iter()
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .collect(),
+                raw: Bytes::copy_from_slice(raw.as_bytes()),
+                end_offset: off,
+            })
+        };
+        enc.push(cmd(&["MULTI"], "*1\r\n$5\r\nMULTI\r\n", 10));
+        enc.push(cmd(&["INCR", "a"], "*2\r\n$4\r\nINCR\r\n$1\r\na\r\n", 20));
+        enc.push(cmd(&["EXEC"], "*1\r\n$4\r\nEXEC\r\n", 30));
+        let (out, expects) = enc.take();
+        assert_eq!(
+            &out[..],
+            b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*1\r\n$4\r\nEXEC\r\n"
+        );
+        let offsets: Vec<_> = expects
+            .iter()
+            .map(|e| match e {
+                Expect::Reply {
+                    kind: Kind::Stream { offset },
+                    ..
+                } => *offset,
+                _ => panic!("unexpected {e:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, vec![None, None, Some(30)]);
+    }
+}

@@ -1,0 +1,5 @@
+//! Targets: turn entries into commands and pipeline them. `encode` is the part every target
+//! shares (entry → RESP commands with what to expect back); `standalone` writes to one server.
+
+pub mod encode;
+pub mod standalone;

@@ -1,0 +1,284 @@
+//! Writes to one standalone server over one connection, deeply pipelined: commands go out in
+//! large writes without waiting, a second task reads the replies in order and matches each to
+//! what it confirms. The number of commands in flight is bounded, so memory is too.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ferry_resp::{Decoder, Frame, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::encode::{Encoder, Expect, Kind};
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::entry::Batch;
+use crate::error::{Error, Result, Role, escape};
+use crate::status::{Phase, Status};
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Commands sent and not yet answered, at most.
+    pub max_in_flight: usize,
+    /// Bytes gathered before they are written out, at most.
+    pub flush_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_in_flight: 16 * 1024,
+            flush_bytes: 512 * 1024,
+        }
+    }
+}
+
+pub struct StandaloneTarget {
+    conn: Conn,
+    pub version: (u32, u32, u32),
+}
+
+impl StandaloneTarget {
+    /// Connects, logs in and checks that the server takes writes.
+    pub async fn connect(endpoint: &Endpoint) -> Result<StandaloneTarget> {
+        let mut conn = Conn::connect(Role::Target, endpoint).await?;
+        let version = conn.version().await?;
+        let role = conn.request_ok(&[&b"ROLE"[..]]).await?;
+        let replica = match &role {
+            Frame::Array(items) => items
+                .first()
+                .and_then(|f| f.as_bytes())
+                .is_some_and(|r| &r[..] == b"slave"),
+            _ => false,
+        };
+        if replica {
+            return Err(Error::Server {
+                role: Role::Target,
+                addr: conn.addr.clone(),
+                msg: "is a read-only replica; point ferry at its master".into(),
+            });
+        }
+        Ok(StandaloneTarget { conn, version })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.conn.addr
+    }
+
+    /// Writes every entry from `rx` until it closes, then waits for the last reply.
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<Batch>,
+        status: Arc<Status>,
+        options: Options,
+    ) -> Result<()> {
+        let addr = self.conn.addr.clone();
+        let (stream, buf) = self.conn.into_parts();
+        let (rd, mut wr) = stream.into_split();
+        let credit = Arc::new(Semaphore::new(options.max_in_flight));
+        let (expect_tx, expect_rx) = mpsc::unbounded_channel::<Vec<Expect>>();
+        let replies = tokio::spawn(read_replies(
+            rd,
+            buf,
+            expect_rx,
+            credit.clone(),
+            status.clone(),
+            addr.clone(),
+        ));
+        let mut enc = Encoder::new();
+        // Flush early enough that a flush never needs more credit than exists.
+        let flush_replies = (options.max_in_flight / 4).max(1);
+        'run: loop {
+            let Some(batch) = rx.recv().await else {
+                flush(&mut enc, &mut wr, &expect_tx, &credit).await;
+                break;
+            };
+            for entry in batch {
+                enc.push(entry);
+                let full = enc.out.len() >= options.flush_bytes || enc.replies >= flush_replies;
+                if full && !flush(&mut enc, &mut wr, &expect_tx, &credit).await {
+                    break 'run;
+                }
+            }
+            // Write out as soon as nothing more is waiting: latency when idle, big writes when busy.
+            if rx.is_empty() && !flush(&mut enc, &mut wr, &expect_tx, &credit).await {
+                break;
+            }
+        }
+        drop(expect_tx);
+        let _ = wr.shutdown().await;
+        match replies.await {
+            Ok(r) => r,
+            Err(join) => Err(Error::Server {
+                role: Role::Target,
+                addr,
+                msg: format!("reply reader stopped: {join}"),
+            }),
+        }
+    }
+}
+
+/// Hands what the encoder holds to the reply reader and the socket. False when the reply reader
+/// has stopped (its result says why).
+async fn flush(
+    enc: &mut Encoder,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    expect_tx: &mpsc::UnboundedSender<Vec<Expect>>,
+    credit: &Semaphore,
+) -> bool {
+    if enc.expects.is_empty() {
+        return true;
+    }
+    let replies = enc.replies as u32;
+    if replies > 0 {
+        match credit.acquire_many(replies).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
+        }
+    }
+    let (out, expects) = enc.take();
+    if expect_tx.send(expects).is_err() {
+        return false;
+    }
+    wr.write_all(&out).await.is_ok()
+}
+
+/// Reads replies in order and settles each expectation; the first refusal ends the task.
+async fn read_replies(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut expects: mpsc::UnboundedReceiver<Vec<Expect>>,
+    credit: Arc<Semaphore>,
+    status: Arc<Status>,
+    addr: String,
+) -> Result<()> {
+    let result = async {
+        let mut decoder = Decoder::new(Limits::default());
+        let started = Instant::now();
+        while let Some(batch) = expects.recv().await {
+            let mut settled = 0;
+            for expect in batch {
+                match expect {
+                    Expect::Offset(offset) => status.applied(offset),
+                    Expect::KeyDone => {
+                        status.keys_written.fetch_add(1, Relaxed);
+                        status.big_keys.fetch_add(1, Relaxed);
+                    }
+                    Expect::SnapshotApplied(offset) => {
+                        status.applied(offset);
+                        status.set_phase(Phase::Incremental);
+                        tracing::info!(
+                            keys = status.keys_written.load(Relaxed),
+                            seconds = started.elapsed().as_secs_f64(),
+                            "snapshot applied on the target"
+                        );
+                    }
+                    Expect::Reply {
+                        kind,
+                        command,
+                        key,
+                        db,
+                    } => {
+                        let frame = next_reply(&mut rd, &mut buf, &mut decoder, &addr).await?;
+                        settled += 1;
+                        if let Some(msg) = refusal(&frame) {
+                            return Err(Error::TargetRefused {
+                                addr: addr.clone(),
+                                command: command.to_string(),
+                                key: escape(&key),
+                                db,
+                                msg,
+                            });
+                        }
+                        match kind {
+                            Kind::Key => {
+                                status.keys_written.fetch_add(1, Relaxed);
+                            }
+                            Kind::Part => {}
+                            Kind::Stream { offset } => {
+                                status.ops_applied.fetch_add(1, Relaxed);
+                                if let Some(offset) = offset {
+                                    status.applied(offset);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            credit.add_permits(settled);
+        }
+        Ok(())
+    }
+    .await;
+    // Wake a writer waiting for credit that will never come.
+    credit.close();
+    result
+}
+
+/// The error text in a reply, including errors inside an EXEC's array of replies.
+fn refusal(frame: &Frame) -> Option<String> {
+    match frame {
+        Frame::Error(msg) | Frame::BulkError(msg) => {
+            Some(String::from_utf8_lossy(msg).into_owned())
+        }
+        Frame::Array(items) => items.iter().find_map(|f| match f {
+            Frame::Error(msg) | Frame::BulkError(msg) => Some(format!(
+                "inside MULTI/EXEC: {}",
+                String::from_utf8_lossy(msg)
+            )),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+async fn next_reply(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    addr: &str,
+) -> Result<Frame> {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some((frame, _))) => return Ok(frame),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(Error::Protocol {
+                    role: Role::Target,
+                    addr: addr.to_string(),
+                    source,
+                });
+            }
+        }
+        buf.reserve(64 * 1024);
+        match tokio::time::timeout(REPLY_TIMEOUT, rd.read_buf(buf)).await {
+            Err(_) => {
+                return Err(Error::Closed {
+                    role: Role::Target,
+                    addr: addr.to_string(),
+                    context: format!(" (no reply for {} s)", REPLY_TIMEOUT.as_secs()),
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(Error::Io {
+                    role: Role::Target,
+                    addr: addr.to_string(),
+                    source,
+                });
+            }
+            Ok(Ok(0)) => {
+                return Err(Error::Closed {
+                    role: Role::Target,
+                    addr: addr.to_string(),
+                    context: " while replies were pending".into(),
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
