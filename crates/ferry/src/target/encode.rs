@@ -13,8 +13,8 @@ use crate::entry::{Command, Entry};
 /// What a command's reply confirms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A whole snapshot key.
-    Key,
+    /// Whole snapshot keys (one for RESTORE, many for MSET).
+    Keys(u32),
     /// Part of a big key, a function, a SELECT: nothing to count.
     Part,
     /// A command from the stream; when `offset` is set, the stream is applied up to it.
@@ -49,7 +49,22 @@ pub struct Encoder {
     in_multi: bool,
     /// Whether the big stream being written has received an entry yet.
     stream_started: bool,
+    /// Plain strings gathered for one MSET.
+    mset: Mset,
 }
+
+/// Strings without expiry or eviction data, gathered into one MSET: the target spends less than
+/// half the time per key on a 100-key MSET than on a RESTORE.
+#[derive(Default)]
+struct Mset {
+    db: u32,
+    keys: u32,
+    first_key: Bytes,
+    body: BytesMut,
+}
+
+const MSET_KEYS: u32 = 128;
+const MSET_BYTES: usize = 256 * 1024;
 
 impl Default for Encoder {
     fn default() -> Self {
@@ -67,11 +82,13 @@ impl Encoder {
             rdb_version: 0,
             in_multi: false,
             stream_started: false,
+            mset: Mset::default(),
         }
     }
 
     /// Forgets the output after it was handed to the writer.
     pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
+        self.flush_mset();
         self.replies = 0;
         (
             self.out.split().freeze(),
@@ -80,13 +97,21 @@ impl Encoder {
     }
 
     pub fn push(&mut self, entry: Entry) {
+        let entry = match entry {
+            Entry::Key(record) => match plain_string(&record) {
+                Some(value) => return self.mset_add(&record.meta, &value),
+                None => Entry::Key(record),
+            },
+            other => other,
+        };
+        self.flush_mset();
         match entry {
             Entry::SnapshotStart { rdb_version } => self.rdb_version = rdb_version,
             Entry::Key(record) => {
                 let meta = &record.meta;
                 self.select(meta.db as u32);
                 restore(&mut self.out, meta, &record.raw, self.rdb_version);
-                self.expect(Kind::Key, "RESTORE", meta.key.clone(), meta.db as u32);
+                self.expect(Kind::Keys(1), "RESTORE", meta.key.clone(), meta.db as u32);
             }
             Entry::BigStart(meta) => {
                 self.select(meta.db as u32);
@@ -147,6 +172,41 @@ impl Encoder {
             db: cmd.db,
         });
         self.replies += 1;
+    }
+
+    fn mset_add(&mut self, meta: &KeyMeta, value: &[u8]) {
+        let db = meta.db as u32;
+        if self.mset.keys > 0 && self.mset.db != db {
+            self.flush_mset();
+        }
+        if self.mset.keys == 0 {
+            self.mset.db = db;
+            self.mset.first_key = meta.key.clone();
+        }
+        bulk(&mut self.mset.body, &meta.key);
+        bulk(&mut self.mset.body, value);
+        self.mset.keys += 1;
+        if self.mset.keys >= MSET_KEYS || self.mset.body.len() >= MSET_BYTES {
+            self.flush_mset();
+        }
+    }
+
+    /// Writes out the gathered MSET, if any.
+    pub fn flush_mset(&mut self) {
+        if self.mset.keys == 0 {
+            return;
+        }
+        let db = self.mset.db;
+        self.select(db);
+        let keys = std::mem::take(&mut self.mset.keys);
+        self.out.extend_from_slice(b"*");
+        self.out
+            .extend_from_slice(itoa(1 + 2 * keys as u64).as_bytes());
+        self.out.extend_from_slice(b"\r\n$4\r\nMSET\r\n");
+        self.out.extend_from_slice(&self.mset.body);
+        self.mset.body.clear();
+        let key = std::mem::take(&mut self.mset.first_key);
+        self.expect(Kind::Keys(keys), "MSET", key, db);
     }
 
     fn select(&mut self, db: u32) {
@@ -340,6 +400,27 @@ impl Encoder {
                 }
             }
         }
+    }
+}
+
+/// The value of a string key that MSET can write with no loss: no expiry, no LRU/LFU data.
+fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
+    let meta = &record.meta;
+    if meta.type_byte != ferry_rdb::TypeByte::STRING
+        || meta.expire_ms.is_some()
+        || meta.idle.is_some()
+        || meta.freq.is_some()
+        || record.raw.len() > MSET_BYTES
+    {
+        return None;
+    }
+    match ferry_rdb::decode_value(meta.type_byte, &record.raw, 0)
+        .ok()?
+        .as_slice()
+    {
+        [] => Some(Bytes::new()),
+        [Chunk::StringPart(value)] => Some(value.clone()),
+        _ => None,
     }
 }
 
@@ -543,6 +624,60 @@ mod tests {
         );
         assert_eq!(itoa(0).as_bytes(), b"0");
         assert_eq!(itoa(u64::MAX).as_bytes(), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn plain_strings_are_gathered_into_one_mset_per_db() {
+        let key = |db: u64, k: &'static [u8], expire_ms: Option<i64>| {
+            Entry::Key(ferry_rdb::Record {
+                meta: KeyMeta {
+                    db,
+                    key: Bytes::from_static(k),
+                    expire_ms,
+                    idle: None,
+                    freq: None,
+                    type_byte: ferry_rdb::TypeByte::STRING,
+                },
+                // RDB string: 6-bit length 1, then the byte.
+                raw: Bytes::from_static(b"\x01v"),
+            })
+        };
+        let mut enc = Encoder::new();
+        enc.push(Entry::SnapshotStart { rdb_version: 10 });
+        enc.push(key(0, b"a", None));
+        enc.push(key(0, b"b", None));
+        enc.push(key(0, b"t", Some(4_000_000_000_000)));
+        enc.push(key(1, b"c", None));
+        let (out, expects) = enc.take();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\nv\r\n$1\r\nb\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RESTORE\r\n$1\r\nt\r\n$13\r\n4000000000000"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("$6\r\nSELECT\r\n$1\r\n1\r\n*3\r\n$4\r\nMSET\r\n$1\r\nc\r\n$1\r\nv\r\n"),
+            "{text}"
+        );
+        let kinds: Vec<_> = expects
+            .iter()
+            .filter_map(|e| match e {
+                Expect::Reply { kind, command, .. } => Some((*kind, *command)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Kind::Keys(2), "MSET"),
+                (Kind::Keys(1), "RESTORE"),
+                (Kind::Part, "SELECT"),
+                (Kind::Keys(1), "MSET")
+            ]
+        );
     }
 
     #[test]

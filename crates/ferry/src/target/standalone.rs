@@ -196,8 +196,8 @@ async fn read_replies(
                             });
                         }
                         match kind {
-                            Kind::Key => {
-                                status.keys_written.fetch_add(1, Relaxed);
+                            Kind::Keys(n) => {
+                                status.keys_written.fetch_add(n as u64, Relaxed);
                             }
                             Kind::Part => {}
                             Kind::Stream { offset } => {
