@@ -1,1 +1,24 @@
-//! placeholder
+//! Test kit for ferry: real Redis servers, datasets, workloads and comparison.
+//!
+//! Every ferry integration test (and the benchmark) runs against real `redis-server`
+//! processes, never a mock. This crate holds what they share:
+//!
+//! - `server`: [`Server`], a `redis-server` child process on a free loopback port in its
+//!   own temp dir, killed and removed on drop; [`redis_server_bin`] finds the binary
+//!   (`$FERRY_REDIS_SERVER` or `PATH`); [`wait_until`] polls a condition with a deadline.
+//! - [`workload`]: [`workload::populate`] writes a deterministic dataset holding every type
+//!   and encoding; [`workload::Workload`] issues deterministic random writes that cover
+//!   [`workload::REQUIRED_COMMANDS`]; [`workload::run_in_background`] runs one on a thread.
+//! - [`compare`]: key-by-key equality of two servers (type, `DEBUG DIGEST-VALUE`, TTL,
+//!   stream groups, function libraries), with a report naming each differing key.
+//!
+//! Nothing here talks to a non-loopback address, uses a fixed port or shares state between
+//! tests; waiting is always polling with a deadline.
+
+pub mod compare;
+mod server;
+mod wire;
+pub mod workload;
+
+pub use server::{Server, redis_server_bin, wait_until};
+pub use wire::escape;

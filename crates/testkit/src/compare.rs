@@ -1,0 +1,670 @@
+//! Key-by-key comparison of two Redis servers: key set, type, `DEBUG DIGEST-VALUE`, TTL,
+//! stream consumer groups, and function libraries.
+//!
+//! Each side is walked with `SCAN`; each batch of keys is read on both sides with `TYPE`,
+//! `DEBUG DIGEST-VALUE` and the expiry time inside one `MULTI`/`EXEC` (so a key cannot expire
+//! between the three reads). Expiry is read as an absolute time (`PEXPIRETIME`, Redis 7+), so
+//! the two sides agree however far apart in time they were read (digesting a 200,000-element
+//! key takes seconds); older servers give `PTTL`, turned absolute with the local clock. A key present on one side only is read again before it is
+//! reported: gone from both sides, or present only with a TTL within the tolerance of
+//! running out, is not a difference (it is expiring, and expiry is not a sync bug).
+//! Keys starting with `__ferry:` are ferry's own and are skipped.
+
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use redis::{Pipeline, Value, cmd};
+
+pub use report::{Diff, Problem, Report};
+
+use crate::Server;
+use crate::wire;
+
+/// Keys ferry writes itself; never compared.
+pub const FERRY_PREFIX: &[u8] = b"__ferry:";
+
+/// Keys per `SCAN` call and per read batch.
+const BATCH: usize = 1000;
+
+/// What to compare and how strictly.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Dbs to compare; empty means every db that has keys on either side (`INFO keyspace`).
+    pub dbs: Vec<i64>,
+    /// Largest difference between the two sides' remaining TTLs that still counts as equal.
+    /// Default 2000.
+    pub ttl_tolerance_ms: i64,
+    /// Stop after this many differences. Default 20.
+    pub max_diffs: usize,
+    /// Compare each consumer group's `entries-read` and `lag`. Default true. Turn it off for a
+    /// target fed by the replication stream: Redis 7.0 propagates XREADGROUP as `XCLAIM ...
+    /// LASTID`, which does not carry the group's read counter, so Redis's own replicas drift
+    /// from their master there too (seen: replica entries-read 2 / lag 1, master 3 / 0).
+    pub group_read_counters: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dbs: Vec::new(),
+            ttl_tolerance_ms: 2000,
+            max_diffs: 20,
+            group_read_counters: true,
+        }
+    }
+}
+
+/// Compares every key (and function library) of `source` and `target`.
+///
+/// Returns the number of keys found on both sides and compared, or a [`Report`] listing
+/// the first differences.
+pub fn compare(source: &Server, target: &Server, opts: &Options) -> Result<u64, Report> {
+    compare_addrs(
+        &source.addr(),
+        source.password(),
+        &target.addr(),
+        target.password(),
+        opts,
+    )
+}
+
+/// Like [`compare`], for servers given by `host:port` and optional password.
+pub fn compare_addrs(
+    source: &str,
+    source_password: Option<&str>,
+    target: &str,
+    target_password: Option<&str>,
+    opts: &Options,
+) -> Result<u64, Report> {
+    let mut report = Report::new(source, target);
+    let run = || -> Result<Walk, String> {
+        let src = Side::connect(source, source_password)?;
+        let dst = Side::connect(target, target_password)?;
+        let mut walk = Walk {
+            src,
+            dst,
+            opts: opts.clone(),
+            diffs: Vec::new(),
+            compared: 0,
+        };
+        walk.run()?;
+        Ok(walk)
+    };
+    match run() {
+        Ok(walk) => {
+            report.compared = walk.compared;
+            report.truncated = walk.diffs.len() >= opts.max_diffs.max(1);
+            report.diffs = walk.diffs;
+        }
+        Err(error) => report.error = Some(error),
+    }
+    if report.diffs.is_empty() && report.error.is_none() {
+        Ok(report.compared)
+    } else {
+        Err(report)
+    }
+}
+
+/// Polls [`compare`] until it passes or `timeout` has passed; returns the last result.
+pub fn eventually_equal(
+    source: &Server,
+    target: &Server,
+    opts: &Options,
+    timeout: Duration,
+) -> Result<u64, Report> {
+    eventually_equal_addrs(
+        &source.addr(),
+        source.password(),
+        &target.addr(),
+        target.password(),
+        opts,
+        timeout,
+    )
+}
+
+/// Like [`eventually_equal`], for servers given by `host:port` and optional password.
+pub fn eventually_equal_addrs(
+    source: &str,
+    source_password: Option<&str>,
+    target: &str,
+    target_password: Option<&str>,
+    opts: &Options,
+    timeout: Duration,
+) -> Result<u64, Report> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = compare_addrs(source, source_password, target, target_password, opts);
+        if result.is_ok() || Instant::now() >= deadline {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One server being walked.
+struct Side {
+    conn: redis::Connection,
+    addr: String,
+    major: u32,
+}
+
+impl Side {
+    fn connect(addr: &str, password: Option<&str>) -> Result<Side, String> {
+        let mut conn = crate::server::connect(addr, password, 0)?;
+        let text: String = cmd("INFO")
+            .arg("server")
+            .query(&mut conn)
+            .map_err(|e| format!("INFO on {addr}: {e}"))?;
+        let info = crate::server::parse_info(&text);
+        let major = info
+            .get("redis_version")
+            .and_then(|v| crate::server::parse_version(v))
+            .map_or(0, |v| v.0);
+        Ok(Side {
+            conn,
+            addr: addr.to_string(),
+            major,
+        })
+    }
+
+    fn send(&mut self, pipe: &Pipeline) -> Result<Vec<Value>, String> {
+        wire::send(&mut self.conn, pipe)
+            .map_err(|e| format!("connection to {} failed: {e}", self.addr))
+    }
+
+    /// Dbs with keys, from `INFO keyspace`.
+    fn dbs(&mut self) -> Result<BTreeSet<i64>, String> {
+        let text: String = cmd("INFO")
+            .arg("keyspace")
+            .query(&mut self.conn)
+            .map_err(|e| format!("INFO keyspace on {}: {e}", self.addr))?;
+        Ok(crate::server::parse_info(&text)
+            .keys()
+            .filter_map(|k| k.strip_prefix("db")?.parse().ok())
+            .collect())
+    }
+
+    /// One `SCAN` step in `db`: the next cursor and the keys.
+    fn scan(&mut self, db: i64, cursor: u64) -> Result<(u64, Vec<Vec<u8>>), String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db);
+        pipe.cmd("SCAN").arg(cursor).arg("COUNT").arg(BATCH);
+        let replies = self.send(&pipe)?;
+        let reply = fail_on_error(&self.addr, &replies)?
+            .pop()
+            .unwrap_or(Value::Nil);
+        let parts = wire::items(&reply)
+            .ok_or_else(|| format!("SCAN on {}: odd reply {reply:?}", self.addr))?;
+        let next = parts.first().and_then(wire::int).map(|c| c as u64);
+        let keys = parts.get(1).and_then(wire::items);
+        match (next, keys) {
+            (Some(next), Some(keys)) => Ok((next, keys.iter().filter_map(wire::bytes).collect())),
+            _ => Err(format!("SCAN on {}: odd reply {reply:?}", self.addr)),
+        }
+    }
+
+    /// `TYPE`, `DEBUG DIGEST-VALUE` and expiry time of each key, read atomically.
+    fn probe(&mut self, db: i64, keys: &[Vec<u8>]) -> Result<Vec<Probe>, String> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db);
+        pipe.cmd("MULTI");
+        for key in keys {
+            pipe.cmd("TYPE").arg(key);
+            pipe.cmd("DEBUG").arg("DIGEST-VALUE").arg(key);
+            pipe.cmd(if self.major >= 7 {
+                "PEXPIRETIME"
+            } else {
+                "PTTL"
+            })
+            .arg(key);
+        }
+        pipe.cmd("EXEC");
+        let replies = self.send(&pipe)?;
+        let replies = fail_on_error(&self.addr, &replies).map_err(|e| {
+            if e.contains("DEBUG") {
+                format!("{e} (start redis-server with `--enable-debug-command yes`)")
+            } else {
+                e
+            }
+        })?;
+        let exec = replies.last().and_then(wire::items).unwrap_or_default();
+        if exec.len() != keys.len() * 3 {
+            return Err(format!(
+                "{}: EXEC gave {} replies for {} reads",
+                self.addr,
+                exec.len(),
+                keys.len() * 3
+            ));
+        }
+        exec.chunks(3)
+            .map(|r| {
+                let digest = match &r[1] {
+                    Value::Array(a) => a.first().and_then(wire::bytes),
+                    other => wire::bytes(other),
+                };
+                Ok(Probe {
+                    kind: wire::text(&r[0])
+                        .ok_or_else(|| format!("{}: TYPE gave {:?}", self.addr, r[0]))?,
+                    digest: digest.ok_or_else(|| {
+                        format!("{}: DEBUG DIGEST-VALUE gave {:?}", self.addr, r[1])
+                    })?,
+                    expire_at: match wire::int(&r[2]) {
+                        Some(t) if t >= 0 && self.major < 7 => now_ms() + t,
+                        Some(t) => t,
+                        None => return Err(format!("{}: expiry read gave {:?}", self.addr, r[2])),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Consumer groups, consumers and pending entries of each stream, without the
+    /// wall-clock fields (seen/active/delivery times) and the entries (the digest has them).
+    fn stream_meta(
+        &mut self,
+        db: i64,
+        keys: &[Vec<u8>],
+        counters: bool,
+    ) -> Result<Vec<Option<String>>, String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db);
+        for key in keys {
+            pipe.cmd("XINFO")
+                .arg("STREAM")
+                .arg(key)
+                .arg("FULL")
+                .arg("COUNT")
+                .arg(0);
+        }
+        let replies = self.send(&pipe)?;
+        // An error here means the key is gone: report it as absent.
+        Ok(replies[1..]
+            .iter()
+            .map(|r| {
+                wire::error_text(r)
+                    .is_none()
+                    .then(|| stream_meta(r, counters))
+            })
+            .collect())
+    }
+
+    /// Function libraries by name, with their code.
+    fn libraries(&mut self) -> Result<BTreeMap<String, String>, String> {
+        let listed: Value = cmd("FUNCTION")
+            .arg("LIST")
+            .arg("WITHCODE")
+            .query(&mut self.conn)
+            .map_err(|e| format!("FUNCTION LIST on {}: {e}", self.addr))?;
+        let mut libs = BTreeMap::new();
+        for lib in wire::items(&listed).unwrap_or_default() {
+            let fields = pairs(lib);
+            let get = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| wire::text(v))
+            };
+            if let Some(name) = get("library_name") {
+                libs.insert(name, get("library_code").unwrap_or_default());
+            }
+        }
+        Ok(libs)
+    }
+}
+
+/// The first server error among `replies` as `Err`, else the replies.
+fn fail_on_error(addr: &str, replies: &[Value]) -> Result<Vec<Value>, String> {
+    match replies.iter().find_map(wire::error_text) {
+        Some(err) => Err(format!("{addr} answered {err}")),
+        None => Ok(replies.to_vec()),
+    }
+}
+
+/// What one side holds for one key.
+#[derive(Clone, Debug)]
+struct Probe {
+    /// `TYPE`: "none" when absent.
+    kind: String,
+    digest: Vec<u8>,
+    /// Absolute expiry in unix ms; -1: no TTL, -2: absent.
+    expire_at: i64,
+}
+
+impl Probe {
+    fn present(&self) -> bool {
+        self.kind != "none" && self.expire_at != -2
+    }
+
+    /// Present with a TTL running out within `tolerance`.
+    fn expiring(&self, tolerance: i64) -> bool {
+        self.present() && self.expire_at >= 0 && self.expire_at - now_ms() <= tolerance
+    }
+
+    /// Remaining TTL in ms as of `now`, or None without a TTL.
+    fn ttl(&self, now: i64) -> Option<i64> {
+        (self.expire_at >= 0).then(|| self.expire_at - now)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Walk {
+    src: Side,
+    dst: Side,
+    opts: Options,
+    diffs: Vec<Diff>,
+    compared: u64,
+}
+
+impl Walk {
+    fn full(&self) -> bool {
+        self.diffs.len() >= self.opts.max_diffs.max(1)
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let dbs: Vec<i64> = if self.opts.dbs.is_empty() {
+            let mut dbs = self.src.dbs()?;
+            dbs.extend(self.dst.dbs()?);
+            dbs.into_iter().collect()
+        } else {
+            self.opts.dbs.clone()
+        };
+        for db in dbs {
+            self.db(db)?;
+            if self.full() {
+                return Ok(());
+            }
+        }
+        if self.src.major >= 7 && self.dst.major >= 7 {
+            self.functions()?;
+        }
+        Ok(())
+    }
+
+    fn db(&mut self, db: i64) -> Result<(), String> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        // Every key of the source...
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.src.scan(db, cursor)?;
+            let fresh: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
+                .collect();
+            self.keys(db, &fresh)?;
+            if next == 0 || self.full() {
+                break;
+            }
+            cursor = next;
+        }
+        // ...then the target's keys the source scan did not return.
+        let mut cursor = 0;
+        while !self.full() {
+            let (next, keys) = self.dst.scan(db, cursor)?;
+            let fresh: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
+                .collect();
+            self.keys(db, &fresh)?;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(())
+    }
+
+    /// Compares `keys` of `db` on both sides.
+    fn keys(&mut self, db: i64, keys: &[Vec<u8>]) -> Result<(), String> {
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side| side.probe(db, keys));
+        let (src, dst) = (src?, dst?);
+        let mut one_sided = Vec::new();
+        let mut streams = Vec::new();
+        for ((key, s), t) in keys.iter().zip(&src).zip(&dst) {
+            match (s.present(), t.present()) {
+                (false, false) => {}
+                (true, true) => self.pair(db, key, s, t, &mut streams),
+                _ => one_sided.push(key.clone()),
+            }
+        }
+        // Read one-sided keys again: a key may have expired (or been written) between the
+        // two sides' reads.
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
+            side.probe(db, &one_sided)
+        });
+        let (src, dst) = (src?, dst?);
+        let tolerance = self.opts.ttl_tolerance_ms;
+        for ((key, s), t) in one_sided.iter().zip(&src).zip(&dst) {
+            match (s.present(), t.present()) {
+                (false, false) => {}
+                (true, true) => self.pair(db, key, s, t, &mut streams),
+                (true, false) if !s.expiring(tolerance) => {
+                    self.diff(db, key, Problem::MissingOnTarget)
+                }
+                (false, true) if !t.expiring(tolerance) => {
+                    self.diff(db, key, Problem::ExtraOnTarget)
+                }
+                _ => {}
+            }
+        }
+        if !streams.is_empty() {
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
+                side.stream_meta(db, &streams, self.opts.group_read_counters)
+            });
+            let (src, dst) = (src?, dst?);
+            for ((key, s), t) in streams.iter().zip(src).zip(dst) {
+                if let (Some(s), Some(t)) = (s, t)
+                    && s != t
+                {
+                    self.diff(
+                        db,
+                        key,
+                        Problem::StreamGroups {
+                            source: s,
+                            target: t,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares a key present on both sides; streams with equal entries are queued for the
+    /// group check.
+    fn pair(&mut self, db: i64, key: &[u8], s: &Probe, t: &Probe, streams: &mut Vec<Vec<u8>>) {
+        self.compared += 1;
+        if s.kind != t.kind {
+            let problem = Problem::Type {
+                source: s.kind.clone(),
+                target: t.kind.clone(),
+            };
+            return self.diff(db, key, problem);
+        }
+        let now = now_ms();
+        let ttl_equal = match (s.ttl(now), t.ttl(now)) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a - b).abs() <= self.opts.ttl_tolerance_ms,
+            _ => false,
+        };
+        if !ttl_equal {
+            let problem = Problem::Ttl {
+                source: s.ttl(now),
+                target: t.ttl(now),
+            };
+            self.diff(db, key, problem);
+        }
+        // DEBUG DIGEST-VALUE mixes in whether the key has a TTL: with a TTL on one side only
+        // the digests differ whatever the values, and the key is reported already.
+        if (s.expire_at >= 0) != (t.expire_at >= 0) {
+            return;
+        }
+        if s.digest != t.digest {
+            self.diff(db, key, Problem::Digest);
+        } else if s.kind == "stream" {
+            streams.push(key.to_vec());
+        }
+    }
+
+    fn diff(&mut self, db: i64, key: &[u8], problem: Problem) {
+        if !self.full() {
+            self.diffs.push(Diff::Key {
+                db,
+                key: key.to_vec(),
+                problem,
+            });
+        }
+    }
+
+    fn functions(&mut self) -> Result<(), String> {
+        let src = self.src.libraries()?;
+        let dst = self.dst.libraries()?;
+        let names: BTreeSet<&String> = src.keys().chain(dst.keys()).collect();
+        for name in names {
+            let problem = match (src.get(name), dst.get(name)) {
+                (Some(_), None) => Problem::MissingOnTarget,
+                (None, Some(_)) => Problem::ExtraOnTarget,
+                (Some(a), Some(b)) if a != b => Problem::Digest,
+                _ => continue,
+            };
+            if !self.full() {
+                self.diffs.push(Diff::Library {
+                    name: name.clone(),
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `read` on both sides at once (the servers do the work, in parallel).
+fn both<T: Send>(src: &mut Side, dst: &mut Side, read: impl Fn(&mut Side) -> T + Sync) -> (T, T) {
+    std::thread::scope(|scope| {
+        let on_source = scope.spawn(|| read(src));
+        let on_target = read(dst);
+        let on_source = on_source
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (on_source, on_target)
+    })
+}
+
+/// A flat `[k1, v1, k2, v2, ...]` reply (or a RESP3 map) as pairs with text keys.
+fn pairs(v: &Value) -> Vec<(String, &Value)> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((wire::text(k)?, v)))
+            .collect(),
+        _ => wire::items(v)
+            .unwrap_or_default()
+            .chunks(2)
+            .filter_map(|c| Some((wire::text(&c[0])?, c.get(1)?)))
+            .collect(),
+    }
+}
+
+/// A reply as canonical text.
+fn render(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Array(a) | Value::Set(a) => {
+            format!("[{}]", a.iter().map(render).collect::<Vec<_>>().join(","))
+        }
+        Value::Map(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}={}", render(k), render(v)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Value::Double(d) => d.to_string(),
+        other => match wire::bytes(other) {
+            Some(b) => format!("\"{}\"", wire::escape(&b)),
+            None => format!("{other:?}"),
+        },
+    }
+}
+
+/// `XINFO STREAM key FULL` without entries, internal layout and wall-clock fields.
+fn stream_meta(reply: &Value, counters: bool) -> String {
+    let mut out = Vec::new();
+    for (name, value) in pairs(reply) {
+        match name.as_str() {
+            "entries" | "radix-tree-keys" | "radix-tree-nodes" => {}
+            "groups" => {
+                let groups: Vec<String> = wire::items(value)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|g| group_meta(g, counters))
+                    .collect();
+                out.push(format!("groups=[{}]", groups.join(",")));
+            }
+            _ => out.push(format!("{name}={}", render(value))),
+        }
+    }
+    out.join(" ")
+}
+
+fn group_meta(group: &Value, counters: bool) -> String {
+    let mut out = Vec::new();
+    for (name, value) in pairs(group) {
+        match name.as_str() {
+            "entries-read" | "lag" if !counters => {}
+            // [id, consumer, delivery-time, delivery-count]
+            "pending" => out.push(format!("pending={}", without_index(value, 2))),
+            "consumers" => {
+                let consumers: Vec<String> = wire::items(value)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        let mut fields = Vec::new();
+                        for (name, value) in pairs(c) {
+                            match name.as_str() {
+                                "seen-time" | "active-time" => {}
+                                // [id, delivery-time, delivery-count]
+                                "pending" => {
+                                    fields.push(format!("pending={}", without_index(value, 1)))
+                                }
+                                _ => fields.push(format!("{name}={}", render(value))),
+                            }
+                        }
+                        format!("{{{}}}", fields.join(" "))
+                    })
+                    .collect();
+                out.push(format!("consumers=[{}]", consumers.join(",")));
+            }
+            _ => out.push(format!("{name}={}", render(value))),
+        }
+    }
+    format!("{{{}}}", out.join(" "))
+}
+
+/// Renders a list of tuples, leaving out element `skip` of each.
+fn without_index(list: &Value, skip: usize) -> String {
+    let rows: Vec<String> = wire::items(list)
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = wire::items(row)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, v)| render(v))
+                .collect();
+            format!("[{}]", cells.join(","))
+        })
+        .collect();
+    format!("[{}]", rows.join(","))
+}
