@@ -29,6 +29,7 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
     );
     let line = ProgressBar::new_spinner();
     let mut last = (Instant::now(), 0u64);
+    let mut full_started: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -45,7 +46,9 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                     bar.set_length(s.bytes_read.max(1));
                 }
                 bar.set_position(s.bytes_read);
-                bar.set_message(format!("{} keys", s.keys_written));
+                let since = *full_started.get_or_insert_with(Instant::now);
+                let rate = s.keys_written as f64 / since.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{} keys, {rate:.0} keys/s", s.keys_written));
             }
             Phase::Incremental => {
                 if !bar.is_finished() {

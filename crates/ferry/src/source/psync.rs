@@ -416,9 +416,15 @@ async fn follow_stream(
         }
         pending.reserve(64 * 1024);
         let read = tokio::select! {
-            r = tokio::time::timeout(STREAM_IDLE_TIMEOUT, rd.read_buf(&mut pending)) => r,
+            biased;
             _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(STREAM_IDLE_TIMEOUT, rd.read_buf(&mut pending)) => r,
         };
+        // Stopping drops the ACK writer, which half-closes the link: what the source does
+        // about that is no error.
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
         match read {
             Err(_) => {
                 return Err(protocol(format!(

@@ -1,0 +1,162 @@
+//! Running the real `ferry` binary against testkit's servers.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Ferry {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    pub status_addr: Option<String>,
+}
+
+impl Ferry {
+    /// Starts `ferry sync` with these arguments; stderr goes to a file read by `log()`.
+    pub fn start(args: &[&str]) -> Ferry {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ferry.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("sync")
+            .args(args)
+            .env("FERRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Ferry {
+            child,
+            log,
+            _dir: dir,
+            status_addr: None,
+        }
+    }
+
+    /// Starts `ferry sync` with a status API on a free port.
+    pub fn start_with_status(args: &[&str]) -> Ferry {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut all = vec!["--status-addr", addr.as_str()];
+        all.extend_from_slice(args);
+        let mut ferry = Ferry::start(&all);
+        ferry.status_addr = Some(addr);
+        ferry
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "ferry did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait(timeout)
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let addr = self.status_addr.as_ref()?;
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let body = text.split("\r\n\r\n").nth(1)?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// Polls the status until `cond` holds; panics with the log when it does not in time.
+    pub fn wait_status(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(st) = self.status() {
+                if cond(&st) {
+                    return st;
+                }
+                last = Some(st);
+            }
+            if let Some(code) = self.child.try_wait().unwrap() {
+                panic!(
+                    "ferry exited ({code}) while waiting for {what}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}; last status {last:?}; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The source's replication offset, from INFO.
+pub fn master_offset(server: &testkit::Server) -> u64 {
+    server.info("replication")["master_repl_offset"]
+        .parse()
+        .unwrap()
+}
+
+/// Waits until ferry has applied everything the source has produced (lag 0 at the source's
+/// current offset).
+pub fn wait_caught_up(ferry: &mut Ferry, source: &testkit::Server, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let want = master_offset(source);
+        let st = ferry.wait_status(
+            deadline.saturating_duration_since(Instant::now()),
+            "the stream to be applied",
+            |s| s["applied_offset"].as_u64().unwrap_or(0) >= want && s["phase"] == "incremental",
+        );
+        // Nothing new arrived meanwhile: caught up.
+        if master_offset(source) <= st["applied_offset"].as_u64().unwrap_or(0) {
+            return;
+        }
+    }
+}
