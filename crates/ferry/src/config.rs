@@ -78,6 +78,10 @@ impl FileConfig {
     }
 }
 
+/// Values serialized larger than this go as chunks. With 8 batches in the channel, each cut
+/// after 512 KiB plus at most one value, this keeps the worst case near 25 MiB in all.
+pub const DEFAULT_BIG_VALUE_BYTES: usize = 2 * 1024 * 1024;
+
 /// A complete, checked task.
 #[derive(Clone, Debug)]
 pub struct TaskConfig {
@@ -118,7 +122,10 @@ impl TaskConfig {
                 ))
             })?),
         };
-        let mut rdb = ferry_rdb::Options::default();
+        let mut rdb = ferry_rdb::Options {
+            big_value_bytes: DEFAULT_BIG_VALUE_BYTES,
+            ..ferry_rdb::Options::default()
+        };
         let adv = file.advanced;
         if let Some(v) = adv.big_value_bytes {
             positive("advanced.big_value_bytes", v as u64)?;

@@ -55,7 +55,7 @@ pub fn decode_value(
     raw: &Bytes,
     rdb_version: u16,
 ) -> Result<Vec<Chunk>, Error> {
-    let mut rd = reader::Reader::new(&raw[..], false);
+    let mut rd = reader::Reader::with_buffer(&raw[..], false, raw.len());
     let mut dec =
         value::decode::Decoder::new(type_byte, rdb_version, Options::default().chunk_limits());
     let mut out = Vec::new();

@@ -32,9 +32,16 @@ pub(crate) struct Reader<R> {
 
 impl<R: Read> Reader<R> {
     pub(crate) fn new(inner: R, checksum: bool) -> Self {
+        Self::with_buffer(inner, checksum, BUF_SIZE)
+    }
+
+    /// A reader whose buffer starts at `size` bytes (it grows when a read needs more): for
+    /// short inputs such as one value's bytes, where zeroing 64 KiB per value would cost more
+    /// than the decoding.
+    pub(crate) fn with_buffer(inner: R, checksum: bool, size: usize) -> Self {
         Self {
             inner,
-            buf: vec![0; BUF_SIZE],
+            buf: vec![0; size.clamp(16, BUF_SIZE)],
             pos: 0,
             end: 0,
             base: 0,
