@@ -17,16 +17,9 @@ fn spec(seed: u64) -> Spec {
     }
 }
 
-fn full_copy(source: Server) {
-    let target = Server::start();
+fn full_copy_to(source: Server, target: Server, args: &[&str]) {
     workload::populate(&source, &spec(1));
-    let mut ferry = Ferry::start(&[
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--full-only",
-    ]);
+    let mut ferry = Ferry::start(args);
     let code = ferry.wait(Duration::from_secs(120));
     assert!(
         code.success(),
@@ -40,17 +33,41 @@ fn full_copy(source: Server) {
 
 #[test]
 fn full_copy_over_a_disk_snapshot() {
-    full_copy(Server::start_with(&["--repl-diskless-sync", "no"]));
+    let source = Server::start_with(&["--repl-diskless-sync", "no"]);
+    let target = Server::start();
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--full-only",
+    ];
+    full_copy_to(source, target, &args);
 }
 
+/// Diskless, with a delay: the source sends newline keep-alives before its PSYNC reply. The
+/// settings come from a config file this time.
 #[test]
 fn full_copy_over_a_diskless_snapshot() {
-    full_copy(Server::start_with(&[
+    let source = Server::start_with(&[
         "--repl-diskless-sync",
         "yes",
         "--repl-diskless-sync-delay",
-        "0",
-    ]));
+        "2",
+    ]);
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[sync]\nfull_only = true\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    full_copy_to(source, target, &["--config", config.to_str().unwrap()]);
 }
 
 #[test]
@@ -94,6 +111,14 @@ fn full_then_incremental_under_a_random_workload() {
         assert_eq!(st["lag_bytes"], 0, "{st}");
         assert!(st["ops_applied"].as_u64().unwrap() > 1000, "{st}");
         assert!(st["last_error"].is_null(), "{st}");
+        // WAIT makes the source ask its replicas for an ACK (REPLCONF GETACK): ferry answers
+        // with the offset the target has applied, which is everything by now.
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query(&mut source.conn())
+            .unwrap();
+        assert_eq!(acked, 1, "ferry did not acknowledge the source's offset");
         // Redis's replication stream does not carry consumer groups' read counters (its own
         // replicas drift there too); everything else must match.
         let opts = Options {

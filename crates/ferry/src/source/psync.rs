@@ -226,29 +226,31 @@ enum Stop {
     Link(Error),
 }
 
-/// Forwards the snapshot's bytes to the parser; returns the bytes that arrived after it.
-async fn receive_snapshot(
-    rd: &mut OwnedReadHalf,
-    mut pending: BytesMut,
+/// Splits the snapshot off the front of what the source sends: pure, so every way the bytes
+/// can be cut into reads is testable.
+struct Framing {
     transfer: Transfer,
-    chunks: &mpsc::Sender<Bytes>,
-    status: &Status,
-    addr: &str,
-) -> std::result::Result<BytesMut, Stop> {
-    let mut received: u64 = 0;
-    let closed = |received: u64| Error::Closed {
-        role: Role::Source,
-        addr: addr.to_string(),
-        context: format!(" during the snapshot transfer, after {received} bytes"),
-    };
-    loop {
-        let ready = match &transfer {
+    received: u64,
+}
+
+impl Framing {
+    fn new(transfer: Transfer) -> Framing {
+        Framing {
+            transfer,
+            received: 0,
+        }
+    }
+
+    /// Takes from `pending` the bytes known to be snapshot; true once the snapshot is whole,
+    /// and then `pending` holds only what follows it (the command stream).
+    fn take(&mut self, pending: &mut BytesMut) -> (Bytes, bool) {
+        let (data, done) = match &self.transfer {
             Transfer::Sized(len) => {
-                let want = (len - received).min(pending.len() as u64) as usize;
-                let done = received + want as u64 == *len;
+                let want = (len - self.received).min(pending.len() as u64) as usize;
+                let done = self.received + want as u64 == *len;
                 (pending.split_to(want).freeze(), done)
             }
-            Transfer::Diskless(mark) => match find(&pending, mark) {
+            Transfer::Diskless(mark) => match find(pending, mark) {
                 Some(at) => {
                     let data = pending.split_to(at).freeze();
                     pending.advance(EOF_MARK_LEN);
@@ -261,10 +263,25 @@ async fn receive_snapshot(
                 }
             },
         };
-        let (data, done) = ready;
+        self.received += data.len() as u64;
+        (data, done)
+    }
+}
+
+/// Forwards the snapshot's bytes to the parser; returns the bytes that arrived after it.
+async fn receive_snapshot(
+    rd: &mut OwnedReadHalf,
+    mut pending: BytesMut,
+    transfer: Transfer,
+    chunks: &mpsc::Sender<Bytes>,
+    status: &Status,
+    addr: &str,
+) -> std::result::Result<BytesMut, Stop> {
+    let mut framing = Framing::new(transfer);
+    loop {
+        let (data, done) = framing.take(&mut pending);
         if !data.is_empty() {
-            received += data.len() as u64;
-            status.bytes_read.store(received, Relaxed);
+            status.bytes_read.store(framing.received, Relaxed);
             if chunks.send(data).await.is_err() {
                 return Err(Stop::ParserGone);
             }
@@ -281,7 +298,14 @@ async fn receive_snapshot(
             })
         })?;
         if n == 0 {
-            return Err(Stop::Link(closed(received)));
+            return Err(Stop::Link(Error::Closed {
+                role: Role::Source,
+                addr: addr.to_string(),
+                context: format!(
+                    " during the snapshot transfer, after {} bytes",
+                    framing.received
+                ),
+            }));
         }
     }
 }
@@ -462,6 +486,58 @@ mod tests {
         assert_eq!(find(&data, mark), None);
         data.extend_from_slice(mark);
         assert_eq!(find(&data, mark), Some(6));
+    }
+
+    /// Feeds `wire` cut at `cuts` and returns (snapshot bytes, what followed, done).
+    fn frame(transfer: Transfer, wire: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<u8>, bool) {
+        let mut framing = Framing::new(transfer);
+        let mut pending = BytesMut::new();
+        let mut snapshot = Vec::new();
+        let mut last = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
+            pending.extend_from_slice(&wire[last..cut]);
+            last = cut;
+            let (data, done) = framing.take(&mut pending);
+            snapshot.extend_from_slice(&data);
+            if done {
+                pending.extend_from_slice(&wire[last..]);
+                return (snapshot, pending.to_vec(), true);
+            }
+        }
+        (snapshot, pending.to_vec(), false)
+    }
+
+    #[test]
+    fn diskless_end_mark_is_found_however_the_reads_cut_it() {
+        let mark = *b"8de1787ba490483314a4d30f1c628bc5025eb761";
+        // The snapshot itself holds most of the mark, to catch a search that restarts badly.
+        let body = [&b"REDIS0010\xfa"[..], &mark[..39], b"\xff12345678"].concat();
+        let after = b"*1\r\n$4\r\nPING\r\n";
+        let wire = [&body[..], &mark[..], &after[..]].concat();
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let (snapshot, rest, done) = frame(Transfer::Diskless(mark), &wire, &[a, b]);
+                assert!(done, "cuts {a},{b}");
+                assert_eq!(snapshot, body, "cuts {a},{b}");
+                assert_eq!(rest, after, "cuts {a},{b}");
+            }
+        }
+        let one_by_one: Vec<usize> = (1..wire.len()).collect();
+        assert_eq!(frame(Transfer::Diskless(mark), &wire, &one_by_one).0, body);
+    }
+
+    #[test]
+    fn sized_snapshot_stops_at_its_length() {
+        let wire = b"REDIS0010\xffxxxxxxxx*1\r\n$4\r\nPING\r\n";
+        for a in 0..=wire.len() {
+            let (snapshot, rest, done) = frame(Transfer::Sized(19), wire, &[a]);
+            assert!(done);
+            assert_eq!(snapshot, &wire[..19]);
+            assert_eq!(rest, &wire[19..]);
+        }
+        let (snapshot, _, done) = frame(Transfer::Sized(100), wire, &[5]);
+        assert!(!done);
+        assert_eq!(snapshot, wire);
     }
 
     #[test]
