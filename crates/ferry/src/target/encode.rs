@@ -86,9 +86,9 @@ impl Encoder {
         }
     }
 
-    /// Forgets the output after it was handed to the writer.
+    /// Hands over the output so far. Strings still being gathered stay for the next call;
+    /// `finish` first when nothing more will come.
     pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
-        self.flush_mset();
         self.replies = 0;
         (
             self.out.split().freeze(),
@@ -104,7 +104,18 @@ impl Encoder {
             },
             other => other,
         };
-        self.flush_mset();
+        // A snapshot holds each key once, so gathered strings may wait while other snapshot
+        // keys go ahead of them; anything after the snapshot must not overtake them.
+        if !matches!(
+            entry,
+            Entry::Key(_)
+                | Entry::BigStart(_)
+                | Entry::BigChunk(..)
+                | Entry::BigEnd(_)
+                | Entry::Function(_)
+        ) {
+            self.flush_mset();
+        }
         match entry {
             Entry::SnapshotStart { rdb_version } => self.rdb_version = rdb_version,
             Entry::Key(record) => {
@@ -191,8 +202,13 @@ impl Encoder {
         }
     }
 
+    /// Writes out everything still held back.
+    pub fn finish(&mut self) {
+        self.flush_mset();
+    }
+
     /// Writes out the gathered MSET, if any.
-    pub fn flush_mset(&mut self) {
+    fn flush_mset(&mut self) {
         if self.mset.keys == 0 {
             return;
         }
@@ -648,14 +664,15 @@ mod tests {
         enc.push(key(0, b"b", None));
         enc.push(key(0, b"t", Some(4_000_000_000_000)));
         enc.push(key(1, b"c", None));
+        enc.finish();
         let (out, expects) = enc.take();
         let text = String::from_utf8_lossy(&out);
+        // The strings wait for more while the key with an expiry goes ahead; the db change
+        // ends the first batch.
+        let restore = text.find("RESTORE\r\n$1\r\nt\r\n$13\r\n4000000000000");
+        let first = text.find("*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\nv\r\n$1\r\nb\r\n");
         assert!(
-            text.starts_with("*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\nv\r\n$1\r\nb\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("RESTORE\r\n$1\r\nt\r\n$13\r\n4000000000000"),
+            restore.is_some() && first.is_some() && restore < first,
             "{text}"
         );
         assert!(
@@ -672,12 +689,33 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                (Kind::Keys(2), "MSET"),
                 (Kind::Keys(1), "RESTORE"),
+                (Kind::Keys(2), "MSET"),
                 (Kind::Part, "SELECT"),
                 (Kind::Keys(1), "MSET")
             ]
         );
+    }
+
+    #[test]
+    fn gathered_strings_never_overtake_the_stream() {
+        let mut enc = Encoder::new();
+        enc.push(Entry::SnapshotStart { rdb_version: 10 });
+        enc.push(Entry::Key(ferry_rdb::Record {
+            meta: KeyMeta {
+                db: 0,
+                key: Bytes::from_static(b"a"),
+                expire_ms: None,
+                idle: None,
+                freq: None,
+                type_byte: ferry_rdb::TypeByte::STRING,
+            },
+            raw: Bytes::from_static(b"\x01v"),
+        }));
+        enc.push(Entry::SnapshotEnd { offset: 7 });
+        let (out, expects) = enc.take();
+        assert!(String::from_utf8_lossy(&out).contains("MSET"));
+        assert!(matches!(expects.last(), Some(Expect::SnapshotApplied(7))));
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl StandaloneTarget {
         let flush_replies = (options.max_in_flight / 4).max(1);
         'run: loop {
             let Some(batch) = rx.recv().await else {
+                enc.finish();
                 flush(&mut enc, &mut wr, &expect_tx, &credit).await;
                 break;
             };
