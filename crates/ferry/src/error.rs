@@ -79,15 +79,11 @@ pub enum Error {
         source: ferry_rdb::Error,
     },
 
-    #[error(
-        "target {addr} refused {command} of key {key} in db {db}: {msg}{}",
-        refusal_hint(msg)
-    )]
+    /// `what` names the command and its keys, e.g. `RESTORE of key "a" in db 0`.
+    #[error("target {addr} refused {what}: {msg}{}", refusal_hint(msg))]
     TargetRefused {
         addr: String,
-        command: String,
-        key: String,
-        db: u32,
+        what: String,
         msg: String,
     },
 

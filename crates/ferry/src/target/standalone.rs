@@ -190,9 +190,7 @@ async fn read_replies(
                         if let Some(msg) = refusal(&frame) {
                             return Err(Error::TargetRefused {
                                 addr: addr.clone(),
-                                command: command.to_string(),
-                                key: escape(&key),
-                                db,
+                                what: describe(command, kind, &key, db),
                                 msg,
                             });
                         }
@@ -219,6 +217,15 @@ async fn read_replies(
     // Wake a writer waiting for credit that will never come.
     credit.close();
     result
+}
+
+/// What a refused command was about, for the one-line error.
+fn describe(command: &str, kind: Kind, key: &[u8], db: u32) -> String {
+    match kind {
+        Kind::Keys(n) if n > 1 => format!("{command} of {n} keys from {} in db {db}", escape(key)),
+        _ if key.is_empty() => command.to_string(),
+        _ => format!("{command} of key {} in db {db}", escape(key)),
+    }
 }
 
 /// The error text in a reply, including errors inside an EXEC's array of replies.
@@ -281,5 +288,31 @@ async fn next_reply(
             }
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_what_was_refused() {
+        assert_eq!(
+            describe("RESTORE", Kind::Keys(1), b"a\x00", 2),
+            "RESTORE of key \"a\\x00\" in db 2"
+        );
+        assert_eq!(
+            describe("MSET", Kind::Keys(128), b"k", 0),
+            "MSET of 128 keys from \"k\" in db 0"
+        );
+        assert_eq!(
+            describe("FUNCTION LOAD", Kind::Part, b"", 0),
+            "FUNCTION LOAD"
+        );
+        let exec = Frame::Array(vec![
+            Frame::Simple("OK".into()),
+            Frame::Error("WRONGTYPE x".into()),
+        ]);
+        assert_eq!(refusal(&exec).unwrap(), "inside MULTI/EXEC: WRONGTYPE x");
     }
 }
