@@ -2,7 +2,7 @@
 //! as a whole into a `TaskConfig` that cannot hold an invalid combination.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -29,7 +29,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// `redis://[user:password@]host:port`.
+    /// `redis://[user:password@]host:port`; for the source, also the path of an RDB file.
     pub url: Option<String>,
 }
 
@@ -59,6 +59,9 @@ pub struct AdvancedSection {
     pub chunk_elements: Option<usize>,
     /// Commands sent to the target and not yet answered, at most.
     pub max_in_flight: Option<usize>,
+    /// Write snapshot values as plain commands (RPUSH, HSET, ...) instead of RESTORE, for
+    /// targets that refuse RESTORE. Slower. Values the target cannot read are rewritten anyway.
+    pub rewrite_values: Option<bool>,
 }
 
 impl FileConfig {
@@ -82,10 +85,54 @@ impl FileConfig {
 /// after 512 KiB plus at most one value, this keeps the worst case near 25 MiB in all.
 pub const DEFAULT_BIG_VALUE_BYTES: usize = 2 * 1024 * 1024;
 
+/// Where the data comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A live server, followed as a replica.
+    Redis(Endpoint),
+    /// A snapshot file, loaded once.
+    RdbFile(PathBuf),
+}
+
+impl Source {
+    fn parse(text: &str) -> Result<Source, Error> {
+        if text.contains("://") {
+            return Endpoint::parse("source", text).map(Source::Redis);
+        }
+        let path = Path::new(text);
+        let host_port = text
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if host_port && !path.exists() {
+            return Err(Error::Config(format!(
+                "source {text:?} has no scheme: write it as redis://{text}"
+            )));
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Source::RdbFile(path.to_path_buf())),
+            Ok(_) => Err(Error::Config(format!(
+                "source {text:?} is a directory, not an RDB file"
+            ))),
+            Err(e) => Err(Error::Config(format!(
+                "source {text:?} is neither a redis://host:port URL nor a readable RDB file ({e})"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Redis(e) => write!(f, "{e}"),
+            Source::RdbFile(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// A complete, checked task.
 #[derive(Clone, Debug)]
 pub struct TaskConfig {
-    pub source: Endpoint,
+    pub source: Source,
     pub target: Endpoint,
     pub full_only: bool,
     pub status_addr: Option<SocketAddr>,
@@ -107,9 +154,9 @@ impl TaskConfig {
                     .into(),
             )
         })?;
-        let source = Endpoint::parse("source", &source_url)?;
+        let source = Source::parse(&source_url)?;
         let target = Endpoint::parse("target", &target_url)?;
-        if source == target {
+        if source == Source::Redis(target.clone()) {
             return Err(Error::Config(format!(
                 "source and target are the same server ({source}); ferry would copy it onto itself"
             )));
@@ -144,10 +191,14 @@ impl TaskConfig {
             positive("advanced.max_in_flight", v as u64)?;
             writer.max_in_flight = v;
         }
+        writer.rewrite_values = adv.rewrite_values.unwrap_or(false);
+        // A file holds no stream of writes to follow.
+        let full_only =
+            file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
         Ok(TaskConfig {
             source,
             target,
-            full_only: file.sync.full_only.unwrap_or(false),
+            full_only,
             status_addr,
             rdb,
             writer,
@@ -191,8 +242,35 @@ mod tests {
         .unwrap();
         let cfg = TaskConfig::build(file).unwrap();
         assert!(cfg.full_only);
+        assert!(matches!(cfg.source, Source::Redis(_)));
         assert_eq!(cfg.rdb.big_value_elements, 10);
         assert_eq!(cfg.target.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn a_source_path_is_a_snapshot_file_loaded_once() {
+        let dir = std::env::temp_dir().join(format!("ferry-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dump.rdb");
+        std::fs::write(&path, b"REDIS0010").unwrap();
+        let mut file = FileConfig::default();
+        file.source.url = Some(path.to_string_lossy().into_owned());
+        file.target.url = Some("redis://127.0.0.1:7000".into());
+        let cfg = TaskConfig::build(file).unwrap();
+        assert_eq!(cfg.source, Source::RdbFile(path.clone()));
+        assert!(cfg.full_only);
+        let missing = Source::parse("no/such/dump.rdb").unwrap_err().to_string();
+        assert!(
+            missing.contains("neither a redis://host:port URL nor a readable RDB file"),
+            "{missing}"
+        );
+        assert!(
+            Source::parse(dir.to_str().unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("directory")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

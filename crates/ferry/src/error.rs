@@ -87,6 +87,9 @@ pub enum Error {
         msg: String,
     },
 
+    #[error("cannot write {what} to the target: {why}")]
+    CannotWrite { what: String, why: String },
+
     #[error("status server on {addr}: {source}")]
     StatusServer { addr: String, source: io::Error },
 }

@@ -36,6 +36,12 @@ pub struct Status {
     pub keys_written: AtomicU64,
     /// Of those, keys too big for one command, written in chunks.
     pub big_keys: AtomicU64,
+    /// Of those, keys rewritten as plain commands because the target cannot read their
+    /// encoding (an older version) or RESTORE is turned off.
+    pub rewritten_keys: AtomicU64,
+    /// Things the target cannot hold and that were left out, each logged as a warning (function
+    /// libraries on targets before 7.0, hash field TTLs before 7.4, idle stream consumers before 6.2).
+    pub dropped: AtomicU64,
     /// Snapshot bytes received from the source.
     pub bytes_read: AtomicU64,
     /// Snapshot size announced by the source; 0 when it streams without a length (diskless).
@@ -58,6 +64,8 @@ pub struct Snapshot {
     pub phase: Phase,
     pub keys_written: u64,
     pub big_keys: u64,
+    pub rewritten_keys: u64,
+    pub dropped: u64,
     pub bytes_read: u64,
     pub snapshot_size: u64,
     pub source_replid: Option<String>,
@@ -98,6 +106,8 @@ impl Status {
             phase,
             keys_written: self.keys_written.load(Relaxed),
             big_keys: self.big_keys.load(Relaxed),
+            rewritten_keys: self.rewritten_keys.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             snapshot_size: self.snapshot_size.load(Relaxed),
             source_replid: self

@@ -63,7 +63,11 @@ fn unreachable_hosts() {
 fn bad_urls_and_config() {
     fails_with(
         &["--source", "localhost:6379", "--target", "redis://x:1"],
-        &["source URL"],
+        &["write it as redis://localhost:6379"],
+    );
+    fails_with(
+        &["--source", "redis://localhost:6379", "--target", "localhost:6380"],
+        &["target URL", "no scheme"],
     );
     fails_with(&["--target", "redis://127.0.0.1:1"], &["no source"]);
     let dir = tempfile::tempdir().unwrap();

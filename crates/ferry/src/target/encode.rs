@@ -8,7 +8,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use ferry_rdb::{Chunk, KeyMeta};
 
+use super::caps::Caps;
 use crate::entry::{Command, Entry};
+use crate::error::{Error, escape};
 
 /// What a command's reply confirms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +34,11 @@ pub enum Expect {
     },
     /// The source's stream is applied up to here (bytes with no write in them).
     Offset(u64),
-    /// A big key has been written whole.
-    KeyDone,
+    /// A key written as several commands is whole: chunked because it is big, or rewritten
+    /// because the target cannot read its encoding.
+    KeyDone { chunked: bool },
+    /// Something the target cannot hold was left out; logged and counted, never silent.
+    Dropped(String),
     /// Every snapshot key is on the target; the stream continues from this offset.
     SnapshotApplied(u64),
 }
@@ -49,8 +54,13 @@ pub struct Encoder {
     in_multi: bool,
     /// Whether the big stream being written has received an entry yet.
     stream_started: bool,
+    /// What the stream being written by commands says of itself, for its groups' counters.
+    stream: StreamFacts,
     /// Plain strings gathered for one MSET.
     mset: Mset,
+    caps: Caps,
+    /// Write every snapshot value as plain commands, never RESTORE.
+    rewrite_all: bool,
 }
 
 /// Strings without expiry or eviction data, gathered into one MSET: the target spends less than
@@ -74,6 +84,12 @@ impl Default for Encoder {
 
 impl Encoder {
     pub fn new() -> Self {
+        Self::for_target(Caps::LATEST, false)
+    }
+
+    /// An encoder for a target with these capabilities; `rewrite_all` writes every value as
+    /// plain commands (for targets that refuse RESTORE).
+    pub fn for_target(caps: Caps, rewrite_all: bool) -> Self {
         Encoder {
             out: BytesMut::with_capacity(1 << 20),
             expects: Vec::with_capacity(4096),
@@ -82,7 +98,10 @@ impl Encoder {
             rdb_version: 0,
             in_multi: false,
             stream_started: false,
+            stream: StreamFacts::default(),
             mset: Mset::default(),
+            caps,
+            rewrite_all,
         }
     }
 
@@ -96,10 +115,15 @@ impl Encoder {
         )
     }
 
-    pub fn push(&mut self, entry: Entry) {
+    /// Adds an entry's commands. Fails only for a value the target can neither RESTORE nor
+    /// receive as plain commands (a module value in an encoding too new for it).
+    pub fn push(&mut self, entry: Entry) -> Result<(), Error> {
         let entry = match entry {
             Entry::Key(record) => match plain_string(&record) {
-                Some(value) => return self.mset_add(&record.meta, &value),
+                Some(value) => {
+                    self.mset_add(&record.meta, &value);
+                    return Ok(());
+                }
                 None => Entry::Key(record),
             },
             other => other,
@@ -121,12 +145,43 @@ impl Encoder {
             Entry::Key(record) => {
                 let meta = &record.meta;
                 self.select(meta.db as u32);
-                restore(&mut self.out, meta, &record.raw, self.rdb_version);
-                self.expect(Kind::Keys(1), "RESTORE", meta.key.clone(), meta.db as u32);
+                if self.rewrite_all || self.rdb_version > self.caps.rdb_version {
+                    return self.rewrite(record);
+                }
+                if self.caps.restore_abs_ttl() {
+                    restore(&mut self.out, meta, &record.raw, self.rdb_version);
+                    self.expect(Kind::Keys(1), "RESTORE", meta.key.clone(), meta.db as u32);
+                } else {
+                    // Before 5.0 RESTORE takes only a relative TTL: restore without one, then
+                    // set the absolute expiry.
+                    let plain = KeyMeta {
+                        expire_ms: None,
+                        idle: None,
+                        freq: None,
+                        ..meta.clone()
+                    };
+                    restore_relative(&mut self.out, &plain, &record.raw, self.rdb_version);
+                    match meta.expire_ms {
+                        Some(at) => {
+                            self.expect(Kind::Part, "RESTORE", meta.key.clone(), meta.db as u32);
+                            let at = at.to_string();
+                            self.command(
+                                Kind::Keys(1),
+                                "PEXPIREAT",
+                                meta,
+                                &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
+                            );
+                        }
+                        None => {
+                            self.expect(Kind::Keys(1), "RESTORE", meta.key.clone(), meta.db as u32)
+                        }
+                    }
+                }
             }
             Entry::BigStart(meta) => {
                 self.select(meta.db as u32);
                 self.stream_started = false;
+                self.stream = StreamFacts::default();
                 self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
             }
             Entry::BigChunk(meta, chunk) => self.chunk(&meta, chunk),
@@ -140,7 +195,13 @@ impl Encoder {
                         &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
                     );
                 }
-                self.expects.push(Expect::KeyDone);
+                self.expects.push(Expect::KeyDone { chunked: true });
+            }
+            Entry::Function(code) if !self.caps.functions() => {
+                let name = library_name(&code);
+                self.expects.push(Expect::Dropped(format!(
+                    "function library {name}: the target is older than 7.0 and has no functions"
+                )));
             }
             Entry::Function(code) => {
                 ferry_resp::encode_command(
@@ -158,6 +219,53 @@ impl Encoder {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes a snapshot value as plain commands (DEL, the elements in chunks, PEXPIREAT),
+    /// for a target that cannot read its encoding.
+    fn rewrite(&mut self, record: ferry_rdb::Record) -> Result<(), Error> {
+        let meta = Arc::new(record.meta);
+        let chunks = ferry_rdb::decode_value(meta.type_byte, &record.raw, self.rdb_version).map_err(|e| {
+            Error::CannotWrite {
+                what: format!("key {} in db {}", escape(&meta.key), meta.db),
+                why: format!(
+                    "the target reads RDB {} at most and this {} value cannot be rewritten as commands ({e})",
+                    self.caps.rdb_version,
+                    meta.type_byte.encoding_name()
+                ),
+            }
+        })?;
+        self.stream_started = false;
+        self.stream = StreamFacts::default();
+        if meta.type_byte.kind() == Some(ferry_rdb::Kind::String) {
+            // One SET, which also covers the empty string (no chunk at all).
+            let value: Vec<u8> = chunks
+                .iter()
+                .filter_map(|c| match c {
+                    Chunk::StringPart(part) => Some(part.as_ref()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .concat();
+            self.command(Kind::Part, "SET", &meta, &[&b"SET"[..], &meta.key, &value]);
+        } else {
+            self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
+            for chunk in chunks {
+                self.chunk(&meta, chunk);
+            }
+        }
+        if let Some(at) = meta.expire_ms {
+            let at = at.to_string();
+            self.command(
+                Kind::Part,
+                "PEXPIREAT",
+                &meta,
+                &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
+            );
+        }
+        self.expects.push(Expect::KeyDone { chunked: false });
+        Ok(())
     }
 
     fn stream_command(&mut self, cmd: Command) {
@@ -287,6 +395,15 @@ impl Encoder {
                     args.push(&f.value);
                 }
                 self.command(Kind::Part, "HSET", meta, &args);
+                let with_ttl = fields.iter().filter(|f| f.expire_ms.is_some()).count();
+                if with_ttl > 0 && !self.caps.hash_field_ttl() {
+                    self.expects.push(Expect::Dropped(format!(
+                        "TTLs of {with_ttl} fields of hash {} in db {}: the target is older than 7.4",
+                        escape(key),
+                        meta.db
+                    )));
+                    return;
+                }
                 for f in fields.iter().filter(|f| f.expire_ms.is_some()) {
                     let at = f.expire_ms.unwrap_or_default().to_string();
                     self.command(
@@ -314,6 +431,7 @@ impl Encoder {
                     }
                     self.command(Kind::Part, "XADD", meta, &args);
                     self.stream_started = true;
+                    self.stream.first_id.get_or_insert(e.id);
                 }
             }
             Chunk::StreamMeta(m) => {
@@ -340,10 +458,19 @@ impl Encoder {
                     );
                     self.stream_started = true;
                 }
+                // The oldest stream encoding has no counters; Redis derives them on load as
+                // the entries it holds, and so does ferry.
+                let old_format = meta.type_byte == ferry_rdb::TypeByte::STREAM_LISTPACKS;
+                let entries_added = m.entries_added.or(old_format.then_some(m.length));
+                self.stream.last_id = m.last_id;
+                self.stream.length = m.length;
+                self.stream.entries_added = entries_added;
+                self.stream.max_deleted_id = m.max_deleted_id.unwrap_or_default();
+                self.stream.estimate_reads = old_format;
                 let last = m.last_id.to_string();
                 let mut args: Vec<Vec<u8>> =
                     vec![b"XSETID".to_vec(), key.to_vec(), last.into_bytes()];
-                if let Some(added) = m.entries_added {
+                if let Some(added) = entries_added.filter(|_| self.caps.stream_counters()) {
                     args.push(b"ENTRIESADDED".to_vec());
                     args.push(added.to_string().into_bytes());
                     args.push(b"MAXDELETEDID".to_vec());
@@ -370,7 +497,10 @@ impl Encoder {
                     g.name.to_vec(),
                     last.into_bytes(),
                 ];
-                if let Some(read) = g.entries_read {
+                let entries_read = g
+                    .entries_read
+                    .or_else(|| self.stream.estimate_entries_read(g.last_id));
+                if let Some(read) = entries_read.filter(|_| self.caps.stream_counters()) {
                     args.push(b"ENTRIESREAD".to_vec());
                     args.push(read.to_string().into_bytes());
                 }
@@ -380,7 +510,18 @@ impl Encoder {
                     meta,
                     &args.iter().map(|a| a.as_slice()).collect::<Vec<_>>(),
                 );
-                for c in &g.consumers {
+                if !self.caps.xgroup_createconsumer() && !g.consumers.is_empty() {
+                    // Consumers with pending entries come back through XCLAIM; the others
+                    // cannot be created before 6.2.
+                    self.expects.push(Expect::Dropped(format!(
+                        "consumers without pending entries of group {} of stream {} in db {}: the target is older than 6.2",
+                        escape(&g.name),
+                        escape(key),
+                        meta.db
+                    )));
+                }
+                let create_consumers = self.caps.xgroup_createconsumer();
+                for c in g.consumers.iter().filter(|_| create_consumers) {
                     self.command(
                         Kind::Part,
                         "XGROUP CREATECONSUMER",
@@ -438,6 +579,71 @@ fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
         [Chunk::StringPart(value)] => Some(value.clone()),
         _ => None,
     }
+}
+
+/// A stream's ids and counters, as its StreamMeta chunk gives them.
+#[derive(Default)]
+struct StreamFacts {
+    first_id: Option<ferry_rdb::StreamId>,
+    last_id: ferry_rdb::StreamId,
+    length: u64,
+    entries_added: Option<u64>,
+    max_deleted_id: ferry_rdb::StreamId,
+    /// The snapshot did not store groups' read counters: estimate them as Redis does on load.
+    estimate_reads: bool,
+}
+
+impl StreamFacts {
+    /// How many entries a group at `id` has read, where that is certain (Redis's own estimate
+    /// when it loads a stream saved without counters); None when it is not.
+    fn estimate_entries_read(&self, id: ferry_rdb::StreamId) -> Option<u64> {
+        if !self.estimate_reads {
+            return None;
+        }
+        let added = self.entries_added?;
+        let zero = ferry_rdb::StreamId { ms: 0, seq: 0 };
+        if added == 0 {
+            return Some(0);
+        }
+        if self.length == 0 && id <= self.last_id {
+            return Some(added);
+        }
+        if id == self.last_id {
+            return Some(added);
+        }
+        if id > self.last_id {
+            return None;
+        }
+        let first = self.first_id?;
+        if self.max_deleted_id == zero || self.max_deleted_id < first {
+            if id < first {
+                return Some(added - self.length);
+            }
+            if id == first {
+                return Some(added - self.length + 1);
+            }
+        }
+        None
+    }
+}
+
+/// `RESTORE key 0 <payload> REPLACE`, as servers before 5.0 take it.
+fn restore_relative(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16) {
+    let payload = ferry_rdb::dump::payload(meta.type_byte, raw, rdb_version);
+    ferry_resp::encode_command(
+        out,
+        &[&b"RESTORE"[..], &meta.key, b"0", &payload, b"REPLACE"],
+    );
+}
+
+/// The `name=` from a library's `#!lua name=<name>` first line, for messages.
+fn library_name(code: &[u8]) -> String {
+    let first = code.split(|&b| b == b'\n').next().unwrap_or_default();
+    let name = first
+        .split(|&b| b == b' ')
+        .find_map(|w| w.strip_prefix(b"name="))
+        .unwrap_or(b"?");
+    escape(name)
 }
 
 /// Appends `RESTORE key <abs-ms|0> <payload> REPLACE ABSTTL [IDLETIME s | FREQ f]`, building the
@@ -659,11 +865,11 @@ mod tests {
             })
         };
         let mut enc = Encoder::new();
-        enc.push(Entry::SnapshotStart { rdb_version: 10 });
-        enc.push(key(0, b"a", None));
-        enc.push(key(0, b"b", None));
-        enc.push(key(0, b"t", Some(4_000_000_000_000)));
-        enc.push(key(1, b"c", None));
+        enc.push(Entry::SnapshotStart { rdb_version: 10 }).unwrap();
+        enc.push(key(0, b"a", None)).unwrap();
+        enc.push(key(0, b"b", None)).unwrap();
+        enc.push(key(0, b"t", Some(4_000_000_000_000))).unwrap();
+        enc.push(key(1, b"c", None)).unwrap();
         enc.finish();
         let (out, expects) = enc.take();
         let text = String::from_utf8_lossy(&out);
@@ -700,7 +906,7 @@ mod tests {
     #[test]
     fn gathered_strings_never_overtake_the_stream() {
         let mut enc = Encoder::new();
-        enc.push(Entry::SnapshotStart { rdb_version: 10 });
+        enc.push(Entry::SnapshotStart { rdb_version: 10 }).unwrap();
         enc.push(Entry::Key(ferry_rdb::Record {
             meta: KeyMeta {
                 db: 0,
@@ -711,8 +917,9 @@ mod tests {
                 type_byte: ferry_rdb::TypeByte::STRING,
             },
             raw: Bytes::from_static(b"\x01v"),
-        }));
-        enc.push(Entry::SnapshotEnd { offset: 7 });
+        }))
+        .unwrap();
+        enc.push(Entry::SnapshotEnd { offset: 7 }).unwrap();
         let (out, expects) = enc.take();
         assert!(String::from_utf8_lossy(&out).contains("MSET"));
         assert!(matches!(expects.last(), Some(Expect::SnapshotApplied(7))));
@@ -748,9 +955,12 @@ mod tests {
                 end_offset: off,
             })
         };
-        enc.push(cmd(&["MULTI"], "*1\r\n$5\r\nMULTI\r\n", 10));
-        enc.push(cmd(&["INCR", "a"], "*2\r\n$4\r\nINCR\r\n$1\r\na\r\n", 20));
-        enc.push(cmd(&["EXEC"], "*1\r\n$4\r\nEXEC\r\n", 30));
+        enc.push(cmd(&["MULTI"], "*1\r\n$5\r\nMULTI\r\n", 10))
+            .unwrap();
+        enc.push(cmd(&["INCR", "a"], "*2\r\n$4\r\nINCR\r\n$1\r\na\r\n", 20))
+            .unwrap();
+        enc.push(cmd(&["EXEC"], "*1\r\n$4\r\nEXEC\r\n", 30))
+            .unwrap();
         let (out, expects) = enc.take();
         assert_eq!(
             &out[..],

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::caps::Caps;
 use super::encode::{Encoder, Expect, Kind};
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
@@ -27,6 +28,8 @@ pub struct Options {
     pub max_in_flight: usize,
     /// Bytes gathered before they are written out, at most.
     pub flush_bytes: usize,
+    /// Write snapshot values as plain commands instead of RESTORE.
+    pub rewrite_values: bool,
 }
 
 impl Default for Options {
@@ -34,20 +37,20 @@ impl Default for Options {
         Options {
             max_in_flight: 16 * 1024,
             flush_bytes: 512 * 1024,
+            rewrite_values: false,
         }
     }
 }
 
 pub struct StandaloneTarget {
     conn: Conn,
-    pub version: (u32, u32, u32),
+    pub caps: Caps,
 }
 
 impl StandaloneTarget {
     /// Connects, logs in and checks that the server takes writes.
     pub async fn connect(endpoint: &Endpoint) -> Result<StandaloneTarget> {
         let mut conn = Conn::connect(Role::Target, endpoint).await?;
-        let version = conn.version().await?;
         let role = conn.request_ok(&[&b"ROLE"[..]]).await?;
         let replica = match &role {
             Frame::Array(items) => items
@@ -63,7 +66,8 @@ impl StandaloneTarget {
                 msg: "is a read-only replica; point ferry at its master".into(),
             });
         }
-        Ok(StandaloneTarget { conn, version })
+        let caps = Caps::probe(&mut conn).await?;
+        Ok(StandaloneTarget { conn, caps })
     }
 
     pub fn addr(&self) -> &str {
@@ -90,9 +94,10 @@ impl StandaloneTarget {
             status.clone(),
             addr.clone(),
         ));
-        let mut enc = Encoder::new();
+        let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
         // Flush early enough that a flush never needs more credit than exists.
         let flush_replies = (options.max_in_flight / 4).max(1);
+        let mut failure = None;
         'run: loop {
             let Some(batch) = rx.recv().await else {
                 enc.finish();
@@ -100,7 +105,10 @@ impl StandaloneTarget {
                 break;
             };
             for entry in batch {
-                enc.push(entry);
+                if let Err(e) = enc.push(entry) {
+                    failure = Some(e);
+                    break 'run;
+                }
                 let full = enc.out.len() >= options.flush_bytes || enc.replies >= flush_replies;
                 if full && !flush(&mut enc, &mut wr, &expect_tx, &credit).await {
                     break 'run;
@@ -111,10 +119,17 @@ impl StandaloneTarget {
                 break;
             }
         }
+        if failure.is_some() {
+            // Write out what came before the failure, and wait for its replies.
+            flush(&mut enc, &mut wr, &expect_tx, &credit).await;
+        }
         drop(expect_tx);
         let _ = wr.shutdown().await;
         match replies.await {
-            Ok(r) => r,
+            Ok(r) => match failure {
+                Some(e) => Err(e),
+                None => r,
+            },
             Err(join) => Err(Error::Server {
                 role: Role::Target,
                 addr,
@@ -166,9 +181,17 @@ async fn read_replies(
             for expect in batch {
                 match expect {
                     Expect::Offset(offset) => status.applied(offset),
-                    Expect::KeyDone => {
+                    Expect::KeyDone { chunked } => {
                         status.keys_written.fetch_add(1, Relaxed);
-                        status.big_keys.fetch_add(1, Relaxed);
+                        if chunked {
+                            status.big_keys.fetch_add(1, Relaxed);
+                        } else {
+                            status.rewritten_keys.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Expect::Dropped(what) => {
+                        status.dropped.fetch_add(1, Relaxed);
+                        tracing::warn!("left out {what}");
                     }
                     Expect::SnapshotApplied(offset) => {
                         status.applied(offset);
