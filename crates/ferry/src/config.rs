@@ -38,6 +38,12 @@ pub struct ServerSection {
 pub struct SyncSection {
     /// Stop once the snapshot is on the target instead of following the write stream.
     pub full_only: Option<bool>,
+    /// Names the task's checkpoint in the target (`__ferry:checkpoint:<name>`); default: the
+    /// source's host:port. Give each task writing into one target its own name.
+    pub name: Option<String>,
+    /// When the target holds a copy that the source can no longer bring up to date with a
+    /// partial resync: "stop" (default; say so and exit) or "flush" (empty the target, copy again).
+    pub full_resync: Option<crate::source::psync::FullResync>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +142,9 @@ pub struct TaskConfig {
     pub target: Endpoint,
     pub full_only: bool,
     pub status_addr: Option<SocketAddr>,
+    /// Task name, for its checkpoint key.
+    pub name: String,
+    pub full_resync: crate::source::psync::FullResync,
     pub rdb: ferry_rdb::Options,
     pub writer: crate::target::standalone::Options,
 }
@@ -195,7 +204,19 @@ impl TaskConfig {
         // A file holds no stream of writes to follow.
         let full_only =
             file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
+        let name = match (file.sync.name, &source) {
+            (Some(n), _) if n.is_empty() || n.contains(char::is_whitespace) => {
+                return Err(Error::Config(format!(
+                    "sync.name {n:?} must be non-empty and without spaces"
+                )));
+            }
+            (Some(n), _) => n,
+            (None, Source::Redis(e)) => e.addr(),
+            (None, Source::RdbFile(p)) => p.display().to_string(),
+        };
         Ok(TaskConfig {
+            name,
+            full_resync: file.sync.full_resync.unwrap_or_default(),
             source,
             target,
             full_only,

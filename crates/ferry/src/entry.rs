@@ -34,6 +34,15 @@ impl Command {
 
 #[derive(Clone, Debug)]
 pub enum Entry {
+    /// Replication from `replid` starts: with a snapshot (`snapshot`), else continuing at
+    /// `offset`. `clear_target` asks to empty the target first (a full resync over a target
+    /// that holds an older copy, when configured to).
+    SyncStart {
+        replid: Bytes,
+        offset: u64,
+        snapshot: bool,
+        clear_target: bool,
+    },
     /// The snapshot starts; its values are in this RDB version's encodings.
     SnapshotStart {
         rdb_version: u16,

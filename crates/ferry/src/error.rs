@@ -87,6 +87,11 @@ pub enum Error {
         msg: String,
     },
 
+    #[error(
+        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\" (or --full-resync flush)"
+    )]
+    ResyncNeeded { addr: String, why: String },
+
     #[error("cannot write {what} to the target: {why}")]
     CannotWrite { what: String, why: String },
 

@@ -8,10 +8,12 @@
 //! - [`entry`]: what flows from source to target.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
+//! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
 
 pub mod api;
+pub mod checkpoint;
 pub mod config;
 pub mod conn;
 pub mod endpoint;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::path::Path;
 
+use crate::checkpoint::Checkpoint;
 use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result};
 use std::sync::atomic::Ordering::Relaxed;
@@ -41,7 +42,7 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
-    let target = StandaloneTarget::connect(&config.target).await?;
+    let mut target = StandaloneTarget::connect(&config.target).await?;
     tracing::info!(
         target = target.addr(),
         version = ?target.caps.version,
@@ -51,12 +52,21 @@ async fn run_inner(
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     match &config.source {
         Source::Redis(endpoint) => {
+            let key = Checkpoint::key(&config.name);
+            let resume = target.read_checkpoint(&key).await?;
+            match &resume {
+                Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
+                None => tracing::info!("no checkpoint on the target: full sync"),
+            }
             let source = PsyncSource::connect(endpoint).await?;
             tracing::info!(source = %endpoint, "source accepted the replica handshake");
-            let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone()));
+            let writer =
+                tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), Some(key)));
             let options = psync::Options {
                 rdb: config.rdb.clone(),
                 full_only: config.full_only,
+                resume,
+                full_resync: config.full_resync,
             };
             let read = source
                 .run(options, tx, status.clone(), cancel.clone())
@@ -65,7 +75,7 @@ async fn run_inner(
             read
         }
         Source::RdbFile(path) => {
-            let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone()));
+            let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
             let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
             join_writer(writer).await?;
             read

@@ -69,6 +69,12 @@ impl Ferry {
         }
     }
 
+    /// SIGKILL, as a crash would: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then wait.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let _ = Command::new("kill")
@@ -159,4 +165,25 @@ pub fn wait_caught_up(ferry: &mut Ferry, source: &testkit::Server, timeout: Dura
             return;
         }
     }
+}
+
+/// Writes a config file for `source` → `target` with extra `[sync]` lines; returns its path.
+pub fn config_file(dir: &std::path::Path, source: &str, target: &str, sync: &str) -> String {
+    let path = dir.join(format!("ferry-{}.toml", free_port()));
+    std::fs::write(
+        &path,
+        format!("[source]\nurl = \"{source}\"\n[target]\nurl = \"{target}\"\n[sync]\n{sync}\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// How often the source's log says it served a full resync and a partial one.
+pub fn resyncs(source: &testkit::Server) -> (usize, usize) {
+    let log = source.log_tail(100_000);
+    (
+        log.matches("Full resync requested by replica").count(),
+        log.matches("Partial resynchronization request from")
+            .count(),
+    )
 }

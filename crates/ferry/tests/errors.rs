@@ -66,7 +66,12 @@ fn bad_urls_and_config() {
         &["write it as redis://localhost:6379"],
     );
     fails_with(
-        &["--source", "redis://localhost:6379", "--target", "localhost:6380"],
+        &[
+            "--source",
+            "redis://localhost:6379",
+            "--target",
+            "localhost:6380",
+        ],
         &["target URL", "no scheme"],
     );
     fails_with(&["--target", "redis://127.0.0.1:1"], &["no source"]);

@@ -13,9 +13,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::{self, BATCH_BYTES, BATCH_ENTRIES, ChunkReader, Outcome};
+use crate::checkpoint::Checkpoint;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
-use crate::entry::{Batch, Command, Entry, weight};
+use crate::entry::{Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::error::{Error, Result, Role};
 use crate::status::Status;
 
@@ -28,6 +29,36 @@ pub struct Options {
     pub rdb: ferry_rdb::Options,
     /// Stop once the snapshot has been read (the command stream is not followed).
     pub full_only: bool,
+    /// Where the target stands, from its checkpoint: continue from there if the source can.
+    pub resume: Option<Checkpoint>,
+    /// What to do when the target holds an earlier copy and the source can only send a full one.
+    pub full_resync: FullResync,
+}
+
+/// What to do when a target that already holds a copy can only be brought up to date by a
+/// full resync (the source no longer has the writes since the checkpoint, or an earlier full
+/// copy was interrupted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FullResync {
+    /// Stop and say so: nothing on the target is removed unless asked.
+    #[default]
+    Stop,
+    /// Empty the target (FLUSHALL), then copy the snapshot.
+    Flush,
+}
+
+/// How the source answered PSYNC.
+#[derive(Debug, PartialEq, Eq)]
+enum PsyncReply {
+    Full {
+        replid: String,
+        offset: u64,
+    },
+    /// Continuing; a new replication id when the source has changed history (failover).
+    Continue {
+        replid: Option<String>,
+    },
 }
 
 /// How the source frames its snapshot.
@@ -67,15 +98,85 @@ impl PsyncSource {
         cancel: CancellationToken,
     ) -> Result<()> {
         let conn = &mut self.conn;
-        conn.write_all(b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n")
-            .await?;
+        let asked = match &options.resume {
+            Some(Checkpoint::Applied { replid, offset, .. }) => {
+                let next = (offset + 1).to_string();
+                conn.write_all(&command(&[b"PSYNC", replid.as_bytes(), next.as_bytes()]))
+                    .await?;
+                Some((replid.clone(), *offset))
+            }
+            _ => {
+                conn.write_all(&command(&[b"PSYNC", b"?", b"-1"])).await?;
+                None
+            }
+        };
         let reply = conn.read_line("the reply to PSYNC").await?;
-        let (replid, offset) = parse_fullresync(&reply).map_err(|msg| Error::Server {
+        let reply = parse_psync_reply(&reply).map_err(|msg| Error::Server {
             role: Role::Source,
             addr: conn.addr.clone(),
             msg,
         })?;
-        tracing::info!(source = %conn.addr, %replid, offset, "full resync accepted");
+        let (replid, offset) = match (reply, asked.as_ref(), &options.resume) {
+            (
+                PsyncReply::Continue { replid: new_id },
+                Some((old_id, offset)),
+                Some(Checkpoint::Applied { db, .. }),
+            ) => {
+                let replid = new_id.unwrap_or_else(|| old_id.clone());
+                let offset = *offset;
+                tracing::info!(source = %conn.addr, %replid, offset, "source continues the stream from the checkpoint");
+                let db = *db;
+                return self
+                    .continue_stream(replid, offset, db, tx, status, cancel)
+                    .await;
+            }
+            (PsyncReply::Continue { .. }, _, _) => {
+                return Err(Error::Server {
+                    role: Role::Source,
+                    addr: conn.addr.clone(),
+                    msg: "answered +CONTINUE to a request for a full copy".into(),
+                });
+            }
+            (PsyncReply::Full { replid, offset }, _, resume) => {
+                let why = match (resume, asked) {
+                    (None, _) => None,
+                    (Some(Checkpoint::Loading { .. }), _) => {
+                        Some("the previous full copy into the target was interrupted".to_string())
+                    }
+                    (Some(_), Some((old_id, old_offset))) => Some(format!(
+                        "the source cannot continue from the target's checkpoint ({old_id} at offset {old_offset}): \
+                         its backlog no longer holds those writes, or it is another dataset"
+                    )),
+                    (Some(_), None) => None,
+                };
+                if let Some(why) = &why {
+                    if options.full_resync == FullResync::Stop {
+                        return Err(Error::ResyncNeeded {
+                            addr: conn.addr.clone(),
+                            why: why.clone(),
+                        });
+                    }
+                    tracing::warn!(
+                        "{why}; emptying the target and copying the snapshot again, as configured"
+                    );
+                }
+                let clear_target = why.is_some();
+                tracing::info!(source = %conn.addr, %replid, offset, "full resync accepted");
+                if tx
+                    .send(vec![Entry::SyncStart {
+                        replid: Bytes::from(replid.clone()),
+                        offset,
+                        snapshot: true,
+                        clear_target,
+                    }])
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                (replid, offset)
+            }
+        };
         status.set_replid(replid);
         status.snapshot_offset.store(offset, Relaxed);
         status.source_offset.store(offset, Relaxed);
@@ -154,7 +255,7 @@ impl PsyncSource {
             return Ok(());
         }
         let result = follow_stream(
-            &mut rd, leftover, offset, &tx, &status, &getack, &cancel, &addr,
+            &mut rd, leftover, offset, 0, &tx, &status, &getack, &cancel, &addr,
         )
         .await;
         if let Some(acker) = acker {
@@ -162,6 +263,58 @@ impl PsyncSource {
         }
         result
     }
+}
+
+impl PsyncSource {
+    /// The source accepted to continue: no snapshot, the stream starts right after `offset`.
+    async fn continue_stream(
+        self,
+        replid: String,
+        offset: u64,
+        db: u32,
+        tx: mpsc::Sender<Batch>,
+        status: Arc<Status>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        status.set_replid(replid.clone());
+        status.snapshot_offset.store(offset, Relaxed);
+        status.source_offset.store(offset, Relaxed);
+        status.applied(offset);
+        status.set_phase(crate::status::Phase::Incremental);
+        let start = Entry::SyncStart {
+            replid: Bytes::from(replid),
+            offset,
+            snapshot: false,
+            clear_target: false,
+        };
+        if tx.send(vec![start]).await.is_err() {
+            return Ok(());
+        }
+        let addr = self.conn.addr.clone();
+        let (stream, buf) = self.conn.into_parts();
+        let (mut rd, wr) = stream.into_split();
+        let getack = Arc::new(Notify::new());
+        let ack_cancel = cancel.child_token();
+        let acker = tokio::spawn(acknowledge(
+            wr,
+            status.clone(),
+            getack.clone(),
+            ack_cancel.clone(),
+        ));
+        let _stop_acks = ack_cancel.drop_guard();
+        let result = follow_stream(
+            &mut rd, buf, offset, db, &tx, &status, &getack, &cancel, &addr,
+        )
+        .await;
+        acker.abort();
+        result
+    }
+}
+
+fn command(args: &[&[u8]]) -> BytesMut {
+    let mut out = BytesMut::new();
+    ferry_resp::encode_command(&mut out, args);
+    out
 }
 
 async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
@@ -184,14 +337,23 @@ async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
     }
 }
 
-fn parse_fullresync(line: &[u8]) -> std::result::Result<(String, u64), String> {
+fn parse_psync_reply(line: &[u8]) -> std::result::Result<PsyncReply, String> {
     let text = String::from_utf8_lossy(line);
     if let Some(rest) = text.strip_prefix("+FULLRESYNC ") {
         let mut parts = rest.split_whitespace();
         if let (Some(id), Some(Ok(off))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
-            return Ok((id.to_string(), off));
+            return Ok(PsyncReply::Full {
+                replid: id.to_string(),
+                offset: off,
+            });
         }
         return Err(format!("malformed PSYNC reply {text:?}"));
+    }
+    if let Some(rest) = text.strip_prefix("+CONTINUE") {
+        let id = rest.trim();
+        return Ok(PsyncReply::Continue {
+            replid: (!id.is_empty()).then(|| id.to_string()),
+        });
     }
     if let Some(err) = text.strip_prefix('-') {
         let hint = if err.starts_with("NOPERM") {
@@ -361,6 +523,7 @@ async fn follow_stream(
     rd: &mut OwnedReadHalf,
     mut pending: BytesMut,
     mut offset: u64,
+    mut db: u32,
     tx: &mpsc::Sender<Batch>,
     status: &Status,
     getack: &Notify,
@@ -368,8 +531,6 @@ async fn follow_stream(
     addr: &str,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Limits::default());
-    // A master always SELECTs before its first command; 0 is what it would assume too.
-    let mut db: u32 = 0;
     let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
     let mut batch_bytes = 0;
     let protocol = |msg: String| Error::Server {
@@ -412,6 +573,9 @@ async fn follow_stream(
                 {
                     getack.notify_one();
                 }
+                Entry::Offset(offset)
+            } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
+                // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.
                 Entry::Offset(offset)
             } else {
                 Entry::Command(Command {
@@ -543,15 +707,28 @@ mod tests {
     #[test]
     fn parses_psync_replies() {
         assert_eq!(
-            parse_fullresync(b"+FULLRESYNC 8de1787ba490483314a4d30f1c628bc5025eb761 42").unwrap(),
-            ("8de1787ba490483314a4d30f1c628bc5025eb761".to_string(), 42)
+            parse_psync_reply(b"+FULLRESYNC 8de1787ba490483314a4d30f1c628bc5025eb761 42").unwrap(),
+            PsyncReply::Full {
+                replid: "8de1787ba490483314a4d30f1c628bc5025eb761".to_string(),
+                offset: 42
+            }
+        );
+        assert_eq!(
+            parse_psync_reply(b"+CONTINUE").unwrap(),
+            PsyncReply::Continue { replid: None }
+        );
+        assert_eq!(
+            parse_psync_reply(b"+CONTINUE 8de1787ba490483314a4d30f1c628bc5025eb761").unwrap(),
+            PsyncReply::Continue {
+                replid: Some("8de1787ba490483314a4d30f1c628bc5025eb761".into())
+            }
         );
         assert!(
-            parse_fullresync(b"-NOPERM no")
+            parse_psync_reply(b"-NOPERM no")
                 .unwrap_err()
                 .contains("ACL SETUSER")
         );
-        assert!(parse_fullresync(b"+FULLRESYNC x").is_err());
+        assert!(parse_psync_reply(b"+FULLRESYNC x").is_err());
         assert!(matches!(
             parse_transfer(b"$123"),
             Some(Transfer::Sized(123))

@@ -41,6 +41,13 @@ pub enum Expect {
     Dropped(String),
     /// Every snapshot key is on the target; the stream continues from this offset.
     SnapshotApplied(u64),
+    /// `MULTI` of a ferry transaction: the replies that follow are `+QUEUED`, the results come
+    /// in the `EXEC`'s array.
+    Multi,
+    /// `EXEC`: settles every expectation since `Multi`.
+    Exec,
+    /// `DISCARD`: drops them (a source transaction cut off by a stop).
+    Discard,
 }
 
 /// Accumulates commands and their expectations between two flushes.
@@ -61,6 +68,23 @@ pub struct Encoder {
     caps: Caps,
     /// Write every snapshot value as plain commands, never RESTORE.
     rewrite_all: bool,
+    /// The checkpoint key, when this target keeps one.
+    checkpoint_key: Option<Bytes>,
+    /// The source's replication id, once known.
+    replid: Option<Bytes>,
+    /// Stream writes are being wrapped in checkpointed transactions.
+    checkpointing: bool,
+    /// The open ferry transaction, if any.
+    txn: Option<Txn>,
+    /// Inside a transaction of the source's (its MULTI seen, its EXEC not yet).
+    source_multi: bool,
+}
+
+/// A ferry transaction being written: the stream position its checkpoint will name.
+#[derive(Default)]
+struct Txn {
+    /// Offset just after the last command in it, and the db selected there.
+    last: Option<(u64, u32)>,
 }
 
 /// Strings without expiry or eviction data, gathered into one MSET: the target spends less than
@@ -102,12 +126,27 @@ impl Encoder {
             mset: Mset::default(),
             caps,
             rewrite_all,
+            checkpoint_key: None,
+            replid: None,
+            checkpointing: false,
+            txn: None,
+            source_multi: false,
         }
+    }
+
+    /// Keeps a checkpoint in `key`: stream writes then go in MULTI/EXEC with its update.
+    pub fn with_checkpoint(mut self, key: Vec<u8>) -> Self {
+        self.checkpoint_key = Some(Bytes::from(key));
+        self
     }
 
     /// Hands over the output so far. Strings still being gathered stay for the next call;
     /// `finish` first when nothing more will come.
     pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
+        // A source transaction stays whole in one ferry transaction, even across writes.
+        if !self.source_multi {
+            self.close_txn();
+        }
         self.replies = 0;
         (
             self.out.split().freeze(),
@@ -141,6 +180,23 @@ impl Encoder {
             self.flush_mset();
         }
         match entry {
+            Entry::SyncStart {
+                replid,
+                snapshot,
+                clear_target,
+                ..
+            } => {
+                self.replid = Some(replid);
+                if clear_target {
+                    ferry_resp::encode_command(&mut self.out, &[&b"FLUSHALL"[..]]);
+                    self.expect(Kind::Part, "FLUSHALL", Bytes::new(), self.db);
+                }
+                if snapshot {
+                    // Until the snapshot is whole, the target cannot be continued from.
+                    self.write_checkpoint("loading".into());
+                }
+                self.checkpointing = !snapshot && self.checkpoint_key.is_some();
+            }
             Entry::SnapshotStart { rdb_version } => self.rdb_version = rdb_version,
             Entry::Key(record) => {
                 let meta = &record.meta;
@@ -210,8 +266,20 @@ impl Encoder {
                 );
                 self.expect(Kind::Part, "FUNCTION LOAD", Bytes::new(), self.db);
             }
-            Entry::SnapshotEnd { offset } => self.expects.push(Expect::SnapshotApplied(offset)),
+            Entry::SnapshotEnd { offset } => {
+                // After every snapshot write on this connection, so it names a whole copy. The
+                // source SELECTs before its first command, so db 0 here is only a placeholder.
+                self.write_checkpoint(format!("{offset} 0"));
+                self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
+                self.expects.push(Expect::SnapshotApplied(offset));
+            }
+            Entry::Command(cmd) if self.checkpointing => self.checkpointed_command(cmd),
             Entry::Command(cmd) => self.stream_command(cmd),
+            Entry::Offset(offset) if self.checkpointing => {
+                // Applied with the transaction it falls in; the checkpoint stays at the last
+                // command, so a SELECT after it is sent again on resume.
+                self.expects.push(Expect::Offset(offset));
+            }
             Entry::Offset(offset) => {
                 // Inside MULTI nothing is applied until EXEC.
                 if !self.in_multi {
@@ -268,6 +336,42 @@ impl Encoder {
         Ok(())
     }
 
+    /// A stream command inside a ferry transaction; the source's own MULTI/EXEC become the
+    /// bounds of one.
+    fn checkpointed_command(&mut self, cmd: Command) {
+        let name = cmd.args[0].as_ref();
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            self.close_txn();
+            self.open_txn();
+            self.source_multi = true;
+            return;
+        }
+        if self.txn.is_none() {
+            self.open_txn();
+        }
+        if let Some(txn) = &mut self.txn {
+            txn.last = Some((cmd.end_offset, cmd.db));
+        }
+        if name.eq_ignore_ascii_case(b"EXEC") {
+            self.source_multi = false;
+            self.expects.push(Expect::Offset(cmd.end_offset));
+            self.close_txn();
+            return;
+        }
+        self.select(cmd.db);
+        self.out.extend_from_slice(&cmd.raw);
+        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        self.expects.push(Expect::Reply {
+            kind: Kind::Stream {
+                offset: Some(cmd.end_offset),
+            },
+            command: command_label(name),
+            key,
+            db: cmd.db,
+        });
+        self.replies += 1;
+    }
+
     fn stream_command(&mut self, cmd: Command) {
         self.select(cmd.db);
         let name = cmd.args[0].as_ref();
@@ -310,9 +414,47 @@ impl Encoder {
         }
     }
 
-    /// Writes out everything still held back.
+    /// Writes out everything still held back. A source transaction cut off by a stop is
+    /// discarded, never applied in part.
     pub fn finish(&mut self) {
         self.flush_mset();
+        if self.source_multi && self.txn.is_some() {
+            ferry_resp::encode_command(&mut self.out, &[&b"DISCARD"[..]]);
+            self.expects.push(Expect::Discard);
+            self.replies += 1;
+            self.txn = None;
+            self.source_multi = false;
+        }
+        self.close_txn();
+    }
+
+    fn open_txn(&mut self) {
+        ferry_resp::encode_command(&mut self.out, &[&b"MULTI"[..]]);
+        self.expects.push(Expect::Multi);
+        self.replies += 1;
+        self.txn = Some(Txn::default());
+    }
+
+    /// Ends the open transaction with the checkpoint of its last command.
+    fn close_txn(&mut self) {
+        let Some(txn) = self.txn.take() else { return };
+        if let Some((offset, db)) = txn.last {
+            self.write_checkpoint(format!("{offset} {db}"));
+        }
+        ferry_resp::encode_command(&mut self.out, &[&b"EXEC"[..]]);
+        self.expects.push(Expect::Exec);
+        self.replies += 1;
+    }
+
+    /// `SET <checkpoint key> "<replid> <position>"` in db 0.
+    fn write_checkpoint(&mut self, position: String) {
+        let (Some(key), Some(replid)) = (self.checkpoint_key.clone(), self.replid.clone()) else {
+            return;
+        };
+        self.select(0);
+        let value = [&replid[..], b" ", position.as_bytes()].concat();
+        ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &key, &value]);
+        self.expect(Kind::Part, "SET (checkpoint)", key, 0);
     }
 
     /// Writes out the gathered MSET, if any.

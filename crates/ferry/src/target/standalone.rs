@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::caps::Caps;
 use super::encode::{Encoder, Expect, Kind};
+use crate::checkpoint::Checkpoint;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::Batch;
@@ -74,12 +75,33 @@ impl StandaloneTarget {
         &self.conn.addr
     }
 
-    /// Writes every entry from `rx` until it closes, then waits for the last reply.
+    /// The task's checkpoint, if the target holds one (db 0).
+    pub async fn read_checkpoint(&mut self, key: &[u8]) -> Result<Option<Checkpoint>> {
+        match self.conn.request_ok(&[&b"GET"[..], key]).await? {
+            Frame::Bulk(value) => match Checkpoint::parse(&value) {
+                Some(c) => Ok(Some(c)),
+                None => Err(Error::Server {
+                    role: Role::Target,
+                    addr: self.conn.addr.clone(),
+                    msg: format!(
+                        "holds {} = {} which is not a ferry checkpoint; delete it or give the task another [sync] name",
+                        escape(key),
+                        escape(&value)
+                    ),
+                }),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes every entry from `rx` until it closes, then waits for the last reply. With a
+    /// `checkpoint` key, stream writes go in transactions that update it.
     pub async fn run(
         self,
         mut rx: mpsc::Receiver<Batch>,
         status: Arc<Status>,
         options: Options,
+        checkpoint: Option<Vec<u8>>,
     ) -> Result<()> {
         let addr = self.conn.addr.clone();
         let (stream, buf) = self.conn.into_parts();
@@ -95,6 +117,9 @@ impl StandaloneTarget {
             addr.clone(),
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
+        if let Some(key) = checkpoint {
+            enc = enc.with_checkpoint(key);
+        }
         // Flush early enough that a flush never needs more credit than exists.
         let flush_replies = (options.max_in_flight / 4).max(1);
         let mut failure = None;
@@ -175,64 +200,56 @@ async fn read_replies(
 ) -> Result<()> {
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
-        let started = Instant::now();
+        let mut settle = Settle {
+            status: &status,
+            addr: &addr,
+            started: Instant::now(),
+        };
+        // Expectations inside an open transaction, settled by its EXEC.
+        let mut queued: Option<Vec<Expect>> = None;
         while let Some(batch) = expects.recv().await {
-            let mut settled = 0;
+            let mut replies = 0;
             for expect in batch {
-                match expect {
-                    Expect::Offset(offset) => status.applied(offset),
-                    Expect::KeyDone { chunked } => {
-                        status.keys_written.fetch_add(1, Relaxed);
-                        if chunked {
-                            status.big_keys.fetch_add(1, Relaxed);
-                        } else {
-                            status.rewritten_keys.fetch_add(1, Relaxed);
-                        }
+                let takes_reply = matches!(
+                    expect,
+                    Expect::Reply { .. } | Expect::Multi | Expect::Exec | Expect::Discard
+                );
+                let frame = if takes_reply {
+                    replies += 1;
+                    Some(next_reply(&mut rd, &mut buf, &mut decoder, &addr).await?)
+                } else {
+                    None
+                };
+                match (expect, frame, &mut queued) {
+                    (Expect::Multi, Some(frame), None) => {
+                        settle.ok("MULTI", &frame)?;
+                        queued = Some(Vec::new());
                     }
-                    Expect::Dropped(what) => {
-                        status.dropped.fetch_add(1, Relaxed);
-                        tracing::warn!("left out {what}");
+                    (Expect::Discard, Some(frame), Some(_)) => {
+                        settle.ok("DISCARD", &frame)?;
+                        queued = None;
                     }
-                    Expect::SnapshotApplied(offset) => {
-                        status.applied(offset);
-                        status.set_phase(Phase::Incremental);
-                        tracing::info!(
-                            keys = status.keys_written.load(Relaxed),
-                            seconds = started.elapsed().as_secs_f64(),
-                            "snapshot applied on the target"
-                        );
+                    (Expect::Exec, Some(frame), Some(_)) => {
+                        let inside = queued.take().unwrap_or_default();
+                        settle.exec(inside, frame)?;
                     }
-                    Expect::Reply {
-                        kind,
-                        command,
-                        key,
-                        db,
-                    } => {
-                        let frame = next_reply(&mut rd, &mut buf, &mut decoder, &addr).await?;
-                        settled += 1;
-                        if let Some(msg) = refusal(&frame) {
-                            return Err(Error::TargetRefused {
-                                addr: addr.clone(),
-                                what: describe(command, kind, &key, db),
-                                msg,
-                            });
-                        }
-                        match kind {
-                            Kind::Keys(n) => {
-                                status.keys_written.fetch_add(n as u64, Relaxed);
-                            }
-                            Kind::Part => {}
-                            Kind::Stream { offset } => {
-                                status.ops_applied.fetch_add(1, Relaxed);
-                                if let Some(offset) = offset {
-                                    status.applied(offset);
-                                }
-                            }
-                        }
+                    (expect @ Expect::Reply { .. }, Some(frame), Some(inside)) => {
+                        // Queued: a refusal now is a command the target does not accept at all.
+                        settle.reply(&expect, &frame)?;
+                        inside.push(expect);
+                    }
+                    (note, None, Some(inside)) => inside.push(note),
+                    (expect, frame, None) => settle.one(expect, frame.as_ref())?,
+                    (expect, _, Some(_)) => {
+                        return Err(Error::Server {
+                            role: Role::Target,
+                            addr: addr.clone(),
+                            msg: format!("ferry lost track of a transaction at {expect:?}"),
+                        });
                     }
                 }
             }
-            credit.add_permits(settled);
+            credit.add_permits(replies);
         }
         Ok(())
     }
@@ -240,6 +257,125 @@ async fn read_replies(
     // Wake a writer waiting for credit that will never come.
     credit.close();
     result
+}
+
+/// Acts on what the target confirmed.
+struct Settle<'a> {
+    status: &'a Status,
+    addr: &'a str,
+    started: Instant,
+}
+
+impl Settle<'_> {
+    fn ok(&self, command: &'static str, frame: &Frame) -> Result<()> {
+        match refusal(frame) {
+            Some(msg) => Err(Error::TargetRefused {
+                addr: self.addr.to_string(),
+                what: command.to_string(),
+                msg,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails on a refusal of this command.
+    fn reply(&self, expect: &Expect, frame: &Frame) -> Result<()> {
+        if let (
+            Expect::Reply {
+                kind,
+                command,
+                key,
+                db,
+            },
+            Some(msg),
+        ) = (expect, refusal(frame))
+        {
+            return Err(Error::TargetRefused {
+                addr: self.addr.to_string(),
+                what: describe(command, *kind, key, *db),
+                msg,
+            });
+        }
+        Ok(())
+    }
+
+    /// Settles one expectation outside a transaction (`frame` for those that take a reply).
+    fn one(&mut self, expect: Expect, frame: Option<&Frame>) -> Result<()> {
+        let status = self.status;
+        match expect {
+            Expect::Offset(offset) => status.applied(offset),
+            Expect::KeyDone { chunked } => {
+                status.keys_written.fetch_add(1, Relaxed);
+                if chunked {
+                    status.big_keys.fetch_add(1, Relaxed);
+                } else {
+                    status.rewritten_keys.fetch_add(1, Relaxed);
+                }
+            }
+            Expect::Dropped(what) => {
+                status.dropped.fetch_add(1, Relaxed);
+                tracing::warn!("left out {what}");
+            }
+            Expect::SnapshotApplied(offset) => {
+                status.applied(offset);
+                status.set_phase(Phase::Incremental);
+                tracing::info!(
+                    keys = status.keys_written.load(Relaxed),
+                    seconds = self.started.elapsed().as_secs_f64(),
+                    "snapshot applied on the target"
+                );
+            }
+            Expect::Reply { kind, .. } => {
+                if let Some(frame) = frame {
+                    self.reply(&expect, frame)?;
+                }
+                match kind {
+                    Kind::Keys(n) => {
+                        status.keys_written.fetch_add(n as u64, Relaxed);
+                    }
+                    Kind::Part => {}
+                    Kind::Stream { offset } => {
+                        status.ops_applied.fetch_add(1, Relaxed);
+                        if let Some(offset) = offset {
+                            status.applied(offset);
+                        }
+                    }
+                }
+            }
+            Expect::Multi | Expect::Exec | Expect::Discard => {}
+        }
+        Ok(())
+    }
+
+    /// The EXEC's array holds one result per queued command, in order.
+    fn exec(&mut self, inside: Vec<Expect>, frame: Frame) -> Result<()> {
+        let results = match frame {
+            Frame::Array(results) => results,
+            other => {
+                return Err(Error::TargetRefused {
+                    addr: self.addr.to_string(),
+                    what: "EXEC".into(),
+                    msg: refusal(&other).unwrap_or_else(|| format!("unexpected reply {other}")),
+                });
+            }
+        };
+        let mut results = results.into_iter();
+        for expect in inside {
+            if matches!(expect, Expect::Reply { .. }) {
+                let Some(result) = results.next() else {
+                    return Err(Error::TargetRefused {
+                        addr: self.addr.to_string(),
+                        what: "EXEC".into(),
+                        msg: "fewer results than queued commands".into(),
+                    });
+                };
+                self.one(expect, Some(&result))?;
+            } else {
+                self.one(expect, None)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a refused command was about, for the one-line error.

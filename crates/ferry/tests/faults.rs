@@ -1,0 +1,200 @@
+//! Crashes and refusals: ferry killed at any moment continues from the checkpoint in the
+//! target, exactly once, or says why it cannot.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, config_file, resyncs, wait_caught_up};
+use testkit::Server;
+use testkit::compare::{self, Options};
+use testkit::workload::{self, Spec};
+
+fn stream_options() -> Options {
+    // Redis's stream does not carry consumer groups' read counters (its replicas drift too).
+    Options {
+        group_read_counters: false,
+        ..Options::default()
+    }
+}
+
+/// Killed with SIGKILL three times while writes flow: each restart continues from the
+/// checkpoint (the source serves a partial resync), and no write is lost or applied twice —
+/// the workload's INCR, INCRBYFLOAT, APPEND, LPUSH, RPOPLPUSH and XADD would show it.
+#[test]
+fn killed_mid_stream_continues_exactly_once() {
+    let source = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 11,
+        keys_per_db: 1000,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let background = workload::run_in_background(&source, spec.clone());
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        ferry.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        ferry = Ferry::start_with_status(&args);
+        ferry.wait_status(Duration::from_secs(60), "the restarted stream", |s| {
+            s["phase"] == "incremental"
+        });
+        assert!(
+            ferry
+                .log()
+                .contains("source continues the stream from the checkpoint"),
+            "round {round}:\n{}",
+            ferry.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = background.stop();
+    for cmd in [
+        "INCR",
+        "INCRBYFLOAT",
+        "APPEND",
+        "LPUSH",
+        "RPOPLPUSH",
+        "XADD",
+    ] {
+        assert!(
+            counts.get(cmd).copied().unwrap_or(0) > 0,
+            "workload never issued {cmd}"
+        );
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let (full, partial) = resyncs(&source);
+    assert_eq!(
+        (full, partial),
+        (1, 3),
+        "the source should serve one full sync, then only partial ones"
+    );
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
+
+/// Killed in the middle of the snapshot: the target holds part of a copy. By default ferry
+/// stops and says so; with full_resync = "flush" it empties the target and copies again.
+#[test]
+fn killed_mid_snapshot_needs_an_explicit_full_resync() {
+    let source = Server::start();
+    let target = Server::start();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(300_000)
+        .query(&mut source.conn())
+        .unwrap();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 5,
+            ..Spec::default()
+        },
+    );
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(60), "keys being written", |s| {
+        s["phase"] == "full" && s["keys_written"].as_u64().unwrap_or(0) > 0
+    });
+    ferry.kill();
+    // Meanwhile a key is deleted on the source: only emptying the target removes it there.
+    let _: () = redis::cmd("DEL")
+        .arg("key:1")
+        .query(&mut source.conn())
+        .unwrap();
+
+    let mut refused = Ferry::start(&args);
+    assert!(!refused.wait(Duration::from_secs(60)).success());
+    let log = refused.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("ferry: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("previous full copy into the target was interrupted"),
+        "{line}"
+    );
+    assert!(line.contains("full_resync = \"flush\""), "{line}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &source.url(),
+        &target.url(),
+        "full_resync = \"flush\"",
+    );
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
+
+/// A checkpoint the source cannot continue from (here: another server's history under the
+/// same task name, as after a source restart without persistence).
+#[test]
+fn a_checkpoint_the_source_cannot_continue_is_reported() {
+    let first = Server::start();
+    let second = Server::start();
+    let target = Server::start();
+    workload::populate(
+        &first,
+        &Spec {
+            seed: 1,
+            keys_per_db: 300,
+            ..Spec::default()
+        },
+    );
+    workload::populate(
+        &second,
+        &Spec {
+            seed: 2,
+            keys_per_db: 300,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let name = "name = \"orders\"";
+    let config = config_file(dir.path(), &first.url(), &target.url(), name);
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+
+    let config = config_file(dir.path(), &second.url(), &target.url(), name);
+    let mut refused = Ferry::start(&["--config", &config]);
+    assert!(!refused.wait(Duration::from_secs(60)).success());
+    let log = refused.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("ferry: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("cannot continue from the target's checkpoint"),
+        "{line}"
+    );
+    // Nothing was removed: the target still equals the first source.
+    compare::compare(&first, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+
+    let config = config_file(
+        dir.path(),
+        &second.url(),
+        &target.url(),
+        &format!("{name}\nfull_resync = \"flush\""),
+    );
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    compare::compare(&second, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
