@@ -11,6 +11,7 @@
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
+//! - [`rdbtool`]: `ferry rdb inspect` and `ferry rdb stats`, reading an RDB file offline.
 
 pub mod api;
 pub mod checkpoint;
@@ -20,6 +21,7 @@ pub mod endpoint;
 pub mod entry;
 pub mod error;
 pub mod progress;
+pub mod rdbtool;
 pub mod source;
 pub mod status;
 pub mod target;

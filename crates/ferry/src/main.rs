@@ -24,6 +24,114 @@ struct Cli {
 enum Command {
     /// Copy the source's data into the target, then apply every later write until stopped.
     Sync(SyncArgs),
+    /// Read an RDB file offline: print its keys as JSON, or count and size them.
+    Rdb(RdbArgs),
+}
+
+#[derive(Args)]
+struct RdbArgs {
+    #[command(subcommand)]
+    command: RdbCommand,
+}
+
+#[derive(Subcommand)]
+enum RdbCommand {
+    /// Print every key as one JSON object per line (JSON Lines)
+    ///
+    /// Each line: {"db":0,"key":..,"type":"hash","encoding":"listpack","expire_ms":..,"value":..}
+    /// with expire_ms an absolute unix time in ms or null, then "idle" (LRU seconds) and
+    /// "freq" (LFU counter) when the file has them.
+    ///
+    /// Byte strings (keys, values, members, fields) are lossless: valid UTF-8 prints as a
+    /// JSON string, anything else as {"base64":"..."} (standard alphabet, padded).
+    ///
+    /// Values by type:
+    ///   string  the string
+    ///   list    [item, ...]                  set  [member, ...]   (file order)
+    ///   zset    [[member, score], ...]       score a number, or "inf" / "-inf"
+    ///   hash    [[field, value], ...]        [field, value, expire_ms] for a field TTL
+    ///   stream  {"entries":[[id,[[field,value],...]],...],"meta":{...},
+    ///            "groups":[{"name","last_id","entries_read","consumers":[...],"pending":[...]}]}
+    ///   module  {"module":name,"encver":n,"raw_base64":...} (the value's bytes as in the file)
+    ///
+    /// Function libraries print as {"function":code} and module aux data as
+    /// {"module_aux":name,"encver":n,"raw_base64":...}, unless a filter or --no-values is
+    /// given. Big values are printed as they are read, so memory stays bounded.
+    #[command(verbatim_doc_comment)]
+    Inspect(RdbInspectArgs),
+    /// Count keys and bytes per db, type and encoding, and list the biggest keys
+    ///
+    /// A key's bytes are what its entry takes in the file: expiry/LRU/LFU opcodes, type
+    /// byte, key name and serialized value. Element counts (list items, set/zset members,
+    /// hash fields, stream entries) are given for the biggest keys.
+    ///
+    /// Prints tables, or with --json one JSON object: file, rdb_version, file_bytes, keys,
+    /// expiring_keys, key_bytes, functions, module_aux, aux, and arrays "dbs", "types",
+    /// "encodings" (keys, expiring, bytes each) and "biggest" (db, key, type, encoding,
+    /// bytes, elements, expire_ms), keys by the same lossless rule as inspect.
+    #[command(verbatim_doc_comment)]
+    Stats(RdbStatsArgs),
+}
+
+#[derive(Args)]
+struct RdbInput {
+    /// The RDB file.
+    file: PathBuf,
+    /// Only keys in this db (repeat for several).
+    #[arg(long = "db", value_name = "N")]
+    dbs: Vec<u64>,
+    /// Only keys starting with this prefix (repeat for several).
+    #[arg(long = "key-prefix", value_name = "PREFIX")]
+    key_prefixes: Vec<std::ffi::OsString>,
+    /// Values serialized larger than this are read in chunks (default 1 MiB).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    big_value_bytes: Option<usize>,
+    /// Collections with more elements than this are read in chunks (default 10000).
+    #[arg(long, value_name = "N", hide = true)]
+    big_value_elements: Option<u64>,
+    /// Approximate bytes per chunk, and per part of a big string (default 256 KiB).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    chunk_bytes: Option<usize>,
+}
+
+impl RdbInput {
+    fn split(self) -> (PathBuf, ferry::rdbtool::Filter, ferry::rdbtool::Limits) {
+        let filter = ferry::rdbtool::Filter {
+            dbs: self.dbs,
+            key_prefixes: self
+                .key_prefixes
+                .into_iter()
+                .map(|p| p.into_encoded_bytes())
+                .collect(),
+        };
+        let limits = ferry::rdbtool::Limits {
+            big_value_bytes: self.big_value_bytes,
+            big_value_elements: self.big_value_elements,
+            chunk_bytes: self.chunk_bytes,
+        };
+        (self.file, filter, limits)
+    }
+}
+
+#[derive(Args)]
+struct RdbInspectArgs {
+    #[command(flatten)]
+    input: RdbInput,
+    /// Print metadata only, without "value".
+    #[arg(long)]
+    no_values: bool,
+}
+
+#[derive(Args)]
+struct RdbStatsArgs {
+    #[command(flatten)]
+    input: RdbInput,
+    /// How many of the biggest keys to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    top: usize,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -63,6 +171,48 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Sync(args) => sync(args),
+        Command::Rdb(args) => return rdb(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rdb(args: RdbArgs) -> ExitCode {
+    use ferry::rdbtool::{inspect, stats, to_stdout};
+    let result = match args.command {
+        RdbCommand::Inspect(a) => {
+            let (file, filter, limits) = a.input.split();
+            let opts = inspect::InspectOptions {
+                file,
+                filter,
+                values: !a.no_values,
+                limits,
+            };
+            to_stdout(|out| inspect::run(&opts, out).map(drop))
+        }
+        RdbCommand::Stats(a) => {
+            let (file, filter, limits) = a.input.split();
+            let opts = stats::StatsOptions {
+                file,
+                filter,
+                top: a.top,
+                limits,
+            };
+            to_stdout(|out| {
+                let report = stats::collect(&opts)?;
+                if a.json {
+                    report.write_json(out)?;
+                } else {
+                    report.write_table(out)?;
+                }
+                Ok(())
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
