@@ -9,6 +9,14 @@
 //! reported: gone from both sides, or present only with a TTL within the tolerance of
 //! running out, is not a difference (it is expiring, and expiry is not a sync bug).
 //! Keys starting with `__ferry:` are ferry's own and are skipped.
+//!
+//! Across versions: Redis 7.2 (and Valkey) print doubles shortest-round-trip where 7.0 and
+//! older print `%.17g`, in replies and in `DEBUG DIGEST-VALUE` alike, so a sorted set's digest
+//! differs between the two families whenever a score prints differently (`-0.1`,
+//! `-0.10000000000000001`); such a key is compared again member by member with the scores as
+//! numbers. With a 5.x server on either side stream consumer groups are not compared
+//! (`XINFO STREAM FULL` is 6.0+), and the fields 7.0 added to it only when both sides have
+//! them.
 
 mod report;
 
@@ -88,6 +96,7 @@ pub fn compare_addrs(
             opts: opts.clone(),
             diffs: Vec::new(),
             compared: 0,
+            zsets: Vec::new(),
         };
         walk.run()?;
         Ok(walk)
@@ -148,6 +157,8 @@ struct Side {
     conn: redis::Connection,
     addr: String,
     major: u32,
+    /// Redis 7.2+ (Valkey too): doubles printed shortest-round-trip, not `%.17g`.
+    shortest_doubles: bool,
 }
 
 impl Side {
@@ -158,14 +169,15 @@ impl Side {
             .query(&mut conn)
             .map_err(|e| format!("INFO on {addr}: {e}"))?;
         let info = crate::server::parse_info(&text);
-        let major = info
+        let version = info
             .get("redis_version")
             .and_then(|v| crate::server::parse_version(v))
-            .map_or(0, |v| v.0);
+            .unwrap_or((0, 0, 0));
         Ok(Side {
             conn,
             addr: addr.to_string(),
-            major,
+            major: version.0,
+            shortest_doubles: version >= (7, 2, 0),
         })
     }
 
@@ -269,7 +281,7 @@ impl Side {
         &mut self,
         db: i64,
         keys: &[Vec<u8>],
-        counters: bool,
+        fields: StreamFields,
     ) -> Result<Vec<Option<String>>, String> {
         let mut pipe = redis::pipe();
         pipe.cmd("SELECT").arg(db);
@@ -288,9 +300,56 @@ impl Side {
             .map(|r| {
                 wire::error_text(r)
                     .is_none()
-                    .then(|| stream_meta(r, counters))
+                    .then(|| stream_meta(r, fields))
             })
             .collect())
+    }
+
+    /// A sorted set's members in order with their scores, read `BATCH` at a time; `None`
+    /// when the key is no longer a sorted set.
+    fn zset_items(&mut self, db: i64, key: &[u8]) -> Result<Option<ZsetItems>, String> {
+        let mut out = Vec::new();
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SELECT").arg(db);
+            pipe.cmd("ZRANGE")
+                .arg(key)
+                .arg(out.len())
+                .arg(out.len() + BATCH - 1)
+                .arg("WITHSCORES");
+            let replies = self.send(&pipe)?;
+            fail_on_error(&self.addr, &replies[..1])?; // SELECT
+            let reply = replies.get(1).cloned().unwrap_or(Value::Nil);
+            if wire::error_text(&reply).is_some() {
+                return Ok(None); // WRONGTYPE: no longer a sorted set
+            }
+            let odd = || format!("ZRANGE on {}: odd reply {reply:?}", self.addr);
+            // RESP2: member, score, member, score...; RESP3: [member, score] pairs.
+            let mut flat: Vec<&Value> = Vec::new();
+            for item in wire::items(&reply).ok_or_else(odd)? {
+                match wire::items(item) {
+                    Some(pair) => flat.extend(pair),
+                    None => flat.push(item),
+                }
+            }
+            if !flat.len().is_multiple_of(2) {
+                return Err(odd());
+            }
+            let before = out.len();
+            for pair in flat.chunks(2) {
+                let member = wire::bytes(pair[0]).ok_or_else(odd)?;
+                let score = match pair[1] {
+                    Value::Double(d) => *d,
+                    other => wire::text(other)
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .ok_or_else(odd)?,
+                };
+                out.push((member, score));
+            }
+            if out.len() - before < BATCH {
+                return Ok(Some(out));
+            }
+        }
     }
 
     /// Function libraries by name, with their code.
@@ -316,6 +375,9 @@ impl Side {
         Ok(libs)
     }
 }
+
+/// A sorted set's (member, score) pairs in order.
+type ZsetItems = Vec<(Vec<u8>, f64)>;
 
 /// The first server error among `replies` as `Err`, else the replies.
 fn fail_on_error(addr: &str, replies: &[Value]) -> Result<Vec<Value>, String> {
@@ -363,6 +425,8 @@ struct Walk {
     opts: Options,
     diffs: Vec<Diff>,
     compared: u64,
+    /// Sorted sets whose digests differ only maybe (see the module doc), to read again.
+    zsets: Vec<Vec<u8>>,
 }
 
 impl Walk {
@@ -456,9 +520,24 @@ impl Walk {
                 _ => {}
             }
         }
-        if !streams.is_empty() {
+        for key in std::mem::take(&mut self.zsets) {
             let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.stream_meta(db, &streams, self.opts.group_read_counters)
+                side.zset_items(db, &key)
+            });
+            if src? != dst? {
+                self.diff(db, &key, Problem::Digest);
+            }
+        }
+        // `XINFO STREAM key FULL` exists since Redis 6.0: with a 5.x server on either side the
+        // consumer groups are not compared (the entries still are, by the digest).
+        let common_major = self.src.major.min(self.dst.major);
+        if !streams.is_empty() && common_major >= 6 {
+            let fields = StreamFields {
+                counters: self.opts.group_read_counters,
+                since_7: common_major >= 7,
+            };
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
+                side.stream_meta(db, &streams, fields)
             });
             let (src, dst) = (src?, dst?);
             for ((key, s), t) in streams.iter().zip(src).zip(dst) {
@@ -509,7 +588,11 @@ impl Walk {
             return;
         }
         if s.digest != t.digest {
-            self.diff(db, key, Problem::Digest);
+            if s.kind == "zset" && self.src.shortest_doubles != self.dst.shortest_doubles {
+                self.zsets.push(key.to_vec());
+            } else {
+                self.diff(db, key, Problem::Digest);
+            }
         } else if s.kind == "stream" {
             streams.push(key.to_vec());
         }
@@ -596,17 +679,30 @@ fn render(v: &Value) -> String {
     }
 }
 
+/// Which `XINFO STREAM FULL` fields both sides are compared on.
+#[derive(Clone, Copy, Debug)]
+struct StreamFields {
+    /// The groups' `entries-read` and `lag` ([`Options::group_read_counters`]).
+    counters: bool,
+    /// Both sides are Redis 7+: compare the fields 7.0 added (`max-deleted-entry-id`,
+    /// `entries-added`, `recorded-first-entry-id`; groups' `entries-read` and `lag`), which
+    /// a 6.x server does not report.
+    since_7: bool,
+}
+
 /// `XINFO STREAM key FULL` without entries, internal layout and wall-clock fields.
-fn stream_meta(reply: &Value, counters: bool) -> String {
+fn stream_meta(reply: &Value, fields: StreamFields) -> String {
     let mut out = Vec::new();
     for (name, value) in pairs(reply) {
         match name.as_str() {
             "entries" | "radix-tree-keys" | "radix-tree-nodes" => {}
+            "max-deleted-entry-id" | "entries-added" | "recorded-first-entry-id"
+                if !fields.since_7 => {}
             "groups" => {
                 let groups: Vec<String> = wire::items(value)
                     .unwrap_or_default()
                     .iter()
-                    .map(|g| group_meta(g, counters))
+                    .map(|g| group_meta(g, fields.counters && fields.since_7))
                     .collect();
                 out.push(format!("groups=[{}]", groups.join(",")));
             }

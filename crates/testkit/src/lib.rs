@@ -11,12 +11,15 @@
 //!   [`workload::REQUIRED_COMMANDS`]; [`workload::run_in_background`] runs one on a thread.
 //! - [`compare`]: key-by-key equality of two servers (type, `DEBUG DIGEST-VALUE`, TTL,
 //!   stream groups, function libraries), with a report naming each differing key.
+//! - [`versions`]: other Redis / Valkey builds fetched by `scripts/fetch-redis-versions`
+//!   into a cache; [`versions::available`] lists them, [`Server::start_bin`] starts one.
 //!
 //! Nothing here talks to a non-loopback address, uses a fixed port or shares state between
 //! tests; waiting is always polling with a deadline.
 
 pub mod compare;
 mod server;
+pub mod versions;
 mod wire;
 pub mod workload;
 

@@ -85,8 +85,15 @@ impl Server {
     ///
     /// A `--requirepass` given here is remembered and used by [`Server::conn`].
     pub fn start_with(args: &[&str]) -> Server {
-        let bin = redis_server_bin();
-        let version = binary_version(&bin);
+        Server::start_bin(&redis_server_bin(), args)
+    }
+
+    /// Like [`Server::start_with`], with a given `redis-server` binary (or launcher script
+    /// that `exec`s one), e.g. one of [`crate::versions::available`]. Options an older
+    /// server lacks are left out of the defaults (`--enable-debug-command` before 7.0), and
+    /// [`Server::version`] is what its `INFO` reports (`redis_version`: Valkey 8 says 7.2.4).
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Server {
+        let version = binary_version(bin);
         let password = args
             .windows(2)
             .rev()
@@ -95,7 +102,7 @@ impl Server {
             .filter(|pw| !pw.is_empty());
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Server::spawn(&bin, version, args, password.clone()) {
+            match Server::spawn(bin, version, args, password.clone()) {
                 Ok(server) => return server,
                 Err(Spawn::PortTaken(msg)) => last_failure = msg,
                 Err(Spawn::Failed(msg)) => panic!("{msg}"),
