@@ -51,6 +51,12 @@ pub struct Options {
     /// LASTID`, which does not carry the group's read counter, so Redis's own replicas drift
     /// from their master there too (seen: replica entries-read 2 / lag 1, master 3 / 0).
     pub group_read_counters: bool,
+    /// Compare consumers that have no pending entries. Default true. Turn it off for a source
+    /// of 7.2 or later (Redis 8, Valkey) fed through its stream: such servers do not replicate
+    /// consumers created without pending entries, and their own replicas lack them too (seen
+    /// after the same workload with valkey 8.0.1 and redis 8.0.2: master consumers=[c0],
+    /// replica consumers=[]; redis 7.0.15 replicates them).
+    pub idle_consumers: bool,
 }
 
 impl Default for Options {
@@ -60,6 +66,7 @@ impl Default for Options {
             ttl_tolerance_ms: 2000,
             max_diffs: 20,
             group_read_counters: true,
+            idle_consumers: true,
         }
     }
 }
@@ -534,6 +541,7 @@ impl Walk {
         if !streams.is_empty() && common_major >= 6 {
             let fields = StreamFields {
                 counters: self.opts.group_read_counters,
+                idle_consumers: self.opts.idle_consumers,
                 since_7: common_major >= 7,
             };
             let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
@@ -684,6 +692,8 @@ fn render(v: &Value) -> String {
 struct StreamFields {
     /// The groups' `entries-read` and `lag` ([`Options::group_read_counters`]).
     counters: bool,
+    /// Consumers without pending entries ([`Options::idle_consumers`]).
+    idle_consumers: bool,
     /// Both sides are Redis 7+: compare the fields 7.0 added (`max-deleted-entry-id`,
     /// `entries-added`, `recorded-first-entry-id`; groups' `entries-read` and `lag`), which
     /// a 6.x server does not report.
@@ -702,7 +712,9 @@ fn stream_meta(reply: &Value, fields: StreamFields) -> String {
                 let groups: Vec<String> = wire::items(value)
                     .unwrap_or_default()
                     .iter()
-                    .map(|g| group_meta(g, fields.counters && fields.since_7))
+                    .map(|g| {
+                        group_meta(g, fields.counters && fields.since_7, fields.idle_consumers)
+                    })
                     .collect();
                 out.push(format!("groups=[{}]", groups.join(",")));
             }
@@ -712,7 +724,7 @@ fn stream_meta(reply: &Value, fields: StreamFields) -> String {
     out.join(" ")
 }
 
-fn group_meta(group: &Value, counters: bool) -> String {
+fn group_meta(group: &Value, counters: bool, idle_consumers: bool) -> String {
     let mut out = Vec::new();
     for (name, value) in pairs(group) {
         match name.as_str() {
@@ -723,6 +735,12 @@ fn group_meta(group: &Value, counters: bool) -> String {
                 let consumers: Vec<String> = wire::items(value)
                     .unwrap_or_default()
                     .iter()
+                    .filter(|c| {
+                        idle_consumers
+                            || pairs(c)
+                                .iter()
+                                .any(|(n, v)| n == "pel-count" && wire::int(v).unwrap_or(0) > 0)
+                    })
                     .map(|c| {
                         let mut fields = Vec::new();
                         for (name, value) in pairs(c) {

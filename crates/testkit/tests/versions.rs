@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use testkit::compare::{self, Options};
 use testkit::versions::{self, Version};
-use testkit::workload::{self, Spec};
+use testkit::workload::Spec;
 use testkit::{Server, wait_until};
 
 /// The launcher of `name`, or None (with a note printed) when the cache lacks it.
@@ -35,25 +35,8 @@ fn spec() -> Spec {
     }
 }
 
-/// Populates `server`; on servers older than populate's commands, reports what failed and
-/// keeps the rest (populate writes everything else before it panics with the errors).
 fn populate(server: &Server, version: &Version) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        workload::populate(server, &spec())
-    }));
-    if let Err(panic) = result {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        // `XGROUP CREATECONSUMER` is Redis 6.2+; everything else populate writes is older.
-        assert!(
-            version.redis_version < (6, 2, 0) && msg.contains("XGROUP CREATECONSUMER"),
-            "populate failed on {version}: {msg}"
-        );
-        eprintln!("note: {version}: populate wrote all but what this version lacks: {msg}");
-    }
+    versions::populate(server, &spec(), version);
 }
 
 /// Starts a replica of `primary` with `bin` and waits until it has the full copy.

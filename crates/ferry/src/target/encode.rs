@@ -273,8 +273,8 @@ impl Encoder {
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
                 self.expects.push(Expect::SnapshotApplied(offset));
             }
-            Entry::Command(cmd) if self.checkpointing => self.checkpointed_command(cmd),
-            Entry::Command(cmd) => self.stream_command(cmd),
+            Entry::Command(cmd) if self.checkpointing => self.checkpointed_command(cmd)?,
+            Entry::Command(cmd) => self.stream_command(cmd)?,
             Entry::Offset(offset) if self.checkpointing => {
                 // Applied with the transaction it falls in; the checkpoint stays at the last
                 // command, so a SELECT after it is sent again on resume.
@@ -293,16 +293,28 @@ impl Encoder {
     /// Writes a snapshot value as plain commands (DEL, the elements in chunks, PEXPIREAT),
     /// for a target that cannot read its encoding.
     fn rewrite(&mut self, record: ferry_rdb::Record) -> Result<(), Error> {
+        let expiry = record.meta.expire_ms.map(Expiry::At);
         let meta = Arc::new(record.meta);
-        let chunks = ferry_rdb::decode_value(meta.type_byte, &record.raw, self.rdb_version).map_err(|e| {
-            Error::CannotWrite {
-                what: format!("key {} in db {}", escape(&meta.key), meta.db),
-                why: format!(
-                    "the target reads RDB {} at most and this {} value cannot be rewritten as commands ({e})",
-                    self.caps.rdb_version,
-                    meta.type_byte.encoding_name()
-                ),
-            }
+        self.write_value(&meta, &record.raw, self.rdb_version, expiry)?;
+        self.expects.push(Expect::KeyDone { chunked: false });
+        Ok(())
+    }
+
+    /// A value's serialized bytes (in `rdb_version`'s encodings) as plain commands.
+    fn write_value(
+        &mut self,
+        meta: &Arc<KeyMeta>,
+        raw: &Bytes,
+        rdb_version: u16,
+        expiry: Option<Expiry>,
+    ) -> Result<(), Error> {
+        let chunks = ferry_rdb::decode_value(meta.type_byte, raw, rdb_version).map_err(|e| Error::CannotWrite {
+            what: format!("key {} in db {}", escape(&meta.key), meta.db),
+            why: format!(
+                "the target reads RDB {} at most and this {} value (RDB {rdb_version}) cannot be rewritten as commands ({e})",
+                self.caps.rdb_version,
+                meta.type_byte.encoding_name()
+            ),
         })?;
         self.stream_started = false;
         self.stream = StreamFacts::default();
@@ -316,35 +328,83 @@ impl Encoder {
                 })
                 .collect::<Vec<_>>()
                 .concat();
-            self.command(Kind::Part, "SET", &meta, &[&b"SET"[..], &meta.key, &value]);
+            self.command(Kind::Part, "SET", meta, &[&b"SET"[..], &meta.key, &value]);
         } else {
-            self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
+            self.command(Kind::Part, "DEL", meta, &[&b"DEL"[..], &meta.key]);
             for chunk in chunks {
-                self.chunk(&meta, chunk);
+                self.chunk(meta, chunk);
             }
         }
-        if let Some(at) = meta.expire_ms {
-            let at = at.to_string();
-            self.command(
-                Kind::Part,
-                "PEXPIREAT",
-                &meta,
-                &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
-            );
+        match expiry {
+            Some(Expiry::At(at)) => {
+                let at = at.to_string();
+                self.command(
+                    Kind::Part,
+                    "PEXPIREAT",
+                    meta,
+                    &[&b"PEXPIREAT"[..], &meta.key, at.as_bytes()],
+                );
+            }
+            Some(Expiry::In(ms)) => {
+                let ms = ms.to_string();
+                self.command(
+                    Kind::Part,
+                    "PEXPIRE",
+                    meta,
+                    &[&b"PEXPIRE"[..], &meta.key, ms.as_bytes()],
+                );
+            }
+            None => {}
         }
-        self.expects.push(Expect::KeyDone { chunked: false });
         Ok(())
+    }
+
+    /// A RESTORE from the stream whose payload the target cannot read (a newer source's
+    /// encoding), written as plain commands instead. False when it can be passed as it is.
+    fn rewrite_restore(&mut self, cmd: &Command) -> Result<bool, Error> {
+        let args = &cmd.args;
+        if !args[0].eq_ignore_ascii_case(b"RESTORE") || args.len() < 4 {
+            return Ok(false);
+        }
+        let Ok((type_byte, raw, version)) = ferry_rdb::dump::parse_payload(&args[3]) else {
+            // Let the target judge a payload ferry cannot read either.
+            return Ok(false);
+        };
+        if version <= self.caps.rdb_version && !self.rewrite_all {
+            return Ok(false);
+        }
+        let flag = |name: &[u8]| args[4..].iter().any(|a| a.eq_ignore_ascii_case(name));
+        let ttl: i64 = std::str::from_utf8(&args[2])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let expiry = match (ttl, flag(b"ABSTTL")) {
+            (t, _) if t <= 0 => None,
+            (t, true) => Some(Expiry::At(t)),
+            (t, false) => Some(Expiry::In(t)),
+        };
+        let meta = Arc::new(KeyMeta {
+            db: cmd.db as u64,
+            key: args[1].clone(),
+            expire_ms: None,
+            idle: None,
+            freq: None,
+            type_byte,
+        });
+        self.select(cmd.db);
+        self.write_value(&meta, &Bytes::copy_from_slice(raw), version, expiry)?;
+        Ok(true)
     }
 
     /// A stream command inside a ferry transaction; the source's own MULTI/EXEC become the
     /// bounds of one.
-    fn checkpointed_command(&mut self, cmd: Command) {
+    fn checkpointed_command(&mut self, cmd: Command) -> Result<(), Error> {
         let name = cmd.args[0].as_ref();
         if name.eq_ignore_ascii_case(b"MULTI") {
             self.close_txn();
             self.open_txn();
             self.source_multi = true;
-            return;
+            return Ok(());
         }
         if self.txn.is_none() {
             self.open_txn();
@@ -356,7 +416,11 @@ impl Encoder {
             self.source_multi = false;
             self.expects.push(Expect::Offset(cmd.end_offset));
             self.close_txn();
-            return;
+            return Ok(());
+        }
+        if self.rewrite_restore(&cmd)? {
+            self.expects.push(Expect::Offset(cmd.end_offset));
+            return Ok(());
         }
         self.select(cmd.db);
         self.out.extend_from_slice(&cmd.raw);
@@ -370,9 +434,16 @@ impl Encoder {
             db: cmd.db,
         });
         self.replies += 1;
+        Ok(())
     }
 
-    fn stream_command(&mut self, cmd: Command) {
+    fn stream_command(&mut self, cmd: Command) -> Result<(), Error> {
+        if self.rewrite_restore(&cmd)? {
+            if !self.in_multi {
+                self.expects.push(Expect::Offset(cmd.end_offset));
+            }
+            return Ok(());
+        }
         self.select(cmd.db);
         let name = cmd.args[0].as_ref();
         let offset = if name.eq_ignore_ascii_case(b"MULTI") {
@@ -395,6 +466,7 @@ impl Encoder {
             db: cmd.db,
         });
         self.replies += 1;
+        Ok(())
     }
 
     fn mset_add(&mut self, meta: &KeyMeta, value: &[u8]) {
@@ -721,6 +793,15 @@ fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
         [Chunk::StringPart(value)] => Some(value.clone()),
         _ => None,
     }
+}
+
+/// When a rewritten value expires.
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    /// At this unix time in ms.
+    At(i64),
+    /// In this many ms from when the target applies it (a RESTORE without ABSTTL).
+    In(i64),
 }
 
 /// A stream's ids and counters, as its StreamMeta chunk gives them.
