@@ -133,21 +133,6 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_and_match_versions() {
-        for v in ALL {
-            assert_eq!(v.name, format!("{}-{}", v.product, v.version_text()));
-            assert_eq!(Version::named(v.name), Some(*v));
-        }
-        assert!(Version::named(REFERENCE).is_some());
-        assert_eq!(Version::named("redis-1.0.0"), None);
-    }
-}
-
 /// Populates `server` with `spec`; on servers older than some of populate's commands
 /// (`XGROUP CREATECONSUMER` is 6.2+), reports what failed and keeps the rest: populate writes
 /// everything else before it panics with the errors.
@@ -166,5 +151,20 @@ pub fn populate(server: &crate::Server, spec: &crate::workload::Spec, version: &
             "populate failed on {version}: {msg}"
         );
         eprintln!("note: {version}: populate wrote all but what this version lacks: {msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_match_versions() {
+        for v in ALL {
+            assert_eq!(v.name, format!("{}-{}", v.product, v.version_text()));
+            assert_eq!(Version::named(v.name), Some(*v));
+        }
+        assert!(Version::named(REFERENCE).is_some());
+        assert_eq!(Version::named("redis-1.0.0"), None);
     }
 }
