@@ -683,10 +683,29 @@ fn real_server_snapshot_matches_the_server() {
         );
     }
 
+    let (by_type, binary) = matches_server(&server, &printed);
+    assert!(binary > 0, "binary key names were checked");
+    for t in ["string", "list", "set", "zset", "hash", "stream"] {
+        assert!(
+            by_type.get(t).is_some_and(|&n| n > 0),
+            "no {t}: {by_type:?}"
+        );
+    }
+
+    // Stats agree on the totals.
+    let s = stats_json(&file, &[]);
+    assert_eq!(s["keys"], dbsize);
+    let expiring = printed.iter().filter(|l| !l["expire_ms"].is_null()).count();
+    assert_eq!(s["expiring_keys"], expiring);
+}
+
+/// Checks every printed key against what `server` holds: type, expiry and value. Returns the
+/// keys per type and how many had binary names.
+fn matches_server(server: &Server, printed: &[&Value]) -> (BTreeMap<String, usize>, usize) {
     let mut conns: BTreeMap<u64, redis::Connection> = BTreeMap::new();
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
     let mut binary = 0;
-    for l in &printed {
+    for l in printed {
         let db = l["db"].as_u64().unwrap();
         let c = conns.entry(db).or_insert_with(|| server.conn_db(db as i64));
         let key = to_bytes(&l["key"]);
@@ -759,19 +778,7 @@ fn real_server_snapshot_matches_the_server() {
             _ => panic!("unexpected type {ty}"),
         }
     }
-    assert!(binary > 0, "binary key names were checked");
-    for t in ["string", "list", "set", "zset", "hash", "stream"] {
-        assert!(
-            by_type.get(t).is_some_and(|&n| n > 0),
-            "no {t}: {by_type:?}"
-        );
-    }
-
-    // Stats agree on the totals.
-    let s = stats_json(&file, &[]);
-    assert_eq!(s["keys"], dbsize);
-    let expiring = printed.iter().filter(|l| !l["expire_ms"].is_null()).count();
-    assert_eq!(s["expiring_keys"], expiring);
+    (by_type, binary)
 }
 
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
@@ -817,4 +824,68 @@ fn check_stream(c: &mut redis::Connection, key: &[u8], v: &Value, what: &str) {
         );
         assert_eq!(m["last_id"], last.as_str(), "{what} {name}");
     }
+}
+
+/// Fixtures that redis-server 7.0 loads: inspect prints the same keys and values as the server
+/// holds after loading the same file (keys already expired are dropped by the server on load).
+#[test]
+fn fixtures_match_a_server_loading_them() {
+    const LOADABLE: &[&str] = &[
+        "redis/encodings.rdb",
+        "redis/hash-ziplist.rdb",
+        "redis/hash-zipmap.rdb",
+        "redis/list-quicklist.rdb",
+        "redis/zset-ziplist.rdb",
+        "redis-rdb-tools/dictionary.rdb",
+        "redis-rdb-tools/integer_keys.rdb",
+        "redis-rdb-tools/intset_64.rdb",
+        "redis-rdb-tools/linkedlist.rdb",
+        "redis-rdb-tools/multiple_databases.rdb",
+        "redis-rdb-tools/non_ascii_values.rdb",
+        "redis-rdb-tools/parser_filters.rdb",
+        "redis-rdb-tools/rdb_version_8_with_64b_length_and_scores.rdb",
+        "redis-rdb-tools/redis_50_with_streams.rdb",
+        "redis-rdb-tools/regular_sorted_set.rdb",
+        "redis-rdb-tools/uncompressible_string_keys.rdb",
+        "redis-rdb-tools/ziplist_with_integers.rdb",
+        "redis-rdb-tools/zipmap_with_big_values.rdb",
+        "redis-replicator/dumpV7.rdb",
+        "redis-replicator/dumpV9.rdb",
+        "redis-replicator/dumpV10.rdb",
+    ];
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut total = 0;
+    for name in LOADABLE {
+        let file = fixture(name);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&file, dir.path().join("dump.rdb")).unwrap();
+        let server = Server::start_with(&[
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--dbfilename",
+            "dump.rdb",
+        ]);
+        let lines = inspect(&file, &[]);
+        let live: Vec<&Value> = keys(&lines)
+            .into_iter()
+            .filter(|l| l["expire_ms"].as_i64().is_none_or(|at| at > now_ms))
+            .collect();
+        let mut dbsize = 0;
+        for db in 0..16 {
+            let n: usize = redis::cmd("DBSIZE").query(&mut server.conn_db(db)).unwrap();
+            dbsize += n;
+        }
+        assert_eq!(
+            live.len(),
+            dbsize,
+            "{name}: inspect prints {} live keys, the server holds {dbsize}",
+            live.len()
+        );
+        matches_server(&server, &live);
+        total += dbsize;
+    }
+    assert!(total > 100, "{total}");
 }
