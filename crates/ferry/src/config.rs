@@ -24,6 +24,20 @@ pub struct FileConfig {
     pub status: StatusSection,
     #[serde(default)]
     pub advanced: AdvancedSection,
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+/// How long failures are retried before the task gives up, in minutes. A window starts at a
+/// failure and starts again once the sync makes progress.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Lost or refused connections to the source or the target (default 720).
+    pub connection: Option<u64>,
+    /// Other errors: a write the target refuses, a reply that does not come (default 10; less
+    /// than `connection`).
+    pub other: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +45,19 @@ pub struct FileConfig {
 pub struct ServerSection {
     /// `redis://[user:password@]host:port`; for the source, also the path of an RDB file.
     pub url: Option<String>,
+    /// Target only: what a write the target refuses (WRONGTYPE, ...) does: "fail" (default:
+    /// the task fails, naming the write), "skip" (counted), "log" (counted and logged). Out
+    /// of memory always fails: a write is never dropped for lack of room.
+    pub on_error: Option<OnError>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Skip,
+    Log,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +110,29 @@ impl FileConfig {
                 .map(|l| format!(" at line {l}"))
                 .unwrap_or_default();
             Error::Config(format!("config file {}{line}: {msg}", path.display()))
+        })
+    }
+}
+
+/// Retry windows, checked: `other` is shorter than `connection`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub connection: std::time::Duration,
+    pub other: std::time::Duration,
+}
+
+impl Retry {
+    fn build(section: &RetrySection) -> Result<Retry, Error> {
+        let connection = section.connection.unwrap_or(720);
+        let other = section.other.unwrap_or(10);
+        if other >= connection {
+            return Err(Error::Config(format!(
+                "retry.other ({other} min) must be less than retry.connection ({connection} min)"
+            )));
+        }
+        Ok(Retry {
+            connection: std::time::Duration::from_secs(connection * 60),
+            other: std::time::Duration::from_secs(other * 60),
         })
     }
 }
@@ -145,6 +195,7 @@ pub struct TaskConfig {
     /// Task name, for its checkpoint key.
     pub name: String,
     pub full_resync: crate::source::psync::FullResync,
+    pub retry: Retry,
     pub rdb: ferry_rdb::Options,
     pub writer: crate::target::standalone::Options,
 }
@@ -201,6 +252,13 @@ impl TaskConfig {
             writer.max_in_flight = v;
         }
         writer.rewrite_values = adv.rewrite_values.unwrap_or(false);
+        if file.source.on_error.is_some() {
+            return Err(Error::Config(
+                "on_error belongs in [target], not [source]".into(),
+            ));
+        }
+        writer.on_error = file.target.on_error.unwrap_or_default();
+        let retry = Retry::build(&file.retry)?;
         // A file holds no stream of writes to follow.
         let full_only =
             file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
@@ -217,6 +275,7 @@ impl TaskConfig {
         Ok(TaskConfig {
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
+            retry,
             source,
             target,
             full_only,
@@ -292,6 +351,27 @@ mod tests {
                 .contains("directory")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retry_windows_are_checked() {
+        let file: FileConfig = toml::from_str(
+            "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\non_error = \"log\"\n[retry]\nconnection = 5\nother = 5\n",
+        )
+        .unwrap();
+        let err = TaskConfig::build(file).unwrap_err().to_string();
+        assert!(
+            err.contains("retry.other (5 min) must be less than retry.connection (5 min)"),
+            "{err}"
+        );
+        let file: FileConfig = toml::from_str(
+            "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\non_error = \"log\"\n",
+        )
+        .unwrap();
+        let cfg = TaskConfig::build(file).unwrap();
+        assert_eq!(cfg.retry.connection.as_secs(), 720 * 60);
+        assert_eq!(cfg.retry.other.as_secs(), 600);
+        assert_eq!(cfg.writer.on_error, OnError::Log);
     }
 
     #[test]

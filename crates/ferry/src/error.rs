@@ -80,15 +80,18 @@ pub enum Error {
     },
 
     /// `what` names the command and its keys, e.g. `RESTORE of key "a" in db 0`.
+    /// `retryable`: nothing of it was applied (refused when queued, or out of memory), so the
+    /// same writes can be tried again.
     #[error("target {addr} refused {what}: {msg}{}", refusal_hint(msg))]
     TargetRefused {
         addr: String,
         what: String,
         msg: String,
+        retryable: bool,
     },
 
     #[error(
-        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\" (or --full-resync flush)"
+        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\""
     )]
     ResyncNeeded { addr: String, why: String },
 

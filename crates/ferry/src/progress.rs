@@ -66,6 +66,14 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                     line.tick();
                 }
             }
+            Phase::Retrying => {
+                line.set_message(format!(
+                    "retrying ({} s left): {}",
+                    s.retry_left_s.unwrap_or(0),
+                    s.last_error.as_deref().unwrap_or("")
+                ));
+                line.tick();
+            }
             Phase::Stopped | Phase::Failed => break,
         }
     }

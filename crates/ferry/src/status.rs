@@ -15,6 +15,7 @@ pub enum Phase {
     Incremental = 2,
     Stopped = 3,
     Failed = 4,
+    Retrying = 5,
 }
 
 impl Phase {
@@ -24,6 +25,7 @@ impl Phase {
             1 => Phase::Full,
             2 => Phase::Incremental,
             3 => Phase::Stopped,
+            5 => Phase::Retrying,
             _ => Phase::Failed,
         }
     }
@@ -42,6 +44,12 @@ pub struct Status {
     /// Things the target cannot hold and that were left out, each logged as a warning (function
     /// libraries on targets before 7.0, hash field TTLs before 7.4, idle stream consumers before 6.2).
     pub dropped: AtomicU64,
+    /// Writes the target refused and that `on_error` skipped.
+    pub skipped_errors: AtomicU64,
+    /// While retrying: unix time (s) at which the task gives up.
+    pub retry_until: AtomicU64,
+    /// Times the task has retried after a failure.
+    pub retries: AtomicU64,
     /// Snapshot bytes received from the source.
     pub bytes_read: AtomicU64,
     /// Snapshot size announced by the source; 0 when it streams without a length (diskless).
@@ -66,6 +74,10 @@ pub struct Snapshot {
     pub big_keys: u64,
     pub rewritten_keys: u64,
     pub dropped: u64,
+    pub skipped_errors: u64,
+    pub retries: u64,
+    /// While retrying: seconds left before the task gives up.
+    pub retry_left_s: Option<u64>,
     pub bytes_read: u64,
     pub snapshot_size: u64,
     pub source_replid: Option<String>,
@@ -89,6 +101,15 @@ impl Status {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
     }
 
+    /// Whether a source has accepted PSYNC in this process: before that, failures are the
+    /// user's to fix (wrong address, password), not to retry.
+    pub fn has_synced(&self) -> bool {
+        self.replid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     pub fn set_replid(&self, replid: String) {
         *self.replid.lock().unwrap_or_else(|e| e.into_inner()) = Some(replid);
     }
@@ -108,6 +129,14 @@ impl Status {
             big_keys: self.big_keys.load(Relaxed),
             rewritten_keys: self.rewritten_keys.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            skipped_errors: self.skipped_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            retry_left_s: (phase == Phase::Retrying).then(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                self.retry_until.load(Relaxed).saturating_sub(now)
+            }),
             bytes_read: self.bytes_read.load(Relaxed),
             snapshot_size: self.snapshot_size.load(Relaxed),
             source_replid: self

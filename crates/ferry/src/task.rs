@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Source, TaskConfig};
@@ -22,18 +23,117 @@ use crate::target::standalone::StandaloneTarget;
 /// Batches between source and target; with the batch limits this bounds memory to a few MiB.
 const CHANNEL_BATCHES: usize = 8;
 
-/// Runs the task until it fails, the source ends (full-only), or `cancel` fires. On return the
-/// status holds the final phase and, on failure, the error.
+/// Runs the task until it fails, the source ends (full-only), or `cancel` fires. A lost
+/// connection is retried for `retry.connection`, a retryable refusal for `retry.other`, each
+/// attempt starting again from the checkpoint in the target (with exponential backoff and
+/// jitter); a window starts again once the sync makes progress. Until a source has accepted
+/// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
+/// On return the status holds the final phase and, on failure, the error.
 pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Result<()> {
-    let result = run_inner(&config, &status, &cancel).await;
-    match &result {
-        Ok(()) => status.set_phase(Phase::Stopped),
-        Err(e) => {
-            status.set_error(e.to_string());
-            status.set_phase(Phase::Failed);
+    let mut window: Option<(Instant, String)> = None;
+    let mut attempt: u32 = 0;
+    loop {
+        let before = progress(&status);
+        let err = match run_inner(&config, &status, &cancel).await {
+            Ok(()) => return stopped(&status),
+            // Stopping may break a link mid-way: that is the stop, not a failure.
+            Err(_) if cancel.is_cancelled() => return stopped(&status),
+            Err(e) => e,
+        };
+        if progress(&status) != before {
+            window = None;
+            attempt = 0;
         }
+        let limit = retry_limit(&err, &config).filter(|_| status.has_synced());
+        let Some(limit) = limit else {
+            let err = match (err, window) {
+                // Our own interrupted copy cannot be continued: say what interrupted it.
+                (Error::ResyncNeeded { why, .. }, Some((_, first))) => Error::Config(format!(
+                    "{first}; retrying is not possible: {why}; set [sync] full_resync = \"flush\" to copy again from scratch"
+                )),
+                (e, _) => e,
+            };
+            return failed(&status, err);
+        };
+        let (started, _) = window.get_or_insert_with(|| (Instant::now(), err.to_string()));
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            return failed(
+                &status,
+                Error::Config(format!(
+                    "gave up after {} min of retries: {err}",
+                    limit.as_secs() / 60
+                )),
+            );
+        }
+        let delay = backoff(attempt).min(limit - elapsed);
+        let until = std::time::SystemTime::now() + (limit - elapsed);
+        let until = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        status.retry_until.store(until, Relaxed);
+        status.retries.fetch_add(1, Relaxed);
+        status.set_error(err.to_string());
+        status.set_phase(Phase::Retrying);
+        tracing::warn!(
+            "{err}; retrying in {:.1} s (giving up in {} s)",
+            delay.as_secs_f64(),
+            (limit - elapsed).as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return stopped(&status),
+        }
+        attempt = attempt.saturating_add(1);
     }
-    result
+}
+
+fn stopped(status: &Status) -> Result<()> {
+    status.set_phase(Phase::Stopped);
+    Ok(())
+}
+
+fn failed(status: &Status, err: Error) -> Result<()> {
+    status.set_error(err.to_string());
+    status.set_phase(Phase::Failed);
+    Err(err)
+}
+
+/// What shows the sync moved forward: a new window of retries starts after it.
+fn progress(status: &Status) -> (u64, u64) {
+    (
+        status.applied_offset.load(Relaxed),
+        status.keys_written.load(Relaxed),
+    )
+}
+
+/// How long an error may be retried, or None when retrying cannot help.
+fn retry_limit(err: &Error, config: &TaskConfig) -> Option<Duration> {
+    let busy = |msg: &str| {
+        ["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"]
+            .iter()
+            .any(|p| msg.contains(p))
+    };
+    match err {
+        Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } => {
+            Some(config.retry.connection)
+        }
+        Error::Server { msg, .. } if busy(msg) => Some(config.retry.connection),
+        Error::TargetRefused {
+            retryable: true, ..
+        } => Some(config.retry.other),
+        _ => None,
+    }
+}
+
+/// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(6));
+    let base = base.min(Duration::from_secs(30));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
 async fn run_inner(

@@ -198,3 +198,116 @@ fn a_checkpoint_the_source_cannot_continue_is_reported() {
     compare::compare(&second, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// The source drops the replica link four times under load (`CLIENT KILL TYPE replica`):
+/// ferry retries, continues from its checkpoint each time (partial resyncs only), and the
+/// target ends equal.
+#[test]
+fn replica_link_killed_by_the_source_is_resumed() {
+    let source = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 13,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let background = workload::run_in_background(&source, spec.clone());
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(600));
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .query(&mut source.conn())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    background.stop();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let st = ferry.status().unwrap();
+    assert!(st["retries"].as_u64().unwrap() >= 4, "{st}");
+    assert!(st["phase"] == "incremental", "{st}");
+    let (full, partial) = resyncs(&source);
+    assert_eq!(full, 1, "only the first sync may be a full one");
+    assert!(partial >= 4, "{partial} partial resyncs");
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
+
+/// A write the target refuses (its copy of a key was changed by hand to another type):
+/// `on_error = "log"` counts it, says so and goes on; the default stops, naming the key.
+#[test]
+fn refused_writes_follow_on_error() {
+    for policy in ["log", "fail"] {
+        let source = Server::start();
+        let target = Server::start();
+        let _: () = redis::cmd("RPUSH")
+            .arg("orders")
+            .arg("a")
+            .query(&mut source.conn())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\non_error = \"{policy}\"\n",
+                source.url(),
+                target.url()
+            ),
+        )
+        .unwrap();
+        let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
+        ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+            s["phase"] == "incremental"
+        });
+        let _: () = redis::cmd("SET")
+            .arg("orders")
+            .arg("oops")
+            .query(&mut target.conn())
+            .unwrap();
+        let _: () = redis::cmd("RPUSH")
+            .arg("orders")
+            .arg("b")
+            .query(&mut source.conn())
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("after")
+            .arg("1")
+            .query(&mut source.conn())
+            .unwrap();
+        if policy == "log" {
+            ferry.wait_status(
+                Duration::from_secs(30),
+                "the write after the refused one",
+                |s| s["skipped_errors"] == 1 && s["ops_applied"].as_u64().unwrap_or(0) >= 2,
+            );
+            let after: Option<String> = redis::cmd("GET")
+                .arg("after")
+                .query(&mut target.conn())
+                .unwrap();
+            assert_eq!(after.as_deref(), Some("1"));
+            assert!(ferry.log().contains("WRONGTYPE"), "{}", ferry.log());
+            assert!(ferry.terminate(Duration::from_secs(30)).success());
+        } else {
+            let code = ferry.wait(Duration::from_secs(30));
+            assert!(!code.success());
+            let log = ferry.log();
+            let line = log
+                .lines()
+                .find(|l| l.starts_with("ferry: "))
+                .unwrap_or_else(|| panic!("{log}"));
+            assert!(
+                line.contains("WRONGTYPE") && line.contains("\"orders\""),
+                "{line}"
+            );
+        }
+    }
+}

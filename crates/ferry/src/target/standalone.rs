@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::caps::Caps;
 use super::encode::{Encoder, Expect, Kind};
 use crate::checkpoint::Checkpoint;
+use crate::config::OnError;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::Batch;
@@ -31,6 +32,8 @@ pub struct Options {
     pub flush_bytes: usize,
     /// Write snapshot values as plain commands instead of RESTORE.
     pub rewrite_values: bool,
+    /// What a write the target refuses does.
+    pub on_error: OnError,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             max_in_flight: 16 * 1024,
             flush_bytes: 512 * 1024,
             rewrite_values: false,
+            on_error: OnError::Fail,
         }
     }
 }
@@ -115,6 +119,7 @@ impl StandaloneTarget {
             credit.clone(),
             status.clone(),
             addr.clone(),
+            options.on_error,
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
         if let Some(key) = checkpoint {
@@ -197,6 +202,7 @@ async fn read_replies(
     credit: Arc<Semaphore>,
     status: Arc<Status>,
     addr: String,
+    on_error: OnError,
 ) -> Result<()> {
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
@@ -204,6 +210,7 @@ async fn read_replies(
             status: &status,
             addr: &addr,
             started: Instant::now(),
+            on_error,
         };
         // Expectations inside an open transaction, settled by its EXEC.
         let mut queued: Option<Vec<Expect>> = None;
@@ -235,7 +242,7 @@ async fn read_replies(
                     }
                     (expect @ Expect::Reply { .. }, Some(frame), Some(inside)) => {
                         // Queued: a refusal now is a command the target does not accept at all.
-                        settle.reply(&expect, &frame)?;
+                        settle.reply(&expect, &frame, true)?;
                         inside.push(expect);
                     }
                     (note, None, Some(inside)) => inside.push(note),
@@ -264,6 +271,7 @@ struct Settle<'a> {
     status: &'a Status,
     addr: &'a str,
     started: Instant,
+    on_error: OnError,
 }
 
 impl Settle<'_> {
@@ -273,14 +281,17 @@ impl Settle<'_> {
                 addr: self.addr.to_string(),
                 what: command.to_string(),
                 msg,
+                retryable: true,
             }),
             None => Ok(()),
         }
     }
 
-    /// Fails on a refusal of this command.
-    fn reply(&self, expect: &Expect, frame: &Frame) -> Result<()> {
-        if let (
+    /// Acts on a refusal of this command. Out of memory always fails the task. Refused when
+    /// queued, the transaction is discarded whole, so it fails as retryable: nothing of it
+    /// applied. Otherwise `on_error` decides.
+    fn reply(&self, expect: &Expect, frame: &Frame, queued: bool) -> Result<()> {
+        let (
             Expect::Reply {
                 kind,
                 command,
@@ -289,14 +300,41 @@ impl Settle<'_> {
             },
             Some(msg),
         ) = (expect, refusal(frame))
-        {
-            return Err(Error::TargetRefused {
+        else {
+            return Ok(());
+        };
+        let what = describe(command, *kind, key, *db);
+        match self.on_error {
+            // A full target is the user's to fix (maxmemory, eviction policy): stop and say so.
+            _ if msg.starts_with("OOM") => Err(Error::TargetRefused {
                 addr: self.addr.to_string(),
-                what: describe(command, *kind, key, *db),
+                what,
                 msg,
-            });
+                retryable: false,
+            }),
+            _ if queued => Err(Error::TargetRefused {
+                addr: self.addr.to_string(),
+                what,
+                msg,
+                retryable: true,
+            }),
+            OnError::Fail => Err(Error::TargetRefused {
+                addr: self.addr.to_string(),
+                what,
+                msg,
+                retryable: false,
+            }),
+            OnError::Skip | OnError::Log => {
+                self.status.skipped_errors.fetch_add(1, Relaxed);
+                if self.on_error == OnError::Log {
+                    tracing::warn!(
+                        "target {} refused {what}: {msg}; skipped (on_error)",
+                        self.addr
+                    );
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Settles one expectation outside a transaction (`frame` for those that take a reply).
@@ -327,7 +365,7 @@ impl Settle<'_> {
             }
             Expect::Reply { kind, .. } => {
                 if let Some(frame) = frame {
-                    self.reply(&expect, frame)?;
+                    self.reply(&expect, frame, false)?;
                 }
                 match kind {
                     Kind::Keys(n) => {
@@ -356,6 +394,8 @@ impl Settle<'_> {
                     addr: self.addr.to_string(),
                     what: "EXEC".into(),
                     msg: refusal(&other).unwrap_or_else(|| format!("unexpected reply {other}")),
+                    // EXECABORT: nothing of the transaction was applied.
+                    retryable: true,
                 });
             }
         };
@@ -367,6 +407,7 @@ impl Settle<'_> {
                         addr: self.addr.to_string(),
                         what: "EXEC".into(),
                         msg: "fewer results than queued commands".into(),
+                        retryable: false,
                     });
                 };
                 self.one(expect, Some(&result))?;
