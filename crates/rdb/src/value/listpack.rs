@@ -52,7 +52,16 @@ fn backlen_size(l: usize) -> usize {
     }
 }
 
+/// The smallest listpack entry: an encoding byte and a one-byte backward length.
+pub(crate) const MIN_ENTRY: usize = 2;
+
 impl<'a> Iter<'a> {
+    /// Bytes not yet read (the terminator included): at most `remaining() / MIN_ENTRY`
+    /// more elements can follow.
+    pub(crate) fn remaining(&self) -> usize {
+        self.b.len() - self.pos
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         let end = self.pos.checked_add(n).ok_or("listpack entry overflows")?;
         let s = self

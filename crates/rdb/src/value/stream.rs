@@ -27,7 +27,7 @@ pub(crate) fn decode_node(
     let _deleted = int(pull(it)?)?;
     let nfields = int(pull(it)?)?;
     let nfields = usize::try_from(nfields).map_err(|_| "stream master field count is negative")?;
-    if nfields > lp.len() {
+    if nfields > it.remaining() / listpack::MIN_ENTRY {
         return Err("stream master field count exceeds the node");
     }
     let mut master_fields = Vec::with_capacity(nfields);
@@ -47,6 +47,9 @@ pub(crate) fn decode_node(
         };
         let mut fields = Vec::new();
         if flags & FLAG_SAMEFIELDS != 0 {
+            if nfields > it.remaining() / listpack::MIN_ENTRY {
+                return Err("stream entry field count exceeds the node");
+            }
             fields.reserve(nfields);
             for f in &master_fields {
                 fields.push((f.clone(), pull(it)?.to_bytes()));
@@ -54,7 +57,8 @@ pub(crate) fn decode_node(
         } else {
             let n = int(pull(it)?)?;
             let n = usize::try_from(n).map_err(|_| "stream entry field count is negative")?;
-            if n > lp.len() {
+            // A field and its value: two elements each.
+            if n > it.remaining() / (2 * listpack::MIN_ENTRY) {
                 return Err("stream entry field count exceeds the node");
             }
             fields.reserve(n);
