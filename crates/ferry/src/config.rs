@@ -374,6 +374,18 @@ mod tests {
         assert_eq!(cfg.writer.on_error, OnError::Log);
     }
 
+    /// The README's example config is a real one.
+    #[test]
+    fn the_readme_example_builds() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+        let block = &readme[start..start + readme[start..].find("```").unwrap()];
+        let file: FileConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = TaskConfig::build(file).unwrap();
+        assert_eq!(cfg.name, "orders-eu");
+        assert_eq!(cfg.writer.max_in_flight, 16384);
+    }
+
     #[test]
     fn refuses_syncing_a_server_onto_itself() {
         let mut file = FileConfig::default();

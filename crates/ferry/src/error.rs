@@ -91,7 +91,7 @@ pub enum Error {
     },
 
     #[error(
-        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\""
+        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\" (or --full-resync flush)"
     )]
     ResyncNeeded { addr: String, why: String },
 

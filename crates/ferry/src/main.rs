@@ -136,7 +136,7 @@ struct RdbStatsArgs {
 
 #[derive(Args)]
 struct SyncArgs {
-    /// Source server: redis://[user:password@]host:port
+    /// Source: redis://[user:password@]host:port, or the path of an RDB file to load
     #[arg(long)]
     source: Option<String>,
     /// Target server: redis://[user:password@]host:port
@@ -157,6 +157,14 @@ struct SyncArgs {
     /// Values serialized larger than this many bytes are written as chunked native commands.
     #[arg(long, value_name = "BYTES")]
     big_value_bytes: Option<usize>,
+    /// The task's name: its checkpoint in the target is __ferry:checkpoint:<NAME>
+    /// (default: the source's host:port).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// When the target holds a copy the source can no longer continue: stop (default) or
+    /// flush (empty the target, copy again).
+    #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
+    full_resync: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -245,6 +253,14 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     if args.big_value_bytes.is_some() {
         file.advanced.big_value_bytes = args.big_value_bytes;
+    }
+    if args.name.is_some() {
+        file.sync.name = args.name;
+    }
+    match args.full_resync.as_deref() {
+        Some("flush") => file.sync.full_resync = Some(ferry::source::psync::FullResync::Flush),
+        Some(_) => file.sync.full_resync = Some(ferry::source::psync::FullResync::Stop),
+        None => {}
     }
     let config = TaskConfig::build(file)?;
 
