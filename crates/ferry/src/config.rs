@@ -378,7 +378,10 @@ mod tests {
     #[test]
     fn the_readme_example_builds() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
         let block = &readme[start..start + readme[start..].find("```").unwrap()];
         let file: FileConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
         let cfg = TaskConfig::build(file).unwrap();

@@ -187,3 +187,55 @@ pub fn resyncs(source: &testkit::Server) -> (usize, usize) {
             .count(),
     )
 }
+
+/// A fixture file from `../shared/fixtures/rdb` (never copied into the project).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/rdb"
+    ))
+    .join(name)
+}
+
+/// Fixtures that redis-server 7.0 loads (no modules, no encodings newer than RDB 10).
+pub const LOADABLE_FIXTURES: &[&str] = &[
+    "redis/encodings.rdb",
+    "redis/hash-ziplist.rdb",
+    "redis/hash-zipmap.rdb",
+    "redis/list-quicklist.rdb",
+    "redis/zset-ziplist.rdb",
+    "redis-rdb-tools/dictionary.rdb",
+    "redis-rdb-tools/easily_compressible_string_key.rdb",
+    "redis-rdb-tools/integer_keys.rdb",
+    "redis-rdb-tools/intset_16.rdb",
+    "redis-rdb-tools/intset_64.rdb",
+    "redis-rdb-tools/linkedlist.rdb",
+    "redis-rdb-tools/multiple_databases.rdb",
+    "redis-rdb-tools/non_ascii_values.rdb",
+    "redis-rdb-tools/parser_filters.rdb",
+    "redis-rdb-tools/rdb_version_5_with_checksum.rdb",
+    "redis-rdb-tools/rdb_version_8_with_64b_length_and_scores.rdb",
+    "redis-rdb-tools/redis_50_with_streams.rdb",
+    "redis-rdb-tools/regular_sorted_set.rdb",
+    "redis-rdb-tools/uncompressible_string_keys.rdb",
+    "redis-rdb-tools/ziplist_with_integers.rdb",
+    "redis-rdb-tools/zipmap_with_big_values.rdb",
+    "redis-replicator/dumpV7.rdb",
+    "redis-replicator/dumpV9.rdb",
+    "redis-replicator/dumpV10.rdb",
+    "redis-replicator/dump-stream.rdb",
+    "redis-replicator/function2.rdb",
+];
+
+/// A redis-server that loaded `file` at start-up, with the temp dir holding its copy.
+pub fn server_loading(file: &std::path::Path) -> (testkit::Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(file, dir.path().join("dump.rdb")).unwrap();
+    let server = testkit::Server::start_with(&[
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--dbfilename",
+        "dump.rdb",
+    ]);
+    (server, dir)
+}

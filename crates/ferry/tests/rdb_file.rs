@@ -3,68 +3,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::Ferry;
+use common::{Ferry, LOADABLE_FIXTURES, fixture, server_loading};
 use testkit::Server;
 use testkit::compare::{self, Options};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/rdb"
-    ))
-    .join(name)
-}
-
-/// Fixtures that redis-server 7.0 loads (no modules, no encodings newer than RDB 10).
-const LOADABLE: &[&str] = &[
-    "redis/encodings.rdb",
-    "redis/hash-ziplist.rdb",
-    "redis/hash-zipmap.rdb",
-    "redis/list-quicklist.rdb",
-    "redis/zset-ziplist.rdb",
-    "redis-rdb-tools/dictionary.rdb",
-    "redis-rdb-tools/easily_compressible_string_key.rdb",
-    "redis-rdb-tools/integer_keys.rdb",
-    "redis-rdb-tools/intset_16.rdb",
-    "redis-rdb-tools/intset_64.rdb",
-    "redis-rdb-tools/linkedlist.rdb",
-    "redis-rdb-tools/multiple_databases.rdb",
-    "redis-rdb-tools/non_ascii_values.rdb",
-    "redis-rdb-tools/parser_filters.rdb",
-    "redis-rdb-tools/rdb_version_5_with_checksum.rdb",
-    "redis-rdb-tools/rdb_version_8_with_64b_length_and_scores.rdb",
-    "redis-rdb-tools/redis_50_with_streams.rdb",
-    "redis-rdb-tools/regular_sorted_set.rdb",
-    "redis-rdb-tools/uncompressible_string_keys.rdb",
-    "redis-rdb-tools/ziplist_with_integers.rdb",
-    "redis-rdb-tools/zipmap_with_big_values.rdb",
-    "redis-replicator/dumpV7.rdb",
-    "redis-replicator/dumpV9.rdb",
-    "redis-replicator/dumpV10.rdb",
-    "redis-replicator/dump-stream.rdb",
-    "redis-replicator/function2.rdb",
-];
-
-/// A redis-server that loaded `file` at start-up.
-fn server_loading(file: &PathBuf) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(file, dir.path().join("dump.rdb")).unwrap();
-    let server = Server::start_with(&[
-        "--dir",
-        dir.path().to_str().unwrap(),
-        "--dbfilename",
-        "dump.rdb",
-    ]);
-    (server, dir)
-}
 
 #[test]
 fn snapshot_files_load_like_redis_loads_them() {
     let mut loaded = 0;
-    for name in LOADABLE {
+    for name in LOADABLE_FIXTURES {
         let path = fixture(name);
         let (reference, _dir) = server_loading(&path);
         let target = Server::start();
@@ -89,7 +37,10 @@ fn snapshot_files_rewritten_as_commands() {
     let dir = tempfile::tempdir().unwrap();
     // dump-stream.rdb (a Redis 5.0 development build) declares its stream "trim" 130 entries
     // long but holds 128; Redis keeps the declared length, which commands cannot reproduce.
-    for name in LOADABLE.iter().filter(|n| !n.ends_with("dump-stream.rdb")) {
+    for name in LOADABLE_FIXTURES
+        .iter()
+        .filter(|n| !n.ends_with("dump-stream.rdb"))
+    {
         let path = fixture(name);
         let (reference, _ref_dir) = server_loading(&path);
         let target = Server::start();

@@ -2,6 +2,10 @@
 //! fixtures, on a snapshot a real server wrote (checked key by key against the server),
 //! and on bad input (one error line, exit 1, no panic).
 
+mod common;
+
+use common::{LOADABLE_FIXTURES, fixture, server_loading};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,12 +16,6 @@ use ferry_rdb::{Chunk, Event, Kind, Options, Parser, decode_value};
 use serde_json::Value;
 use testkit::Server;
 use testkit::workload::{self, Spec};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/rdb/");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
 
 /// (file, description) of every fixture in the manifest.
 fn manifest() -> Vec<(String, String)> {
@@ -830,44 +828,19 @@ fn check_stream(c: &mut redis::Connection, key: &[u8], v: &Value, what: &str) {
 /// holds after loading the same file (keys already expired are dropped by the server on load).
 #[test]
 fn fixtures_match_a_server_loading_them() {
-    const LOADABLE: &[&str] = &[
-        "redis/encodings.rdb",
-        "redis/hash-ziplist.rdb",
-        "redis/hash-zipmap.rdb",
-        "redis/list-quicklist.rdb",
-        "redis/zset-ziplist.rdb",
-        "redis-rdb-tools/dictionary.rdb",
-        "redis-rdb-tools/integer_keys.rdb",
-        "redis-rdb-tools/intset_64.rdb",
-        "redis-rdb-tools/linkedlist.rdb",
-        "redis-rdb-tools/multiple_databases.rdb",
-        "redis-rdb-tools/non_ascii_values.rdb",
-        "redis-rdb-tools/parser_filters.rdb",
-        "redis-rdb-tools/rdb_version_8_with_64b_length_and_scores.rdb",
-        "redis-rdb-tools/redis_50_with_streams.rdb",
-        "redis-rdb-tools/regular_sorted_set.rdb",
-        "redis-rdb-tools/uncompressible_string_keys.rdb",
-        "redis-rdb-tools/ziplist_with_integers.rdb",
-        "redis-rdb-tools/zipmap_with_big_values.rdb",
-        "redis-replicator/dumpV7.rdb",
-        "redis-replicator/dumpV9.rdb",
-        "redis-replicator/dumpV10.rdb",
-    ];
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     let mut total = 0;
-    for name in LOADABLE {
+    // dump-stream.rdb declares one stream longer than the entries it holds (a 5.0-dev quirk);
+    // the other fixture tests cover it.
+    for name in LOADABLE_FIXTURES
+        .iter()
+        .filter(|n| !n.ends_with("dump-stream.rdb"))
+    {
         let file = fixture(name);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(&file, dir.path().join("dump.rdb")).unwrap();
-        let server = Server::start_with(&[
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--dbfilename",
-            "dump.rdb",
-        ]);
+        let (server, _dir) = server_loading(&file);
         let lines = inspect(&file, &[]);
         let live: Vec<&Value> = keys(&lines)
             .into_iter()

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Ferry, wait_caught_up};
@@ -15,17 +14,6 @@ use testkit::Server;
 use testkit::compare::{self, Options};
 use testkit::versions::{self, Version};
 use testkit::workload::{Spec, Workload};
-
-fn cached(name: &str) -> Option<(Version, PathBuf)> {
-    let version = Version::named(name).unwrap_or_else(|| panic!("unknown version {name}"));
-    match version.find() {
-        Some(path) => Some((version, path)),
-        None => {
-            eprintln!("{}", versions::missing_note(&version));
-            None
-        }
-    }
-}
 
 fn spec(seed: u64) -> Spec {
     Spec {
@@ -100,7 +88,7 @@ fn each_version_as_source_into_7_0() {
         .iter()
         .filter(|v| v.name != versions::REFERENCE)
     {
-        let Some((version, bin)) = cached(v.name) else {
+        let Some((version, bin)) = versions::cached(v.name) else {
             continue;
         };
         let source = Server::start_bin(&bin, &[]);
@@ -117,14 +105,14 @@ fn each_version_as_source_into_7_0() {
 
 #[test]
 fn redis_7_0_into_each_version() {
-    let Some((reference, _)) = cached(versions::REFERENCE) else {
+    let Some((reference, _)) = versions::cached(versions::REFERENCE) else {
         return;
     };
     for v in versions::ALL
         .iter()
         .filter(|v| v.name != versions::REFERENCE)
     {
-        let Some((version, bin)) = cached(v.name) else {
+        let Some((version, bin)) = versions::cached(v.name) else {
             continue;
         };
         let source = Server::start();
@@ -143,7 +131,10 @@ fn redis_7_0_into_each_version() {
 
 #[test]
 fn redis_8_0_into_5_0() {
-    let (Some((v8, bin8)), Some((_, bin5))) = (cached("redis-8.0.2"), cached("redis-5.0.6")) else {
+    let (Some((v8, bin8)), Some((_, bin5))) = (
+        versions::cached("redis-8.0.2"),
+        versions::cached("redis-5.0.6"),
+    ) else {
         return;
     };
     let source = Server::start_bin(&bin8, &[]);

@@ -154,6 +154,18 @@ pub fn populate(server: &crate::Server, spec: &crate::workload::Spec, version: &
     }
 }
 
+/// The launcher of `name` from the cache, or None with a note printed (tests then skip).
+pub fn cached(name: &str) -> Option<(Version, PathBuf)> {
+    let version = Version::named(name).unwrap_or_else(|| panic!("unknown version {name}"));
+    match version.find() {
+        Some(path) => Some((version, path)),
+        None => {
+            eprintln!("{}", missing_note(&version));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! A version the cache does not hold is skipped with a printed note, so a machine without
 //! the cache passes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use testkit::compare::{self, Options};
@@ -15,16 +15,6 @@ use testkit::workload::Spec;
 use testkit::{Server, wait_until};
 
 /// The launcher of `name`, or None (with a note printed) when the cache lacks it.
-fn cached(name: &str) -> Option<(Version, PathBuf)> {
-    let version = Version::named(name).unwrap_or_else(|| panic!("unknown version {name}"));
-    match version.find() {
-        Some(path) => Some((version, path)),
-        None => {
-            eprintln!("{}", versions::missing_note(&version));
-            None
-        }
-    }
-}
 
 fn spec() -> Spec {
     Spec {
@@ -66,7 +56,7 @@ fn replica_of(primary: &Server, bin: &Path) -> Server {
 
 /// Starts the build, checks its version, writes keys of several types and reads them back.
 fn starts_and_takes_writes(name: &str) {
-    let Some((version, bin)) = cached(name) else {
+    let Some((version, bin)) = versions::cached(name) else {
         return;
     };
     let server = Server::start_bin(&bin, &[]);
@@ -141,7 +131,7 @@ fn starts_and_takes_writes(name: &str) {
 /// with a replica across versions (this build into 7.0 when it is older, 7.0 into it when
 /// newer): compare must pass on all.
 fn compare_works(name: &str) {
-    let Some((version, bin)) = cached(name) else {
+    let Some((version, bin)) = versions::cached(name) else {
         return;
     };
     let primary = Server::start_bin(&bin, &[]);
@@ -154,7 +144,7 @@ fn compare_works(name: &str) {
     if name == versions::REFERENCE {
         return;
     }
-    let Some((_, reference)) = cached(versions::REFERENCE) else {
+    let Some((_, reference)) = versions::cached(versions::REFERENCE) else {
         return;
     };
     let (source, target) = if version.redis_version < (7, 0, 0) {

@@ -129,29 +129,11 @@ impl Error {
         let head = msg.strip_suffix(&suffix).unwrap_or(&msg);
         let what = format!(
             "{head} in key {} at byte {}",
-            printable(key),
+            crate::error::escape(key),
             value_start + e.offset()
         );
         Self::input(file, what)
     }
-}
-
-/// A key for a message: printable ASCII as is, other bytes as `\xNN`, at most 64 bytes.
-fn printable(key: &[u8]) -> String {
-    let mut s = String::from("\"");
-    for &b in key.iter().take(64) {
-        match b {
-            b'"' => s.push_str("\\\""),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(b as char),
-            _ => s.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    if key.len() > 64 {
-        s.push_str("...");
-    }
-    s.push('"');
-    s
 }
 
 /// Runs `f` with a buffered stdout, flushes it, and treats a closed pipe as success.
@@ -250,7 +232,7 @@ mod tests {
 
     #[test]
     fn printable_keys() {
-        assert_eq!(printable(b"a\"\x00"), "\"a\\\"\\x00\"");
-        assert!(printable(&[b'k'; 100]).ends_with("...\""));
+        assert_eq!(crate::error::escape(b"a\"\x00"), "\"a\\\"\\x00\"");
+        assert!(crate::error::escape(&[b'k'; 300]).ends_with("...\""));
     }
 }

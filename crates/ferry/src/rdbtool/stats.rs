@@ -22,7 +22,8 @@ use ferry_rdb::{Chunk, Event, KeyMeta, Kind, TypeByte, decode_value};
 use serde_json::{Value, json};
 
 use super::json::bytes_value;
-use super::{Error, Filter, Limits, open, printable, type_name};
+use super::{Error, Filter, Limits, open, type_name};
+use crate::error::escape as printable;
 
 #[derive(Clone, Debug)]
 pub struct StatsOptions {
@@ -527,6 +528,7 @@ mod tests {
             idle: None,
             freq: None,
             type_byte: TypeByte::STRING,
+            key_metadata: None,
         };
         for (k, size) in [("a", 5), ("b", 9), ("c", 5), ("d", 1), ("e", 7), ("f", 5)] {
             if top.wants(size) {
