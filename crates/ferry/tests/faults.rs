@@ -311,3 +311,80 @@ fn refused_writes_follow_on_error() {
         }
     }
 }
+
+/// The source fails over to its replica (promoted by hand here, as Sentinel would): ferry,
+/// pointed at the new master with the same task name, continues from its checkpoint through the
+/// new master's memory of the old history (its secondary replication id), with no full resync.
+#[test]
+fn continues_from_a_promoted_replica() {
+    let old = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let replica = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 17,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&old, &spec);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(old.port())
+        .query(&mut replica.conn())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = "name = \"orders\"";
+    let config = config_file(dir.path(), &old.url(), &target.url(), name);
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut tail = workload::Workload::new(&Spec {
+        seed: 18,
+        ..spec.clone()
+    });
+    tail.run(&old, 1000);
+    wait_caught_up(&mut ferry, &old, Duration::from_secs(60));
+    // The replica has everything too; then the old master goes away and the replica takes over.
+    assert!(testkit::wait_until(Duration::from_secs(30), || {
+        replica.info("replication").get("slave_repl_offset")
+            == old.info("replication").get("master_repl_offset")
+    }));
+    ferry.kill();
+    drop(old);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica.conn())
+        .unwrap();
+
+    let config = config_file(dir.path(), &replica.url(), &target.url(), name);
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(
+        Duration::from_secs(60),
+        "the stream from the new master",
+        |s| s["phase"] == "incremental",
+    );
+    assert!(
+        ferry
+            .log()
+            .contains("source continues the stream from the checkpoint"),
+        "{}",
+        ferry.log()
+    );
+    tail.run(&replica, 1000);
+    wait_caught_up(&mut ferry, &replica, Duration::from_secs(60));
+    compare::eventually_equal(
+        &replica,
+        &target,
+        &stream_options(),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let (full, partial) = resyncs(&replica);
+    assert_eq!(
+        (full, partial),
+        (0, 1),
+        "the new master served ferry a partial resync only"
+    );
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
