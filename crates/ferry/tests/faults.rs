@@ -218,14 +218,26 @@ fn replica_link_killed_by_the_source_is_resumed() {
         s["phase"] == "incremental"
     });
     let background = workload::run_in_background(&source, spec.clone());
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(600));
-        let _: i64 = redis::cmd("CLIENT")
+    for round in 1..=4u64 {
+        // Kill only once ferry is attached again, or the kill finds no replica to drop.
+        assert!(testkit::wait_until(Duration::from_secs(60), || {
+            source
+                .info("replication")
+                .get("connected_slaves")
+                .map(String::as_str)
+                == Some("1")
+        }));
+        std::thread::sleep(Duration::from_millis(400));
+        let killed: i64 = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("TYPE")
             .arg("replica")
             .query(&mut source.conn())
             .unwrap();
+        assert_eq!(killed, 1, "round {round}");
+        ferry.wait_status(Duration::from_secs(60), "the retry after the kill", |s| {
+            s["retries"].as_u64().unwrap_or(0) >= round
+        });
     }
     std::thread::sleep(Duration::from_millis(500));
     background.stop();

@@ -26,6 +26,22 @@ pub enum Chunk {
         group: Bytes,
         entries: Vec<PendingEntry>,
     },
+    /// Type 26 only (Redis 8.6+), after the last group: the stream's IDMP (idempotent
+    /// producer) settings, as `XCFGSET` sets them. Its producers' maps follow.
+    StreamIdmp(StreamIdmp),
+    /// Type 26 only: iid -> entry id mappings of one IDMP producer, in file order, as
+    /// `XIDMPRECORD` records them; may repeat for a producer with many. A producer whose map
+    /// is empty comes as one chunk with no entries.
+    StreamIdmpEntries {
+        producer: Bytes,
+        entries: Vec<IdmpEntry>,
+    },
+    /// Type 26 only, last: the stream's all-time IDMP counters (`iids-added`,
+    /// `iids-duplicates` in `XINFO STREAM`). No command sets them.
+    StreamIdmpCounters {
+        iids_added: u64,
+        iids_duplicates: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,4 +118,34 @@ pub struct PendingEntry {
     pub delivery_time_ms: i64,
     pub delivery_count: u64,
     pub consumer: Bytes,
+}
+
+/// A type-26 stream's IDMP settings (Redis 8.6 `XCFGSET key IDMP-DURATION d IDMP-MAXSIZE n`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamIdmp {
+    /// How long an iid is remembered, in seconds (`IDMP-DURATION`).
+    pub duration_s: u64,
+    /// How many iids are remembered per producer (`IDMP-MAXSIZE`).
+    pub max_size: u64,
+    /// How many producers follow (each as one or more `StreamIdmpEntries` chunks).
+    pub producers: u64,
+}
+
+impl StreamIdmp {
+    /// Redis 8.6's defaults for `stream-idmp-duration` and `stream-idmp-maxsize`.
+    pub const DEFAULT_DURATION_S: u64 = 100;
+    pub const DEFAULT_MAX_SIZE: u64 = 100;
+
+    /// True when these are Redis's built-in defaults (a stream nobody ran `XCFGSET` on, on a
+    /// server with default config).
+    pub fn is_default(&self) -> bool {
+        self.duration_s == Self::DEFAULT_DURATION_S && self.max_size == Self::DEFAULT_MAX_SIZE
+    }
+}
+
+/// One idempotent id of an IDMP producer and the entry it was recorded for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdmpEntry {
+    pub iid: Bytes,
+    pub id: StreamId,
 }

@@ -1,7 +1,9 @@
 //! DUMP/RESTORE payloads and Redis's CRC64.
 //!
 //! A payload is: type byte, the value's RDB bytes, the RDB version (2 bytes LE), and the
-//! CRC64 (LE) of everything before it.
+//! CRC64 (LE) of everything before it. From Redis 8.6 (RDB 13) a key with module metadata
+//! has its KEY_META record ([`KeyMeta::key_metadata`](crate::KeyMeta::key_metadata)) before
+//! the type byte.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use crc::{CRC_64_REDIS, Crc, Digest, Table};
@@ -42,7 +44,20 @@ impl Default for Crc64 {
 
 /// Builds a DUMP/RESTORE payload from a value's raw RDB bytes.
 pub fn payload(type_byte: TypeByte, raw: &[u8], rdb_version: u16) -> Bytes {
-    let mut b = BytesMut::with_capacity(raw.len() + 11);
+    payload_with_meta(&[], type_byte, raw, rdb_version)
+}
+
+/// Builds a payload for a key with RDB 13 key metadata: `key_metadata` (the bytes of
+/// [`KeyMeta::key_metadata`](crate::KeyMeta::key_metadata), opcode included; empty for none)
+/// goes first, as Redis 8.6's DUMP writes it and its RESTORE reads it.
+pub fn payload_with_meta(
+    key_metadata: &[u8],
+    type_byte: TypeByte,
+    raw: &[u8],
+    rdb_version: u16,
+) -> Bytes {
+    let mut b = BytesMut::with_capacity(key_metadata.len() + raw.len() + 11);
+    b.put_slice(key_metadata);
     b.put_u8(type_byte.0);
     b.put_slice(raw);
     b.put_u16_le(rdb_version);
@@ -51,7 +66,9 @@ pub fn payload(type_byte: TypeByte, raw: &[u8], rdb_version: u16) -> Bytes {
     b.freeze()
 }
 
-/// Splits and verifies a payload (layout and CRC); returns (type, raw value, version).
+/// Splits and verifies a payload (layout and CRC); returns (type, raw value, version). A
+/// payload with RDB 13 key metadata is refused as unsupported rather than split with its
+/// metadata dropped.
 pub fn parse_payload(p: &[u8]) -> Result<(TypeByte, &[u8], u16), Error> {
     let bad = |what| Error::new(ErrorKind::BadPayload(what), 0);
     if p.len() < 11 {
@@ -68,6 +85,12 @@ pub fn parse_payload(p: &[u8]) -> Result<(TypeByte, &[u8], u16), Error> {
     }
     let version = u16::from_le_bytes([body[body.len() - 2], body[body.len() - 1]]);
     let ty = TypeByte(body[0]);
+    if ty.0 == crate::types::opcode::KEY_META {
+        return Err(Error::new(
+            ErrorKind::Unsupported("DUMP payload with key metadata (RDB 13 KEY_META)"),
+            0,
+        ));
+    }
     if ty.kind().is_none() {
         return Err(Error::new(ErrorKind::UnknownType(ty.0), 0));
     }

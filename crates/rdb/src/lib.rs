@@ -1,10 +1,12 @@
-//! Streaming parser for Redis RDB snapshots (RDB 1-12, Valkey 80) and DUMP payloads.
+//! Streaming parser for Redis RDB snapshots (RDB 1-13, Valkey 80) and DUMP payloads.
 //!
 //! Built for replication tools: a [`Parser`] reads any [`std::io::Read`] (a file, a socket
 //! in the middle of a PSYNC) and yields [`Event`]s. A small value comes out as a
 //! [`Record`] whose `raw` bytes are exactly the value's serialized form, ready for
-//! [`dump::payload`] and `RESTORE`; a value over [`Options`]' thresholds comes out as
-//! [`Chunk`]s of elements, so memory stays bounded whatever the snapshot holds.
+//! [`dump::payload`] and `RESTORE` (a Redis 8.6 key with module metadata also has
+//! [`KeyMeta::key_metadata`], for [`dump::payload_with_meta`]); a value over [`Options`]'
+//! thresholds comes out as [`Chunk`]s of elements, so memory stays bounded whatever the
+//! snapshot holds.
 //! [`decode_value`] turns a small value's raw bytes into the same chunks.
 //!
 //! The crate is pure: no I/O of its own, no async, no files.
@@ -40,7 +42,8 @@ mod value;
 use bytes::Bytes;
 
 pub use chunk::{
-    Chunk, Consumer, HashField, PendingEntry, StreamEntry, StreamGroup, StreamId, StreamMeta,
+    Chunk, Consumer, HashField, IdmpEntry, PendingEntry, StreamEntry, StreamGroup, StreamId,
+    StreamIdmp, StreamMeta,
 };
 pub use dump::{Crc64, crc64};
 pub use error::{Error, ErrorKind};

@@ -26,6 +26,16 @@ pub struct KeyMeta {
     /// LFU frequency (opcode 0xF9).
     pub freq: Option<u8>,
     pub type_byte: TypeByte,
+    /// Redis 8.6+ (RDB 13) module key metadata (opcode 0xF3, `RDB_OPCODE_KEY_META`), as the
+    /// bytes the file holds: the opcode, the class count, then per class a 4-byte class spec
+    /// and module opcodes up to their EOF. `None` for a key without.
+    ///
+    /// Kept apart from [`Record::raw`] because Redis puts it *before* the type byte, in the
+    /// file (`[META] TYPE KEY VALUE`) and in a DUMP payload alike (`[META] TYPE VALUE
+    /// version crc`, read back by RESTORE's `rdbResolveKeyType`): build the payload with
+    /// [`dump::payload_with_meta`](crate::dump::payload_with_meta). Only RESTORE can carry
+    /// it; a value rewritten as commands loses it.
+    pub key_metadata: Option<Bytes>,
 }
 
 /// A whole value small enough to carry: `raw` is the value's serialized bytes exactly as in
@@ -129,6 +139,9 @@ pub struct Parser<R: Read> {
     state: State,
 }
 
+/// Most module metadata classes a key can hold (Redis 8.6 `KEY_META_MAX_NUM_MODULES`: 7).
+const MAX_KEY_META_CLASSES: u64 = 7;
+
 /// Reads the 9-byte header: `REDIS` + 4 digits, or `VALKEY` + 3 digits (Valkey 9+).
 fn read_header<R: Read>(rd: &mut Reader<R>) -> Result<u16, Error> {
     let magic: [u8; 9] = rd.array().map_err(|e| e.reading("header"))?;
@@ -140,7 +153,7 @@ fn read_header<R: Read>(rd: &mut Reader<R>) -> Result<u16, Error> {
     let bad = Error::new(ErrorKind::BadMagic, 0);
     let version = if &magic[..5] == b"REDIS" {
         let v = digits(&magic[5..]).ok_or(bad)?;
-        if !(1..=12).contains(&v) {
+        if !(1..=13).contains(&v) {
             return Err(Error::new(ErrorKind::UnsupportedVersion(v), 5));
         }
         v
@@ -157,7 +170,7 @@ fn read_header<R: Read>(rd: &mut Reader<R>) -> Result<u16, Error> {
 }
 
 impl<R: Read> Parser<R> {
-    /// Reads and checks the header ("REDIS" + 4-digit version 1-12, or "VALKEY080").
+    /// Reads and checks the header ("REDIS" + 4-digit version 1-13, or "VALKEY080").
     pub fn new(reader: R, options: Options) -> Result<Self, Error> {
         let mut rd = Reader::new(reader, options.verify_checksum);
         let version = read_header(&mut rd)?;
@@ -296,13 +309,25 @@ impl<R: Read> Parser<R> {
                         checksum: Some(file),
                     });
                 }
-                t if TypeByte(t).kind().is_some() => return self.key_value(TypeByte(t)),
+                opcode::KEY_META if (13..80).contains(&self.version) => {
+                    let key_metadata = read_key_meta(rd).map_err(|e| e.reading("key metadata"))?;
+                    let at = rd.offset();
+                    let t = rd.u8().map_err(|e| e.reading("key metadata"))?;
+                    if TypeByte(t).kind().is_none() {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt("key metadata is not followed by a value type"),
+                            at,
+                        ));
+                    }
+                    return self.key_value(TypeByte(t), Some(key_metadata));
+                }
+                t if TypeByte(t).kind().is_some() => return self.key_value(TypeByte(t), None),
                 t => return Err(Error::new(ErrorKind::UnknownType(t), at)),
             }
         }
     }
 
-    fn key_value(&mut self, ty: TypeByte) -> Result<Event, Error> {
+    fn key_value(&mut self, ty: TypeByte, key_metadata: Option<Bytes>) -> Result<Event, Error> {
         let rd = &mut self.rd;
         let key = read_string(rd, MAX_ELEMENT_BYTES).map_err(|e| e.reading("key name"))?;
         let meta = KeyMeta {
@@ -312,6 +337,7 @@ impl<R: Read> Parser<R> {
             idle: self.idle.take(),
             freq: self.freq.take(),
             type_byte: ty,
+            key_metadata,
         };
         let lim = Limits {
             bytes: self.options.big_value_bytes as u64,
@@ -342,6 +368,35 @@ impl<R: Read> Parser<R> {
             }
         }
     }
+}
+
+/// The KEY_META record after its opcode, returned whole with the opcode in front. Layout
+/// (Redis 8.6 `keymeta.c` `rdbSaveKeyMetadata`/`rdbLoadKeyMetadata`; librdb PR #93
+/// `src/lib/parserRaw.c` `elementRawKeyMeta`): class count (len); per class a 4-byte class
+/// spec (raw), then module opcodes (SINT/UINT/FLOAT/DOUBLE/STRING) up to module EOF.
+fn read_key_meta<R: Read>(rd: &mut Reader<R>) -> Result<Bytes, Error> {
+    rd.start_capture();
+    let r = (|| {
+        let at = rd.offset();
+        let classes = read_length(rd)?;
+        if classes > MAX_KEY_META_CLASSES {
+            return Err(Error::new(
+                ErrorKind::Corrupt("more key metadata classes than Redis allows (7)"),
+                at,
+            ));
+        }
+        for _ in 0..classes {
+            rd.skip(4)?;
+            walk::skip_module_body(rd)?;
+        }
+        Ok(())
+    })();
+    let body = rd.take_capture();
+    r?;
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(opcode::KEY_META);
+    out.extend_from_slice(&body);
+    Ok(out.into())
 }
 
 /// The pre-GA function opcode (0xF6): name, engine, optional description, code.

@@ -48,6 +48,9 @@ impl TypeByte {
     pub const HASH_LISTPACK_EX_PRE_GA: Self = Self(23);
     pub const HASH_METADATA: Self = Self(24);
     pub const HASH_LISTPACK_EX: Self = Self(25);
+    /// Redis 8.6 (RDB 13): a type-21 stream followed by its IDMP (idempotent producer)
+    /// state: config, producers with their iid -> entry id maps, and two counters.
+    pub const STREAM_LISTPACKS_4: Self = Self(26);
 
     /// The kind of value, or `None` for a byte that is not a value type.
     pub fn kind(self) -> Option<Kind> {
@@ -57,7 +60,7 @@ impl TypeByte {
             2 | 11 | 20 => Kind::Set,
             3 | 5 | 12 | 17 => Kind::ZSet,
             4 | 9 | 13 | 16 | 22..=25 => Kind::Hash,
-            15 | 19 | 21 => Kind::Stream,
+            15 | 19 | 21 | 26 => Kind::Stream,
             6 | 7 => Kind::Module,
             _ => return None,
         })
@@ -76,7 +79,7 @@ impl TypeByte {
             11 => "intset",
             14 => "quicklist",
             18 => "quicklist2",
-            15 | 19 | 21 => "stream",
+            15 | 19 | 21 | 26 => "stream",
             16 | 17 | 20 => "listpack",
             22 | 24 => "hashtable-ex",
             23 | 25 => "listpack-ex",
@@ -113,6 +116,9 @@ impl fmt::Display for TypeByte {
 
 /// Opcodes that may appear where a value type byte is expected.
 pub(crate) mod opcode {
+    /// Redis 8.6 (RDB 13): module key metadata for the key that follows. In a Valkey file
+    /// the same number is Valkey's slot-import opcode, which this parser does not read.
+    pub const KEY_META: u8 = 0xF3;
     pub const SLOT_INFO: u8 = 0xF4;
     pub const FUNCTION2: u8 = 0xF5;
     pub const FUNCTION_PRE_GA: u8 = 0xF6;

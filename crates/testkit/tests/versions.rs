@@ -14,8 +14,6 @@ use testkit::versions::{self, Version};
 use testkit::workload::Spec;
 use testkit::{Server, wait_until};
 
-/// The launcher of `name`, or None (with a note printed) when the cache lacks it.
-
 fn spec() -> Spec {
     Spec {
         dbs: vec![0, 2],

@@ -4,13 +4,16 @@
 //! {"db":0,"key":"user:1","type":"hash","encoding":"listpack","expire_ms":null,"value":[["name","ada"]]}
 //! ```
 //!
-//! `idle` (LRU seconds) and `freq` (LFU counter) follow `expire_ms` when the file has them.
+//! `idle` (LRU seconds) and `freq` (LFU counter) follow `expire_ms` when the file has them, and
+//! `key_metadata_base64` (RDB 13 module key metadata, the KEY_META record as in the file).
 //! Values by type (byte strings by the rule in the [module docs](super)):
 //! - string: the string; list, set: an array of strings (file order);
 //! - zset: `[[member, score], ...]`, the score a number, or `"inf"`/`"-inf"`;
 //! - hash: `[[field, value], ...]`, `[field, value, expire_ms]` for a field with a TTL;
 //! - stream: `{"entries":[[id,[[field,value],...]],...],"meta":{...},"groups":[...]}`, each
-//!   group with its consumers and pending entries;
+//!   group with its consumers and pending entries; a Redis 8.6 stream with IDMP state adds
+//!   `"idmp":{"duration_s":n,"max_size":n,"producers":[{"pid":..,"iids":[[iid,id],...]},...],
+//!   "iids_added":n,"iids_duplicates":n}` after the groups;
 //! - module: `{"module":name,"encver":n,"raw_base64":...}`, the value's bytes as in the file.
 //!
 //! A function library prints as `{"function":code}` and module data outside the keyspace as
@@ -25,6 +28,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+
+use bytes::Bytes;
 
 use ferry_rdb::{
     Chunk, Consumer, Event, HashField, KeyMeta, Kind, Parser, PendingEntry, StreamEntry,
@@ -189,6 +194,11 @@ fn header(out: &mut impl Write, meta: &KeyMeta) -> std::io::Result<()> {
         out.write_all(b",\"freq\":")?;
         json::u64(out, u64::from(freq))?;
     }
+    if let Some(km) = &meta.key_metadata {
+        out.write_all(b",\"key_metadata_base64\":\"")?;
+        out.write_all(json::base64(km).as_bytes())?;
+        out.write_all(b"\"")?;
+    }
     Ok(())
 }
 
@@ -280,8 +290,20 @@ enum ValueWriter {
 }
 
 enum StreamState {
-    Entries { first: bool },
-    Groups { first: bool, open: Option<bool> },
+    Entries {
+        first: bool,
+    },
+    Groups {
+        first: bool,
+        open: Option<bool>,
+    },
+    /// Inside `"idmp"`'s producers: the open producer's pid and first-iid flag.
+    Idmp {
+        first: bool,
+        open: Option<(Bytes, bool)>,
+    },
+    /// `"idmp"` written whole but for its closing brace.
+    IdmpDone,
 }
 
 fn sep(out: &mut impl Write, first: &mut bool) -> std::io::Result<()> {
@@ -361,6 +383,14 @@ impl ValueWriter {
                 }
                 out.write_all(b"]}")
             }
+            // The parser always ends IDMP state with its counters; close what is open anyway.
+            ValueWriter::Stream(StreamState::Idmp { open, .. }) => {
+                if open.is_some() {
+                    out.write_all(b"]}")?;
+                }
+                out.write_all(b"]}}")
+            }
+            ValueWriter::Stream(StreamState::IdmpDone) => out.write_all(b"}}"),
         }
     }
 }
@@ -468,6 +498,58 @@ fn stream_chunk(out: &mut impl Write, s: &mut StreamState, c: &Chunk) -> std::io
                 json::u64(out, *delivery_count)?;
                 out.write_all(b"}")?;
             }
+        }
+        (StreamState::Groups { open, .. }, Chunk::StreamIdmp(idmp)) => {
+            if open.is_some() {
+                out.write_all(b"]}")?;
+            }
+            out.write_all(b"],\"idmp\":{\"duration_s\":")?;
+            json::u64(out, idmp.duration_s)?;
+            out.write_all(b",\"max_size\":")?;
+            json::u64(out, idmp.max_size)?;
+            out.write_all(b",\"producers\":[")?;
+            *s = StreamState::Idmp {
+                first: true,
+                open: None,
+            };
+        }
+        (StreamState::Idmp { first, open }, Chunk::StreamIdmpEntries { producer, entries }) => {
+            if open.as_ref().is_none_or(|(p, _)| p != producer) {
+                if open.is_some() {
+                    out.write_all(b"]}")?;
+                }
+                sep(out, first)?;
+                out.write_all(b"{\"pid\":")?;
+                json::bytes(out, producer)?;
+                out.write_all(b",\"iids\":[")?;
+                *open = Some((producer.clone(), true));
+            }
+            if let Some((_, ifirst)) = open {
+                for e in entries {
+                    sep(out, ifirst)?;
+                    out.write_all(b"[")?;
+                    json::bytes(out, &e.iid)?;
+                    out.write_all(b",")?;
+                    id(out, e.id)?;
+                    out.write_all(b"]")?;
+                }
+            }
+        }
+        (
+            StreamState::Idmp { open, .. },
+            Chunk::StreamIdmpCounters {
+                iids_added,
+                iids_duplicates,
+            },
+        ) => {
+            if open.is_some() {
+                out.write_all(b"]}")?;
+            }
+            out.write_all(b"],\"iids_added\":")?;
+            json::u64(out, *iids_added)?;
+            out.write_all(b",\"iids_duplicates\":")?;
+            json::u64(out, *iids_duplicates)?;
+            *s = StreamState::IdmpDone;
         }
         _ => {}
     }

@@ -236,6 +236,7 @@ impl Encoder {
             }
             Entry::BigStart(meta) => {
                 self.select(meta.db as u32);
+                self.drop_key_metadata(&meta);
                 self.stream_started = false;
                 self.stream = StreamFacts::default();
                 self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
@@ -293,6 +294,7 @@ impl Encoder {
     /// Writes a snapshot value as plain commands (DEL, the elements in chunks, PEXPIREAT),
     /// for a target that cannot read its encoding.
     fn rewrite(&mut self, record: ferry_rdb::Record) -> Result<(), Error> {
+        self.drop_key_metadata(&record.meta);
         let expiry = record.meta.expire_ms.map(Expiry::At);
         let meta = Arc::new(record.meta);
         self.write_value(&meta, &record.raw, self.rdb_version, expiry)?;
@@ -390,6 +392,7 @@ impl Encoder {
             idle: None,
             freq: None,
             type_byte,
+            key_metadata: None,
         });
         self.select(cmd.db);
         self.write_value(&meta, &Bytes::copy_from_slice(raw), version, expiry)?;
@@ -577,6 +580,23 @@ impl Encoder {
         self.replies += 1;
     }
 
+    /// Module key metadata (RDB 13) rides only in a RESTORE payload: a key written as commands
+    /// loses it, which is reported.
+    fn drop_key_metadata(&mut self, meta: &KeyMeta) {
+        if meta.key_metadata.is_some() {
+            self.expects.push(Expect::Dropped(format!(
+                "module key metadata of key {} in db {}: only RESTORE carries it and this key is written as commands",
+                escape(&meta.key),
+                meta.db
+            )));
+        }
+    }
+
+    /// `XCFGSET` and `XIDMPRECORD` (Redis 8.6).
+    fn stream_idmp(&self) -> bool {
+        (self.caps.version.0, self.caps.version.1) >= (8, 6)
+    }
+
     fn chunk(&mut self, meta: &Arc<KeyMeta>, chunk: Chunk) {
         let key: &[u8] = &meta.key;
         match chunk {
@@ -744,6 +764,52 @@ impl Encoder {
                     );
                 }
             }
+            Chunk::StreamIdmp(idmp) if self.stream_idmp() => {
+                // Before the iids: on a change of settings Redis clears the stream's maps.
+                let duration = idmp.duration_s.to_string();
+                let max_size = idmp.max_size.to_string();
+                self.command(
+                    Kind::Part,
+                    "XCFGSET",
+                    meta,
+                    &[
+                        &b"XCFGSET"[..],
+                        key,
+                        b"IDMP-DURATION",
+                        duration.as_bytes(),
+                        b"IDMP-MAXSIZE",
+                        max_size.as_bytes(),
+                    ],
+                );
+            }
+            Chunk::StreamIdmp(idmp) => {
+                // Default settings and no producer: nothing is lost.
+                if idmp.producers > 0 || !idmp.is_default() {
+                    self.expects.push(Expect::Dropped(format!(
+                        "idempotent-producer state of stream {} in db {} (IDMP-DURATION {}, IDMP-MAXSIZE {}, {} producers): the target is older than 8.6",
+                        escape(key),
+                        meta.db,
+                        idmp.duration_s,
+                        idmp.max_size,
+                        idmp.producers
+                    )));
+                }
+            }
+            Chunk::StreamIdmpEntries { producer, entries } if self.stream_idmp() => {
+                for e in entries {
+                    let id = e.id.to_string();
+                    self.command(
+                        Kind::Part,
+                        "XIDMPRECORD",
+                        meta,
+                        &[&b"XIDMPRECORD"[..], key, &producer, &e.iid, id.as_bytes()],
+                    );
+                }
+            }
+            // Reported with its StreamIdmp chunk.
+            Chunk::StreamIdmpEntries { .. } => {}
+            // All-time counters (XINFO's iids-added, iids-duplicates): no command sets them.
+            Chunk::StreamIdmpCounters { .. } => {}
             Chunk::StreamPending { group, entries } => {
                 for p in entries {
                     let id = p.id.to_string();
@@ -774,13 +840,15 @@ impl Encoder {
     }
 }
 
-/// The value of a string key that MSET can write with no loss: no expiry, no LRU/LFU data.
+/// The value of a string key that MSET can write with no loss: no expiry, no LRU/LFU data, no
+/// key metadata.
 fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
     let meta = &record.meta;
     if meta.type_byte != ferry_rdb::TypeByte::STRING
         || meta.expire_ms.is_some()
         || meta.idle.is_some()
         || meta.freq.is_some()
+        || meta.key_metadata.is_some()
         || record.raw.len() > MSET_BYTES
     {
         return None;
@@ -852,7 +920,12 @@ impl StreamFacts {
 
 /// `RESTORE key 0 <payload> REPLACE`, as servers before 5.0 take it.
 fn restore_relative(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16) {
-    let payload = ferry_rdb::dump::payload(meta.type_byte, raw, rdb_version);
+    let payload = ferry_rdb::dump::payload_with_meta(
+        meta.key_metadata.as_deref().unwrap_or_default(),
+        meta.type_byte,
+        raw,
+        rdb_version,
+    );
     ferry_resp::encode_command(
         out,
         &[&b"RESTORE"[..], &meta.key, b"0", &payload, b"REPLACE"],
@@ -870,7 +943,8 @@ fn library_name(code: &[u8]) -> String {
 }
 
 /// Appends `RESTORE key <abs-ms|0> <payload> REPLACE ABSTTL [IDLETIME s | FREQ f]`, building the
-/// DUMP payload (type, raw value, RDB version, CRC64) in place rather than in a buffer of its own.
+/// DUMP payload (key metadata if any, type, raw value, RDB version, CRC64) in place rather than
+/// in a buffer of its own.
 pub fn restore(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16) {
     let ttl = itoa(meta.expire_ms.unwrap_or(0).max(0) as u64);
     let lru = match (meta.idle, meta.freq) {
@@ -879,7 +953,9 @@ pub fn restore(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16)
         (None, None) => None,
     };
     let argc = if lru.is_some() { 8 } else { 6 };
-    out.reserve(raw.len() + meta.key.len() + 96);
+    // RDB 13 module key metadata goes before the type byte, as Redis 8.6's DUMP puts it.
+    let key_metadata: &[u8] = meta.key_metadata.as_deref().unwrap_or_default();
+    out.reserve(key_metadata.len() + raw.len() + meta.key.len() + 96);
     out.extend_from_slice(b"*");
     out.extend_from_slice(itoa(argc).as_bytes());
     out.extend_from_slice(b"\r\n$7\r\nRESTORE\r\n");
@@ -887,12 +963,14 @@ pub fn restore(out: &mut BytesMut, meta: &KeyMeta, raw: &[u8], rdb_version: u16)
     bulk(out, ttl.as_bytes());
     let version = rdb_version.to_le_bytes();
     let mut crc = ferry_rdb::Crc64::new();
+    crc.update(key_metadata);
     crc.update(&[meta.type_byte.0]);
     crc.update(raw);
     crc.update(&version);
     out.extend_from_slice(b"$");
-    out.extend_from_slice(itoa(raw.len() as u64 + 11).as_bytes());
+    out.extend_from_slice(itoa((key_metadata.len() + raw.len()) as u64 + 11).as_bytes());
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(key_metadata);
     out.extend_from_slice(&[meta.type_byte.0]);
     out.extend_from_slice(raw);
     out.extend_from_slice(&version);
@@ -1041,6 +1119,7 @@ mod tests {
             idle: Some(5),
             freq: None,
             type_byte: ferry_rdb::TypeByte::STRING,
+            key_metadata: None,
         };
         let raw = b"\x03abc";
         let mut out = BytesMut::new();
@@ -1082,6 +1161,7 @@ mod tests {
                     idle: None,
                     freq: None,
                     type_byte: ferry_rdb::TypeByte::STRING,
+                    key_metadata: None,
                 },
                 // RDB string: 6-bit length 1, then the byte.
                 raw: Bytes::from_static(b"\x01v"),
@@ -1138,6 +1218,7 @@ mod tests {
                 idle: None,
                 freq: None,
                 type_byte: ferry_rdb::TypeByte::STRING,
+                key_metadata: None,
             },
             raw: Bytes::from_static(b"\x01v"),
         }))
@@ -1200,5 +1281,197 @@ mod tests {
             })
             .collect();
         assert_eq!(offsets, vec![None, None, Some(30)]);
+    }
+
+    fn stream_meta(key: &'static [u8], key_metadata: Option<Bytes>) -> Arc<KeyMeta> {
+        Arc::new(KeyMeta {
+            db: 0,
+            key: Bytes::from_static(key),
+            expire_ms: None,
+            idle: None,
+            freq: None,
+            type_byte: ferry_rdb::TypeByte::STREAM_LISTPACKS_4,
+            key_metadata,
+        })
+    }
+
+    /// A big type-26 stream's IDMP chunks, after its entries and meta.
+    fn idmp_stream(enc: &mut Encoder, meta: &Arc<KeyMeta>, producers: u64) {
+        let id = |seq| ferry_rdb::StreamId { ms: 5, seq };
+        enc.push(Entry::SnapshotStart { rdb_version: 13 }).unwrap();
+        enc.push(Entry::BigStart(meta.clone())).unwrap();
+        let chunks = vec![
+            Chunk::StreamEntries(vec![ferry_rdb::StreamEntry {
+                id: id(1),
+                fields: vec![(Bytes::from_static(b"f"), Bytes::from_static(b"v"))],
+            }]),
+            Chunk::StreamMeta(ferry_rdb::StreamMeta {
+                length: 1,
+                last_id: id(1),
+                first_id: Some(id(1)),
+                max_deleted_id: Some(id(0)),
+                entries_added: Some(1),
+            }),
+            Chunk::StreamIdmp(ferry_rdb::StreamIdmp {
+                duration_s: 7200,
+                max_size: 1000,
+                producers,
+            }),
+            Chunk::StreamIdmpEntries {
+                producer: Bytes::from_static(b"p1"),
+                entries: vec![ferry_rdb::IdmpEntry {
+                    iid: Bytes::from_static(b"i1"),
+                    id: id(1),
+                }],
+            },
+            Chunk::StreamIdmpCounters {
+                iids_added: 1,
+                iids_duplicates: 0,
+            },
+        ];
+        for c in chunks {
+            enc.push(Entry::BigChunk(meta.clone(), c)).unwrap();
+        }
+        enc.push(Entry::BigEnd(meta.clone())).unwrap();
+        enc.finish();
+    }
+
+    fn commands(out: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut buf = BytesMut::from(out);
+        let mut dec = ferry_resp::Decoder::default();
+        let mut cmds = Vec::new();
+        while let Some((frame, _)) = dec.decode(&mut buf).unwrap() {
+            let args = frame.command_args().unwrap();
+            cmds.push(args.iter().map(|a| a.to_vec()).collect());
+        }
+        assert!(buf.is_empty());
+        cmds
+    }
+
+    #[test]
+    fn stream_idmp_state_goes_to_a_86_target_as_xcfgset_then_xidmprecord() {
+        let caps = Caps {
+            version: (8, 6, 0),
+            rdb_version: 13,
+        };
+        let mut enc = Encoder::for_target(caps, false);
+        idmp_stream(&mut enc, &stream_meta(b"st", None), 1);
+        let (out, expects) = enc.take();
+        let cmds = commands(&out);
+        let names: Vec<&[u8]> = cmds.iter().map(|c| &c[0][..]).collect();
+        assert_eq!(
+            names,
+            vec![&b"DEL"[..], b"XADD", b"XSETID", b"XCFGSET", b"XIDMPRECORD"]
+        );
+        let want = |args: &[&[u8]]| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            cmds[3],
+            want(&[
+                b"XCFGSET",
+                b"st",
+                b"IDMP-DURATION",
+                b"7200",
+                b"IDMP-MAXSIZE",
+                b"1000"
+            ])
+        );
+        assert_eq!(
+            cmds[4],
+            want(&[b"XIDMPRECORD", b"st", b"p1", b"i1", b"5-1"])
+        );
+        assert!(!expects.iter().any(|e| matches!(e, Expect::Dropped(_))));
+    }
+
+    #[test]
+    fn stream_idmp_state_is_reported_dropped_on_an_older_target() {
+        let caps = Caps {
+            version: (8, 4, 0),
+            rdb_version: 12,
+        };
+        let mut enc = Encoder::for_target(caps, false);
+        idmp_stream(&mut enc, &stream_meta(b"st", None), 1);
+        let (out, expects) = enc.take();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.contains("XCFGSET") && !text.contains("XIDMPRECORD"),
+            "{text}"
+        );
+        let dropped: Vec<&String> = expects
+            .iter()
+            .filter_map(|e| match e {
+                Expect::Dropped(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(
+            dropped[0].contains("stream \"st\" in db 0") && dropped[0].contains("older than 8.6"),
+            "{}",
+            dropped[0]
+        );
+
+        // Default settings and no producers: nothing lost, nothing reported.
+        let mut enc = Encoder::for_target(caps, false);
+        let meta = stream_meta(b"st", None);
+        enc.push(Entry::BigStart(meta.clone())).unwrap();
+        enc.push(Entry::BigChunk(
+            meta.clone(),
+            Chunk::StreamIdmp(ferry_rdb::StreamIdmp {
+                duration_s: 100,
+                max_size: 100,
+                producers: 0,
+            }),
+        ))
+        .unwrap();
+        let (_, expects) = enc.take();
+        assert!(!expects.iter().any(|e| matches!(e, Expect::Dropped(_))));
+    }
+
+    #[test]
+    fn key_metadata_rides_restore_and_is_reported_when_rewritten() {
+        let km = Bytes::from_static(b"\xF3\x01KMT0\x02\x2a\x00");
+        let meta = KeyMeta {
+            type_byte: ferry_rdb::TypeByte::STRING,
+            ..(*stream_meta(b"s", Some(km.clone()))).clone()
+        };
+        let raw = b"\x01v";
+        let mut out = BytesMut::new();
+        restore(&mut out, &meta, raw, 13);
+        let cmds = commands(&out);
+        assert_eq!(
+            cmds[0][3],
+            ferry_rdb::dump::payload_with_meta(&km, meta.type_byte, raw, 13).to_vec()
+        );
+        assert!(cmds[0][3].starts_with(&km));
+
+        // A string with metadata is not gathered into MSET, which would lose it.
+        let mut enc = Encoder::new();
+        enc.push(Entry::SnapshotStart { rdb_version: 13 }).unwrap();
+        enc.push(Entry::Key(ferry_rdb::Record {
+            meta: meta.clone(),
+            raw: Bytes::from_static(raw),
+        }))
+        .unwrap();
+        enc.finish();
+        let (out, _) = enc.take();
+        assert_eq!(&commands(&out)[0][0][..], b"RESTORE");
+
+        // An older target gets the value rewritten, and the metadata reported lost.
+        let caps = Caps {
+            version: (8, 4, 0),
+            rdb_version: 12,
+        };
+        let mut enc = Encoder::for_target(caps, false);
+        enc.push(Entry::SnapshotStart { rdb_version: 13 }).unwrap();
+        enc.push(Entry::Key(ferry_rdb::Record {
+            meta,
+            raw: Bytes::from_static(raw),
+        }))
+        .unwrap();
+        let (out, expects) = enc.take();
+        assert_eq!(&commands(&out)[0][0][..], b"SET");
+        assert!(expects.iter().any(
+            |e| matches!(e, Expect::Dropped(d) if d.contains("module key metadata of key \"s\""))
+        ));
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Memory: at most one chunk of elements, plus one whole element (string, listpack node,
 //! quicklist node), plus, for a stream, one consumer group's PEL and consumers.
+//! (A type-26 stream's IDMP iids come a chunk at a time.)
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -10,7 +11,10 @@ use std::io::Read;
 use bytes::Bytes;
 
 use super::{Elem, intset, listpack, stream, ziplist, zipmap};
-use crate::chunk::{Chunk, Consumer, HashField, PendingEntry, StreamGroup, StreamId, StreamMeta};
+use crate::chunk::{
+    Chunk, Consumer, HashField, IdmpEntry, PendingEntry, StreamGroup, StreamId, StreamIdmp,
+    StreamMeta,
+};
 use crate::error::{Error, ErrorKind};
 use crate::length::{Len, read_f64, read_len, read_len_id, read_length, read_ms, read_raw_id};
 use crate::reader::Reader;
@@ -29,11 +33,32 @@ pub(crate) struct ChunkLimits {
 
 enum State {
     Start,
-    Str { remaining: u64 },
-    Seq { remaining: u64, min_expire: i64 },
-    Nodes { remaining: u64 },
-    StreamNodes { remaining: u64 },
-    StreamGroups { remaining: u64 },
+    Str {
+        remaining: u64,
+    },
+    Seq {
+        remaining: u64,
+        min_expire: i64,
+    },
+    Nodes {
+        remaining: u64,
+    },
+    StreamNodes {
+        remaining: u64,
+    },
+    StreamGroups {
+        remaining: u64,
+    },
+    /// Type 26: IDMP producers left to read.
+    IdmpProducers {
+        remaining: u64,
+    },
+    /// Type 26: iids left of `producer`, then `producers_left` more producers.
+    IdmpEntries {
+        producer: Bytes,
+        remaining: u64,
+        producers_left: u64,
+    },
     Done,
 }
 
@@ -302,11 +327,58 @@ impl Decoder {
                 State::StreamGroups { remaining } => {
                     if remaining == 0 {
                         self.state = State::Done;
+                        if self.ty == TypeByte::STREAM_LISTPACKS_4 {
+                            self.read_idmp_config(rd)?;
+                        }
                         continue;
                     }
                     self.read_group(rd)?;
                     self.state = State::StreamGroups {
                         remaining: remaining - 1,
+                    };
+                }
+                State::IdmpProducers { remaining } => {
+                    if remaining == 0 {
+                        let iids_added = read_length(rd)?;
+                        let iids_duplicates = read_length(rd)?;
+                        self.pending.push_back(Chunk::StreamIdmpCounters {
+                            iids_added,
+                            iids_duplicates,
+                        });
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let producer = read_string(rd, MAX_ELEMENT_BYTES)?;
+                    let n = read_length(rd)?;
+                    if n == 0 {
+                        self.pending.push_back(Chunk::StreamIdmpEntries {
+                            producer: producer.clone(),
+                            entries: Vec::new(),
+                        });
+                    }
+                    self.state = State::IdmpEntries {
+                        producer,
+                        remaining: n,
+                        producers_left: remaining - 1,
+                    };
+                }
+                State::IdmpEntries {
+                    ref producer,
+                    remaining,
+                    producers_left,
+                } => {
+                    let producer = producer.clone();
+                    if remaining == 0 {
+                        self.state = State::IdmpProducers {
+                            remaining: producers_left,
+                        };
+                        continue;
+                    }
+                    let left = self.read_idmp_entries(rd, &producer, remaining)?;
+                    self.state = State::IdmpEntries {
+                        producer,
+                        remaining: left,
+                        producers_left,
                     };
                 }
             }
@@ -366,7 +438,7 @@ impl Decoder {
                     remaining: read_length(rd)?,
                 }
             }
-            15 | 19 | 21 => {
+            15 | 19 | 21 | 26 => {
                 self.state = State::StreamNodes {
                     remaining: read_length(rd)?,
                 }
@@ -536,6 +608,49 @@ impl Decoder {
             remaining: read_length(rd)?,
         };
         Ok(())
+    }
+
+    /// Type 26's IDMP settings, after the last consumer group. Layout (librdb PR #93,
+    /// `src/lib/parserRaw.c` `elementRawStreamLP`, states `ST_LOAD_IDMP_*`): duration (len),
+    /// max size (len), producer count (len); per producer its pid (string) and iid count
+    /// (len), per iid the iid (string) and the entry id as two lens (ms, seq); finally
+    /// iids-added and iids-duplicates (lens).
+    fn read_idmp_config<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let duration_s = read_length(rd)?;
+        let max_size = read_length(rd)?;
+        let producers = read_length(rd)?;
+        self.pending.push_back(Chunk::StreamIdmp(StreamIdmp {
+            duration_s,
+            max_size,
+            producers,
+        }));
+        self.state = State::IdmpProducers {
+            remaining: producers,
+        };
+        Ok(())
+    }
+
+    /// Reads up to one chunk of `producer`'s iids; returns how many are left.
+    fn read_idmp_entries<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+        producer: &Bytes,
+        mut remaining: u64,
+    ) -> Result<u64, Error> {
+        let mut entries = Vec::with_capacity(remaining.min(self.lim.elements as u64) as usize);
+        let mut bytes = 0usize;
+        while remaining > 0 && entries.len() < self.lim.elements && bytes < self.lim.bytes {
+            remaining -= 1;
+            let iid = read_string(rd, MAX_ELEMENT_BYTES)?;
+            let id = read_len_id(rd)?;
+            bytes += iid.len() + 16;
+            entries.push(IdmpEntry { iid, id });
+        }
+        self.pending.push_back(Chunk::StreamIdmpEntries {
+            producer: producer.clone(),
+            entries,
+        });
+        Ok(remaining)
     }
 
     fn read_group<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {

@@ -320,7 +320,7 @@ impl<R: Read> Walker<'_, R> {
                 }
                 Ok(())
             }
-            15 | 19 | 21 => self.stream(ty.0),
+            15 | 19 | 21 | 26 => self.stream(ty.0),
             7 => {
                 self.len()?;
                 self.module_body()
@@ -366,6 +366,31 @@ impl<R: Read> Walker<'_, R> {
                 self.rd.skip(pel.saturating_mul(16))?;
             }
         }
+        if ty == 26 {
+            self.stream_idmp()?;
+        }
+        Ok(())
+    }
+
+    /// Type 26's tail (see `Decoder::read_idmp_config`): duration, max size, producers (each
+    /// a pid string and its iid string -> ms, seq map), then the two counters. Iids count
+    /// as elements.
+    fn stream_idmp(&mut self) -> Result<(), Stop> {
+        self.len()?;
+        self.len()?;
+        let producers = self.len()?;
+        for _ in 0..producers {
+            self.string()?;
+            let n = self.len()?;
+            self.count(n)?;
+            for _ in 0..n {
+                self.string()?;
+                self.len()?;
+                self.len()?;
+            }
+        }
+        self.len()?;
+        self.len()?;
         Ok(())
     }
 
