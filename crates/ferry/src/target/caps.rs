@@ -90,7 +90,7 @@ fn rdb_version_of(version: (u32, u32, u32)) -> u16 {
         (5, _) | (6, _) => 9,
         (7, 0..=1) => 10,
         (7, 2..=3) => 11,
-        (7, _) | (8, 0..=3) => 12,
+        (7, _) | (8, 0..=5) => 12,
         _ => 13,
     }
 }
@@ -110,6 +110,8 @@ mod tests {
         assert_eq!(rdb_version_of((7, 2, 4)), 11);
         assert_eq!(rdb_version_of((7, 4, 1)), 12);
         assert_eq!(rdb_version_of((8, 0, 2)), 12);
+        assert_eq!(rdb_version_of((8, 4, 0)), 12);
+        assert_eq!(rdb_version_of((8, 6, 0)), 13);
     }
 
     #[test]
