@@ -894,14 +894,14 @@ fn newer_fixtures_match_redis_8_loading_them() {
         let mut lines = inspect(&file, &[]);
         // The file keeps hash fields whose own TTL has passed; a server drops them on load.
         for l in &mut lines {
-            if l["type"] == "hash" {
-                if let Some(fields) = l["value"].as_array_mut() {
-                    fields.retain(|f| {
-                        f.get(2)
-                            .and_then(Value::as_i64)
-                            .is_none_or(|at| at > now_ms)
-                    });
-                }
+            if l["type"] == "hash"
+                && let Some(fields) = l["value"].as_array_mut()
+            {
+                fields.retain(|f| {
+                    f.get(2)
+                        .and_then(Value::as_i64)
+                        .is_none_or(|at| at > now_ms)
+                });
             }
         }
         let live: Vec<&Value> = keys(&lines)
