@@ -48,9 +48,13 @@ pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationTo
         let Some(limit) = limit else {
             let err = match (err, window) {
                 // Our own interrupted copy cannot be continued: say what interrupted it.
-                (Error::ResyncNeeded { why, .. }, Some((_, first))) => Error::Config(format!(
-                    "{first}; retrying is not possible: {why}; set [sync] full_resync = \"flush\" to copy again from scratch"
-                )),
+                (Error::ResyncNeeded { why, .. }, Some((_, first)))
+                    if !why.contains("no longer holds the checkpoint") =>
+                {
+                    Error::Config(format!(
+                        "{first}; retrying is not possible: {why}; set [sync] full_resync = \"flush\" to copy again from scratch"
+                    ))
+                }
                 (e, _) => e,
             };
             return failed(&status, err);
@@ -156,6 +160,21 @@ async fn run_inner(
             let resume = target.read_checkpoint(&key).await?;
             match &resume {
                 Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
+                // This process wrote one before: the target lost it, and its data with it.
+                None if status.has_synced() => {
+                    let why = format!(
+                        "target {} no longer holds the checkpoint {} that this task wrote: it lost its data (restarted without persistence, or flushed)",
+                        target.addr(),
+                        String::from_utf8_lossy(&key)
+                    );
+                    if config.full_resync == psync::FullResync::Stop {
+                        return Err(Error::ResyncNeeded {
+                            addr: endpoint.addr(),
+                            why,
+                        });
+                    }
+                    tracing::warn!("{why}; copying the snapshot again, as configured");
+                }
                 None => tracing::info!("no checkpoint on the target: full sync"),
             }
             let source = PsyncSource::connect(endpoint).await?;
@@ -165,6 +184,7 @@ async fn run_inner(
             let options = psync::Options {
                 rdb: config.rdb.clone(),
                 full_only: config.full_only,
+                target_lost: resume.is_none() && status.has_synced(),
                 resume,
                 full_resync: config.full_resync,
             };

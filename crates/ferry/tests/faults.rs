@@ -400,3 +400,72 @@ fn continues_from_a_promoted_replica() {
     );
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// The target loses its data and the checkpoint with it (as a restart without persistence
+/// would; here FLUSHALL and a dropped connection): ferry notices on reconnecting, and by
+/// default stops and says so; with full_resync = "flush" it copies everything again.
+#[test]
+fn a_target_that_lost_its_data_is_noticed() {
+    for policy in ["stop", "flush"] {
+        let source = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
+        let target = Server::start();
+        workload::populate(
+            &source,
+            &Spec {
+                seed: 23,
+                keys_per_db: 300,
+                ..Spec::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_file(
+            dir.path(),
+            &source.url(),
+            &target.url(),
+            &format!("full_resync = \"{policy}\""),
+        );
+        let mut ferry = Ferry::start_with_status(&["--config", &config]);
+        ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+            s["phase"] == "incremental"
+        });
+        let mut c = target.conn();
+        let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut c)
+            .unwrap();
+        // A write makes ferry find the broken connection.
+        let _: () = redis::cmd("SET")
+            .arg("after")
+            .arg("1")
+            .query(&mut source.conn())
+            .unwrap();
+        if policy == "stop" {
+            let code = ferry.wait(Duration::from_secs(60));
+            assert!(!code.success());
+            let log = ferry.log();
+            let line = log
+                .lines()
+                .find(|l| l.starts_with("ferry: "))
+                .unwrap_or_else(|| panic!("{log}"));
+            assert!(line.contains("no longer holds the checkpoint"), "{line}");
+        } else {
+            ferry.wait_status(Duration::from_secs(60), "the copy again", |s| {
+                s["phase"] == "incremental" && s["retries"].as_u64().unwrap_or(0) >= 1
+            });
+            wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+            compare::eventually_equal(
+                &source,
+                &target,
+                &Options::default(),
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+            assert!(ferry.terminate(Duration::from_secs(30)).success());
+        }
+    }
+}

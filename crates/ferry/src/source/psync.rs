@@ -33,6 +33,9 @@ pub struct Options {
     pub resume: Option<Checkpoint>,
     /// What to do when the target holds an earlier copy and the source can only send a full one.
     pub full_resync: FullResync,
+    /// The target lost the checkpoint this process had written (and its data with it): the
+    /// full copy that follows goes by `full_resync` too.
+    pub target_lost: bool,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -139,6 +142,9 @@ impl PsyncSource {
             }
             (PsyncReply::Full { replid, offset }, _, resume) => {
                 let why = match (resume, asked) {
+                    (None, _) if options.target_lost => {
+                        Some("the target lost its data and checkpoint".to_string())
+                    }
                     (None, _) => None,
                     (Some(Checkpoint::Loading { .. }), _) => {
                         Some("the previous full copy into the target was interrupted".to_string())
@@ -606,6 +612,8 @@ async fn follow_stream(
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
+            // The target side failed: its error ends the task; stop reading at once.
+            _ = tx.closed() => return Ok(()),
             r = tokio::time::timeout(STREAM_IDLE_TIMEOUT, rd.read_buf(&mut pending)) => r,
         };
         // Stopping drops the ACK writer, which half-closes the link: what the source does
