@@ -95,6 +95,9 @@ pub struct AdvancedSection {
     /// Write snapshot values as plain commands (RPUSH, HSET, ...) instead of RESTORE, for
     /// targets that refuse RESTORE. Slower. Values the target cannot read are rewritten anyway.
     pub rewrite_values: Option<bool>,
+    /// Keep a checkpoint in the target (default true). Without it nothing of ferry's is written
+    /// to the target, but a restart cannot continue: it copies everything again.
+    pub checkpoint: Option<bool>,
 }
 
 impl FileConfig {
@@ -196,6 +199,8 @@ pub struct TaskConfig {
     pub name: String,
     pub full_resync: crate::source::psync::FullResync,
     pub retry: Retry,
+    /// Keep a checkpoint in the target (exactly once across restarts).
+    pub checkpoint: bool,
     pub rdb: ferry_rdb::Options,
     pub writer: crate::target::standalone::Options,
 }
@@ -276,6 +281,7 @@ impl TaskConfig {
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
             retry,
+            checkpoint: adv.checkpoint.unwrap_or(true),
             source,
             target,
             full_only,

@@ -157,11 +157,14 @@ async fn run_inner(
     match &config.source {
         Source::Redis(endpoint) => {
             let key = Checkpoint::key(&config.name);
-            let resume = target.read_checkpoint(&key).await?;
+            let resume = match config.checkpoint {
+                true => target.read_checkpoint(&key).await?,
+                false => None,
+            };
             match &resume {
                 Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
                 // This process wrote one before: the target lost it, and its data with it.
-                None if status.has_synced() => {
+                None if config.checkpoint && status.has_synced() => {
                     let why = format!(
                         "target {} no longer holds the checkpoint {} that this task wrote: it lost its data (restarted without persistence, or flushed)",
                         target.addr(),
@@ -179,12 +182,16 @@ async fn run_inner(
             }
             let source = PsyncSource::connect(endpoint).await?;
             tracing::info!(source = %endpoint, "source accepted the replica handshake");
-            let writer =
-                tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), Some(key)));
+            let writer = tokio::spawn(target.run(
+                rx,
+                status.clone(),
+                config.writer.clone(),
+                config.checkpoint.then_some(key),
+            ));
             let options = psync::Options {
                 rdb: config.rdb.clone(),
                 full_only: config.full_only,
-                target_lost: resume.is_none() && status.has_synced(),
+                target_lost: config.checkpoint && resume.is_none() && status.has_synced(),
                 resume,
                 full_resync: config.full_resync,
             };

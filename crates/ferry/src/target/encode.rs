@@ -85,7 +85,13 @@ pub struct Encoder {
 struct Txn {
     /// Offset just after the last command in it, and the db selected there.
     last: Option<(u64, u32)>,
+    /// Commands in it so far.
+    commands: usize,
 }
+
+/// Commands per ferry transaction, at most (a source transaction stays whole whatever its
+/// size): the EXEC reply is an array of one result each, and a small one is read in one go.
+const TXN_COMMANDS: usize = 512;
 
 /// Strings without expiry or eviction data, gathered into one MSET: the target spends less than
 /// half the time per key on a 100-key MSET than on a RESTORE.
@@ -437,6 +443,12 @@ impl Encoder {
             db: cmd.db,
         });
         self.replies += 1;
+        if let Some(txn) = &mut self.txn {
+            txn.commands += 1;
+            if txn.commands >= TXN_COMMANDS && !self.source_multi {
+                self.close_txn();
+            }
+        }
         Ok(())
     }
 
