@@ -62,7 +62,11 @@ pub enum Entry {
     /// A write from the replication stream.
     Command(Command),
     /// Source bytes with no write in them (PING, SELECT, REPLCONF): applied once all before is.
-    Offset(u64),
+    /// `db` is the db the source has selected after them.
+    Offset {
+        offset: u64,
+        db: u32,
+    },
 }
 
 /// Entries travel in batches so the channel costs little per key.

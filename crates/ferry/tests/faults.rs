@@ -469,3 +469,50 @@ fn a_target_that_lost_its_data_is_noticed() {
         }
     }
 }
+
+/// The source restarts with persistence (SHUTDOWN SAVE, started again on the same port): its
+/// RDB keeps its replication id and offset, so ferry, retrying meanwhile, continues with a
+/// partial resync, and the target ends equal.
+#[test]
+fn source_restart_with_persistence_is_continued() {
+    let mut source = Server::start_with(&[
+        "--repl-backlog-size",
+        "64mb",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 29,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&Spec {
+        seed: 30,
+        ..spec.clone()
+    });
+    load.run(&source, 1000);
+    source.restart();
+    ferry.wait_status(Duration::from_secs(60), "a retry after the restart", |s| {
+        s["retries"].as_u64().unwrap_or(0) >= 1 && s["phase"] == "incremental"
+    });
+    load.run(&source, 1000);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let (full, partial) = resyncs(&source);
+    assert_eq!(
+        full,
+        1,
+        "only the first sync may be a full one:\n{}",
+        source.log_tail(30)
+    );
+    assert!(partial >= 1, "the restarted source served a partial resync");
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}

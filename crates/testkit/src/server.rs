@@ -69,6 +69,9 @@ pub struct Server {
     port: u16,
     password: Option<String>,
     version: (u32, u32, u32),
+    /// How it was started, to start it again in [`Server::restart`].
+    bin: PathBuf,
+    extra: Vec<String>,
     // Declared last so the dir outlives the process that writes into it.
     dir: tempfile::TempDir,
 }
@@ -124,12 +127,44 @@ impl Server {
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
         let port = free_port();
-        let stdio = std::fs::File::create(dir.path().join(STDIO_FILE)).unwrap_or_else(|e| {
-            panic!(
-                "cannot create {STDIO_FILE} in {}: {e}",
-                dir.path().display()
-            )
-        });
+        let child = Server::launch(bin, version, extra, port, dir.path());
+        let mut server = Server {
+            child,
+            port,
+            password,
+            version,
+            bin: bin.to_path_buf(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            dir,
+        };
+        server.await_ready()?;
+        Ok(server)
+    }
+
+    /// Stops the server with `SHUTDOWN SAVE` (it writes its RDB, which holds its replication
+    /// id and offset) and starts it again on the same port, in the same dir, with the same
+    /// arguments: a restart with persistence, as an operator would do it.
+    pub fn restart(&mut self) {
+        let mut conn = self.conn();
+        let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<()>(&mut conn);
+        drop(conn);
+        let _ = self.child.wait();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Server::launch(&self.bin, self.version, &extra, self.port, self.dir.path());
+        if let Err(Spawn::PortTaken(msg) | Spawn::Failed(msg)) = self.await_ready() {
+            panic!("restart: {msg}");
+        }
+    }
+
+    fn launch(
+        bin: &Path,
+        version: (u32, u32, u32),
+        extra: &[&str],
+        port: u16,
+        dir: &Path,
+    ) -> Child {
+        let stdio = std::fs::File::create(dir.join(STDIO_FILE))
+            .unwrap_or_else(|e| panic!("cannot create {STDIO_FILE} in {}: {e}", dir.display()));
         let stdio2 = stdio
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot duplicate a file handle: {e}"));
@@ -142,26 +177,16 @@ impl Server {
             cmd.args(["--enable-debug-command", "yes"]);
         }
         cmd.arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .arg("--logfile")
-            .arg(dir.path().join(LOG_FILE))
+            .arg(dir.join(LOG_FILE))
             .args(extra)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(stdio)
             .stderr(stdio2);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        let mut server = Server {
-            child,
-            port,
-            password,
-            version,
-            dir,
-        };
-        server.await_ready()?;
-        Ok(server)
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
     }
 
     /// Waits until the server answers `PING` and checks that it is our process on that port.

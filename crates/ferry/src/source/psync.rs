@@ -565,13 +565,13 @@ async fn follow_stream(
             };
             let name = &args[0];
             let entry = if name.eq_ignore_ascii_case(b"PING") {
-                Entry::Offset(offset)
+                Entry::Offset { offset, db }
             } else if name.eq_ignore_ascii_case(b"SELECT") {
                 db = args
                     .get(1)
                     .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
                     .ok_or_else(|| protocol(format!("malformed SELECT in the stream: {frame}")))?;
-                Entry::Offset(offset)
+                Entry::Offset { offset, db }
             } else if name.eq_ignore_ascii_case(b"REPLCONF") {
                 if args
                     .get(1)
@@ -579,10 +579,10 @@ async fn follow_stream(
                 {
                     getack.notify_one();
                 }
-                Entry::Offset(offset)
+                Entry::Offset { offset, db }
             } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
                 // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.
-                Entry::Offset(offset)
+                Entry::Offset { offset, db }
             } else {
                 Entry::Command(Command {
                     db,

@@ -78,6 +78,8 @@ pub struct Encoder {
     txn: Option<Txn>,
     /// Inside a transaction of the source's (its MULTI seen, its EXEC not yet).
     source_multi: bool,
+    /// A stream position past the last transaction (bytes with no write in them), to record.
+    idle_position: Option<(u64, u32)>,
 }
 
 /// A ferry transaction being written: the stream position its checkpoint will name.
@@ -137,6 +139,7 @@ impl Encoder {
             checkpointing: false,
             txn: None,
             source_multi: false,
+            idle_position: None,
         }
     }
 
@@ -152,6 +155,10 @@ impl Encoder {
         // A source transaction stays whole in one ferry transaction, even across writes.
         if !self.source_multi {
             self.close_txn();
+            // Past the last write: one SET, atomic by itself.
+            if let Some((offset, db)) = self.idle_position.take() {
+                self.write_checkpoint(format!("{offset} {db}"));
+            }
         }
         self.replies = 0;
         (
@@ -282,12 +289,17 @@ impl Encoder {
             }
             Entry::Command(cmd) if self.checkpointing => self.checkpointed_command(cmd)?,
             Entry::Command(cmd) => self.stream_command(cmd)?,
-            Entry::Offset(offset) if self.checkpointing => {
-                // Applied with the transaction it falls in; the checkpoint stays at the last
-                // command, so a SELECT after it is sent again on resume.
+            Entry::Offset { offset, db } if self.checkpointing => {
+                // The checkpoint follows the stream over bytes with no write in them too (with
+                // the db selected there): a source restarted from its RDB has no backlog before
+                // its own offset, so a resume must ask for exactly where the stream is.
+                match &mut self.txn {
+                    Some(txn) => txn.last = Some((offset, db)),
+                    None => self.idle_position = Some((offset, db)),
+                }
                 self.expects.push(Expect::Offset(offset));
             }
-            Entry::Offset(offset) => {
+            Entry::Offset { offset, .. } => {
                 // Inside MULTI nothing is applied until EXEC.
                 if !self.in_multi {
                     self.expects.push(Expect::Offset(offset));
@@ -516,6 +528,8 @@ impl Encoder {
     }
 
     fn open_txn(&mut self) {
+        // The transaction's checkpoint will name a later position.
+        self.idle_position = None;
         ferry_resp::encode_command(&mut self.out, &[&b"MULTI"[..]]);
         self.expects.push(Expect::Multi);
         self.replies += 1;
