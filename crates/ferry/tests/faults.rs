@@ -516,3 +516,48 @@ fn source_restart_with_persistence_is_continued() {
     assert!(partial >= 1, "the restarted source served a partial resync");
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// The target restarts with its own persistence (SHUTDOWN SAVE, started again): its data and
+/// ferry's checkpoint survive, so ferry reconnects and continues with a partial resync.
+#[test]
+fn target_restart_with_persistence_is_continued() {
+    let source = Server::start_with(&[
+        "--repl-backlog-size",
+        "64mb",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let mut target = Server::start();
+    let spec = Spec {
+        seed: 31,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&Spec {
+        seed: 32,
+        ..spec.clone()
+    });
+    load.run(&source, 1000);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    target.restart();
+    load.run(&source, 1000);
+    ferry.wait_status(Duration::from_secs(60), "a retry after the restart", |s| {
+        s["retries"].as_u64().unwrap_or(0) >= 1 && s["phase"] == "incremental"
+    });
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let (full, partial) = resyncs(&source);
+    assert_eq!(full, 1, "only the first sync may be a full one");
+    assert!(
+        partial >= 1,
+        "the source served a partial resync after the target came back"
+    );
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
