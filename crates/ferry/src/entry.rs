@@ -22,16 +22,6 @@ pub struct Command {
     pub end_offset: u64,
 }
 
-impl Command {
-    /// Upper-case command name, for matching and messages.
-    pub fn name(&self) -> String {
-        self.args
-            .first()
-            .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
-            .unwrap_or_default()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub enum Entry {
     /// Replication from `replid` starts: with a snapshot (`snapshot`), else continuing at
