@@ -51,6 +51,8 @@ pub enum Entry {
     },
     /// A write from the replication stream.
     Command(Command),
+    /// Snapshot data with no command to write it (a module's aux data): reported as dropped.
+    Unwritable(String),
     /// Source bytes with no write in them (PING, SELECT, REPLCONF): applied once all before is.
     /// `db` is the db the source has selected after them.
     Offset {

@@ -88,3 +88,23 @@ fn corrupt_and_missing_files_fail_in_one_line() {
         assert!(lines[0].contains(expect), "{name}: {}", lines[0]);
     }
 }
+
+/// Module aux data has no command form: loading a file with some says what was left out.
+#[test]
+fn module_aux_data_is_reported_not_silently_skipped() {
+    let target = Server::start();
+    let path = fixture("redis-rdb-tools/redis_60_with_module_aux.rdb");
+    let mut ferry = Ferry::start(&[
+        "--source",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
+    let code = ferry.wait(Duration::from_secs(60));
+    let log = ferry.log();
+    assert!(code.success(), "{code}; log:\n{log}");
+    assert!(
+        log.contains("left out aux data of module type test__rdb (encver 1)"),
+        "{log}"
+    );
+}

@@ -19,6 +19,7 @@
 //! - `string`: integer and LZF strings, old text doubles, the element size cap.
 //! - `value`: per-encoding code: `listpack`, `ziplist`, `intset`, `zipmap`, `stream`,
 //!   `walk` (find a value's end, decide "big") and `decode` (the chunk state machine).
+//! - `module`: [`ModuleType`], a module type's name and version from its id.
 //! - `chunk`: [`Chunk`] and the stream types.
 //! - `parser`: [`Parser`], [`Event`], [`Options`].
 //! - [`dump`]: DUMP payloads and [`crc64`].
@@ -33,6 +34,7 @@ mod chunk;
 pub mod dump;
 mod error;
 mod length;
+mod module;
 mod parser;
 mod reader;
 mod string;
@@ -47,6 +49,7 @@ pub use chunk::{
 };
 pub use dump::{Crc64, crc64};
 pub use error::{Error, ErrorKind};
+pub use module::ModuleType;
 pub use parser::{Event, KeyMeta, Options, Parser, Record};
 pub use string::MAX_ELEMENT_BYTES;
 pub use types::{Kind, TypeByte};

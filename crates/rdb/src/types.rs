@@ -18,6 +18,21 @@ pub enum Kind {
     Module,
 }
 
+impl Kind {
+    /// The name `TYPE` gives it ("string", "list", "set", "zset", "hash", "stream"; "module").
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
+            Kind::Hash => "hash",
+            Kind::Stream => "stream",
+            Kind::Module => "module",
+        }
+    }
+}
+
 impl TypeByte {
     pub const STRING: Self = Self(0);
     pub const LIST: Self = Self(1);
@@ -96,13 +111,8 @@ impl TypeByte {
     /// Lower-case kind name used in messages ("hash", "list", ...).
     pub(crate) fn what(self) -> &'static str {
         match self.kind() {
-            Some(Kind::String) => "string",
-            Some(Kind::List) => "list",
-            Some(Kind::Set) => "set",
-            Some(Kind::ZSet) => "zset",
-            Some(Kind::Hash) => "hash",
-            Some(Kind::Stream) => "stream",
             Some(Kind::Module) => "module value",
+            Some(kind) => kind.name(),
             None => "value",
         }
     }

@@ -32,12 +32,12 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use ferry_rdb::{
-    Chunk, Consumer, Event, HashField, KeyMeta, Kind, Parser, PendingEntry, StreamEntry,
-    StreamGroup, StreamId, StreamMeta, decode_value,
+    Chunk, Consumer, Event, HashField, KeyMeta, Kind, ModuleType, Parser, PendingEntry,
+    StreamEntry, StreamGroup, StreamId, StreamMeta, decode_value,
 };
 
 use super::json::{self, Base64, Utf8Check};
-use super::{Error, Filter, Limits, module_id, module_name, open, type_name};
+use super::{Error, Filter, Limits, open, type_name};
 
 #[derive(Clone, Debug)]
 pub struct InspectOptions {
@@ -159,11 +159,11 @@ pub fn run(opts: &InspectOptions, out: &mut impl Write) -> Result<u64, Error> {
                 out.write_all(b"}\n")?;
             }
             Event::ModuleAux { module_id, raw } if extras => {
-                let (name, encver) = module_name(module_id);
+                let module = ModuleType::from_id(module_id);
                 out.write_all(b"{\"module_aux\":")?;
-                json::string(out, &name)?;
+                json::string(out, &module.name)?;
                 out.write_all(b",\"encver\":")?;
-                json::u64(out, encver)?;
+                json::u64(out, module.encver)?;
                 out.write_all(b",\"raw_base64\":\"")?;
                 out.write_all(json::base64(&raw).as_bytes())?;
                 out.write_all(b"\"}\n")?;
@@ -207,12 +207,11 @@ fn module_value(out: &mut impl Write, label: &str, raw: &[u8]) -> std::io::Resul
     out.write_all(b"{\"")?;
     out.write_all(label.as_bytes())?;
     out.write_all(b"\":")?;
-    match module_id(raw) {
-        Some(id) => {
-            let (name, encver) = module_name(id);
-            json::string(out, &name)?;
+    match ModuleType::of_value(raw) {
+        Some(module) => {
+            json::string(out, &module.name)?;
             out.write_all(b",\"encver\":")?;
-            json::u64(out, encver)?;
+            json::u64(out, module.encver)?;
         }
         None => out.write_all(b"null,\"encver\":null")?,
     }

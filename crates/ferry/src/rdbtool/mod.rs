@@ -161,62 +161,12 @@ fn open(file: &Path, limits: &Limits) -> Result<Parser<File>, Error> {
 
 /// The lower-case type name users know from `TYPE`.
 fn type_name(t: TypeByte) -> &'static str {
-    match t.kind() {
-        Some(Kind::String) => "string",
-        Some(Kind::List) => "list",
-        Some(Kind::Set) => "set",
-        Some(Kind::ZSet) => "zset",
-        Some(Kind::Hash) => "hash",
-        Some(Kind::Stream) => "stream",
-        Some(Kind::Module) => "module",
-        None => "unknown",
-    }
-}
-
-/// A module type id: 9 characters of name (6 bits each) and a 10-bit encoding version.
-fn module_name(id: u64) -> (String, u64) {
-    const CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let name = (0..9)
-        .map(|i| CHARS[((id >> (58 - 6 * i)) & 63) as usize] as char)
-        .collect();
-    (name, id & 1023)
-}
-
-/// The module type id at the start of a module value (an RDB length, 64-bit in practice).
-fn module_id(raw: &[u8]) -> Option<u64> {
-    let b = *raw.first()?;
-    match b >> 6 {
-        0 => Some(u64::from(b & 63)),
-        1 => Some((u64::from(b & 63) << 8) | u64::from(*raw.get(1)?)),
-        _ if b == 0x80 => Some(u64::from(u32::from_be_bytes(
-            raw.get(1..5)?.try_into().ok()?,
-        ))),
-        _ if b == 0x81 => Some(u64::from_be_bytes(raw.get(1..9)?.try_into().ok()?)),
-        _ => None,
-    }
+    t.kind().map_or("unknown", Kind::name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn module_ids() {
-        // "ReJSON-RL" encver 3, as Redis computes it.
-        let chars = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut id = 0u64;
-        for c in b"ReJSON-RL" {
-            id = (id << 6) | chars.iter().position(|x| x == c).unwrap() as u64;
-        }
-        id = (id << 10) | 3;
-        assert_eq!(module_name(id), ("ReJSON-RL".to_string(), 3));
-        let mut raw = vec![0x81];
-        raw.extend_from_slice(&id.to_be_bytes());
-        assert_eq!(module_id(&raw), Some(id));
-        assert_eq!(module_id(&[0x05]), Some(5));
-        assert_eq!(module_id(&[0x41, 0x02]), Some(0x102));
-        assert_eq!(module_id(&[0x81, 1]), None);
-    }
 
     #[test]
     fn filters() {

@@ -94,6 +94,12 @@ pub fn parse_into<R: Read>(
                 _ => continue,
             },
             Some(Event::Function { code }) => Entry::Function(code),
+            // A module's global state: only the module itself can load it.
+            Some(Event::ModuleAux { module_id, .. }) => Entry::Unwritable(format!(
+                "aux data of module type {}: no command can write it",
+                ferry_rdb::ModuleType::from_id(module_id)
+            )),
+            // Aux fields, SELECTDB and RESIZEDB: each key carries its db; nothing to write.
             Some(_) => continue,
         };
         batch_bytes += weight(&entry);

@@ -420,10 +420,12 @@ impl Settle<'_> {
 }
 
 /// What a refused command was about, for the one-line error.
-fn describe(command: &str, kind: Kind, key: &[u8], db: u32) -> String {
+fn describe(command: &[u8], kind: Kind, key: &[u8], db: u32) -> String {
+    // Stream commands arrive in any case: show them as Redis documents them.
+    let command = String::from_utf8_lossy(command).to_ascii_uppercase();
     match kind {
         Kind::Keys(n) if n > 1 => format!("{command} of {n} keys from {} in db {db}", escape(key)),
-        _ if key.is_empty() => command.to_string(),
+        _ if key.is_empty() => command,
         _ => format!("{command} of key {} in db {db}", escape(key)),
     }
 }
@@ -498,15 +500,15 @@ mod tests {
     #[test]
     fn refusals_name_what_was_refused() {
         assert_eq!(
-            describe("RESTORE", Kind::Keys(1), b"a\x00", 2),
+            describe(b"RESTORE", Kind::Keys(1), b"a\x00", 2),
             "RESTORE of key \"a\\x00\" in db 2"
         );
         assert_eq!(
-            describe("MSET", Kind::Keys(128), b"k", 0),
+            describe(b"MSET", Kind::Keys(128), b"k", 0),
             "MSET of 128 keys from \"k\" in db 0"
         );
         assert_eq!(
-            describe("FUNCTION LOAD", Kind::Part, b"", 0),
+            describe(b"FUNCTION LOAD", Kind::Part, b"", 0),
             "FUNCTION LOAD"
         );
         let exec = Frame::Array(vec![
