@@ -49,6 +49,17 @@ pub struct ServerSection {
     /// the task fails, naming the write), "skip" (counted), "log" (counted and logged). Out
     /// of memory always fails: a write is never dropped for lack of room.
     pub on_error: Option<OnError>,
+    /// Source only, for a cluster: replicate each shard from "master" (default) or from one
+    /// of its "replica"s, to keep the load off the masters.
+    pub read_from: Option<ReadFrom>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    Master,
+    Replica,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -203,6 +214,8 @@ pub struct TaskConfig {
     pub checkpoint: bool,
     pub rdb: ferry_rdb::Options,
     pub writer: crate::target::standalone::Options,
+    /// A cluster source: which node of each shard to replicate from.
+    pub read_from: ReadFrom,
 }
 
 impl TaskConfig {
@@ -263,6 +276,12 @@ impl TaskConfig {
             ));
         }
         writer.on_error = file.target.on_error.unwrap_or_default();
+        if file.target.read_from.is_some() {
+            return Err(Error::Config(
+                "read_from belongs in [source], not [target]".into(),
+            ));
+        }
+        let read_from = file.source.read_from.unwrap_or_default();
         let retry = Retry::build(&file.retry)?;
         // A file holds no stream of writes to follow.
         let full_only =
@@ -288,6 +307,7 @@ impl TaskConfig {
             status_addr,
             rdb,
             writer,
+            read_from,
         })
     }
 }

@@ -82,6 +82,20 @@ impl Endpoint {
         })
     }
 
+    /// The same login and settings for another server (a cluster node, a promoted replica).
+    pub fn with_addr(&self, host: String, port: u16) -> Endpoint {
+        Endpoint {
+            host,
+            port,
+            ..self.clone()
+        }
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        false
+    }
+
     /// `host:port`, for connecting and for messages.
     pub fn addr(&self) -> String {
         if self.host.contains(':') {

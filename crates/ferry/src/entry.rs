@@ -20,6 +20,9 @@ pub struct Command {
     pub raw: Bytes,
     /// Replication offset just after this command.
     pub end_offset: u64,
+    /// On a cluster target, the slot of its keys (the router sends only single-slot commands
+    /// on); None for a standalone target and for commands about the whole server.
+    pub slot: Option<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +62,19 @@ pub enum Entry {
         offset: u64,
         db: u32,
     },
+    /// Write out what is gathered and signal once everything before is confirmed.
+    Barrier(Barrier),
+}
+
+/// Signals once a writer has had every entry before it confirmed by the target: a cluster
+/// router waits on it before work that reads the target's state.
+#[derive(Clone, Debug)]
+pub struct Barrier(pub Arc<tokio::sync::Semaphore>);
+
+impl Barrier {
+    pub fn release(&self) {
+        self.0.add_permits(1);
+    }
 }
 
 /// Entries travel in batches so the channel costs little per key.

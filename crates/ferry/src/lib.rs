@@ -26,5 +26,6 @@ pub mod source;
 pub mod status;
 pub mod target;
 pub mod task;
+pub mod topology;
 
 pub use error::{Error, Result};

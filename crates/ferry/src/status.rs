@@ -1,8 +1,8 @@
 //! What a running task shows the world: phase, counters, offsets and the last error. Written by
 //! the engine with atomics (no lock on the hot path), read by the status API and the terminal UI.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -62,8 +62,24 @@ pub struct Status {
     pub applied_offset: AtomicU64,
     /// Commands from the replication stream confirmed by the target.
     pub ops_applied: AtomicU64,
+    /// Source transactions that spanned slots of a cluster target, applied as one transaction
+    /// per slot: atomic per slot, not as a whole.
+    pub relaxed_transactions: AtomicU64,
+    /// Commands whose keys span slots of a cluster target, applied by computing the result
+    /// from the target's own data (see the README).
+    pub cross_slot_commands: AtomicU64,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
+    /// A cluster source: one status per shard, by name.
+    parts: Mutex<Vec<(String, Arc<Status>)>>,
+}
+
+/// One shard of a cluster source, as `GET /status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Part {
+    pub name: String,
+    #[serde(flatten)]
+    pub status: Snapshot,
 }
 
 /// A point-in-time copy, as served by `GET /status`.
@@ -85,7 +101,12 @@ pub struct Snapshot {
     pub applied_offset: u64,
     pub lag_bytes: u64,
     pub ops_applied: u64,
+    pub relaxed_transactions: u64,
+    pub cross_slot_commands: u64,
     pub last_error: Option<String>,
+    /// A cluster source: each shard's own status (offsets are in each shard's own stream).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<Part>,
 }
 
 impl Status {
@@ -119,6 +140,103 @@ impl Status {
         self.applied_offset.fetch_max(offset, Relaxed);
     }
 
+    /// Folds what the writers of a cluster target's masters confirmed into this task status:
+    /// counters add up (by what changed since `seen`), the applied offset is the lowest of
+    /// theirs, and the copy is applied once every writer has applied it.
+    pub fn fold_writers(&self, writers: &[Arc<Status>], seen: &mut Vec<[u64; 6]>) {
+        seen.resize(writers.len(), [0; 6]);
+        for (w, seen) in writers.iter().zip(seen.iter_mut()) {
+            let counters = [
+                (&w.keys_written, &self.keys_written),
+                (&w.big_keys, &self.big_keys),
+                (&w.rewritten_keys, &self.rewritten_keys),
+                (&w.dropped, &self.dropped),
+                (&w.skipped_errors, &self.skipped_errors),
+                (&w.ops_applied, &self.ops_applied),
+            ];
+            for (i, (from, to)) in counters.into_iter().enumerate() {
+                let now = from.load(Relaxed);
+                to.fetch_add(now.saturating_sub(seen[i]), Relaxed);
+                seen[i] = now;
+            }
+        }
+        if let Some(low) = writers.iter().map(|w| w.applied_offset.load(Relaxed)).min() {
+            self.applied(low);
+        }
+        if !writers.is_empty()
+            && self.phase() == Phase::Full
+            && writers.iter().all(|w| w.phase() == Phase::Incremental)
+        {
+            self.set_phase(Phase::Incremental);
+        }
+    }
+
+    /// The status of one shard of a cluster source, kept across retries.
+    pub fn part(&self, name: &str) -> Arc<Status> {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = parts.iter().find(|(n, _)| n == name) {
+            return s.clone();
+        }
+        let s = Arc::new(Status::default());
+        parts.push((name.to_string(), s.clone()));
+        s
+    }
+
+    /// Folds the shards of a cluster source into this task status: counters, offsets and lags
+    /// add up (each shard has its own stream), the phase is the least advanced one's.
+    pub fn fold_parts(&self) {
+        let parts: Vec<Arc<Status>> = self
+            .parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let sum =
+            |f: fn(&Status) -> &AtomicU64| parts.iter().map(|p| f(p).load(Relaxed)).sum::<u64>();
+        let fields: [fn(&Status) -> &AtomicU64; 13] = [
+            |s| &s.keys_written,
+            |s| &s.big_keys,
+            |s| &s.rewritten_keys,
+            |s| &s.dropped,
+            |s| &s.skipped_errors,
+            |s| &s.bytes_read,
+            |s| &s.snapshot_size,
+            |s| &s.snapshot_offset,
+            |s| &s.source_offset,
+            |s| &s.applied_offset,
+            |s| &s.ops_applied,
+            |s| &s.relaxed_transactions,
+            |s| &s.cross_slot_commands,
+        ];
+        for f in fields {
+            f(self).store(sum(f), Relaxed);
+        }
+        let phases: Vec<Phase> = parts.iter().map(|p| p.phase()).collect();
+        let phase = if phases.contains(&Phase::Connecting) {
+            Phase::Connecting
+        } else if phases.contains(&Phase::Full) {
+            Phase::Full
+        } else {
+            Phase::Incremental
+        };
+        if matches!(
+            self.phase(),
+            Phase::Connecting | Phase::Full | Phase::Incremental
+        ) {
+            self.set_phase(phase);
+        }
+        let replid = parts
+            .iter()
+            .find_map(|p| p.replid.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        if let Some(r) = replid {
+            self.set_replid(r);
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let source_offset = self.source_offset.load(Relaxed);
         let applied_offset = self.applied_offset.load(Relaxed);
@@ -149,11 +267,23 @@ impl Status {
             // Before the snapshot is applied nothing counts as caught up.
             lag_bytes: source_offset.saturating_sub(applied_offset),
             ops_applied: self.ops_applied.load(Relaxed),
+            relaxed_transactions: self.relaxed_transactions.load(Relaxed),
+            cross_slot_commands: self.cross_slot_commands.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            shards: self
+                .parts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(name, s)| Part {
+                    name: name.clone(),
+                    status: s.snapshot(),
+                })
+                .collect(),
         }
     }
 }

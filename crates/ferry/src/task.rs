@@ -14,11 +14,16 @@ use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result};
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::config::ReadFrom;
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
 use crate::entry::Entry;
+use crate::error::Role;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
-use crate::target::standalone::StandaloneTarget;
+use crate::target::Target;
+use crate::topology::Topology;
 
 /// Batches between source and target; with the batch limits this bounds memory to a few MiB.
 const CHANNEL_BATCHES: usize = 8;
@@ -146,67 +151,154 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
-    let mut target = StandaloneTarget::connect(&config.target).await?;
+    let path = match &config.source {
+        Source::Redis(endpoint) => {
+            // A cluster source is one replication stream per shard; asking forks nothing.
+            let mut probe = Conn::connect(Role::Source, endpoint).await?;
+            if crate::topology::is_cluster(&mut probe).await? {
+                let topology = Topology::discover(&mut probe, endpoint).await?;
+                drop(probe);
+                return run_cluster_source(config, topology, status, cancel).await;
+            }
+            drop(probe);
+            return run_source(config, endpoint, status, cancel).await;
+        }
+        Source::RdbFile(path) => path,
+    };
+    let target = Target::connect(&config.target).await?;
+    tracing::info!(target = target.addr(), "target ready");
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
+    let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
+    join_writer(writer).await?;
+    read
+}
+
+/// One replication stream from `endpoint` into the target.
+async fn run_source(
+    config: &TaskConfig,
+    endpoint: &Endpoint,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    status.set_phase(Phase::Connecting);
+    let mut target = Target::connect(&config.target).await?;
     tracing::info!(
         target = target.addr(),
-        version = ?target.caps.version,
-        rdb_version = target.caps.rdb_version,
+        version = ?target.caps().version,
+        rdb_version = target.caps().rdb_version,
         "target ready"
     );
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    match &config.source {
-        Source::Redis(endpoint) => {
-            let key = Checkpoint::key(&config.name);
-            let resume = match config.checkpoint {
-                true => target.read_checkpoint(&key).await?,
-                false => None,
-            };
-            match &resume {
-                Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
-                // This process wrote one before: the target lost it, and its data with it.
-                None if config.checkpoint && status.has_synced() => {
-                    let why = format!(
-                        "target {} no longer holds the checkpoint {} that this task wrote: it lost its data (restarted without persistence, or flushed)",
-                        target.addr(),
-                        String::from_utf8_lossy(&key)
-                    );
-                    if config.full_resync == psync::FullResync::Stop {
-                        return Err(Error::ResyncNeeded {
-                            addr: endpoint.addr(),
-                            why,
-                        });
-                    }
-                    tracing::warn!("{why}; copying the snapshot again, as configured");
-                }
-                None => tracing::info!("no checkpoint on the target: full sync"),
+
+    let key = Checkpoint::key(&config.name);
+    let resume = match config.checkpoint {
+        true => target.read_checkpoint(&config.name).await?,
+        false => None,
+    };
+    match &resume {
+        Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
+        // This process wrote one before: the target lost it, and its data with it.
+        None if config.checkpoint && status.has_synced() => {
+            let why = format!(
+                "target {} no longer holds the checkpoint {} that this task wrote: it lost its data (restarted without persistence, or flushed)",
+                target.addr(),
+                String::from_utf8_lossy(&key)
+            );
+            if config.full_resync == psync::FullResync::Stop {
+                return Err(Error::ResyncNeeded {
+                    addr: endpoint.addr(),
+                    why,
+                });
             }
-            let source = PsyncSource::connect(endpoint).await?;
-            tracing::info!(source = %endpoint, "source accepted the replica handshake");
-            let writer = tokio::spawn(target.run(
-                rx,
-                status.clone(),
-                config.writer.clone(),
-                config.checkpoint.then_some(key),
-            ));
-            let options = psync::Options {
-                rdb: config.rdb.clone(),
-                full_only: config.full_only,
-                target_lost: config.checkpoint && resume.is_none() && status.has_synced(),
-                resume,
-                full_resync: config.full_resync,
-            };
-            let read = source
-                .run(options, tx, status.clone(), cancel.clone())
-                .await;
-            join_writer(writer).await?;
-            read
+            tracing::warn!("{why}; copying the snapshot again, as configured");
         }
-        Source::RdbFile(path) => {
-            let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
-            let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
-            join_writer(writer).await?;
-            read
+        None => tracing::info!("no checkpoint on the target: full sync"),
+    }
+    let source = PsyncSource::connect(endpoint).await?;
+    tracing::info!(source = %endpoint, "source accepted the replica handshake");
+    let writer = tokio::spawn(target.run(
+        rx,
+        status.clone(),
+        config.writer.clone(),
+        config.checkpoint.then(|| config.name.clone()),
+    ));
+    let options = psync::Options {
+        rdb: config.rdb.clone(),
+        full_only: config.full_only,
+        target_lost: config.checkpoint && resume.is_none() && status.has_synced(),
+        resume,
+        full_resync: config.full_resync,
+    };
+    let read = source
+        .run(options, tx, status.clone(), cancel.clone())
+        .await;
+    join_writer(writer).await?;
+    read
+}
+
+/// A cluster source: one stream per shard, run side by side, each with its own checkpoint
+/// (`<task>@<first slot>`) and status; the first failure stops them all, and the retry loop
+/// starts them all again, each from its checkpoint.
+async fn run_cluster_source(
+    config: &TaskConfig,
+    topology: Topology,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let stop = cancel.child_token();
+    let mut streams = tokio::task::JoinSet::new();
+    tracing::info!(
+        shards = topology.shards.len(),
+        "source is a cluster: one stream per shard"
+    );
+    for shard in &topology.shards {
+        let node = match config.read_from {
+            ReadFrom::Master => shard.master.clone(),
+            ReadFrom::Replica => shard.replicas.first().cloned().ok_or_else(|| {
+                Error::Config(format!(
+                    "source shard of {} (slots from {}) has no replica online to read from; add one or set [source] read_from = \"master\"",
+                    shard.master,
+                    shard.first_slot()
+                ))
+            })?,
+        };
+        let mut part = config.clone();
+        part.name = format!("{}@{}", config.name, shard.first_slot());
+        part.source = Source::Redis(node.clone());
+        let part_status = status.part(&part.name);
+        let stop = stop.clone();
+        streams.spawn(async move {
+            let result = run_source(&part, &node, &part_status, &stop).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        });
+    }
+    let mut first: Option<Error> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            done = streams.join_next() => {
+                let Some(done) = done else { break };
+                let result = done.unwrap_or_else(|join| {
+                    Err(Error::Config(format!("a shard's stream stopped: {join}")))
+                });
+                if let Err(e) = result
+                    && first.is_none()
+                    && !cancel.is_cancelled()
+                {
+                    first = Some(e);
+                }
+            }
+            _ = tick.tick() => status.fold_parts(),
         }
+    }
+    status.fold_parts();
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -589,6 +589,7 @@ async fn follow_stream(
                     args,
                     raw,
                     end_offset: offset,
+                    slot: None,
                 })
             };
             batch_bytes += weight(&entry);

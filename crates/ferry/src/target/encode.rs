@@ -49,6 +49,8 @@ pub enum Expect {
     Exec,
     /// `DISCARD`: drops them (a source transaction cut off by a stop).
     Discard,
+    /// Everything before is confirmed: signal the one waiting.
+    Barrier(crate::entry::Barrier),
 }
 
 /// Accumulates commands and their expectations between two flushes.
@@ -81,11 +83,35 @@ pub struct Encoder {
     source_multi: bool,
     /// A stream position past the last transaction (bytes with no write in them), to record.
     idle_position: Option<(u64, u32)>,
+    /// Writing to one master of a cluster: a transaction holds one slot's commands and
+    /// updates that slot's checkpoint (a cluster refuses transactions across slots).
+    slot_checkpoints: Option<Arc<SlotCheckpoints>>,
+    /// Writing to one master of a cluster.
+    cluster: bool,
+}
+
+/// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
+/// `s`, so it can share a transaction with that slot's writes.
+pub struct SlotCheckpoints {
+    keys: Vec<Bytes>,
+}
+
+impl SlotCheckpoints {
+    pub fn new(keys: Vec<Bytes>) -> Self {
+        assert_eq!(keys.len(), crate::topology::SLOTS);
+        SlotCheckpoints { keys }
+    }
+
+    pub fn key(&self, slot: u16) -> &Bytes {
+        &self.keys[slot as usize % crate::topology::SLOTS]
+    }
 }
 
 /// A ferry transaction being written: the stream position its checkpoint will name.
 #[derive(Default)]
 struct Txn {
+    /// On a cluster, the one slot its commands are in.
+    slot: Option<u16>,
     /// Offset just after the last command in it, and the db selected there.
     last: Option<(u64, u32)>,
     /// Commands in it so far.
@@ -141,7 +167,19 @@ impl Encoder {
             txn: None,
             source_multi: false,
             idle_position: None,
+            slot_checkpoints: None,
+            cluster: false,
         }
+    }
+
+    /// Writes to one master of a cluster: no MSET (its keys would span slots), stream writes
+    /// in one transaction per run of one slot's commands, each with that slot's checkpoint.
+    /// The checkpoint key given by `with_checkpoint` then holds this master's position over
+    /// bytes with no write in them.
+    pub fn for_cluster(mut self, slots: Option<Arc<SlotCheckpoints>>) -> Self {
+        self.slot_checkpoints = slots;
+        self.cluster = true;
+        self
     }
 
     /// Keeps a checkpoint in `key`: stream writes then go in MULTI/EXEC with its update.
@@ -172,7 +210,7 @@ impl Encoder {
     /// receive as plain commands (a module value in an encoding too new for it).
     pub fn push(&mut self, entry: Entry) -> Result<(), Error> {
         let entry = match entry {
-            Entry::Key(record) => match plain_string(&record) {
+            Entry::Key(record) => match plain_string(&record).filter(|_| !self.cluster) {
                 Some(value) => {
                     self.mset_add(&record.meta, &value);
                     return Ok(());
@@ -301,6 +339,12 @@ impl Encoder {
                 }
                 self.expects.push(Expect::Offset(offset));
             }
+            Entry::Barrier(barrier) => {
+                if !self.source_multi {
+                    self.close_txn();
+                }
+                self.expects.push(Expect::Barrier(barrier));
+            }
             Entry::Offset { offset, .. } => {
                 // Inside MULTI nothing is applied until EXEC.
                 if !self.in_multi {
@@ -422,6 +466,18 @@ impl Encoder {
     /// A stream command inside a ferry transaction; the source's own MULTI/EXEC become the
     /// bounds of one.
     fn checkpointed_command(&mut self, cmd: Command) -> Result<(), Error> {
+        if self.cluster {
+            // The router has split the source's transactions by slot already.
+            if self.txn.as_ref().is_some_and(|t| t.slot != cmd.slot) {
+                self.close_txn();
+            }
+            if self.txn.is_none() {
+                self.open_txn();
+                if let Some(txn) = &mut self.txn {
+                    txn.slot = cmd.slot;
+                }
+            }
+        }
         let name = cmd.args[0].as_ref();
         if name.eq_ignore_ascii_case(b"MULTI") {
             self.close_txn();
@@ -542,7 +598,11 @@ impl Encoder {
     fn close_txn(&mut self) {
         let Some(txn) = self.txn.take() else { return };
         if let Some((offset, db)) = txn.last {
-            self.write_checkpoint(format!("{offset} {db}"));
+            let key = match (&self.slot_checkpoints, txn.slot) {
+                (Some(slots), Some(slot)) => Some(slots.key(slot).clone()),
+                _ => self.checkpoint_key.clone(),
+            };
+            self.write_checkpoint_to(key, format!("{offset} {db}"));
         }
         ferry_resp::encode_command(&mut self.out, &[&b"EXEC"[..]]);
         self.expects.push(Expect::Exec);
@@ -551,7 +611,11 @@ impl Encoder {
 
     /// `SET <checkpoint key> "<replid> <position>"` in db 0.
     fn write_checkpoint(&mut self, position: String) {
-        let (Some(key), Some(replid)) = (self.checkpoint_key.clone(), self.replid.clone()) else {
+        self.write_checkpoint_to(self.checkpoint_key.clone(), position);
+    }
+
+    fn write_checkpoint_to(&mut self, key: Option<Bytes>, position: String) {
+        let (Some(key), Some(replid)) = (key, self.replid.clone()) else {
             return;
         };
         self.select(0);
@@ -1210,6 +1274,7 @@ mod tests {
                     .collect(),
                 raw: Bytes::copy_from_slice(raw.as_bytes()),
                 end_offset: off,
+                slot: None,
             })
         };
         enc.push(cmd(&["MULTI"], "*1\r\n$5\r\nMULTI\r\n", 10))

@@ -1,6 +1,82 @@
 //! Targets: turn entries into commands and pipeline them. `encode` is the part every target
-//! shares (entry → RESP commands with what to expect back); `standalone` writes to one server.
+//! shares (entry → RESP commands with what to expect back); `standalone` writes to one server;
+//! `cluster` routes to one standalone writer per master of a Redis Cluster.
 
 pub mod caps;
+pub mod cluster;
 pub mod encode;
 pub mod standalone;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::checkpoint::Checkpoint;
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::entry::Batch;
+use crate::error::{Result, Role};
+use crate::status::Status;
+use caps::Caps;
+use cluster::ClusterTarget;
+use standalone::{Options, StandaloneTarget};
+
+/// A connected target: one server, or every master of a cluster. Which one is asked of the
+/// server the URL names.
+pub enum Target {
+    Standalone(StandaloneTarget),
+    Cluster(ClusterTarget),
+}
+
+impl Target {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Target> {
+        let mut conn = Conn::connect(Role::Target, endpoint).await?;
+        if crate::topology::is_cluster(&mut conn).await? {
+            Ok(Target::Cluster(
+                ClusterTarget::connect(endpoint, conn).await?,
+            ))
+        } else {
+            Ok(Target::Standalone(StandaloneTarget::from_conn(conn).await?))
+        }
+    }
+
+    /// Host and port, for messages (a cluster's first master).
+    pub fn addr(&self) -> String {
+        match self {
+            Target::Standalone(t) => t.addr().to_string(),
+            Target::Cluster(t) => t.addr(),
+        }
+    }
+
+    pub fn caps(&self) -> Caps {
+        match self {
+            Target::Standalone(t) => t.caps,
+            Target::Cluster(t) => t.caps,
+        }
+    }
+
+    /// Where the task named `task` stands in the source's stream, if the target says.
+    pub async fn read_checkpoint(&mut self, task: &str) -> Result<Option<Checkpoint>> {
+        match self {
+            Target::Standalone(t) => t.read_checkpoint(&Checkpoint::key(task)).await,
+            Target::Cluster(t) => t.read_checkpoint(task).await,
+        }
+    }
+
+    /// Writes every entry from `rx` until it closes; with `task`, keeps that task's checkpoints.
+    pub async fn run(
+        self,
+        rx: mpsc::Receiver<Batch>,
+        status: Arc<Status>,
+        options: Options,
+        task: Option<String>,
+    ) -> Result<()> {
+        match self {
+            Target::Standalone(t) => {
+                t.run(rx, status, options, task.map(|t| Checkpoint::key(&t)))
+                    .await
+            }
+            Target::Cluster(t) => t.run(rx, status, options, task).await,
+        }
+    }
+}

@@ -13,7 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::caps::Caps;
-use super::encode::{Encoder, Expect, Kind};
+use super::encode::{Encoder, Expect, Kind, SlotCheckpoints};
 use crate::checkpoint::Checkpoint;
 use crate::config::OnError;
 use crate::conn::Conn;
@@ -50,12 +50,20 @@ impl Default for Options {
 pub struct StandaloneTarget {
     conn: Conn,
     pub caps: Caps,
+    /// Set when this server is one master of a cluster target (with the per-slot
+    /// checkpoint keys, when checkpoints are kept).
+    cluster: Option<Option<Arc<SlotCheckpoints>>>,
 }
 
 impl StandaloneTarget {
     /// Connects, logs in and checks that the server takes writes.
     pub async fn connect(endpoint: &Endpoint) -> Result<StandaloneTarget> {
-        let mut conn = Conn::connect(Role::Target, endpoint).await?;
+        let conn = Conn::connect(Role::Target, endpoint).await?;
+        Self::from_conn(conn).await
+    }
+
+    /// Writes through a connection already logged in; checks that the server takes writes.
+    pub async fn from_conn(mut conn: Conn) -> Result<StandaloneTarget> {
         let role = conn.request_ok(&[&b"ROLE"[..]]).await?;
         let replica = match &role {
             Frame::Array(items) => items
@@ -72,7 +80,17 @@ impl StandaloneTarget {
             });
         }
         let caps = Caps::probe(&mut conn).await?;
-        Ok(StandaloneTarget { conn, caps })
+        Ok(StandaloneTarget {
+            conn,
+            caps,
+            cluster: None,
+        })
+    }
+
+    /// Makes this the writer for one master of a cluster (see `Encoder::for_cluster`).
+    pub fn for_cluster(mut self, slots: Option<Arc<SlotCheckpoints>>) -> Self {
+        self.cluster = Some(slots);
+        self
     }
 
     pub fn addr(&self) -> &str {
@@ -124,6 +142,9 @@ impl StandaloneTarget {
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
         if let Some(key) = checkpoint {
             enc = enc.with_checkpoint(key);
+        }
+        if let Some(slots) = self.cluster {
+            enc = enc.for_cluster(slots);
         }
         // Flush early enough that a flush never needs more credit than exists.
         let flush_replies = (options.max_in_flight / 4).max(1);
@@ -312,6 +333,14 @@ impl Settle<'_> {
                 msg,
                 retryable: false,
             }),
+            // The cluster's slot map changed under ferry: start again from the checkpoints
+            // with the new map (nothing of a refused transaction was applied).
+            _ if crate::topology::is_redirect(msg.as_bytes()) => Err(Error::TargetRefused {
+                addr: self.addr.to_string(),
+                what,
+                msg,
+                retryable: true,
+            }),
             _ if queued => Err(Error::TargetRefused {
                 addr: self.addr.to_string(),
                 what,
@@ -380,6 +409,7 @@ impl Settle<'_> {
                     }
                 }
             }
+            Expect::Barrier(barrier) => barrier.release(),
             Expect::Multi | Expect::Exec | Expect::Discard => {}
         }
         Ok(())
