@@ -8,6 +8,27 @@
 //!
 //! - `slot.rs`: [`slot`], the Redis Cluster hash slot of a key, and [`SlotTags`], a tag for
 //!   every slot so a key can be put in any slot on purpose.
+//! - `keys.rs`: [`keys`] finds the key arguments of a command, what it does to each
+//!   ([`Access`]) and whether it can be cut per slot ([`Kind`]), for every command a
+//!   replication stream can hold.
+//! - `split.rs`: [`split_by_slot`] cuts `DEL`, `MSET` and their kin into one command per
+//!   slot.
+//!
+//! ```
+//! use ferry_keyspace::{Keys, Kind, keys, slot, split_by_slot};
+//!
+//! let cmd = ["MSET", "{user1}.name", "Ada", "{user2}.name", "Alan"];
+//! let Keys::Keyed(k) = keys(&cmd) else { unreachable!() };
+//! assert_eq!(k.kind(), Kind::Split);
+//! assert_eq!(k.slot(&cmd), None); // two slots: cut it
+//! let parts = split_by_slot(&cmd).unwrap();
+//! assert_eq!(parts[0].0, slot(b"user1"));
+//! assert_eq!(parts[1].1, ["MSET", "{user2}.name", "Alan"]);
+//! ```
+mod keys;
 mod slot;
+mod split;
 
+pub use keys::{Access, KeyArg, KeyArgs, Keys, Kind, keys};
 pub use slot::{SLOTS, SlotTags, slot};
+pub use split::split_by_slot;
