@@ -393,52 +393,31 @@ pub enum Route {
 }
 
 /// How `args` travels on a cluster target.
-// Interim: replaced by ferry_keyspace's command table.
 pub fn route(args: &[Bytes]) -> Route {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-    match name.as_str() {
-        "FLUSHALL" | "FLUSHDB" | "FUNCTION" | "SCRIPT" => return Route::Everywhere,
-        "PING" | "SELECT" | "PUBLISH" | "REPLCONF" => return Route::Nowhere,
-        _ => {}
-    }
-    if args.len() < 2 {
-        return Route::Nowhere;
-    }
-    let positions: Vec<usize> = match name.as_str() {
-        "DEL" | "UNLINK" => (1..args.len()).collect(),
-        "MSET" | "MSETNX" => (1..args.len()).step_by(2).collect(),
-        "RENAME" | "RENAMENX" | "SMOVE" | "RPOPLPUSH" | "LMOVE" | "COPY" => vec![1, 2],
-        _ => vec![1],
-    };
-    let home = slot(&args[positions[0]]);
-    if positions.iter().all(|&p| slot(&args[p]) == home) {
-        return Route::Slot(home);
-    }
-    match name.as_str() {
-        "DEL" | "UNLINK" | "MSET" | "MSETNX" => {
-            let mut parts: Vec<(u16, Vec<Bytes>)> = Vec::new();
-            let width = if name.starts_with("MSET") { 2 } else { 1 };
-            for &p in &positions {
-                let s = slot(&args[p]);
-                let i = match parts.iter().position(|(x, _)| *x == s) {
-                    Some(i) => i,
-                    None => {
-                        let n = if width == 2 { "MSET" } else { name.as_str() };
-                        parts.push((s, vec![Bytes::copy_from_slice(n.as_bytes())]));
-                        parts.len() - 1
-                    }
-                };
-                parts[i].1.extend(args[p..p + width].iter().cloned());
-            }
-            Route::Split(parts)
-        }
-        "COPY" => Route::Combine {
-            keys: positions,
-            written: vec![2],
+    use ferry_keyspace::{Keys, Kind};
+    match ferry_keyspace::keys(args) {
+        Keys::Global => Route::Everywhere,
+        Keys::NoEffect => Route::Nowhere,
+        Keys::Unsupported(why) | Keys::Malformed(why) => Route::Refuse(why.to_string()),
+        // A module's command: its first argument is its key by convention (said once in
+        // the log by the caller's warning on refusal, if the guess is wrong).
+        Keys::Unknown => match args.get(1) {
+            Some(key) => Route::Slot(slot(key)),
+            None => Route::Refuse("an unknown command without arguments".into()),
         },
-        _ => Route::Combine {
-            keys: positions,
-            written: vec![2, 1],
+        Keys::Keyed(k) if k.other_db() => Route::Refuse(
+            "it writes into another db, and a cluster has only db 0".into(),
+        ),
+        Keys::Keyed(k) => match (k.slot(args), k.kind()) {
+            (Some(s), _) => Route::Slot(s),
+            (None, Kind::Split) => match ferry_keyspace::split_by_slot(args) {
+                Some(parts) => Route::Split(parts),
+                None => Route::Refuse("it cannot be split per slot".into()),
+            },
+            (None, _) => Route::Combine {
+                keys: k.positions().collect(),
+                written: k.written_in_apply_order(),
+            },
         },
     }
 }
