@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::tls::TlsSection;
 
 /// The TOML file, as written by users. Every field is optional here; `TaskConfig::build` says
 /// what is missing.
@@ -43,8 +44,13 @@ pub struct RetrySection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// `redis://[user:password@]host:port`; for the source, also the path of an RDB file.
+    /// `redis://[user:password@]host:port`, `rediss://` for TLS; for the source, also the path
+    /// of an RDB file.
     pub url: Option<String>,
+    /// TLS settings for a `rediss://` URL (`[source.tls]`, `[target.tls]`): CA file, client
+    /// certificate and key, server name, lowest version. Files are read when the config is
+    /// checked.
+    pub tls: Option<TlsSection>,
     /// Target only: what a write the target refuses (WRONGTYPE, ...) does: "fail" (default:
     /// the task fails, naming the write), "skip" (counted), "log" (counted and logged). Out
     /// of memory always fails: a write is never dropped for lack of room.
@@ -165,9 +171,14 @@ pub enum Source {
 }
 
 impl Source {
-    fn parse(text: &str) -> Result<Source, Error> {
+    fn parse(text: &str, tls: &TlsSection) -> Result<Source, Error> {
         if text.contains("://") {
-            return Endpoint::parse("source", text).map(Source::Redis);
+            return Endpoint::parse_with_tls("source", text, tls).map(Source::Redis);
+        }
+        if !tls.is_empty() {
+            return Err(Error::Config(format!(
+                "TLS settings are given for the source but it is the file {text:?}, not a rediss:// URL"
+            )));
         }
         let path = Path::new(text);
         let host_port = text
@@ -232,8 +243,9 @@ impl TaskConfig {
                     .into(),
             )
         })?;
-        let source = Source::parse(&source_url)?;
-        let target = Endpoint::parse("target", &target_url)?;
+        let source = Source::parse(&source_url, &file.source.tls.unwrap_or_default())?;
+        let target =
+            Endpoint::parse_with_tls("target", &target_url, &file.target.tls.unwrap_or_default())?;
         if source == Source::Redis(target.clone()) {
             return Err(Error::Config(format!(
                 "source and target are the same server ({source}); ferry would copy it onto itself"
@@ -365,13 +377,15 @@ mod tests {
         let cfg = TaskConfig::build(file).unwrap();
         assert_eq!(cfg.source, Source::RdbFile(path.clone()));
         assert!(cfg.full_only);
-        let missing = Source::parse("no/such/dump.rdb").unwrap_err().to_string();
+        let missing = Source::parse("no/such/dump.rdb", &TlsSection::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             missing.contains("neither a redis://host:port URL nor a readable RDB file"),
             "{missing}"
         );
         assert!(
-            Source::parse(dir.to_str().unwrap())
+            Source::parse(dir.to_str().unwrap(), &TlsSection::default())
                 .unwrap_err()
                 .to_string()
                 .contains("directory")

@@ -1,5 +1,6 @@
-//! A RESP connection to one server: connect with a deadline, log in, send a command and read its
-//! reply. The replication source and the target writers start here and then take the socket.
+//! A RESP connection to one server: connect with a deadline (and a TLS handshake for
+//! `rediss://`), log in, send a command and read its reply. The replication source and the
+//! target writers start here and then take the socket.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result, Role};
+use crate::socket::Socket;
+use crate::tls::Tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -17,7 +20,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Conn {
     pub role: Role,
     pub addr: String,
-    stream: TcpStream,
+    stream: Socket,
+    /// TLS settings, to put a failure the server reports after the handshake into words.
+    tls: Option<Tls>,
     /// Bytes read from the socket and not yet consumed.
     pub buf: BytesMut,
     decoder: Decoder,
@@ -39,10 +44,17 @@ impl Conn {
             }
         };
         stream.set_nodelay(true).ok();
+        let stream = match &endpoint.tls {
+            None => Socket::Tcp(stream),
+            Some(tls) => Socket::Tls(Box::new(
+                handshake(role, &addr, endpoint, tls, stream).await?,
+            )),
+        };
         let mut conn = Conn {
             role,
             addr,
             stream,
+            tls: endpoint.tls.clone(),
             buf: BytesMut::with_capacity(64 * 1024),
             decoder: Decoder::new(Limits::default()),
         };
@@ -98,15 +110,30 @@ impl Conn {
         }
     }
 
+    /// Writes and flushes (with TLS, written bytes may wait in the TLS layer until flushed).
     pub async fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        self.stream
-            .write_all(data)
-            .await
-            .map_err(|source| Error::Io {
+        let result = match self.stream.write_all(data).await {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|source| self.io_error(source))
+    }
+
+    /// A failed read or write. A TLS server that refuses ferry's client certificate says so
+    /// only after the handshake (TLS 1.3), on the first read: that is a TLS error too.
+    fn io_error(&self, source: std::io::Error) -> Error {
+        match (&self.tls, tls_error(&source)) {
+            (Some(tls), Some(e)) => Error::Tls {
+                role: self.role,
+                addr: self.addr.clone(),
+                reason: tls.explain(e),
+            },
+            _ => Error::Io {
                 role: self.role,
                 addr: self.addr.clone(),
                 source,
-            })
+            },
+        }
     }
 
     /// Reads more bytes into `buf`; Err(Closed) at end of stream.
@@ -116,11 +143,7 @@ impl Conn {
             .stream
             .read_buf(&mut self.buf)
             .await
-            .map_err(|source| Error::Io {
-                role: self.role,
-                addr: self.addr.clone(),
-                source,
-            })?;
+            .map_err(|source| self.io_error(source))?;
         if n == 0 {
             return Err(Error::Closed {
                 role: self.role,
@@ -200,7 +223,48 @@ impl Conn {
         ))
     }
 
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    pub fn into_parts(self) -> (Socket, BytesMut) {
         (self.stream, self.buf)
     }
+}
+
+/// The TLS handshake over a connected socket, within the connect deadline.
+async fn handshake(
+    role: Role,
+    addr: &str,
+    endpoint: &Endpoint,
+    tls: &Tls,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let failed = |reason: String| Error::Tls {
+        role,
+        addr: addr.to_string(),
+        reason,
+    };
+    let name = tls.server_name(&endpoint.host).map_err(failed)?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(match tls_error(&e) {
+            Some(rustls_error) => failed(tls.explain(rustls_error)),
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => failed(
+                "the server closed the connection during the handshake (is this its TLS port?)"
+                    .into(),
+            ),
+            None => Error::Io {
+                role,
+                addr: addr.to_string(),
+                source: e,
+            },
+        }),
+        Err(_) => Err(failed(format!(
+            "no answer within {} s: is this the server's TLS port (tls-port)? A plain port takes redis:// URLs",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The rustls error inside an I/O error, if that is what it is.
+fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
 }

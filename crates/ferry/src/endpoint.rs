@@ -1,21 +1,37 @@
-//! Server addresses as the Redis ecosystem writes them: `redis://[user:pass@]host:port[/db]`.
+//! Server addresses as the Redis ecosystem writes them: `redis://[user:pass@]host:port`, and
+//! `rediss://` for TLS.
 
 use std::fmt;
 
 use crate::error::Error;
+use crate::tls::{Tls, TlsSection};
 
-/// Where a server is and how to log in to it. Built only from a checked URL.
+/// Where a server is, how to log in to it and whether to speak TLS. Built only from a checked
+/// URL. Cheap to clone: the TLS config inside is shared.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Set for `rediss://`.
+    pub tls: Option<Tls>,
 }
 
 impl Endpoint {
-    /// Parses a `redis://` URL. `role` ("source", "target") names the setting in errors.
+    /// Parses a `redis://` or `rediss://` URL (TLS with the public CAs and no client
+    /// certificate). `role` ("source", "target") names the setting in errors.
     pub fn parse(role: &'static str, text: &str) -> Result<Endpoint, Error> {
+        Endpoint::parse_with_tls(role, text, &TlsSection::default())
+    }
+
+    /// Parses a URL; a `rediss://` one uses these TLS settings, whose files are read and
+    /// checked here. Settings with a `redis://` URL are an error: they would be ignored.
+    pub fn parse_with_tls(
+        role: &'static str,
+        text: &str,
+        tls: &TlsSection,
+    ) -> Result<Endpoint, Error> {
         let bad = |why: &str| Error::Config(format!("{role} URL {text:?}: {why}"));
         if !text.contains("://") {
             return Err(bad(
@@ -27,18 +43,19 @@ impl Endpoint {
                 "{e}; write it as redis://[user:password@]host:port"
             ))
         })?;
-        match url.scheme() {
-            "redis" => {}
-            "rediss" => {
-                return Err(bad(
-                    "TLS (rediss://) is not supported by this build yet; use redis://",
-                ));
-            }
+        let secure = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
             other => {
                 return Err(bad(&format!(
-                    "unknown scheme {other:?}; use redis://host:port"
+                    "unknown scheme {other:?}; use redis://host:port (rediss:// for TLS)"
                 )));
             }
+        };
+        if !secure && !tls.is_empty() {
+            return Err(bad(&format!(
+                "TLS settings are given for the {role} but its URL is redis://; write rediss:// to connect with TLS"
+            )));
         }
         let host = url
             .host_str()
@@ -74,26 +91,29 @@ impl Endpoint {
         if url.query().is_some() {
             return Err(bad("query parameters are not supported"));
         }
+        let tls = if secure {
+            Some(Tls::load(role, tls)?)
+        } else {
+            None
+        };
         Ok(Endpoint {
             host,
             port,
             username,
             password,
+            tls,
         })
     }
 
-    /// The same login and settings for another server (a cluster node, a promoted replica).
-    pub fn with_addr(&self, host: String, port: u16) -> Endpoint {
+    /// The same login and TLS settings for another server of the same deployment (a cluster
+    /// node, a replica a sentinel names). Its certificate is checked against `host` unless a
+    /// `server_name` is set.
+    pub fn at(&self, host: &str, port: u16) -> Endpoint {
         Endpoint {
-            host,
+            host: host.to_string(),
             port,
             ..self.clone()
         }
-    }
-
-    /// Whether connections use TLS.
-    pub fn is_tls(&self) -> bool {
-        false
     }
 
     /// `host:port`, for connecting and for messages.
@@ -132,6 +152,7 @@ impl fmt::Debug for Endpoint {
             .field("addr", &self.addr())
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -159,6 +180,37 @@ mod tests {
         assert_eq!(e.addr(), "[::1]:6380");
         assert_eq!(e.username.as_deref(), Some("alice"));
         assert!(!format!("{e:?}").contains("secret"));
+        assert!(e.tls.is_none());
+    }
+
+    #[test]
+    fn rediss_means_tls_and_nodes_share_its_config() {
+        let e = Endpoint::parse("target", "rediss://:pw@127.0.0.1:6380").unwrap();
+        let tls = e.tls.as_ref().expect("TLS for rediss://");
+        let node = e.at("10.0.0.7", 7001);
+        assert_eq!(node.addr(), "10.0.0.7:7001");
+        assert_eq!(node.password.as_deref(), Some("pw"));
+        let node_tls = node.tls.as_ref().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&tls.config(), &node_tls.config()));
+        assert_eq!(
+            node_tls.server_name("10.0.0.7").unwrap().to_str(),
+            "10.0.0.7"
+        );
+    }
+
+    #[test]
+    fn tls_settings_need_rediss() {
+        let section = TlsSection {
+            server_name: Some("redis.internal".into()),
+            ..TlsSection::default()
+        };
+        let err = Endpoint::parse_with_tls("source", "redis://h:1", &section)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write rediss://"), "{err}");
+        let e = Endpoint::parse_with_tls("source", "rediss://h:1", &section).unwrap();
+        let name = e.at("10.0.0.9", 1).tls.unwrap().server_name("10.0.0.9");
+        assert_eq!(name.unwrap().to_str(), "redis.internal");
     }
 
     #[test]
@@ -169,7 +221,7 @@ mod tests {
             "redis://",
             "redis://h:1/3",
             "redis://alice@h:1",
-            "rediss://h:1",
+            "rediss://h:1/0",
         ] {
             let err = Endpoint::parse("source", bad).unwrap_err().to_string();
             assert!(err.starts_with("source URL"), "{bad}: {err}");

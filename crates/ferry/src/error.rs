@@ -31,6 +31,14 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// `reason` says why in words, ending with rustls's name for it, e.g. "(UnknownIssuer)".
+    #[error("{role} {addr}: TLS handshake failed: {reason}")]
+    Tls {
+        role: Role,
+        addr: String,
+        reason: String,
+    },
+
     #[error(
         "{role} {addr} rejected the login: {msg}; check the user and password in the {role} URL"
     )]

@@ -2,7 +2,9 @@
 //! replica, copies its snapshot into the target, then applies every later write.
 //!
 //! Modules, in the order data flows:
-//! - [`endpoint`]: server URLs (`redis://user:pass@host:port`).
+//! - [`endpoint`]: server URLs (`redis://user:pass@host:port`, `rediss://` for TLS).
+//! - [`tls`]: TLS settings checked into one rustls config per side; handshake errors in words.
+//! - [`socket`]: the byte stream under a connection, plain TCP or TLS.
 //! - [`conn`]: one RESP connection: connect, log in, request/reply.
 //! - [`source`]: the replica client (`psync`) and the snapshot parser bridge (`snapshot`).
 //! - [`entry`]: what flows from source to target.
@@ -22,10 +24,12 @@ pub mod entry;
 pub mod error;
 pub mod progress;
 pub mod rdbtool;
+pub mod socket;
 pub mod source;
 pub mod status;
 pub mod target;
 pub mod task;
+pub mod tls;
 pub mod topology;
 
 pub use error::{Error, Result};

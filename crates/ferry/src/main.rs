@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use ferry::config::{FileConfig, TaskConfig};
 use ferry::status::Status;
+use ferry::tls::{TlsSection, TlsVersion};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -165,6 +166,54 @@ struct SyncArgs {
     /// flush (empty the target, copy again).
     #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
     full_resync: Option<String>,
+    /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    source_tls_ca: Option<PathBuf>,
+    /// PEM file of ferry's client certificate for the source (mutual TLS; needs --source-tls-key).
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    source_tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --source-tls-cert.
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    source_tls_key: Option<PathBuf>,
+    /// Name the source's certificate must carry (default: the host in its URL).
+    #[arg(long, value_name = "NAME", help_heading = "TLS (rediss:// URLs)")]
+    source_tls_server_name: Option<String>,
+    /// Lowest TLS version offered to the source: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
+    source_tls_min_version: Option<TlsVersion>,
+    /// PEM file of the CA that signs the target's certificate (rediss://; default: public CAs).
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    target_tls_ca: Option<PathBuf>,
+    /// PEM file of ferry's client certificate for the target (mutual TLS; needs --target-tls-key).
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    target_tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --target-tls-cert.
+    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
+    target_tls_key: Option<PathBuf>,
+    /// Name the target's certificate must carry (default: the host in its URL).
+    #[arg(long, value_name = "NAME", help_heading = "TLS (rediss:// URLs)")]
+    target_tls_server_name: Option<String>,
+    /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
+    target_tls_min_version: Option<TlsVersion>,
+}
+
+/// Flags override the file's settings one by one.
+fn override_tls(
+    section: &mut Option<TlsSection>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+    min_version: Option<TlsVersion>,
+) {
+    let mut tls = section.take().unwrap_or_default();
+    tls.ca_file = ca.or(tls.ca_file);
+    tls.cert_file = cert.or(tls.cert_file);
+    tls.key_file = key.or(tls.key_file);
+    tls.server_name = server_name.or(tls.server_name);
+    tls.min_version = min_version.or(tls.min_version);
+    *section = (!tls.is_empty()).then_some(tls);
 }
 
 fn main() -> ExitCode {
@@ -262,6 +311,22 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         Some(_) => file.sync.full_resync = Some(ferry::source::psync::FullResync::Stop),
         None => {}
     }
+    override_tls(
+        &mut file.source.tls,
+        args.source_tls_ca,
+        args.source_tls_cert,
+        args.source_tls_key,
+        args.source_tls_server_name,
+        args.source_tls_min_version,
+    );
+    override_tls(
+        &mut file.target.tls,
+        args.target_tls_ca,
+        args.target_tls_cert,
+        args.target_tls_key,
+        args.target_tls_server_name,
+        args.target_tls_min_version,
+    );
     let config = TaskConfig::build(file)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

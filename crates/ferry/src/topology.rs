@@ -126,7 +126,7 @@ fn node(seed: &Endpoint, host: &str, port: i64) -> Option<Endpoint> {
         "" | "?" => seed.host.clone(),
         h => h.to_string(),
     };
-    Some(seed.with_addr(host, port))
+    Some(seed.at(&host, port))
 }
 
 /// Field/value pairs of a RESP2 flat array or a RESP3 map.
@@ -168,7 +168,7 @@ fn parse_shards(items: &[Frame], seed: &Endpoint) -> std::result::Result<Vec<Sha
                 }
                 let host = field("ip").and_then(text).unwrap_or_default();
                 let port = field("tls-port")
-                    .filter(|_| seed.is_tls())
+                    .filter(|_| seed.tls.is_some())
                     .or_else(|| field("port"))
                     .and_then(int)
                     .unwrap_or(0);

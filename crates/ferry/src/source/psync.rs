@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_resp::{Decoder, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +17,7 @@ use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::{Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::error::{Error, Result, Role};
+use crate::socket::{ReadHalf, WriteHalf};
 use crate::status::Status;
 
 /// A master pings its replicas every 10 s by default; this long without a byte means the link is dead.
@@ -438,7 +438,7 @@ impl Framing {
 
 /// Forwards the snapshot's bytes to the parser; returns the bytes that arrived after it.
 async fn receive_snapshot(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     mut pending: BytesMut,
     transfer: Transfer,
     chunks: &mpsc::Sender<Bytes>,
@@ -496,7 +496,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Sends `REPLCONF ACK <applied offset>` every second, and at once when the source asks.
 async fn acknowledge(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     status: Arc<Status>,
     getack: Arc<Notify>,
     cancel: CancellationToken,
@@ -512,7 +512,7 @@ async fn acknowledge(
             &mut msg,
             &[&b"REPLCONF"[..], b"ACK", offset.to_string().as_bytes()],
         );
-        if wr.write_all(&msg).await.is_err() {
+        if wr.write_all(&msg).await.is_err() || wr.flush().await.is_err() {
             return;
         }
         tokio::select! {
@@ -526,7 +526,7 @@ async fn acknowledge(
 /// Reads the command stream and turns it into entries, counting offsets byte for byte.
 #[allow(clippy::too_many_arguments)]
 async fn follow_stream(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     mut pending: BytesMut,
     mut offset: u64,
     mut db: u32,

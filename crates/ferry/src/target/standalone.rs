@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ferry_resp::{Decoder, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::caps::Caps;
@@ -20,6 +19,7 @@ use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::Batch;
 use crate::error::{Error, Result, Role, escape};
+use crate::socket::{ReadHalf, WriteHalf};
 use crate::status::{Phase, Status};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -194,7 +194,7 @@ impl StandaloneTarget {
 /// has stopped (its result says why).
 async fn flush(
     enc: &mut Encoder,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut WriteHalf,
     expect_tx: &mpsc::UnboundedSender<Vec<Expect>>,
     credit: &Semaphore,
 ) -> bool {
@@ -212,12 +212,13 @@ async fn flush(
     if expect_tx.send(expects).is_err() {
         return false;
     }
-    wr.write_all(&out).await.is_ok()
+    // With TLS the last bytes may wait in the TLS layer until flushed (a no-op on plain TCP).
+    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok()
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
 async fn read_replies(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     mut buf: BytesMut,
     mut expects: mpsc::UnboundedReceiver<Vec<Expect>>,
     credit: Arc<Semaphore>,
@@ -478,7 +479,7 @@ fn refusal(frame: &Frame) -> Option<String> {
 }
 
 async fn next_reply(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     addr: &str,
