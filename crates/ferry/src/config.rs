@@ -299,13 +299,21 @@ impl TaskConfig {
         let full_only =
             file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
         let name = match (file.sync.name, &source) {
-            (Some(n), _) if n.is_empty() || n.contains(char::is_whitespace) => {
+            // Braces would act as a hash tag in the checkpoint keys on a cluster target.
+            (Some(n), _)
+                if n.is_empty()
+                    || n.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') =>
+            {
                 return Err(Error::Config(format!(
-                    "sync.name {n:?} must be non-empty and without spaces"
+                    "sync.name {n:?} must be non-empty, without spaces or braces"
                 )));
             }
             (Some(n), _) => n,
-            (None, Source::Redis(e)) => e.addr(),
+            // A master behind sentinels keeps its name across failovers; its address does not.
+            (None, Source::Redis(e)) => match &e.sentinel {
+                Some(s) => format!("sentinel-{}", s.master).replace(['{', '}'], "_"),
+                None => e.addr(),
+            },
             (None, Source::RdbFile(p)) => p.display().to_string(),
         };
         Ok(TaskConfig {

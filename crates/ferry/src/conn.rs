@@ -31,6 +31,18 @@ pub struct Conn {
 impl Conn {
     /// Connects and logs in (AUTH with the URL's user and password, if any).
     pub async fn connect(role: Role, endpoint: &Endpoint) -> Result<Conn> {
+        match &endpoint.sentinel {
+            Some(sentinels) => {
+                // Asked at every connect: after a failover this reaches the new master.
+                let (host, port) = sentinels.master_addr(role, endpoint).await?;
+                Conn::connect_direct(role, &endpoint.at(&host, port)).await
+            }
+            None => Conn::connect_direct(role, endpoint).await,
+        }
+    }
+
+    /// Connects to the server `endpoint` names itself (not through its sentinels).
+    pub async fn connect_direct(role: Role, endpoint: &Endpoint) -> Result<Conn> {
         let addr = endpoint.addr();
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,

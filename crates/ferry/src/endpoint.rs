@@ -3,7 +3,10 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use crate::error::Error;
+use crate::sentinel::Sentinels;
 use crate::tls::{Tls, TlsSection};
 
 /// Where a server is, how to log in to it and whether to speak TLS. Built only from a checked
@@ -16,6 +19,9 @@ pub struct Endpoint {
     pub password: Option<String>,
     /// Set for `rediss://`.
     pub tls: Option<Tls>,
+    /// Set for `redis+sentinel://`: the master is whichever server these sentinels name at
+    /// connect time; `host` and `port` are then the first sentinel's.
+    pub sentinel: Option<Arc<Sentinels>>,
 }
 
 impl Endpoint {
@@ -33,6 +39,11 @@ impl Endpoint {
         tls: &TlsSection,
     ) -> Result<Endpoint, Error> {
         let bad = |why: &str| Error::Config(format!("{role} URL {text:?}: {why}"));
+        for (scheme, secure) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
+            if let Some(rest) = text.strip_prefix(scheme) {
+                return Endpoint::parse_sentinel(role, rest, secure, tls).map_err(|why| bad(&why));
+            }
+        }
         if !text.contains("://") {
             return Err(bad(
                 "no scheme; write it as redis://[user:password@]host:port",
@@ -102,6 +113,58 @@ impl Endpoint {
             username,
             password,
             tls,
+            sentinel: None,
+        })
+    }
+
+    /// `[user:password@]host:port[,host:port...]/master-name`, after the scheme.
+    fn parse_sentinel(
+        role: &'static str,
+        rest: &str,
+        secure: bool,
+        tls: &TlsSection,
+    ) -> Result<Endpoint, String> {
+        let (login, hosts) = match rest.rsplit_once('@') {
+            Some((login, hosts)) => (Some(login), hosts),
+            None => (None, rest),
+        };
+        let (username, password) = match login.map(|l| l.split_once(':')) {
+            None => (None, None),
+            Some(None) => {
+                return Err(
+                    "a user name needs a password: redis+sentinel://user:password@host:port/master"
+                        .into(),
+                );
+            }
+            Some(Some((user, pass))) => {
+                let decode = |s: &str, what: &str| {
+                    percent_decode(s).map_err(|_| format!("{what} is not valid UTF-8"))
+                };
+                let user = (!user.is_empty())
+                    .then(|| decode(user, "user name"))
+                    .transpose()?;
+                (user, Some(decode(pass, "password")?))
+            }
+        };
+        let sentinels = Sentinels::parse(hosts)?;
+        if !secure && !tls.is_empty() {
+            return Err(format!(
+                "TLS settings are given for the {role} but its URL is redis+sentinel://; write rediss+sentinel:// to connect with TLS"
+            ));
+        }
+        let tls = if secure {
+            Some(Tls::load(role, tls).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let (host, port) = sentinels.addrs[0].clone();
+        Ok(Endpoint {
+            host,
+            port,
+            username,
+            password,
+            tls,
+            sentinel: Some(Arc::new(sentinels)),
         })
     }
 
@@ -112,6 +175,7 @@ impl Endpoint {
         Endpoint {
             host: host.to_string(),
             port,
+            sentinel: None,
             ..self.clone()
         }
     }
@@ -159,7 +223,10 @@ impl fmt::Debug for Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr())
+        match &self.sentinel {
+            Some(sentinels) => write!(f, "{sentinels}"),
+            None => f.write_str(&self.addr()),
+        }
     }
 }
 

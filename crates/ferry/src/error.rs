@@ -53,6 +53,15 @@ pub enum Error {
     )]
     NoAuth { role: Role, addr: String },
 
+    #[error(
+        "no sentinel named the {role}'s master {master:?}: {why}; check the sentinel addresses and the master name in the {role} URL"
+    )]
+    Sentinel {
+        role: Role,
+        master: String,
+        why: String,
+    },
+
     #[error("{role} {addr}: {msg}")]
     Server {
         role: Role,

@@ -24,6 +24,7 @@ pub mod entry;
 pub mod error;
 pub mod progress;
 pub mod rdbtool;
+pub mod sentinel;
 pub mod socket;
 pub mod source;
 pub mod status;

@@ -405,9 +405,9 @@ pub fn route(args: &[Bytes]) -> Route {
             Some(key) => Route::Slot(slot(key)),
             None => Route::Refuse("an unknown command without arguments".into()),
         },
-        Keys::Keyed(k) if k.other_db() => Route::Refuse(
-            "it writes into another db, and a cluster has only db 0".into(),
-        ),
+        Keys::Keyed(k) if k.other_db() => {
+            Route::Refuse("it writes into another db, and a cluster has only db 0".into())
+        }
         Keys::Keyed(k) => match (k.slot(args), k.kind()) {
             (Some(s), _) => Route::Slot(s),
             (None, Kind::Split) => match ferry_keyspace::split_by_slot(args) {
