@@ -266,6 +266,7 @@ async fn run_cluster_source(
         let mut part = config.clone();
         part.name = format!("{}@{}", config.name, shard.first_slot());
         part.source = Source::Redis(node.clone());
+        part.writer.shared_target = true;
         let part_status = status.part(&part.name);
         let stop = stop.clone();
         streams.spawn(async move {

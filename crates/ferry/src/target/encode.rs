@@ -88,6 +88,8 @@ pub struct Encoder {
     slot_checkpoints: Option<Arc<SlotCheckpoints>>,
     /// Writing to one master of a cluster.
     cluster: bool,
+    /// Other streams write to the same target (see `standalone::Options::shared_target`).
+    pub shared_target: bool,
 }
 
 /// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
@@ -169,6 +171,7 @@ impl Encoder {
             idle_position: None,
             slot_checkpoints: None,
             cluster: false,
+            shared_target: false,
         }
     }
 
@@ -239,6 +242,12 @@ impl Encoder {
                 ..
             } => {
                 self.replid = Some(replid);
+                if clear_target && self.shared_target {
+                    return Err(Error::CannotWrite {
+                        what: "emptying the target for a full resync of one shard".into(),
+                        why: "the target also holds the other shards' keys of this cluster source and would lose them too; empty the target by hand (FLUSHALL) and start the task again: it copies every shard anew".into(),
+                    });
+                }
                 if clear_target {
                     ferry_resp::encode_command(&mut self.out, &[&b"FLUSHALL"[..]]);
                     self.expect(Kind::Part, "FLUSHALL", Bytes::new(), self.db);
@@ -326,6 +335,19 @@ impl Encoder {
                 self.write_checkpoint(format!("{offset} 0"));
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
                 self.expects.push(Expect::SnapshotApplied(offset));
+            }
+            Entry::Command(cmd)
+                if self.shared_target
+                    && (cmd.args[0].eq_ignore_ascii_case(b"FLUSHALL")
+                        || cmd.args[0].eq_ignore_ascii_case(b"FLUSHDB")) =>
+            {
+                return Err(Error::CannotWrite {
+                    what: format!(
+                        "{} from one shard of the cluster source",
+                        String::from_utf8_lossy(&cmd.args[0]).to_ascii_uppercase()
+                    ),
+                    why: "the target also holds the other shards' keys and would lose them too; to follow it, empty the target by hand (FLUSHALL) and start the task again: it copies every shard anew".into(),
+                });
             }
             Entry::Command(cmd) if self.checkpointing => self.checkpointed_command(cmd)?,
             Entry::Command(cmd) => self.stream_command(cmd)?,

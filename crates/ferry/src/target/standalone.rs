@@ -34,6 +34,9 @@ pub struct Options {
     pub rewrite_values: bool,
     /// What a write the target refuses does.
     pub on_error: OnError,
+    /// The target also receives other streams (the other shards of a cluster source): a
+    /// command that empties the whole target would delete their keys too.
+    pub shared_target: bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             flush_bytes: 512 * 1024,
             rewrite_values: false,
             on_error: OnError::Fail,
+            shared_target: false,
         }
     }
 }
@@ -140,6 +144,7 @@ impl StandaloneTarget {
             options.on_error,
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
+        enc.shared_target = options.shared_target;
         if let Some(key) = checkpoint {
             enc = enc.with_checkpoint(key);
         }
