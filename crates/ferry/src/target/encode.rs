@@ -90,6 +90,11 @@ pub struct Encoder {
     cluster: bool,
     /// Other streams write to the same target (see `standalone::Options::shared_target`).
     pub shared_target: bool,
+    /// A cluster master's base checkpoint to write at the next flush: an offset up to which
+    /// the target has confirmed every write sent here. (Written blindly after the pipelined
+    /// writes it would also cover a transaction the cluster refused with MOVED or ASK.)
+    confirmed: Option<u64>,
+    confirmed_written: u64,
 }
 
 /// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
@@ -172,6 +177,17 @@ impl Encoder {
             slot_checkpoints: None,
             cluster: false,
             shared_target: false,
+            confirmed: None,
+            confirmed_written: 0,
+        }
+    }
+
+    /// On a cluster master: the target has confirmed every write sent here up to `offset`,
+    /// so the base checkpoint can say so at the next flush.
+    pub fn confirmed(&mut self, offset: u64) {
+        if self.cluster && self.checkpointing && offset > self.confirmed_written {
+            self.confirmed = Some(offset);
+            self.confirmed_written = offset;
         }
     }
 
@@ -200,6 +216,9 @@ impl Encoder {
             // Past the last write: one SET, atomic by itself.
             if let Some((offset, db)) = self.idle_position.take() {
                 self.write_checkpoint(format!("{offset} {db}"));
+            }
+            if let Some(offset) = self.confirmed.take() {
+                self.write_checkpoint(format!("{offset} 0"));
             }
         }
         self.replies = 0;
@@ -332,7 +351,10 @@ impl Encoder {
             Entry::SnapshotEnd { offset } => {
                 // After every snapshot write on this connection, so it names a whole copy. The
                 // source SELECTs before its first command, so db 0 here is only a placeholder.
-                self.write_checkpoint(format!("{offset} 0"));
+                // (A cluster master's base checkpoint follows confirmed replies instead.)
+                if !self.cluster {
+                    self.write_checkpoint(format!("{offset} 0"));
+                }
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
                 self.expects.push(Expect::SnapshotApplied(offset));
             }
@@ -357,7 +379,8 @@ impl Encoder {
                 // its own offset, so a resume must ask for exactly where the stream is.
                 match &mut self.txn {
                     Some(txn) => txn.last = Some((offset, db)),
-                    None => self.idle_position = Some((offset, db)),
+                    None if !self.cluster => self.idle_position = Some((offset, db)),
+                    None => {}
                 }
                 self.expects.push(Expect::Offset(offset));
             }

@@ -157,7 +157,7 @@ impl StandaloneTarget {
         'run: loop {
             let Some(batch) = rx.recv().await else {
                 enc.finish();
-                flush(&mut enc, &mut wr, &expect_tx, &credit).await;
+                flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await;
                 break;
             };
             for entry in batch {
@@ -166,18 +166,18 @@ impl StandaloneTarget {
                     break 'run;
                 }
                 let full = enc.out.len() >= options.flush_bytes || enc.replies >= flush_replies;
-                if full && !flush(&mut enc, &mut wr, &expect_tx, &credit).await {
+                if full && !flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await {
                     break 'run;
                 }
             }
             // Write out as soon as nothing more is waiting: latency when idle, big writes when busy.
-            if rx.is_empty() && !flush(&mut enc, &mut wr, &expect_tx, &credit).await {
+            if rx.is_empty() && !flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await {
                 break;
             }
         }
         if failure.is_some() {
             // Write out what came before the failure, and wait for its replies.
-            flush(&mut enc, &mut wr, &expect_tx, &credit).await;
+            flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await;
         }
         drop(expect_tx);
         let _ = wr.shutdown().await;
@@ -202,7 +202,9 @@ async fn flush(
     wr: &mut WriteHalf,
     expect_tx: &mpsc::UnboundedSender<Vec<Expect>>,
     credit: &Semaphore,
+    status: &Status,
 ) -> bool {
+    enc.confirmed(status.applied_offset.load(Relaxed));
     if enc.expects.is_empty() {
         return true;
     }
