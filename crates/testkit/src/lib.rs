@@ -17,11 +17,13 @@
 //! Nothing here talks to a non-loopback address, uses a fixed port or shares state between
 //! tests; waiting is always polling with a deadline.
 
+pub mod cluster;
 pub mod compare;
 mod server;
 pub mod versions;
 mod wire;
 pub mod workload;
 
+pub use cluster::{Cluster, Migration};
 pub use server::{Server, redis_server_bin, wait_until};
 pub use wire::escape;
