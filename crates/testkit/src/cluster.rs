@@ -359,10 +359,16 @@ impl Cluster {
     }
 
     /// Why the cluster is not settled yet, or `None` when every node reports
-    /// `cluster_state:ok` and the same `CLUSTER SLOTS` covering every slot with
-    /// `replicas_per_master` replicas per range, and every replica's link is up.
+    /// `cluster_state:ok`, the same slot owners (`CLUSTER SLOTS`, every slot covered) and
+    /// the same nodes and roles (`CLUSTER NODES`, none failing or in handshake), each master
+    /// with slots has `replicas_per_master` replicas, and every replica's link is up.
+    ///
+    /// Replicas are checked in `CLUSTER NODES`, not `CLUSTER SLOTS`: Redis 7 lists a replica
+    /// there only once its replication offset is not 0, which on an idle master takes until
+    /// the next replication ping (10 s).
     fn unsettled(&self) -> Option<String> {
-        let mut first: Option<(String, Vec<SlotRange>)> = None;
+        type View = (Vec<(u16, u16, String)>, Vec<NodeLine>);
+        let mut first: Option<(String, View)> = None;
         for node in &self.nodes {
             let addr = node.addr();
             let state = query::<String>(node, cmd("CLUSTER").arg("INFO"))
@@ -377,22 +383,40 @@ impl Cluster {
                 }
                 Err(e) => return Some(e),
             }
-            let view = match conn_of(node).and_then(|mut c| read_slots(&mut c, &addr)) {
+            let read = conn_of(node).and_then(|mut c| {
+                let slots = read_slots(&mut c, &addr)?;
+                let owners: Vec<(u16, u16, String)> = slots
+                    .into_iter()
+                    .map(|r| (r.start, r.end, r.master))
+                    .collect();
+                Ok((owners, read_nodes(&mut c, &addr)?))
+            });
+            let view = match read {
                 Ok(view) => view,
                 Err(e) => return Some(e),
             };
+            if let Some(bad) = view.1.iter().find(|n| !n.healthy) {
+                return Some(format!("{addr} sees {bad:?}"));
+            }
             match &first {
                 None => {
-                    let covered: usize =
-                        view.iter().map(|r| usize::from(r.end - r.start) + 1).sum();
+                    let (owners, nodes) = &view;
+                    let covered: usize = owners
+                        .iter()
+                        .map(|(lo, hi, _)| usize::from(hi - lo) + 1)
+                        .sum();
                     if covered != usize::from(SLOTS) {
                         return Some(format!("{addr}: {covered} slots covered"));
                     }
-                    if let Some(r) = view
-                        .iter()
-                        .find(|r| r.replicas.len() != self.replicas_per_master)
-                    {
-                        return Some(format!("{addr}: slots {r:?} lack replicas"));
+                    for (_, _, master) in owners {
+                        let id = nodes.iter().find(|n| n.addr == *master).map(|n| &n.id);
+                        let replicas = nodes
+                            .iter()
+                            .filter(|n| n.master_id.is_some() && n.master_id.as_ref() == id)
+                            .count();
+                        if replicas != self.replicas_per_master {
+                            return Some(format!("{addr}: {master} has {replicas} replicas"));
+                        }
                     }
                     first = Some((addr.clone(), view));
                 }
@@ -612,6 +636,46 @@ fn bus_port(node: &Server) -> Option<u16> {
     }
     let pair: Vec<String> = must(node, cmd("CONFIG").arg("GET").arg("cluster-port"));
     pair.get(1).and_then(|p| p.parse().ok()).filter(|p| *p != 0)
+}
+
+/// One line of `CLUSTER NODES`, as far as agreement goes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct NodeLine {
+    id: String,
+    /// `ip:port`.
+    addr: String,
+    /// For a replica, its master's id.
+    master_id: Option<String>,
+    /// No `fail`, `fail?`, `handshake` or `noaddr` flag.
+    healthy: bool,
+}
+
+/// `CLUSTER NODES` on `conn`, sorted by id.
+fn read_nodes(conn: &mut redis::Connection, addr: &str) -> Result<Vec<NodeLine>, String> {
+    let text: String = cmd("CLUSTER")
+        .arg("NODES")
+        .query(conn)
+        .map_err(|e| format!("CLUSTER NODES on {addr}: {e}"))?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [id, node_addr, flags, master, ..] = fields[..] else {
+            return Err(format!("CLUSTER NODES on {addr}: odd line {line:?}"));
+        };
+        // ip:port@cport[,hostname]
+        let node_addr = node_addr.split(['@', ',']).next().unwrap_or_default();
+        let flags: Vec<&str> = flags.split(',').collect();
+        out.push(NodeLine {
+            id: id.to_string(),
+            addr: node_addr.to_string(),
+            master_id: (master != "-").then(|| master.to_string()),
+            healthy: !flags
+                .iter()
+                .any(|f| matches!(*f, "fail" | "fail?" | "handshake" | "noaddr")),
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// CRC16/XMODEM of the key or its hash tag, modulo 16384.
