@@ -19,11 +19,13 @@
 
 pub mod cluster;
 pub mod compare;
+mod sentinel;
 mod server;
 pub mod versions;
 mod wire;
 pub mod workload;
 
 pub use cluster::{Cluster, Migration};
+pub use sentinel::{Sentinel, Sentinels};
 pub use server::{Server, redis_server_bin, wait_until};
 pub use wire::escape;

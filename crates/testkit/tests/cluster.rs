@@ -1,8 +1,20 @@
 //! `Cluster`: start, routing, live slot moves and failover, on real `redis-server` nodes.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use testkit::Cluster;
+use testkit::compare::{self, Diff, Options, Problem, Side};
+use testkit::workload::{self, Spec};
+use testkit::{Cluster, Server, wait_until};
+
+fn spec() -> Spec {
+    Spec {
+        dbs: vec![0],
+        keys_per_db: 200,
+        big_elements: 300,
+        ..Spec::default()
+    }
+}
 
 /// Keys whose slots are owned by different masters, `n` per master.
 fn keys_on_every_master(cluster: &Cluster, n: usize) -> Vec<Vec<u8>> {
@@ -192,4 +204,108 @@ fn password_protects_every_node() {
         get(&mut cluster.conn_for(b"{pw}:a"), b"{pw}:a").as_deref(),
         Some("1")
     );
+}
+
+#[test]
+fn cluster_compares_with_itself_and_with_a_standalone_copy() {
+    let cluster = Cluster::start(3, 0);
+    workload::populate_cluster(&cluster, &spec());
+    // The keys are spread over every master.
+    for master in cluster.masters() {
+        let n: u64 = redis::cmd("DBSIZE").query(&mut master.conn()).unwrap();
+        assert!(n > 20, "{} holds {n} keys", master.addr());
+    }
+    let copy = Server::start();
+    workload::populate(&copy, &spec());
+    let opts = Options::default();
+    let side = Side::from(&cluster);
+    let equal =
+        |a: &Side, b: &Side| compare::compare_sides(a, b, &opts).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(equal(&side, &side), 200);
+    assert_eq!(equal(&side, &Side::from(&copy)), 200);
+    assert_eq!(equal(&Side::from(&copy), &side), 200);
+
+    // ferry's own keys are skipped on both sides; a changed and an extra key are reported.
+    set(
+        &mut cluster.conn_for(b"__ferry:checkpoint"),
+        b"__ferry:checkpoint",
+        "1",
+    );
+    let _: () = redis::cmd("APPEND")
+        .arg("p:StrShort:1")
+        .arg("!")
+        .query(&mut copy.conn())
+        .unwrap();
+    set(
+        &mut cluster.conn_for(b"only-in-cluster"),
+        b"only-in-cluster",
+        "1",
+    );
+    let report = compare::compare_sides(&side, &Side::from(&copy), &opts).unwrap_err();
+    assert_eq!(report.diffs.len(), 2, "{report}");
+    assert!(report.diffs.contains(&Diff::Key {
+        db: 0,
+        key: b"p:StrShort:1".to_vec(),
+        problem: Problem::Digest
+    }));
+    assert!(report.diffs.contains(&Diff::Key {
+        db: 0,
+        key: b"only-in-cluster".to_vec(),
+        problem: Problem::MissingOnTarget
+    }));
+    assert!(
+        report.to_string().contains("source cluster 127.0.0.1:"),
+        "{report}"
+    );
+}
+
+/// The cluster workload keeps writing while a slot is half migrated, then moved, and while
+/// a replica takes over; afterwards each master and its replica hold the same data.
+#[test]
+fn cluster_workload_follows_a_reshard_and_a_failover() {
+    let cluster = Cluster::start(3, 1);
+    workload::populate_cluster(&cluster, &spec());
+    let background = workload::run_in_background_cluster(&cluster, spec());
+    let ops_after = |n: u64| {
+        let start = background.ops_done();
+        assert!(
+            wait_until(Duration::from_secs(60), || background.ops_done()
+                >= start + n),
+            "the workload stalled at {} ops",
+            background.ops_done()
+        );
+    };
+    ops_after(300);
+    // Group 5's slot holds workload keys: move it half, write, then finish.
+    let slot = Cluster::slot(b"{g5}");
+    let to = *cluster
+        .masters()
+        .iter()
+        .find(|m| m.port() != cluster.owner(slot).port())
+        .unwrap();
+    let mut migration = cluster.begin_move(slot, to);
+    migration.step(3);
+    ops_after(600);
+    migration.finish();
+    ops_after(300);
+    let replica = cluster.replicas_of(cluster.masters()[0])[0];
+    cluster.failover(replica);
+    ops_after(300);
+    let counts = background.stop();
+    assert!(counts["SET"] > 0 && counts["EXEC"] > 0, "{counts:?}");
+    assert!(!counts.contains_key("SELECT"), "{counts:?}");
+
+    // Redis's replicas drift on consumer groups' read counters (see Options).
+    let opts = Options {
+        group_read_counters: false,
+        ..Options::default()
+    };
+    let side = Side::from(&cluster);
+    let keys = compare::compare_sides(&side, &side, &opts).unwrap_or_else(|r| panic!("{r}"));
+    assert!(keys > 200, "{keys}");
+    for master in cluster.masters() {
+        let replica = cluster.replicas_of(master)[0];
+        compare::eventually_equal(master, replica, &opts, Duration::from_secs(30))
+            .unwrap_or_else(|r| panic!("{r}"));
+    }
 }
