@@ -441,7 +441,7 @@ impl Workload {
                 let listed = router
                     .query_on(&master, &list)
                     .unwrap_or_else(|e| panic!("workload: FUNCTION LIST on {master}: {e}"));
-                if !wire::items(&listed).is_some_and(|libs| !libs.is_empty()) {
+                if wire::items(&listed).is_none_or(|libs| libs.is_empty()) {
                     router
                         .query_on(&master, &load)
                         .unwrap_or_else(|e| panic!("workload: FUNCTION LOAD on {master}: {e}"));
