@@ -10,6 +10,13 @@
 //! running out, is not a difference (it is expiring, and expiry is not a sync bug).
 //! Keys starting with `__ferry:` are ferry's own and are skipped.
 //!
+//! Either side may be a cluster ([`Side::Cluster`], [`compare_sides`]): its masters are
+//! read from `CLUSTER SLOTS`, each is walked with `SCAN`, and each key is read on the
+//! master owning its slot, with one `MULTI`/`EXEC` per key (a transaction may not span
+//! slots). With a cluster on either side only db 0 is compared. A cluster node given as a
+//! standalone side is read with per-key transactions and `READONLY` too, so a cluster
+//! master compares with its replica.
+//!
 //! Across versions: Redis 7.2 (and Valkey) print doubles shortest-round-trip where 7.0 and
 //! older print `%.17g`, in replies and in `DEBUG DIGEST-VALUE` alike, so a sorted set's digest
 //! differs between the two families whenever a score prints differently (`-0.1`,

@@ -9,8 +9,15 @@
 //! - [`workload`]: [`workload::populate`] writes a deterministic dataset holding every type
 //!   and encoding; [`workload::Workload`] issues deterministic random writes that cover
 //!   [`workload::REQUIRED_COMMANDS`]; [`workload::run_in_background`] runs one on a thread.
-//! - [`compare`]: key-by-key equality of two servers (type, `DEBUG DIGEST-VALUE`, TTL,
-//!   stream groups, function libraries), with a report naming each differing key.
+//! - [`compare`]: key-by-key equality of two sides, each a standalone server or a cluster
+//!   ([`compare::Side`]): type, `DEBUG DIGEST-VALUE`, TTL, stream groups, function
+//!   libraries, with a report naming each differing key.
+//! - [`cluster`]: [`Cluster`], a real Redis Cluster (masters, replicas, slots split evenly)
+//!   with live slot moves ([`Cluster::move_slot`], [`Cluster::begin_move`]) and
+//!   [`Cluster::failover`]; the workload runs on it too ([`workload::populate_cluster`],
+//!   [`workload::run_in_background_cluster`]).
+//! - `sentinel`: [`Sentinel::start`] runs `redis-server --sentinel` processes over a
+//!   master and its replicas ([`Server::start_replica_of`]); [`Sentinels::failover`].
 //! - [`versions`]: other Redis / Valkey builds fetched by `scripts/fetch-redis-versions`
 //!   into a cache; [`versions::available`] lists them, [`Server::start_bin`] starts one.
 //!

@@ -204,7 +204,8 @@ pub fn run_in_background_addr(addr: &str, password: Option<&str>, spec: Spec) ->
 
 /// Runs a [`Workload::for_cluster`] on `cluster` on its own thread until
 /// [`Background::stop`]. Slots may move and replicas take over meanwhile: commands follow
-/// the cluster's redirections.
+/// the cluster's redirections. [`Background::stop`] panics if a command was misrouted in
+/// the end ([`Workload::misrouted`]).
 pub fn run_in_background_cluster(cluster: &Cluster, spec: Spec) -> Background {
     let (addrs, password) = (cluster.addrs(), cluster.password().map(str::to_string));
     background(move |stop, ops| {
@@ -217,11 +218,10 @@ pub fn run_in_background_cluster(cluster: &Cluster, spec: Spec) -> Background {
             }
             ops.fetch_add(BACKGROUND_BATCH as u64, Ordering::Relaxed);
         }
-        let errors = workload.errors();
         assert!(
-            errors.is_empty(),
-            "background cluster workload: errors {errors:?}: {:?}",
-            workload.error_samples()
+            workload.misrouted().is_empty(),
+            "background cluster workload: commands misrouted: {:?}",
+            workload.misrouted()
         );
         counts
     })

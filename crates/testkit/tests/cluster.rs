@@ -309,3 +309,60 @@ fn cluster_workload_follows_a_reshard_and_a_failover() {
             .unwrap_or_else(|r| panic!("{r}"));
     }
 }
+
+/// Every cached version (Redis 5.0 and later, Valkey) forms a cluster, moves a slot with
+/// the cluster workload running, fails over, and compares equal to a standalone copy of
+/// populate's data.
+#[test]
+fn every_cached_version_forms_a_cluster() {
+    let available = testkit::versions::available();
+    if available.is_empty() {
+        eprintln!("skipped: no cached versions (scripts/fetch-redis-versions)");
+    }
+    for (version, bin) in available {
+        let cluster = Cluster::start_bin(&bin, 2, 1, &[]);
+        let copy = Server::start_bin(&bin, &[]);
+        // Before 6.2 populate lacks XGROUP CREATECONSUMER: it writes the rest, then panics.
+        let old = version.redis_version < (6, 2, 0);
+        let populates: [&dyn Fn(); 2] =
+            [&|| workload::populate_cluster(&cluster, &spec()), &|| {
+                workload::populate(&copy, &spec())
+            }];
+        for populate in populates {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(populate));
+            assert!(done.is_ok() || old, "{}: populate failed", version.name);
+        }
+        let background = workload::run_in_background_cluster(&cluster, spec());
+        let slot = Cluster::slot(b"{g1}");
+        let to = *cluster
+            .masters()
+            .iter()
+            .find(|m| m.port() != cluster.owner(slot).port())
+            .unwrap();
+        cluster.move_slot(slot, to);
+        let replica = cluster.replicas_of(cluster.masters()[1])[0];
+        cluster.failover(replica);
+        let start = background.ops_done();
+        assert!(
+            wait_until(Duration::from_secs(60), || background.ops_done() > start),
+            "{}: workload stalled",
+            version.name
+        );
+        background.stop();
+        assert_eq!(cluster.owner(slot).port(), to.port(), "{}", version.name);
+        // Drop the workload's keys again: what is left is populate's data.
+        for master in cluster.masters() {
+            let mut conn = master.conn();
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*wl:*").query(&mut conn).unwrap();
+            for key in keys {
+                let _: () = redis::cmd("DEL").arg(key).query(&mut conn).unwrap();
+            }
+        }
+        compare::compare_sides(
+            &Side::from(&cluster),
+            &Side::from(&copy),
+            &Options::default(),
+        )
+        .unwrap_or_else(|r| panic!("{}: {r}", version.name));
+    }
+}

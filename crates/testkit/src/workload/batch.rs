@@ -32,6 +32,10 @@ pub(crate) struct Batch {
     pub errors: BTreeMap<String, u64>,
     /// The first few unexpected errors, as "LABEL: message".
     pub samples: Vec<String>,
+    /// Errors that say a command went to the wrong node (`MOVED`, `ASK`, `CROSSSLOT`,
+    /// `CLUSTERDOWN`): on a cluster, a routing failure rather than a command this server
+    /// lacks. The first few, as "LABEL: message".
+    pub misrouted: Vec<String>,
 }
 
 impl Batch {
@@ -68,6 +72,12 @@ impl Batch {
 
     fn check(&mut self, label: &str, reply: &Value) {
         if let Some(err) = wire::error_text(reply) {
+            let routing = ["MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN"]
+                .iter()
+                .any(|code| err.starts_with(code));
+            if routing && self.misrouted.len() < 20 {
+                self.misrouted.push(format!("{label}: {err}"));
+            }
             if !expected(label, &err) {
                 *self.errors.entry(label.to_string()).or_insert(0) += 1;
                 if self.samples.len() < 20 {

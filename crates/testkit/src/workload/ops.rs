@@ -363,6 +363,13 @@ impl Workload {
         &self.batch.samples
     }
 
+    /// The first few errors that say a command reached the wrong node or spanned slots
+    /// (`MOVED`, `ASK`, `CROSSSLOT`, `CLUSTERDOWN`), as "COMMAND: message". Empty for a
+    /// cluster workload whose routing works, whatever the server version.
+    pub fn misrouted(&self) -> &[String] {
+        &self.batch.misrouted
+    }
+
     /// Learns the server version, loads the script and makes sure the library `FCALL` uses
     /// is there (populate loads it; a bare server gets it here). On a cluster the script
     /// goes to every node (a replica promoted later has it too) and the library to every
