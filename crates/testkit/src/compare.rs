@@ -10,6 +10,13 @@
 //! running out, is not a difference (it is expiring, and expiry is not a sync bug).
 //! Keys starting with `__ferry:` are ferry's own and are skipped.
 //!
+//! Either side may be a cluster ([`Side::Cluster`], [`compare_sides`]): its masters are
+//! read from `CLUSTER SLOTS`, each is walked with `SCAN`, and each key is read on the
+//! master owning its slot, with one `MULTI`/`EXEC` per key (a transaction may not span
+//! slots). With a cluster on either side only db 0 is compared. A cluster node given as a
+//! standalone side is read with per-key transactions and `READONLY` too, so a cluster
+//! master compares with its replica.
+//!
 //! Across versions: Redis 7.2 (and Valkey) print doubles shortest-round-trip where 7.0 and
 //! older print `%.17g`, in replies and in `DEBUG DIGEST-VALUE` alike, so a sorted set's digest
 //! differs between the two families whenever a score prints differently (`-0.1`,
@@ -27,8 +34,9 @@ use redis::{Pipeline, Value, cmd};
 
 pub use report::{Diff, Problem, Report};
 
-use crate::Server;
+use crate::cluster::{SLOTS, key_slot, read_slots};
 use crate::wire;
+use crate::{Cluster, Server};
 
 /// Keys ferry writes itself; never compared.
 pub const FERRY_PREFIX: &[u8] = b"__ferry:";
@@ -71,18 +79,77 @@ impl Default for Options {
     }
 }
 
+/// One side of a comparison: a standalone server or a cluster.
+///
+/// Build one with [`Side::standalone`], [`Side::cluster`], or `From` a [`Server`] or a
+/// [`Cluster`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// A standalone server (or a single node): every db [`Options::dbs`] names.
+    Standalone {
+        /// `host:port`.
+        addr: String,
+        password: Option<String>,
+    },
+    /// A Redis Cluster, db 0 only. The masters and who owns which slot are read from
+    /// `CLUSTER SLOTS` (asking the first node that answers) when a comparison starts; keys
+    /// are listed with `SCAN` on every master and each key is read on the master owning
+    /// its slot.
+    Cluster {
+        /// `host:port` of some or all nodes.
+        nodes: Vec<String>,
+        password: Option<String>,
+    },
+}
+
+impl Side {
+    /// A standalone server at `addr` (`host:port`).
+    pub fn standalone(addr: &str, password: Option<&str>) -> Side {
+        Side::Standalone {
+            addr: addr.to_string(),
+            password: password.map(str::to_string),
+        }
+    }
+
+    /// A cluster reached through any of `nodes` (`host:port`).
+    pub fn cluster<S: AsRef<str>>(nodes: &[S], password: Option<&str>) -> Side {
+        Side::Cluster {
+            nodes: nodes.iter().map(|n| n.as_ref().to_string()).collect(),
+            password: password.map(str::to_string),
+        }
+    }
+
+    /// How reports name it: the address, or `cluster <addr>,<addr>...`.
+    pub fn label(&self) -> String {
+        match self {
+            Side::Standalone { addr, .. } => addr.clone(),
+            Side::Cluster { nodes, .. } => format!("cluster {}", nodes.join(",")),
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Side::Cluster { .. })
+    }
+}
+
+impl From<&Server> for Side {
+    fn from(server: &Server) -> Side {
+        Side::standalone(&server.addr(), server.password())
+    }
+}
+
+impl From<&Cluster> for Side {
+    fn from(cluster: &Cluster) -> Side {
+        Side::cluster(&cluster.addrs(), cluster.password())
+    }
+}
+
 /// Compares every key (and function library) of `source` and `target`.
 ///
 /// Returns the number of keys found on both sides and compared, or a [`Report`] listing
 /// the first differences.
 pub fn compare(source: &Server, target: &Server, opts: &Options) -> Result<u64, Report> {
-    compare_addrs(
-        &source.addr(),
-        source.password(),
-        &target.addr(),
-        target.password(),
-        opts,
-    )
+    compare_sides(&source.into(), &target.into(), opts)
 }
 
 /// Like [`compare`], for servers given by `host:port` and optional password.
@@ -93,14 +160,28 @@ pub fn compare_addrs(
     target_password: Option<&str>,
     opts: &Options,
 ) -> Result<u64, Report> {
-    let mut report = Report::new(source, target);
+    compare_sides(
+        &Side::standalone(source, source_password),
+        &Side::standalone(target, target_password),
+        opts,
+    )
+}
+
+/// Like [`compare`], for any two sides: standalone servers or clusters. When either side
+/// is a cluster only db 0 is compared, whatever [`Options::dbs`] says.
+pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64, Report> {
+    let mut report = Report::new(&source.label(), &target.label());
     let run = || -> Result<Walk, String> {
-        let src = Side::connect(source, source_password)?;
-        let dst = Side::connect(target, target_password)?;
+        let src = Reader::connect(source)?;
+        let dst = Reader::connect(target)?;
+        let mut opts = opts.clone();
+        if source.is_cluster() || target.is_cluster() {
+            opts.dbs = vec![0];
+        }
         let mut walk = Walk {
             src,
             dst,
-            opts: opts.clone(),
+            opts,
             diffs: Vec::new(),
             compared: 0,
             zsets: Vec::new(),
@@ -130,14 +211,7 @@ pub fn eventually_equal(
     opts: &Options,
     timeout: Duration,
 ) -> Result<u64, Report> {
-    eventually_equal_addrs(
-        &source.addr(),
-        source.password(),
-        &target.addr(),
-        target.password(),
-        opts,
-        timeout,
-    )
+    eventually_equal_sides(&source.into(), &target.into(), opts, timeout)
 }
 
 /// Like [`eventually_equal`], for servers given by `host:port` and optional password.
@@ -149,9 +223,24 @@ pub fn eventually_equal_addrs(
     opts: &Options,
     timeout: Duration,
 ) -> Result<u64, Report> {
+    eventually_equal_sides(
+        &Side::standalone(source, source_password),
+        &Side::standalone(target, target_password),
+        opts,
+        timeout,
+    )
+}
+
+/// Polls [`compare_sides`] until it passes or `timeout` has passed; returns the last result.
+pub fn eventually_equal_sides(
+    source: &Side,
+    target: &Side,
+    opts: &Options,
+    timeout: Duration,
+) -> Result<u64, Report> {
     let deadline = Instant::now() + timeout;
     loop {
-        let result = compare_addrs(source, source_password, target, target_password, opts);
+        let result = compare_sides(source, target, opts);
         if result.is_ok() || Instant::now() >= deadline {
             return result;
         }
@@ -160,31 +249,49 @@ pub fn eventually_equal_addrs(
 }
 
 /// One server being walked.
-struct Side {
+struct Node {
     conn: redis::Connection,
     addr: String,
+    /// A cluster node: each key's reads get their own `MULTI`/`EXEC` (a transaction may
+    /// not span slots there).
+    per_key_tx: bool,
+    version: (u32, u32, u32),
     major: u32,
-    /// Redis 7.2+ (Valkey too): doubles printed shortest-round-trip, not `%.17g`.
-    shortest_doubles: bool,
 }
 
-impl Side {
-    fn connect(addr: &str, password: Option<&str>) -> Result<Side, String> {
+impl Node {
+    /// Connects to `addr`. A node in cluster mode (a cluster side's master, or a cluster
+    /// node given as a standalone side, e.g. to compare a master with its replica) gets
+    /// per-key transactions and `READONLY` (a replica then serves its master's keys).
+    fn connect(addr: &str, password: Option<&str>) -> Result<Node, String> {
         let mut conn = crate::server::connect(addr, password, 0)?;
         let text: String = cmd("INFO")
             .arg("server")
             .query(&mut conn)
             .map_err(|e| format!("INFO on {addr}: {e}"))?;
+        let cluster: String = cmd("INFO")
+            .arg("cluster")
+            .query(&mut conn)
+            .map_err(|e| format!("INFO cluster on {addr}: {e}"))?;
+        let per_key_tx = crate::server::parse_info(&cluster)
+            .get("cluster_enabled")
+            .is_some_and(|v| v == "1");
+        if per_key_tx {
+            cmd("READONLY")
+                .query::<()>(&mut conn)
+                .map_err(|e| format!("READONLY on {addr}: {e}"))?;
+        }
         let info = crate::server::parse_info(&text);
         let version = info
             .get("redis_version")
             .and_then(|v| crate::server::parse_version(v))
             .unwrap_or((0, 0, 0));
-        Ok(Side {
+        Ok(Node {
             conn,
             addr: addr.to_string(),
+            per_key_tx,
+            version,
             major: version.0,
-            shortest_doubles: version >= (7, 2, 0),
         })
     }
 
@@ -231,8 +338,13 @@ impl Side {
         }
         let mut pipe = redis::pipe();
         pipe.cmd("SELECT").arg(db);
-        pipe.cmd("MULTI");
+        if !self.per_key_tx {
+            pipe.cmd("MULTI");
+        }
         for key in keys {
+            if self.per_key_tx {
+                pipe.cmd("MULTI");
+            }
             pipe.cmd("TYPE").arg(key);
             pipe.cmd("DEBUG").arg("DIGEST-VALUE").arg(key);
             pipe.cmd(if self.major >= 7 {
@@ -241,8 +353,13 @@ impl Side {
                 "PTTL"
             })
             .arg(key);
+            if self.per_key_tx {
+                pipe.cmd("EXEC");
+            }
         }
-        pipe.cmd("EXEC");
+        if !self.per_key_tx {
+            pipe.cmd("EXEC");
+        }
         let replies = self.send(&pipe)?;
         let replies = fail_on_error(&self.addr, &replies).map_err(|e| {
             if e.contains("DEBUG") {
@@ -251,7 +368,19 @@ impl Side {
                 e
             }
         })?;
-        let exec = replies.last().and_then(wire::items).unwrap_or_default();
+        let exec: Vec<Value> = if self.per_key_tx {
+            // SELECT, then MULTI, 3 x QUEUED, EXEC per key.
+            replies
+                .iter()
+                .skip(1)
+                .skip(4)
+                .step_by(5)
+                .flat_map(|r| wire::items(r).unwrap_or_default().to_vec())
+                .collect()
+        } else {
+            let last = replies.last().and_then(wire::items).unwrap_or_default();
+            last.to_vec()
+        };
         if exec.len() != keys.len() * 3 {
             return Err(format!(
                 "{}: EXEC gave {} replies for {} reads",
@@ -383,6 +512,181 @@ impl Side {
     }
 }
 
+/// One side being walked: a standalone server, or every master of a cluster with the
+/// slot map routing each key to its master.
+struct Reader {
+    nodes: Vec<Node>,
+    /// For a cluster: the index in `nodes` of each slot's master.
+    owners: Option<Vec<usize>>,
+    /// Lowest major version among the nodes.
+    major: u32,
+    /// Redis 7.2+ (Valkey too): doubles printed shortest-round-trip, not `%.17g`.
+    shortest_doubles: bool,
+}
+
+/// Where a walk of one side's keys is: which node, which `SCAN` cursor.
+#[derive(Default)]
+struct Cursor {
+    node: usize,
+    at: u64,
+}
+
+impl Reader {
+    fn connect(side: &Side) -> Result<Reader, String> {
+        let (nodes, owners) = match side {
+            Side::Standalone { addr, password } => {
+                (vec![Node::connect(addr, password.as_deref())?], None)
+            }
+            Side::Cluster { nodes, password } => {
+                let password = password.as_deref();
+                let mut ranges = Err(format!("{}: no nodes given", side.label()));
+                for seed in nodes {
+                    ranges = crate::server::connect(seed, password, 0)
+                        .and_then(|mut conn| read_slots(&mut conn, seed));
+                    if ranges.is_ok() {
+                        break;
+                    }
+                }
+                let ranges = ranges?;
+                let mut masters: Vec<String> = Vec::new();
+                let mut owners = vec![usize::MAX; usize::from(SLOTS)];
+                for range in &ranges {
+                    let i = match masters.iter().position(|m| *m == range.master) {
+                        Some(i) => i,
+                        None => {
+                            masters.push(range.master.clone());
+                            masters.len() - 1
+                        }
+                    };
+                    owners[usize::from(range.start)..=usize::from(range.end)].fill(i);
+                }
+                if let Some(slot) = owners.iter().position(|o| *o == usize::MAX) {
+                    return Err(format!("{}: slot {slot} has no owner", side.label()));
+                }
+                let nodes = masters
+                    .iter()
+                    .map(|m| Node::connect(m, password))
+                    .collect::<Result<Vec<Node>, String>>()?;
+                (nodes, Some(owners))
+            }
+        };
+        let lowest = nodes.iter().map(|n| n.version).min().unwrap_or((0, 0, 0));
+        Ok(Reader {
+            nodes,
+            owners,
+            major: lowest.0,
+            shortest_doubles: lowest >= (7, 2, 0),
+        })
+    }
+
+    /// The index in `nodes` of the node holding `key`.
+    fn node_of(&self, key: &[u8]) -> usize {
+        self.owners
+            .as_ref()
+            .map_or(0, |owners| owners[usize::from(key_slot(key))])
+    }
+
+    /// `keys` split by node: for each node, the positions in `keys` of its keys.
+    fn by_node(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (i, key) in keys.iter().enumerate() {
+            out[self.node_of(key)].push(i);
+        }
+        out
+    }
+
+    /// Runs `read` on each node with its share of `keys`; the results back in `keys` order.
+    fn per_node<T>(
+        &mut self,
+        keys: &[Vec<u8>],
+        mut read: impl FnMut(&mut Node, &[Vec<u8>]) -> Result<Vec<T>, String>,
+    ) -> Result<Vec<T>, String> {
+        if self.nodes.len() == 1 {
+            return read(&mut self.nodes[0], keys);
+        }
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for (node, positions) in self.by_node(keys).into_iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
+            let share: Vec<Vec<u8>> = positions.iter().map(|&i| keys[i].clone()).collect();
+            let results = read(&mut self.nodes[node], &share)?;
+            for (i, result) in positions.into_iter().zip(results) {
+                out[i] = Some(result);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| "a read gave fewer results than keys".to_string()))
+            .collect()
+    }
+
+    /// Dbs with keys: `INFO keyspace` of a standalone server; db 0 of a cluster.
+    fn dbs(&mut self) -> Result<BTreeSet<i64>, String> {
+        match self.owners {
+            Some(_) => Ok([0].into()),
+            None => self.nodes[0].dbs(),
+        }
+    }
+
+    /// The next keys of `db`, walking every node in turn; `None` when all are walked.
+    fn scan(&mut self, db: i64, cursor: &mut Cursor) -> Result<Option<Vec<Vec<u8>>>, String> {
+        let Some(node) = self.nodes.get_mut(cursor.node) else {
+            return Ok(None);
+        };
+        let (next, keys) = node.scan(db, cursor.at)?;
+        if next == 0 {
+            *cursor = Cursor {
+                node: cursor.node + 1,
+                at: 0,
+            };
+        } else {
+            cursor.at = next;
+        }
+        Ok(Some(keys))
+    }
+
+    fn probe(&mut self, db: i64, keys: &[Vec<u8>]) -> Result<Vec<Probe>, String> {
+        self.per_node(keys, |node, keys| node.probe(db, keys))
+    }
+
+    fn stream_meta(
+        &mut self,
+        db: i64,
+        keys: &[Vec<u8>],
+        fields: StreamFields,
+    ) -> Result<Vec<Option<String>>, String> {
+        self.per_node(keys, |node, keys| node.stream_meta(db, keys, fields))
+    }
+
+    fn zset_items(&mut self, db: i64, key: &[u8]) -> Result<Option<ZsetItems>, String> {
+        let node = self.node_of(key);
+        self.nodes[node].zset_items(db, key)
+    }
+
+    /// Function libraries; on a cluster every master must hold the same ones.
+    fn libraries(&mut self) -> Result<BTreeMap<String, String>, String> {
+        let mut first: Option<(String, BTreeMap<String, String>)> = None;
+        for node in &mut self.nodes {
+            let libs = node.libraries()?;
+            match &first {
+                None => first = Some((node.addr.clone(), libs)),
+                Some((addr, other)) if *other != libs => {
+                    let names =
+                        |l: &BTreeMap<String, String>| l.keys().cloned().collect::<Vec<_>>();
+                    return Err(format!(
+                        "cluster masters hold different function libraries: {addr} {:?}, {} {:?}",
+                        names(other),
+                        node.addr,
+                        names(&libs)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(first.map(|(_, libs)| libs).unwrap_or_default())
+    }
+}
+
 /// A sorted set's (member, score) pairs in order.
 type ZsetItems = Vec<(Vec<u8>, f64)>;
 
@@ -427,8 +731,8 @@ fn now_ms() -> i64 {
 }
 
 struct Walk {
-    src: Side,
-    dst: Side,
+    src: Reader,
+    dst: Reader,
     opts: Options,
     diffs: Vec<Diff>,
     compared: u64,
@@ -464,32 +768,28 @@ impl Walk {
     fn db(&mut self, db: i64) -> Result<(), String> {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         // Every key of the source...
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = self.src.scan(db, cursor)?;
+        let mut cursor = Cursor::default();
+        while let Some(keys) = self.src.scan(db, &mut cursor)? {
             let fresh: Vec<Vec<u8>> = keys
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
             self.keys(db, &fresh)?;
-            if next == 0 || self.full() {
+            if self.full() {
                 break;
             }
-            cursor = next;
         }
         // ...then the target's keys the source scan did not return.
-        let mut cursor = 0;
+        let mut cursor = Cursor::default();
         while !self.full() {
-            let (next, keys) = self.dst.scan(db, cursor)?;
+            let Some(keys) = self.dst.scan(db, &mut cursor)? else {
+                break;
+            };
             let fresh: Vec<Vec<u8>> = keys
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
             self.keys(db, &fresh)?;
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         Ok(())
     }
@@ -639,7 +939,11 @@ impl Walk {
 }
 
 /// Runs `read` on both sides at once (the servers do the work, in parallel).
-fn both<T: Send>(src: &mut Side, dst: &mut Side, read: impl Fn(&mut Side) -> T + Sync) -> (T, T) {
+fn both<T: Send>(
+    src: &mut Reader,
+    dst: &mut Reader,
+    read: impl Fn(&mut Reader) -> T + Sync,
+) -> (T, T) {
     std::thread::scope(|scope| {
         let on_source = scope.spawn(|| read(src));
         let on_target = read(dst);

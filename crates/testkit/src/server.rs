@@ -96,6 +96,50 @@ impl Server {
     /// server lacks are left out of the defaults (`--enable-debug-command` before 7.0), and
     /// [`Server::version`] is what its `INFO` reports (`redis_version`: Valkey 8 says 7.2.4).
     pub fn start_bin(bin: &Path, args: &[&str]) -> Server {
+        Server::start_bin_ports(bin, args, &|_| (free_port(), Vec::new()))
+    }
+
+    /// Starts a replica of `master`: same binary, `--replicaof` it, and when `master` has a
+    /// password the same one as `--masterauth` and `--requirepass`. Waits until the
+    /// replica reports `master_link_status:up` (the initial sync is done).
+    pub fn start_replica_of(master: &Server) -> Server {
+        Server::start_replica_of_with(master, &[])
+    }
+
+    /// Like [`Server::start_replica_of`], with extra arguments appended.
+    pub fn start_replica_of_with(master: &Server, args: &[&str]) -> Server {
+        let port = master.port.to_string();
+        let mut all = vec!["--replicaof", "127.0.0.1", &port];
+        if let Some(pw) = master.password() {
+            all.extend(["--masterauth", pw, "--requirepass", pw]);
+        }
+        all.extend(args);
+        let replica = Server::start_bin(&master.bin, &all);
+        let linked = wait_until(Duration::from_secs(30), || {
+            replica
+                .info("replication")
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+        });
+        assert!(
+            linked,
+            "replica {} of {} did not link up; log tail:\n{}",
+            replica.addr(),
+            master.addr(),
+            replica.log_tail(20)
+        );
+        replica
+    }
+
+    /// Like [`Server::start_bin`], with the port (and any arguments that go with it, e.g.
+    /// a cluster bus port) chosen by `ports`, which gets the binary's version and is called
+    /// again for each attempt.
+    pub(crate) fn start_bin_ports(
+        bin: &Path,
+        args: &[&str],
+        ports: &dyn Fn((u32, u32, u32)) -> (u16, Vec<String>),
+    ) -> Server {
         let version = binary_version(bin);
         let password = args
             .windows(2)
@@ -105,7 +149,10 @@ impl Server {
             .filter(|pw| !pw.is_empty());
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Server::spawn(bin, version, args, password.clone()) {
+            let (port, port_args) = ports(version);
+            let mut all: Vec<&str> = port_args.iter().map(String::as_str).collect();
+            all.extend(args);
+            match Server::spawn(bin, version, &all, port, password.clone()) {
                 Ok(server) => return server,
                 Err(Spawn::PortTaken(msg)) => last_failure = msg,
                 Err(Spawn::Failed(msg)) => panic!("{msg}"),
@@ -120,13 +167,13 @@ impl Server {
         bin: &Path,
         version: (u32, u32, u32),
         extra: &[&str],
+        port: u16,
         password: Option<String>,
     ) -> Result<Server, Spawn> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-redis-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
-        let port = free_port();
         let child = Server::launch(bin, version, extra, port, dir.path());
         let mut server = Server {
             child,
@@ -301,6 +348,11 @@ impl Server {
         self.version
     }
 
+    /// The `redis-server` binary (or launcher) it was started with.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -407,9 +459,7 @@ fn binary_version(bin: &Path) -> (u32, u32, u32) {
 }
 
 /// A loopback port that was free a moment ago and that this process has not handed out before.
-fn free_port() -> u16 {
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let given = GIVEN.get_or_init(Default::default);
+pub(crate) fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
@@ -417,10 +467,31 @@ fn free_port() -> u16 {
             .local_addr()
             .unwrap_or_else(|e| panic!("cannot read a bound port: {e}"))
             .port();
-        if given.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+        if claim(port) {
             return port;
         }
     }
+}
+
+/// A port `p` as [`free_port`] gives, such that `p + 10000` (the cluster bus port of a
+/// server older than 7.0, which cannot be set apart) was free a moment ago too.
+pub(crate) fn free_port_with_bus() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, bus))).is_ok() && claim(bus) {
+            return port;
+        }
+    }
+}
+
+/// Records `port` as handed out; false when it was already.
+fn claim(port: u16) -> bool {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    given.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
 }
 
 /// Whether something on the loopback port answers an inline `PING` (a `NOAUTH` error counts:

@@ -2,12 +2,18 @@
 //!
 //! [`populate`] fills a server with a deterministic dataset holding every type and encoding
 //! Redis has; [`Workload`] issues deterministic random writes covering
-//! [`REQUIRED_COMMANDS`]; [`run_in_background`] runs a workload on its own thread while a
-//! test does something else (starts ferry, kills it, ...).
+//! [`REQUIRED_COMMANDS`] and [`CROSS_SLOT_COMMANDS`]; [`run_in_background`] runs a workload
+//! on its own thread while a test does something else (starts ferry, kills it, ...).
+//!
+//! On a [`Cluster`]: [`populate_cluster`] writes the same dataset (db 0) on the masters,
+//! [`Workload::for_cluster`] keeps each op's keys in one slot with hash tags, and
+//! [`run_in_background_cluster`] runs it while the test reshards or fails over; commands
+//! follow `MOVED` and `ASK` (module `route`).
 
 mod batch;
 mod ops;
 mod populate;
+mod route;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 pub use ops::Workload;
-pub use populate::populate;
+pub use populate::{populate, populate_cluster};
 
-use crate::Server;
+use crate::{Cluster, Server};
 
 /// What to write: which dbs, how many keys, how many with TTLs, how big the big ones are.
 ///
@@ -137,6 +143,39 @@ pub const REQUIRED_COMMANDS: &[&str] = &[
     "FUNCTION LOAD",
 ];
 
+/// Multi-key commands a [`Workload`] on a standalone server issues at least once when run
+/// for 2000 ops or more on Redis 7+ (with `dbs: vec![0]` as well), each time with keys in
+/// different hash slots: commands a cluster refuses with `CROSSSLOT`, which a sync into a
+/// cluster has to split or refuse. `DEL`, `UNLINK`, `MSET` and `MSETNX` always name two
+/// keys or more. `LMOVE`, `BLMOVE`, `ZDIFFSTORE`, `ZRANGESTORE`, `COPY` and
+/// `GEOSEARCHSTORE` need Redis 6.2. `GEORADIUS` is issued with `STORE`, `SORT` with `STORE`
+/// and `ALPHA` (no `BY`/`GET` patterns).
+pub const CROSS_SLOT_COMMANDS: &[&str] = &[
+    "RENAME",
+    "RENAMENX",
+    "SMOVE",
+    "RPOPLPUSH",
+    "LMOVE",
+    "BLMOVE",
+    "SUNIONSTORE",
+    "SINTERSTORE",
+    "SDIFFSTORE",
+    "ZUNIONSTORE",
+    "ZINTERSTORE",
+    "ZDIFFSTORE",
+    "ZRANGESTORE",
+    "BITOP",
+    "PFMERGE",
+    "COPY",
+    "MSETNX",
+    "MSET",
+    "DEL",
+    "UNLINK",
+    "GEORADIUS",
+    "GEOSEARCHSTORE",
+    "SORT",
+];
+
 /// Ops per batch on the background thread; `stop` waits for at most one batch.
 const BACKGROUND_BATCH: usize = 100;
 
@@ -147,26 +186,58 @@ pub fn run_in_background(server: &Server, spec: Spec) -> Background {
 
 /// Like [`run_in_background`], for a server given by `host:port` and optional password.
 pub fn run_in_background_addr(addr: &str, password: Option<&str>, spec: Spec) -> Background {
+    let (addr, password) = (addr.to_string(), password.map(str::to_string));
+    background(move |stop, ops| {
+        let mut conn = crate::server::connect(&addr, password.as_deref(), 0)
+            .unwrap_or_else(|e| panic!("background workload: {e}"));
+        let mut workload = Workload::new(&spec);
+        let mut counts = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            for (name, n) in workload.run_conn(&mut conn, BACKGROUND_BATCH) {
+                *counts.entry(name).or_insert(0) += n;
+            }
+            ops.fetch_add(BACKGROUND_BATCH as u64, Ordering::Relaxed);
+        }
+        counts
+    })
+}
+
+/// Runs a [`Workload::for_cluster`] on `cluster` on its own thread until
+/// [`Background::stop`]. Slots may move and replicas take over meanwhile: commands follow
+/// the cluster's redirections. [`Background::stop`] panics if a command was misrouted in
+/// the end ([`Workload::misrouted`]).
+pub fn run_in_background_cluster(cluster: &Cluster, spec: Spec) -> Background {
+    let (addrs, password) = (cluster.addrs(), cluster.password().map(str::to_string));
+    background(move |stop, ops| {
+        let mut router = route::Router::new(addrs, password.as_deref());
+        let mut workload = Workload::for_cluster(&spec);
+        let mut counts = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            for (name, n) in workload.run_router(&mut router, BACKGROUND_BATCH) {
+                *counts.entry(name).or_insert(0) += n;
+            }
+            ops.fetch_add(BACKGROUND_BATCH as u64, Ordering::Relaxed);
+        }
+        assert!(
+            workload.misrouted().is_empty(),
+            "background cluster workload: commands misrouted: {:?}",
+            workload.misrouted()
+        );
+        counts
+    })
+}
+
+type Counts = BTreeMap<String, u64>;
+
+/// Runs `body` (given the stop flag and the op counter) on a workload thread.
+fn background(body: impl FnOnce(&AtomicBool, &AtomicU64) -> Counts + Send + 'static) -> Background {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
-    let (addr, password) = (addr.to_string(), password.map(str::to_string));
     let handle = {
         let (stop, ops) = (stop.clone(), ops.clone());
         std::thread::Builder::new()
             .name("testkit-workload".into())
-            .spawn(move || {
-                let mut conn = crate::server::connect(&addr, password.as_deref(), 0)
-                    .unwrap_or_else(|e| panic!("background workload: {e}"));
-                let mut workload = Workload::new(&spec);
-                let mut counts = BTreeMap::new();
-                while !stop.load(Ordering::Relaxed) {
-                    for (name, n) in workload.run_conn(&mut conn, BACKGROUND_BATCH) {
-                        *counts.entry(name).or_insert(0) += n;
-                    }
-                    ops.fetch_add(BACKGROUND_BATCH as u64, Ordering::Relaxed);
-                }
-                counts
-            })
+            .spawn(move || body(&stop, &ops))
             .unwrap_or_else(|e| panic!("cannot spawn the workload thread: {e}"))
     };
     Background {

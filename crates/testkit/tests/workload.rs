@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use testkit::compare::{self, Options};
-use testkit::workload::{self, REQUIRED_COMMANDS, Spec, Workload};
-use testkit::{Server, wait_until};
+use testkit::workload::{self, CROSS_SLOT_COMMANDS, REQUIRED_COMMANDS, Spec, Workload};
+use testkit::{Cluster, Server, wait_until};
 
 fn small() -> Spec {
     Spec {
@@ -257,4 +257,57 @@ fn background_workload_runs_until_stopped() {
         Duration::from_secs(30),
     )
     .unwrap_or_else(|r| panic!("{r}"));
+}
+
+#[test]
+fn workload_issues_the_cross_slot_commands() {
+    let server = Server::start();
+    let spec = Spec {
+        dbs: vec![0],
+        ..small()
+    };
+    workload::populate(&server, &spec);
+    let mut workload = Workload::new(&spec);
+    let counts = workload.run(&server, 2000);
+    let missing: Vec<&&str> = CROSS_SLOT_COMMANDS
+        .iter()
+        .filter(|c| !counts.contains_key(**c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not issued: {missing:?}; counts {counts:?}"
+    );
+    assert!(
+        workload.errors().is_empty(),
+        "{:?}",
+        workload.error_samples()
+    );
+}
+
+/// The same workload on a one-node cluster (every slot on one master): each cross-slot
+/// command is refused with CROSSSLOT, every time, so its keys were in different slots.
+#[test]
+fn cross_slot_commands_span_slots() {
+    let cluster = Cluster::start(1, 0);
+    let spec = Spec {
+        dbs: vec![0],
+        ..small()
+    };
+    let mut workload = Workload::new(&spec);
+    let mut conn = cluster.nodes()[0].conn();
+    let counts = workload.run_conn(&mut conn, 2000);
+    for name in CROSS_SLOT_COMMANDS {
+        let issued = counts.get(*name).copied().unwrap_or(0);
+        let refused = workload.errors().get(*name).copied().unwrap_or(0);
+        assert!(issued > 0, "{name} not issued");
+        assert_eq!(refused, issued, "{name}: {refused} of {issued} refused");
+    }
+    assert!(
+        workload
+            .error_samples()
+            .iter()
+            .all(|e| e.contains("CROSSSLOT")),
+        "{:?}",
+        workload.error_samples()
+    );
 }

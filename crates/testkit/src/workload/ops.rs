@@ -17,10 +17,16 @@ use redis::{Cmd, Value, cmd};
 use super::Spec;
 use super::batch::Batch;
 use super::populate::LIBRARY;
-use crate::{Server, wire};
+use super::route::{Router, Target};
+use crate::cluster::key_slot;
+use crate::{Cluster, Server, wire};
 
 /// Keys per namespace per db: small, so ops meet existing keys often.
 const KEYS: u32 = 40;
+/// On a cluster: hash-tag groups (`{g0}` ... ), each its own slot, and keys per namespace
+/// per group.
+const GROUPS: u32 = 32;
+const KEYS_PER_GROUP: u32 = 8;
 
 const SCRIPT: &str =
     "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('HINCRBY', KEYS[2], 'cnt', 1)";
@@ -115,6 +121,14 @@ enum Op {
     Fcall,
     FunctionLoad,
     ShortTtl,
+    Lmove,
+    Blmove,
+    Zdiffstore,
+    Zrangestore,
+    Copy,
+    Georadiusstore,
+    Geosearchstore,
+    SortStore,
 }
 
 impl Op {
@@ -221,6 +235,14 @@ const ALL_OPS: &[Op] = &[
     Op::Fcall,
     Op::FunctionLoad,
     Op::ShortTtl,
+    Op::Lmove,
+    Op::Blmove,
+    Op::Zdiffstore,
+    Op::Zrangestore,
+    Op::Copy,
+    Op::Georadiusstore,
+    Op::Geosearchstore,
+    Op::SortStore,
 ];
 
 /// Namespaces any generic key op (DEL, EXPIRE, MOVE, ...) may touch.
@@ -234,9 +256,14 @@ pub struct Workload {
     /// Ops not yet issued once; drained before random picks, so every op appears early.
     cover: Vec<Op>,
     weights: Vec<(Op, u32)>,
-    server_major: Option<u32>,
+    server_version: Option<(u32, u32, u32)>,
     script_sha: Option<String>,
     batch: Batch,
+    /// Writing to a cluster: keys carry a hash tag `{g<N>}`, and all keys of one op share
+    /// one (so multi-key commands stay in one slot); only db 0.
+    cluster: bool,
+    /// The hash-tag group of the op being built, on a cluster.
+    group: Option<u32>,
 }
 
 impl Workload {
@@ -257,30 +284,71 @@ impl Workload {
             db,
             cover,
             weights: Vec::new(),
-            server_major: None,
+            server_version: None,
             script_sha: None,
             batch: Batch::default(),
+            cluster: false,
+            group: None,
         }
+    }
+
+    /// A workload for a cluster, seeded by `spec.seed`: db 0 only (whatever `spec.dbs`
+    /// says), no `SELECT`, `MOVE`, `SWAPDB` or `FUNCTION LOAD`; each op's keys share a hash
+    /// tag (`{g17}wl:l:3`), picked anew for each op, so multi-key commands stay in one slot
+    /// while ops spread over many. Run it with [`Workload::run_cluster`].
+    pub fn for_cluster(spec: &Spec) -> Self {
+        let mut workload = Workload::new(&Spec {
+            dbs: vec![0],
+            ..spec.clone()
+        });
+        workload.cluster = true;
+        workload
     }
 
     /// Runs `ops` ops against `server` on a new connection; returns commands issued by name.
     pub fn run(&mut self, server: &Server, ops: usize) -> BTreeMap<String, u64> {
         let mut conn = server.conn();
-        self.server_major.get_or_insert(server.version().0);
+        self.server_version.get_or_insert(server.version());
         self.run_conn(&mut conn, ops)
     }
 
     /// Runs `ops` ops on `conn` (any db: the workload selects its own).
     pub fn run_conn(&mut self, conn: &mut redis::Connection, ops: usize) -> BTreeMap<String, u64> {
+        assert!(
+            !self.cluster,
+            "a workload made by Workload::for_cluster runs with run_cluster"
+        );
+        self.run_on(&mut Target::Conn(conn), ops)
+    }
+
+    /// Runs `ops` ops on `cluster`, each command sent to the master owning its keys
+    /// (following `MOVED` and `ASK` while slots move). Needs a workload made by
+    /// [`Workload::for_cluster`].
+    pub fn run_cluster(&mut self, cluster: &Cluster, ops: usize) -> BTreeMap<String, u64> {
+        let mut router = Router::new(cluster.addrs(), cluster.password());
+        self.run_router(&mut router, ops)
+    }
+
+    pub(crate) fn run_router(&mut self, router: &mut Router, ops: usize) -> BTreeMap<String, u64> {
+        assert!(
+            self.cluster,
+            "a cluster runs a workload made by Workload::for_cluster"
+        );
+        self.run_on(&mut Target::Cluster(router), ops)
+    }
+
+    fn run_on(&mut self, to: &mut Target, ops: usize) -> BTreeMap<String, u64> {
         self.batch.counts.clear();
-        self.prepare(conn);
-        self.select(self.db);
+        self.prepare(to);
+        if !self.cluster {
+            self.select(self.db);
+        }
         for _ in 0..ops {
             let op = self.next_op();
-            self.op(conn, op);
-            self.batch.maybe_flush(conn);
+            self.op(to, op);
+            self.batch.maybe_flush(to);
         }
-        self.batch.flush(conn);
+        self.batch.flush(to);
         std::mem::take(&mut self.batch.counts)
     }
 
@@ -295,29 +363,33 @@ impl Workload {
         &self.batch.samples
     }
 
+    /// The first few errors that say a command reached the wrong node or spanned slots
+    /// (`MOVED`, `ASK`, `CROSSSLOT`, `CLUSTERDOWN`), as "COMMAND: message". Empty for a
+    /// cluster workload whose routing works, whatever the server version.
+    pub fn misrouted(&self) -> &[String] {
+        &self.batch.misrouted
+    }
+
     /// Learns the server version, loads the script and makes sure the library `FCALL` uses
-    /// is there (populate loads it; a bare server gets it here).
-    fn prepare(&mut self, conn: &mut redis::Connection) {
-        if self.server_major.is_none() {
+    /// is there (populate loads it; a bare server gets it here). On a cluster the script
+    /// goes to every node (a replica promoted later has it too) and the library to every
+    /// master that lacks it.
+    fn prepare(&mut self, to: &mut Target) {
+        match to {
+            Target::Conn(conn) => self.prepare_conn(conn),
+            Target::Cluster(router) => self.prepare_cluster(router),
+        }
+    }
+
+    fn prepare_conn(&mut self, conn: &mut redis::Connection) {
+        if self.server_version.is_none() {
             let text: String = cmd("INFO")
                 .arg("server")
                 .query(conn)
                 .unwrap_or_else(|e| panic!("workload: INFO failed: {e}"));
-            let info = crate::server::parse_info(&text);
-            let version = info
-                .get("redis_version")
-                .and_then(|v| crate::server::parse_version(v));
-            self.server_major = Some(version.map_or(0, |v| v.0));
+            self.server_version = Some(version_of(&text));
         }
-        if self.weights.is_empty() {
-            let supported: Vec<Op> = ALL_OPS
-                .iter()
-                .copied()
-                .filter(|op| self.supported(*op))
-                .collect();
-            self.cover.retain(|op| supported.contains(op));
-            self.weights = supported.iter().map(|op| (*op, op.weight())).collect();
-        }
+        self.choose_ops();
         let sha: String = cmd("SCRIPT")
             .arg("LOAD")
             .arg(SCRIPT)
@@ -344,14 +416,80 @@ impl Workload {
         }
     }
 
+    fn prepare_cluster(&mut self, router: &mut Router) {
+        let masters = router.masters();
+        if self.server_version.is_none() {
+            let info = router
+                .query_on(&masters[0], cmd("INFO").arg("server"))
+                .unwrap_or_else(|e| panic!("workload: INFO on {} failed: {e}", masters[0]));
+            self.server_version = Some(version_of(&wire::text(&info).unwrap_or_default()));
+        }
+        self.choose_ops();
+        let load = cmd("SCRIPT").arg("LOAD").arg(SCRIPT).clone();
+        for node in router.nodes() {
+            // A node gone (a test killed it) is no reason to stop.
+            if let Ok(sha) = router.query_on(&node, &load) {
+                self.script_sha = wire::text(&sha);
+                *self.batch.counts.entry("SCRIPT LOAD".into()).or_insert(0) += 1;
+            }
+        }
+        if self.functions() {
+            let list = cmd("FUNCTION")
+                .arg("LIST")
+                .arg("LIBRARYNAME")
+                .arg("ferry_testkit")
+                .clone();
+            let load = cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(LIBRARY)
+                .clone();
+            for master in masters {
+                let listed = router
+                    .query_on(&master, &list)
+                    .unwrap_or_else(|e| panic!("workload: FUNCTION LIST on {master}: {e}"));
+                if wire::items(&listed).is_none_or(|libs| libs.is_empty()) {
+                    router
+                        .query_on(&master, &load)
+                        .unwrap_or_else(|e| panic!("workload: FUNCTION LOAD on {master}: {e}"));
+                    *self.batch.counts.entry("FUNCTION LOAD".into()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    /// The ops this server and mode support, once.
+    fn choose_ops(&mut self) {
+        if self.weights.is_empty() {
+            let supported: Vec<Op> = ALL_OPS
+                .iter()
+                .copied()
+                .filter(|op| self.supported(*op))
+                .collect();
+            self.cover.retain(|op| supported.contains(op));
+            self.weights = supported.iter().map(|op| (*op, op.weight())).collect();
+        }
+    }
+
     fn functions(&self) -> bool {
-        self.server_major.unwrap_or(0) >= 7
+        self.version() >= (7, 0, 0)
+    }
+
+    fn version(&self) -> (u32, u32, u32) {
+        self.server_version.unwrap_or((0, 0, 0))
     }
 
     fn supported(&self, op: Op) -> bool {
         match op {
+            Op::Swapdb | Op::Move | Op::Select | Op::FunctionLoad if self.cluster => false,
             Op::Fcall | Op::FunctionLoad => self.functions(),
             Op::Swapdb | Op::Move => self.dbs.len() >= 2,
+            Op::Lmove
+            | Op::Blmove
+            | Op::Zdiffstore
+            | Op::Zrangestore
+            | Op::Copy
+            | Op::Geosearchstore => self.version() >= (6, 2, 0),
             _ => true,
         }
     }
@@ -377,10 +515,19 @@ impl Workload {
         self.batch.add(label, c.clone());
     }
 
-    /// A key in namespace `ns`; some string keys have binary names.
+    /// A key in namespace `ns`; some string keys have binary names. On a cluster, in the
+    /// op's group.
     fn key(&mut self, ns: &str) -> Vec<u8> {
-        let n = self.rng.random_range(0..KEYS);
-        let mut key = format!("wl:{ns}:").into_bytes();
+        let (n, mut key) = match self.group {
+            Some(group) => (
+                self.rng.random_range(0..KEYS_PER_GROUP),
+                format!("{{g{group}}}wl:{ns}:").into_bytes(),
+            ),
+            None => (
+                self.rng.random_range(0..KEYS),
+                format!("wl:{ns}:").into_bytes(),
+            ),
+        };
         if ns == "s" && n % 8 == 0 {
             key.extend_from_slice(b"\x00\xff\n");
         }
@@ -393,6 +540,40 @@ impl Workload {
         self.key(ns)
     }
 
+    /// `n` distinct keys from `pick`: on a standalone server in `n` different slots (as a
+    /// cluster would hash them, so the multi-key command is one a cluster would refuse), on
+    /// a cluster all in the op's group.
+    fn keys_apart(&mut self, n: usize, mut pick: impl FnMut(&mut Self) -> Vec<u8>) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(n);
+        while keys.len() < n {
+            let key = pick(self);
+            let clash = keys
+                .iter()
+                .any(|k| *k == key || (!self.cluster && key_slot(k) == key_slot(&key)));
+            if !clash {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// Two distinct keys of `ns` (in different slots on a standalone server).
+    fn two(&mut self, ns: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut keys = self.keys_apart(2, |w| w.key(ns));
+        let b = keys.pop().expect("two keys");
+        let a = keys.pop().expect("two keys");
+        (a, b)
+    }
+
+    /// Three distinct keys of `ns` (in different slots on a standalone server).
+    fn three(&mut self, ns: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut keys = self.keys_apart(3, |w| w.key(ns));
+        let c = keys.pop().expect("three keys");
+        let b = keys.pop().expect("three keys");
+        let a = keys.pop().expect("three keys");
+        (a, b, c)
+    }
+
     fn value(&mut self) -> Vec<u8> {
         let len = self.rng.random_range(0..24);
         let mut v: Vec<u8> = (0..len)
@@ -402,6 +583,15 @@ impl Workload {
             v.extend_from_slice(b"\x00\xff");
         }
         v
+    }
+
+    /// `LEFT` or `RIGHT`.
+    fn end(&mut self) -> &'static str {
+        if self.rng.random_bool(0.5) {
+            "LEFT"
+        } else {
+            "RIGHT"
+        }
     }
 
     fn member(&mut self) -> String {
@@ -447,14 +637,27 @@ impl Workload {
     }
 
     /// Sends what is queued plus `c` now and returns `c`'s reply.
-    fn now(&mut self, conn: &mut redis::Connection, label: &str, c: &mut Cmd) -> Value {
+    fn now(&mut self, to: &mut Target, label: &str, c: &mut Cmd) -> Value {
         self.add(label, c);
-        self.batch.flush(conn).pop().unwrap_or(Value::Nil)
+        self.batch.flush(to).pop().unwrap_or(Value::Nil)
     }
 
     // ---- the ops ---------------------------------------------------------------------
 
-    fn op(&mut self, conn: &mut redis::Connection, op: Op) {
+    /// Queues one op; on a cluster, all its keys in one group picked for it.
+    fn op(&mut self, to: &mut Target, op: Op) {
+        if !self.cluster || self.group.is_some() {
+            return self.build(to, op);
+        }
+        let group = self.rng.random_range(0..GROUPS);
+        self.group = Some(group);
+        self.batch.slot = Some(key_slot(format!("{{g{group}}}").as_bytes()));
+        self.build(to, op);
+        self.group = None;
+        self.batch.slot = None;
+    }
+
+    fn build(&mut self, to: &mut Target, op: Op) {
         match op {
             Op::Set => {
                 let (k, v) = (self.key("s"), self.value());
@@ -500,9 +703,9 @@ impl Workload {
             Op::Mset | Op::Msetnx => {
                 let name = if op == Op::Mset { "MSET" } else { "MSETNX" };
                 let mut c = cmd(name);
-                for _ in 0..self.rng.random_range(1..4) {
-                    let (k, v) = (self.key("s"), self.value());
-                    c.arg(k).arg(v);
+                let n = self.rng.random_range(2..4);
+                for k in self.keys_apart(n, |w| w.key("s")) {
+                    c.arg(k).arg(self.value());
                 }
                 self.add(name, &mut c);
             }
@@ -527,7 +730,7 @@ impl Workload {
                 self.add("SETBIT", cmd("SETBIT").arg(k).arg(offset).arg(bit));
             }
             Op::Bitop => {
-                let (dest, a, b) = (self.key("b"), self.key("b"), self.key("b"));
+                let (dest, a, b) = self.three("b");
                 let mut c = cmd("BITOP");
                 match self.rng.random_range(0..4) {
                     0 => c.arg("NOT").arg(dest).arg(a),
@@ -585,7 +788,7 @@ impl Workload {
                 self.add("LTRIM", cmd("LTRIM").arg(k).arg(0).arg(keep));
             }
             Op::Rpoplpush => {
-                let (src, dst) = (self.key("l"), self.key("l"));
+                let (src, dst) = self.two("l");
                 self.add("RPOPLPUSH", cmd("RPOPLPUSH").arg(src).arg(dst));
             }
             Op::Blpop | Op::Brpop | Op::Brpoplpush => {
@@ -627,7 +830,7 @@ impl Workload {
                 self.add("SPOP", &mut c);
             }
             Op::Smove => {
-                let (src, dst, m) = (self.key("t"), self.key("t"), self.member());
+                let ((src, dst), m) = (self.two("t"), self.member());
                 self.add("SMOVE", cmd("SMOVE").arg(src).arg(dst).arg(m));
             }
             Op::Sdiffstore | Op::Sinterstore | Op::Sunionstore => {
@@ -636,7 +839,7 @@ impl Workload {
                     Op::Sinterstore => "SINTERSTORE",
                     _ => "SUNIONSTORE",
                 };
-                let (dst, a, b) = (self.key("t"), self.key("t"), self.key("t"));
+                let (dst, a, b) = self.three("t");
                 self.add(name, cmd(name).arg(dst).arg(a).arg(b));
             }
             Op::Zadd => {
@@ -688,7 +891,7 @@ impl Workload {
                 } else {
                     "ZINTERSTORE"
                 };
-                let (dst, a, b) = (self.key("z"), self.key("z"), self.key("z"));
+                let (dst, a, b) = self.three("z");
                 let mut c = cmd(name);
                 c.arg(dst).arg(2).arg(a).arg(b);
                 if self.rng.random_bool(0.3) {
@@ -739,7 +942,7 @@ impl Workload {
                 self.add("PFADD", &mut c);
             }
             Op::Pfmerge => {
-                let (dst, a, b) = (self.key("p"), self.key("p"), self.key("p"));
+                let (dst, a, b) = self.three("p");
                 self.add("PFMERGE", cmd("PFMERGE").arg(dst).arg(a).arg(b));
             }
             Op::Geoadd => {
@@ -758,7 +961,7 @@ impl Workload {
                 self.add("XADD", cmd("XADD").arg(&k).arg("*").arg("v").arg("del"));
                 let count = self.rng.random_range(1..4);
                 let range = self.now(
-                    conn,
+                    to,
                     "XRANGE",
                     cmd("XRANGE")
                         .arg(&k)
@@ -833,7 +1036,7 @@ impl Workload {
                 read.arg("STREAMS").arg(&k).arg(">");
                 self.add("XREADGROUP", &mut read);
                 let pending = self.now(
-                    conn,
+                    to,
                     "XPENDING",
                     cmd("XPENDING").arg(&k).arg("wg").arg("-").arg("+").arg(3),
                 );
@@ -864,9 +1067,8 @@ impl Workload {
             Op::Del | Op::Unlink => {
                 let name = if op == Op::Del { "DEL" } else { "UNLINK" };
                 let mut c = cmd(name);
-                for _ in 0..self.rng.random_range(1..3) {
-                    c.arg(self.any_key());
-                }
+                let n = self.rng.random_range(2..4);
+                c.arg(self.keys_apart(n, Self::any_key));
                 self.add(name, &mut c);
             }
             Op::Expire => {
@@ -901,7 +1103,7 @@ impl Workload {
                     "RENAMENX"
                 };
                 // Make sure the source exists (RENAME of a missing key is an error).
-                let (src, dst) = (self.key("l"), self.key("l"));
+                let (src, dst) = self.two("l");
                 self.add("RPUSH", cmd("RPUSH").arg(&src).arg("renamed"));
                 self.add(name, cmd(name).arg(src).arg(dst));
             }
@@ -914,7 +1116,7 @@ impl Workload {
             Op::Restore => {
                 let (src, dst) = (self.key("l"), self.key("l"));
                 self.add("RPUSH", cmd("RPUSH").arg(&src).arg("dumped"));
-                let dump = self.now(conn, "DUMP", cmd("DUMP").arg(&src));
+                let dump = self.now(to, "DUMP", cmd("DUMP").arg(&src));
                 if let Value::BulkString(payload) = dump {
                     let ttl = if self.rng.random_bool(0.5) {
                         0
@@ -949,7 +1151,7 @@ impl Workload {
                         Op::Expire,
                     ];
                     let op = inner[self.rng.random_range(0..inner.len())];
-                    self.op(conn, op);
+                    self.op(to, op);
                 }
                 self.add("EXEC", &mut cmd("EXEC"));
             }
@@ -965,7 +1167,11 @@ impl Workload {
                 self.add(if op == Op::Eval { "EVAL" } else { "EVALSHA" }, &mut c);
             }
             Op::Fcall => {
-                if self.rng.random_bool(0.5) || self.cover.contains(&Op::FunctionLoad) {
+                // On a cluster only populate's library is on every master.
+                if self.rng.random_bool(0.5)
+                    || self.cover.contains(&Op::FunctionLoad)
+                    || self.cluster
+                {
                     let (k, v) = (self.key("s"), self.value());
                     self.add("FCALL", cmd("FCALL").arg("ferry_set").arg(1).arg(k).arg(v));
                 } else {
@@ -982,9 +1188,97 @@ impl Workload {
                     cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(LIBRARY2),
                 );
             }
+            Op::Lmove | Op::Blmove => {
+                let (src, dst) = self.two("l");
+                let (from, into) = (self.end(), self.end());
+                if op == Op::Lmove {
+                    self.add("LMOVE", cmd("LMOVE").arg(src).arg(dst).arg(from).arg(into));
+                } else {
+                    // The list is non-empty when the move runs, so it never waits.
+                    let v = self.value();
+                    self.add("RPUSH", cmd("RPUSH").arg(&src).arg(v));
+                    let mut c = cmd("BLMOVE");
+                    c.arg(src).arg(dst).arg(from).arg(into).arg("0.01");
+                    self.add("BLMOVE", &mut c);
+                }
+            }
+            Op::Zdiffstore => {
+                let (dst, a, b) = self.three("z");
+                self.add(
+                    "ZDIFFSTORE",
+                    cmd("ZDIFFSTORE").arg(dst).arg(2).arg(a).arg(b),
+                );
+            }
+            Op::Zrangestore => {
+                let (dst, src) = self.two("z");
+                let stop = self.rng.random_range(0..20);
+                let mut c = cmd("ZRANGESTORE");
+                c.arg(dst).arg(src).arg(0).arg(stop);
+                if self.rng.random_bool(0.3) {
+                    c.arg("REV");
+                }
+                self.add("ZRANGESTORE", &mut c);
+            }
+            Op::Copy => {
+                let ns = NAMESPACES[self.rng.random_range(0..NAMESPACES.len())];
+                let (src, dst) = self.two(ns);
+                let mut c = cmd("COPY");
+                c.arg(src).arg(dst);
+                if self.rng.random_bool(0.5) {
+                    c.arg("REPLACE");
+                }
+                self.add("COPY", &mut c);
+            }
+            Op::Georadiusstore | Op::Geosearchstore => {
+                let (dst, src) = self.two("g");
+                let lon = format!("{:.5}", self.rng.random_range(-179.0..179.0f64));
+                let lat = format!("{:.5}", self.rng.random_range(-85.0..85.0f64));
+                let km = self.rng.random_range(500..8000);
+                let mut c;
+                if op == Op::Georadiusstore {
+                    c = cmd("GEORADIUS");
+                    c.arg(src).arg(lon).arg(lat).arg(km).arg("km");
+                    c.arg("STORE").arg(dst);
+                } else {
+                    c = cmd("GEOSEARCHSTORE");
+                    c.arg(dst).arg(src).arg("FROMLONLAT").arg(lon).arg(lat);
+                    c.arg("BYRADIUS").arg(km).arg("km");
+                    if self.rng.random_bool(0.3) {
+                        c.arg("STOREDIST");
+                    }
+                }
+                let label = if op == Op::Georadiusstore {
+                    "GEORADIUS"
+                } else {
+                    "GEOSEARCHSTORE"
+                };
+                self.add(label, &mut c);
+            }
+            Op::SortStore => {
+                // A list or set sorted into a list; no BY/GET patterns.
+                let ns = if self.rng.random_bool(0.5) { "l" } else { "t" };
+                let src = self.key(ns);
+                let dst = loop {
+                    let k = self.key("l");
+                    if k != src && (self.cluster || key_slot(&k) != key_slot(&src)) {
+                        break k;
+                    }
+                };
+                let mut c = cmd("SORT");
+                c.arg(src).arg("ALPHA");
+                if self.rng.random_bool(0.5) {
+                    c.arg("DESC");
+                }
+                if self.rng.random_bool(0.3) {
+                    c.arg("LIMIT").arg(0).arg(self.rng.random_range(1..20));
+                }
+                c.arg("STORE").arg(dst);
+                self.add("SORT", &mut c);
+            }
             Op::ShortTtl => {
                 // Gone within half a second: expiry reaches replicas as DEL.
-                let k = format!("wl:tmp:{}", self.rng.random_range(0..KEYS));
+                let tag = self.group.map(|g| format!("{{g{g}}}")).unwrap_or_default();
+                let k = format!("{tag}wl:tmp:{}", self.rng.random_range(0..KEYS));
                 let ms = self.rng.random_range(20..500);
                 self.add("SET", cmd("SET").arg(k).arg("short").arg("PX").arg(ms));
             }
@@ -1000,4 +1294,12 @@ fn entry_ids(reply: &Value) -> Vec<Vec<u8>> {
         .iter()
         .filter_map(|entry| wire::bytes(wire::items(entry)?.first()?))
         .collect()
+}
+
+/// The `redis_version` of an `INFO server` text; (0, 0, 0) when absent.
+fn version_of(info: &str) -> (u32, u32, u32) {
+    let info = crate::server::parse_info(info);
+    info.get("redis_version")
+        .and_then(|v| crate::server::parse_version(v))
+        .unwrap_or((0, 0, 0))
 }

@@ -10,7 +10,9 @@ use redis::{Cmd, cmd};
 
 use super::Spec;
 use super::batch::Batch;
-use crate::Server;
+use super::route::{Router, Target};
+use crate::cluster::key_slot;
+use crate::{Cluster, Server};
 
 /// The function library [`populate`] loads (and the workload's `FCALL` uses).
 pub(crate) const LIBRARY: &str = "#!lua name=ferry_testkit\n\
@@ -118,7 +120,6 @@ const MIX: &[(Kind, u32)] = &[
 /// Writes are pipelined; any error the server answers panics with the command and message.
 pub fn populate(server: &Server, spec: &Spec) {
     let mut conn = server.conn();
-    let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut batch = Batch::default();
     if server.version().0 >= 7 {
         batch.add(
@@ -130,8 +131,51 @@ pub fn populate(server: &Server, spec: &Spec) {
                 .clone(),
         );
     }
-    for &db in &spec.dbs {
-        batch.add("SELECT", cmd("SELECT").arg(db).clone());
+    write_all(
+        &mut Target::Conn(&mut conn),
+        batch,
+        spec,
+        &spec.dbs,
+        &server.addr(),
+    );
+}
+
+/// Like [`populate`], on a cluster: db 0 only (whatever `spec.dbs` says), each key written
+/// on the master owning it, and the function library loaded on every master. The data is
+/// what [`populate`] writes on a standalone server with `dbs: vec![0]`, so the two compare
+/// equal.
+pub fn populate_cluster(cluster: &Cluster, spec: &Spec) {
+    let mut router = Router::new(cluster.addrs(), cluster.password());
+    if cluster.nodes()[0].version().0 >= 7 {
+        let load = cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(LIBRARY)
+            .clone();
+        for master in router.masters() {
+            router
+                .query_on(&master, &load)
+                .unwrap_or_else(|e| panic!("populate: FUNCTION LOAD on {master}: {e}"));
+        }
+    }
+    let label = format!("cluster {}", cluster.addrs().join(","));
+    write_all(
+        &mut Target::Cluster(&mut router),
+        Batch::default(),
+        spec,
+        &[0],
+        &label,
+    );
+}
+
+/// Writes every key of `dbs` through `to`, after what `batch` holds already.
+fn write_all(to: &mut Target, mut batch: Batch, spec: &Spec, dbs: &[i64], name: &str) {
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let cluster = to.is_cluster();
+    for &db in dbs {
+        if !cluster {
+            batch.add("SELECT", cmd("SELECT").arg(db).clone());
+        }
         for i in 0..spec.keys_per_db {
             let kind = match ALL.get(i) {
                 Some(kind) => *kind,
@@ -139,19 +183,21 @@ pub fn populate(server: &Server, spec: &Spec) {
                 None => pick(&mut rng),
             };
             let key = key_name(kind, db, i);
+            if cluster {
+                batch.slot = Some(key_slot(&key));
+            }
             write_key(&mut batch, &mut rng, kind, &key, spec.big_elements);
             if rng.random_bool(spec.ttl_fraction.clamp(0.0, 1.0)) {
                 let (label, expire) = expire_cmd(&mut rng, &key);
                 batch.add(label, expire);
             }
-            batch.maybe_flush(&mut conn);
+            batch.maybe_flush(to);
         }
     }
-    batch.flush(&mut conn);
+    batch.flush(to);
     assert!(
         batch.errors.is_empty(),
-        "populate: {} got errors: {:?}",
-        server.addr(),
+        "populate: {name} got errors: {:?}",
         batch.samples
     );
 }
