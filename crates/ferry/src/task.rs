@@ -215,6 +215,26 @@ async fn run_source(
         }
         None => tracing::info!("no checkpoint on the target: full sync"),
     }
+    // Behind Sentinel: replicate from the master it names now, and start again when it names
+    // another (a demoted master may keep its replicas' links open).
+    let (endpoint, watch) = match &endpoint.sentinel {
+        Some(sentinels) => {
+            let (host, port) = sentinels.master_addr(Role::Source, endpoint).await?;
+            let stop = cancel.child_token();
+            let watch = tokio::spawn(watch_sentinels(
+                endpoint.clone(),
+                (host.clone(), port),
+                stop.clone(),
+            ));
+            (endpoint.at(&host, port), Some((watch, stop)))
+        }
+        None => (endpoint.clone(), None),
+    };
+    let endpoint = &endpoint;
+    let cancel = &match &watch {
+        Some((_, stop)) => stop.clone(),
+        None => cancel.clone(),
+    };
     let source = PsyncSource::connect(endpoint).await?;
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
     let writer = tokio::spawn(target.run(
@@ -234,7 +254,46 @@ async fn run_source(
         .run(options, tx, status.clone(), cancel.clone())
         .await;
     join_writer(writer).await?;
+    if let Some((watch, stop)) = watch {
+        stop.cancel();
+        if let Ok(Some(moved)) = watch.await {
+            return Err(Error::Closed {
+                role: Role::Source,
+                addr: endpoint.addr(),
+                context: format!(": the sentinels now name {moved} as the master"),
+            });
+        }
+    }
     read
+}
+
+/// Asks the sentinels every second which server is the master; when it is no longer
+/// `current`, stops the stream (`stop`) and returns the new address.
+async fn watch_sentinels(
+    endpoint: Endpoint,
+    current: (String, u16),
+    stop: CancellationToken,
+) -> Option<String> {
+    let sentinels = endpoint.sentinel.clone()?;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        // A sentinel that cannot be asked is no news: the link itself tells of a dead master.
+        if let Ok(now) = sentinels.master_addr(Role::Source, &endpoint).await
+            && now != current
+        {
+            tracing::warn!(
+                "the sentinels name {}:{} as the master of {} now; reconnecting",
+                now.0,
+                now.1,
+                sentinels.master
+            );
+            stop.cancel();
+            return Some(format!("{}:{}", now.0, now.1));
+        }
+    }
 }
 
 /// A cluster source: one stream per shard, run side by side, each with its own checkpoint

@@ -343,12 +343,14 @@ impl Settle<'_> {
             }),
             // The cluster's slot map changed under ferry: start again from the checkpoints
             // with the new map (nothing of a refused transaction was applied).
-            _ if crate::topology::is_redirect(msg.as_bytes()) => Err(Error::TargetRefused {
-                addr: self.addr.to_string(),
-                what,
-                msg,
-                retryable: true,
-            }),
+            _ if crate::topology::is_redirect(msg.as_bytes()) || msg.starts_with("READONLY") => {
+                Err(Error::TargetRefused {
+                    addr: self.addr.to_string(),
+                    what,
+                    msg,
+                    retryable: true,
+                })
+            }
             _ if queued => Err(Error::TargetRefused {
                 addr: self.addr.to_string(),
                 what,

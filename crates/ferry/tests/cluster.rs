@@ -1,0 +1,214 @@
+//! Clusters and Sentinel, end to end: real clusters started by testkit, the real binary, and
+//! the target checked key by key against the source.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, resyncs};
+use testkit::compare::{self, Options, Side};
+use testkit::workload::{self, Spec};
+use testkit::{Cluster, Sentinel, Server};
+
+fn spec(seed: u64) -> Spec {
+    Spec {
+        seed,
+        dbs: vec![0],
+        keys_per_db: 1500,
+        big_elements: 500,
+        ..Spec::default()
+    }
+}
+
+/// Redis's stream does not carry consumer groups' read counters (its own replicas drift there
+/// too); everything else must match.
+fn opts() -> Options {
+    Options {
+        group_read_counters: false,
+        ..Options::default()
+    }
+}
+
+fn equal(source: &Side, target: &Side, ferry: &Ferry) -> u64 {
+    compare::eventually_equal_sides(source, target, &opts(), Duration::from_secs(60))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()))
+}
+
+const NO_DELAY: &[&str] = &["--repl-diskless-sync-delay", "0"];
+
+/// Splitting a standalone Redis into a cluster: every multi-key command of the workload names
+/// keys in different slots, which the cluster itself would refuse with CROSSSLOT.
+#[test]
+fn standalone_into_cluster_with_cross_slot_commands() {
+    let source = Server::start_with(NO_DELAY);
+    let target = Cluster::start(3, 0);
+    let spec = spec(11);
+    workload::populate(&source, &spec);
+    let background = workload::run_in_background(&source, spec.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    // Any node of the cluster will do: ferry asks it for the rest.
+    let node = target.urls()[1].clone();
+    let mut ferry = Ferry::start_with_status(&["--source", &source.url(), "--target", &node]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = background.stop();
+    let mut tail = workload::Workload::new(&Spec {
+        seed: 12,
+        ..spec.clone()
+    });
+    let tail_counts = tail.run(&source, 3000);
+    for cmd in workload::CROSS_SLOT_COMMANDS {
+        let issued =
+            counts.get(*cmd).copied().unwrap_or(0) + tail_counts.get(*cmd).copied().unwrap_or(0);
+        assert!(issued > 0, "workload never issued {cmd}");
+    }
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let st = ferry.status().unwrap();
+    assert!(st["cross_slot_commands"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["last_error"].is_null(), "{st}");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// Cluster to cluster under load, ferry killed mid-stream and started again: every shard of
+/// the source continues from its checkpoints with a partial resync, nothing lost or repeated
+/// (the workload's INCR, APPEND, LPUSH, XADD... would show it).
+#[test]
+fn cluster_into_cluster_survives_a_kill() {
+    let source = Cluster::start_with(3, 0, NO_DELAY);
+    let target = Cluster::start(3, 0);
+    let spec = spec(21);
+    workload::populate_cluster(&source, &spec);
+    let background = workload::run_in_background_cluster(&source, spec.clone());
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    let st = ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    assert_eq!(st["shards"].as_array().map(Vec::len), Some(3), "{st}");
+    std::thread::sleep(Duration::from_secs(2));
+    ferry.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    for master in source.masters() {
+        let (full, partial) = resyncs(master);
+        assert_eq!(
+            (full, partial),
+            (1, 1),
+            "{}: expected one full sync, then one partial on restart",
+            master.addr()
+        );
+    }
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// Merging a cluster into one standalone Redis (db 0).
+#[test]
+fn cluster_into_standalone() {
+    let source = Cluster::start_with(3, 0, NO_DELAY);
+    let target = Server::start();
+    let spec = spec(31);
+    workload::populate_cluster(&source, &spec);
+    let background = workload::run_in_background_cluster(&source, spec.clone());
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// A slot moved between the target's masters while the stream is applied: ferry follows the
+/// new owner and the data stays equal.
+#[test]
+fn target_resharded_while_syncing() {
+    let source = Server::start_with(NO_DELAY);
+    let target = Cluster::start(3, 0);
+    let spec = spec(41);
+    workload::populate(&source, &spec);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let background = workload::run_in_background(&source, spec.clone());
+    // Move two slots that hold keys, one in a single step and one slowly, while writes go on.
+    let masters = target.masters();
+    for i in 0..2 {
+        let key = loop {
+            let key: Vec<u8> = redis::cmd("RANDOMKEY")
+                .query(&mut masters[i].conn())
+                .unwrap();
+            if !key.starts_with(b"__ferry:") {
+                break key;
+            }
+        };
+        let slot = Cluster::slot(&key);
+        let owner = target.owner(slot).addr();
+        let to = *masters.iter().find(|m| m.addr() != owner).unwrap();
+        if i == 0 {
+            target.move_slot(slot, to);
+        } else {
+            let mut migration = target.begin_move(slot, to);
+            while !migration.step(1) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            migration.finish();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// A source behind Sentinel fails over to its replica: ferry asks the sentinels again and
+/// continues from the promoted replica without a full resync.
+#[test]
+fn source_behind_sentinel_fails_over() {
+    let master = Server::start_with(NO_DELAY);
+    let replica = Server::start_replica_of_with(&master, NO_DELAY);
+    let sentinels = Sentinel::start(&master, "ferrymaster", 1, 1);
+    let target = Server::start();
+    let spec = spec(51);
+    workload::populate(&master, &spec);
+    let url = sentinels.url("ferrymaster");
+    let mut ferry = Ferry::start_with_status(&["--source", &url, "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&spec);
+    load.run(&master, 2000);
+    let promoted = sentinels.failover("ferrymaster");
+    assert_eq!(promoted, replica.addr());
+    load.run(&replica, 2000);
+    let n = equal(&Side::from(&replica), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let (full, _) = resyncs(&replica);
+    assert_eq!(
+        full,
+        0,
+        "the promoted replica served a full resync:\n{}",
+        ferry.log()
+    );
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
