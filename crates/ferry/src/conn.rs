@@ -61,10 +61,10 @@ impl Conn {
         if let Some(password) = &endpoint.password {
             let reply = match &endpoint.username {
                 Some(user) => {
-                    conn.request(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                    conn.first_request(&[b"AUTH", user.as_bytes(), password.as_bytes()])
                         .await?
                 }
-                None => conn.request(&[b"AUTH", password.as_bytes()]).await?,
+                None => conn.first_request(&[b"AUTH", password.as_bytes()]).await?,
             };
             if let Frame::Error(msg) = reply {
                 return Err(Error::Auth {
@@ -77,7 +77,7 @@ impl Conn {
             }
         }
         // PING both checks that the login is enough and that this is a Redis at all.
-        match conn.request(&[b"PING"]).await? {
+        match conn.first_request(&[b"PING"]).await? {
             Frame::Error(msg) if msg.starts_with(b"NOAUTH") => Err(Error::NoAuth {
                 role,
                 addr: conn.addr,
@@ -99,6 +99,31 @@ impl Conn {
                 addr: self.addr.clone(),
                 context: " (no reply within 60 s)".into(),
             }),
+        }
+    }
+
+    /// The first request on a new connection: a plain connection dropped before any answer is
+    /// most likely one made to a TLS port, so the error says so.
+    async fn first_request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+        match self.request(args).await {
+            Err(Error::Io { source, .. })
+                if self.tls.is_none()
+                    && matches!(source.kind(), ConnectionReset | BrokenPipe | UnexpectedEof) =>
+            {
+                Err(self.dropped_at_once())
+            }
+            Err(Error::Closed { .. }) if self.tls.is_none() => Err(self.dropped_at_once()),
+            r => r,
+        }
+    }
+
+    fn dropped_at_once(&self) -> Error {
+        Error::Closed {
+            role: self.role,
+            addr: self.addr.clone(),
+            context: " before answering (if that is its TLS port, write the URL as rediss://)"
+                .into(),
         }
     }
 

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Copy the source's data into the target, then apply every later write until stopped.
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
     Rdb(RdbArgs),
 }
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Sync(args) => sync(args),
+        Command::Sync(args) => sync(*args),
         Command::Rdb(args) => return rdb(args),
     };
     match result {

@@ -11,6 +11,8 @@
 //!   [`workload::REQUIRED_COMMANDS`]; [`workload::run_in_background`] runs one on a thread.
 //! - [`compare`]: key-by-key equality of two servers (type, `DEBUG DIGEST-VALUE`, TTL,
 //!   stream groups, function libraries), with a report naming each differing key.
+//! - [`tls`]: [`tls::TlsFiles`], a CA and certificates made at test time as PEM files, for
+//!   [`Server::start_tls`] (TLS on a second port, the plain one kept for the test itself).
 //! - [`versions`]: other Redis / Valkey builds fetched by `scripts/fetch-redis-versions`
 //!   into a cache; [`versions::available`] lists them, [`Server::start_bin`] starts one.
 //!
@@ -19,6 +21,7 @@
 
 pub mod compare;
 mod server;
+pub mod tls;
 pub mod versions;
 mod wire;
 pub mod workload;

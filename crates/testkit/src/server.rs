@@ -116,6 +116,48 @@ impl Server {
         )
     }
 
+    /// Like [`Server::start_with`], with TLS on a second free port ([`Server::tls_port`]) using
+    /// `files`' server certificate and CA, `--tls-auth-clients no` and `--tls-replication yes`;
+    /// `args` come after and win (e.g. `--tls-auth-clients yes`, `--tls-protocols TLSv1.2`,
+    /// another `--tls-cert-file`). The plain port stays open for the test's own connections
+    /// ([`Server::conn`], readiness, comparison).
+    pub fn start_tls(files: &crate::tls::TlsFiles, args: &[&str]) -> Server {
+        let bin = redis_server_bin();
+        let version = binary_version(&bin);
+        let password = args
+            .windows(2)
+            .rev()
+            .find(|pair| pair[0] == "--requirepass")
+            .map(|pair| pair[1].to_string())
+            .filter(|pw| !pw.is_empty());
+        let path = |p: &Path| p.to_str().expect("a UTF-8 temp path").to_string();
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut all = vec![
+                "--tls-port".to_string(),
+                free_port().to_string(),
+                "--tls-cert-file".into(),
+                path(&files.server_cert),
+                "--tls-key-file".into(),
+                path(&files.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&files.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ];
+            all.extend(args.iter().map(|a| a.to_string()));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            match Server::spawn(&bin, version, &all, password.clone()) {
+                Ok(server) => return server,
+                Err(Spawn::PortTaken(msg)) => last_failure = msg,
+                Err(Spawn::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!("redis-server could not get free ports in {START_ATTEMPTS} attempts: {last_failure}")
+    }
+
     fn spawn(
         bin: &Path,
         version: (u32, u32, u32),
@@ -248,6 +290,23 @@ impl Server {
     /// `"redis://127.0.0.1:P"`, without the password even when the server has one.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port (on 127.0.0.1) of a server from [`Server::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.extra
+            .windows(2)
+            .rev()
+            .find(|pair| pair[0] == "--tls-port")
+            .and_then(|pair| pair[1].parse().ok())
+    }
+
+    /// `"rediss://127.0.0.1:T"` with the TLS port; panics for a server without TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port()
+            .unwrap_or_else(|| panic!("{} was not started with TLS", self.addr()));
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// The password given with `--requirepass`, if any.
