@@ -269,7 +269,17 @@ async fn handshake(
     let name = tls.server_name(&endpoint.host).map_err(failed)?;
     let connector = tokio_rustls::TlsConnector::from(tls.config());
     match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => {
+            let session = s.get_ref().1;
+            tracing::debug!(
+                %role,
+                addr,
+                version = ?session.protocol_version(),
+                suite = ?session.negotiated_cipher_suite().map(|c| c.suite()),
+                "TLS established"
+            );
+            Ok(s)
+        }
         Ok(Err(e)) => Err(match tls_error(&e) {
             Some(rustls_error) => failed(tls.explain(rustls_error)),
             None if e.kind() == std::io::ErrorKind::UnexpectedEof => failed(
