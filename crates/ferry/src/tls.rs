@@ -251,7 +251,7 @@ impl Tls {
                 | AlertDescription::CertificateExpired,
             ) if s.cert_file.is_some() => format!(
                 "the server does not accept the client certificate in {}",
-                s.cert_file.as_deref().map(Path::display).unwrap()
+                s.cert_file.as_deref().unwrap_or(Path::new("")).display()
             ),
             rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
                 if s.cert_file.is_none() =>

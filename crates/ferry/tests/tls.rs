@@ -174,6 +174,38 @@ fn mutual_tls() {
     );
     assert!(!line.contains("source"), "{line}");
 
+    // A server that trusts another CA for its clients refuses ferry's certificate.
+    let picky = Server::start_tls(
+        &files,
+        &[
+            "--tls-auth-clients",
+            "yes",
+            "--tls-ca-cert-file",
+            path(&files.other_ca),
+        ],
+    );
+    let picky_url = picky.tls_url();
+    fails_with(
+        &[
+            "--source",
+            &source.url(),
+            "--target",
+            &picky_url,
+            "--target-tls-ca",
+            path(&files.ca),
+            "--target-tls-cert",
+            path(&files.client_cert),
+            "--target-tls-key",
+            path(&files.client_key),
+        ],
+        &[
+            "target",
+            &tls_addr(&picky),
+            "does not accept the client certificate",
+            path(&files.client_cert),
+        ],
+    );
+
     // Over TLS 1.2 the server refuses the handshake itself, less precisely.
     let target12 = Server::start_tls(
         &files,
