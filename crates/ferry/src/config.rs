@@ -435,6 +435,120 @@ mod tests {
         let cfg = TaskConfig::build(file).unwrap();
         assert_eq!(cfg.name, "orders-eu");
         assert_eq!(cfg.writer.max_in_flight, 16384);
+        // Every later example parses too (the TLS one names files that exist only there).
+        for block in readme.split("```toml\n").skip(2) {
+            let block = &block[..block.find("```").unwrap()];
+            toml::from_str::<FileConfig>(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        }
+    }
+
+    fn tls_config(source_tls: &str, target_tls: &str) -> Result<TaskConfig, Error> {
+        let text = format!(
+            "[source]\nurl = \"rediss://127.0.0.1:7000\"\n[source.tls]\n{source_tls}\n\
+             [target]\nurl = \"rediss://127.0.0.1:7001\"\n[target.tls]\n{target_tls}\n"
+        );
+        let file: FileConfig = toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+        TaskConfig::build(file)
+    }
+
+    #[test]
+    fn tls_settings_are_read_and_checked_when_loaded() {
+        let files = testkit::tls::TlsFiles::generate();
+        let p = |p: &Path| p.display().to_string();
+        let cfg = tls_config(
+            &format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nserver_name = \"redis.test\"\nmin_version = \"1.3\"",
+                p(&files.ca),
+                p(&files.client_cert),
+                p(&files.client_key)
+            ),
+            "",
+        )
+        .unwrap();
+        let Source::Redis(source) = &cfg.source else {
+            panic!("a server source")
+        };
+        let tls = source.tls.as_ref().unwrap().settings();
+        assert_eq!(tls.min_version, Some(crate::tls::TlsVersion::Tls13));
+        assert_eq!(tls.server_name.as_deref(), Some("redis.test"));
+        // An empty [target.tls] with rediss:// is TLS with the public CAs.
+        assert!(cfg.target.tls.as_ref().unwrap().settings().is_empty());
+
+        let err = |source_tls: String| tls_config(&source_tls, "").unwrap_err().to_string();
+        let e = err(format!("cert_file = \"{}\"", p(&files.client_cert)));
+        assert!(e.contains("cert_file is given without key_file"), "{e}");
+        let e = err(format!("key_file = \"{}\"", p(&files.client_key)));
+        assert!(e.contains("key_file is given without cert_file"), "{e}");
+        let missing = files.dir().join("missing.pem");
+        let e = err(format!("ca_file = \"{}\"", p(&missing)));
+        assert!(
+            e.starts_with("source TLS ca_file")
+                && e.contains(&p(&missing))
+                && e.contains("cannot read it"),
+            "{e}"
+        );
+        let bad = files.dir().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(format!("ca_file = \"{}\"", p(&bad)));
+        assert!(
+            e.contains(&p(&bad)) && e.contains("is not valid PEM"),
+            "{e}"
+        );
+        let text = files.dir().join("text.pem");
+        std::fs::write(&text, "hello\n").unwrap();
+        let e = err(format!("ca_file = \"{}\"", p(&text)));
+        assert!(
+            e.contains(&p(&text)) && e.contains("holds no PEM certificate"),
+            "{e}"
+        );
+        // A certificate where the key should be, and a key that is not the certificate's.
+        let e = err(format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            p(&files.client_cert),
+            p(&files.client_cert)
+        ));
+        assert!(
+            e.contains("key_file") && e.contains("holds no PEM private key"),
+            "{e}"
+        );
+        let e = err(format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            p(&files.client_cert),
+            p(&files.server_key)
+        ));
+        assert!(e.contains("does not go with cert_file"), "{e}");
+        let e = err("server_name = \"not a name!\"".into());
+        assert!(e.contains("server_name"), "{e}");
+        let e = err("min_version = \"1.1\"".into());
+        assert!(e.contains("1.1") || e.contains("variant"), "{e}");
+        let e = err("verify = false".into());
+        assert!(e.contains("verify"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_need_a_rediss_url() {
+        let file: FileConfig = toml::from_str(
+            "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\n[target.tls]\nserver_name = \"b\"\n",
+        )
+        .unwrap();
+        let e = TaskConfig::build(file).unwrap_err().to_string();
+        assert!(e.contains("target") && e.contains("write rediss://"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let rdb = dir.path().join("dump.rdb");
+        std::fs::write(&rdb, b"REDIS0010").unwrap();
+        let mut file = FileConfig::default();
+        file.source.url = Some(rdb.display().to_string());
+        file.source.tls = Some(TlsSection {
+            server_name: Some("x".into()),
+            ..TlsSection::default()
+        });
+        file.target.url = Some("redis://b:1".into());
+        let e = TaskConfig::build(file).unwrap_err().to_string();
+        assert!(e.contains("not a rediss:// URL"), "{e}");
     }
 
     #[test]

@@ -73,10 +73,10 @@ impl Conn {
         if let Some(password) = &endpoint.password {
             let reply = match &endpoint.username {
                 Some(user) => {
-                    conn.request(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                    conn.first_request(&[b"AUTH", user.as_bytes(), password.as_bytes()])
                         .await?
                 }
-                None => conn.request(&[b"AUTH", password.as_bytes()]).await?,
+                None => conn.first_request(&[b"AUTH", password.as_bytes()]).await?,
             };
             if let Frame::Error(msg) = reply {
                 return Err(Error::Auth {
@@ -89,7 +89,7 @@ impl Conn {
             }
         }
         // PING both checks that the login is enough and that this is a Redis at all.
-        match conn.request(&[b"PING"]).await? {
+        match conn.first_request(&[b"PING"]).await? {
             Frame::Error(msg) if msg.starts_with(b"NOAUTH") => Err(Error::NoAuth {
                 role,
                 addr: conn.addr,
@@ -111,6 +111,31 @@ impl Conn {
                 addr: self.addr.clone(),
                 context: " (no reply within 60 s)".into(),
             }),
+        }
+    }
+
+    /// The first request on a new connection: a plain connection dropped before any answer is
+    /// most likely one made to a TLS port, so the error says so.
+    async fn first_request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+        match self.request(args).await {
+            Err(Error::Io { source, .. })
+                if self.tls.is_none()
+                    && matches!(source.kind(), ConnectionReset | BrokenPipe | UnexpectedEof) =>
+            {
+                Err(self.dropped_at_once())
+            }
+            Err(Error::Closed { .. }) if self.tls.is_none() => Err(self.dropped_at_once()),
+            r => r,
+        }
+    }
+
+    fn dropped_at_once(&self) -> Error {
+        Error::Closed {
+            role: self.role,
+            addr: self.addr.clone(),
+            context: " before answering (if that is its TLS port, write the URL as rediss://)"
+                .into(),
         }
     }
 
@@ -256,7 +281,17 @@ async fn handshake(
     let name = tls.server_name(&endpoint.host).map_err(failed)?;
     let connector = tokio_rustls::TlsConnector::from(tls.config());
     match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => {
+            let session = s.get_ref().1;
+            tracing::debug!(
+                %role,
+                addr,
+                version = ?session.protocol_version(),
+                suite = ?session.negotiated_cipher_suite().map(|c| c.suite()),
+                "TLS established"
+            );
+            Ok(s)
+        }
         Ok(Err(e)) => Err(match tls_error(&e) {
             Some(rustls_error) => failed(tls.explain(rustls_error)),
             None if e.kind() == std::io::ErrorKind::UnexpectedEof => failed(

@@ -212,13 +212,17 @@ impl Tls {
                     expected,
                     presented,
                 } => format!(
-                    "the server's certificate is not valid for {}: it names {}; connect by one \
-                     of those or set [{role}.tls] server_name (--{role}-tls-server-name)",
+                    "the server's certificate is not valid for {}: it names {}; connect by a \
+                     name it carries or set [{role}.tls] server_name (--{role}-tls-server-name)",
                     expected.to_str(),
                     if presented.is_empty() {
                         "no name".to_string()
                     } else {
-                        presented.join(", ")
+                        presented
+                            .iter()
+                            .map(|n| bare_name(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
                 CertificateError::Revoked => "the server's certificate is revoked".to_string(),
@@ -247,7 +251,7 @@ impl Tls {
                 | AlertDescription::CertificateExpired,
             ) if s.cert_file.is_some() => format!(
                 "the server does not accept the client certificate in {}",
-                s.cert_file.as_deref().map(Path::display).unwrap()
+                s.cert_file.as_deref().unwrap_or(Path::new("")).display()
             ),
             rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
                 if s.cert_file.is_none() =>
@@ -307,6 +311,15 @@ fn short_name(err: &rustls::Error) -> String {
         Some(base) if !base.is_empty() => base.to_string(),
         _ => name,
     }
+}
+
+/// A name as rustls lists it (`DnsName("a.b")`, `IpAddress(192.0.2.1)`) without the wrapping.
+fn bare_name(presented: &str) -> &str {
+    let inner = match (presented.find('('), presented.strip_suffix(')')) {
+        (Some(open), Some(body)) => &body[open + 1..],
+        _ => presented,
+    };
+    inner.trim_matches('"')
 }
 
 /// Every certificate in a PEM file; an error names the file and what is wrong with it.
@@ -390,6 +403,13 @@ mod tests {
             short_name(&rustls::Error::HandshakeNotComplete),
             "HandshakeNotComplete"
         );
+    }
+
+    #[test]
+    fn presented_names_lose_their_wrapping() {
+        assert_eq!(bare_name("DnsName(\"redis.test\")"), "redis.test");
+        assert_eq!(bare_name("IpAddress(192.0.2.1)"), "192.0.2.1");
+        assert_eq!(bare_name("127.0.0.1"), "127.0.0.1");
     }
 
     #[test]

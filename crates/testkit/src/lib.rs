@@ -18,6 +18,8 @@
 //!   [`workload::run_in_background_cluster`]).
 //! - `sentinel`: [`Sentinel::start`] runs `redis-server --sentinel` processes over a
 //!   master and its replicas ([`Server::start_replica_of`]); [`Sentinels::failover`].
+//! - [`tls`]: [`tls::TlsFiles`], a CA and certificates made at test time as PEM files, for
+//!   [`Server::start_tls`] (TLS on a second port, the plain one kept for the test itself).
 //! - [`versions`]: other Redis / Valkey builds fetched by `scripts/fetch-redis-versions`
 //!   into a cache; [`versions::available`] lists them, [`Server::start_bin`] starts one.
 //!
@@ -28,6 +30,7 @@ pub mod cluster;
 pub mod compare;
 mod sentinel;
 mod server;
+pub mod tls;
 pub mod versions;
 mod wire;
 pub mod workload;

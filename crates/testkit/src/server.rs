@@ -163,6 +163,33 @@ impl Server {
         )
     }
 
+    /// Like [`Server::start_with`], with TLS on a second free port ([`Server::tls_port`]) using
+    /// `files`' server certificate and CA, `--tls-auth-clients no` and `--tls-replication yes`;
+    /// `args` come after and win (e.g. `--tls-auth-clients yes`, `--tls-protocols TLSv1.2`,
+    /// another `--tls-cert-file`). The plain port stays open for the test's own connections
+    /// ([`Server::conn`], readiness, comparison).
+    pub fn start_tls(files: &crate::tls::TlsFiles, args: &[&str]) -> Server {
+        let path = |p: &Path| p.to_str().expect("a UTF-8 temp path").to_string();
+        let tls = |_| {
+            let args = vec![
+                "--tls-port".to_string(),
+                free_port().to_string(),
+                "--tls-cert-file".into(),
+                path(&files.server_cert),
+                "--tls-key-file".into(),
+                path(&files.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&files.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ];
+            (free_port(), args)
+        };
+        Server::start_bin_ports(&redis_server_bin(), args, &tls)
+    }
+
     fn spawn(
         bin: &Path,
         version: (u32, u32, u32),
@@ -295,6 +322,23 @@ impl Server {
     /// `"redis://127.0.0.1:P"`, without the password even when the server has one.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port (on 127.0.0.1) of a server from [`Server::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.extra
+            .windows(2)
+            .rev()
+            .find(|pair| pair[0] == "--tls-port")
+            .and_then(|pair| pair[1].parse().ok())
+    }
+
+    /// `"rediss://127.0.0.1:T"` with the TLS port; panics for a server without TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port()
+            .unwrap_or_else(|| panic!("{} was not started with TLS", self.addr()));
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// The password given with `--requirepass`, if any.
