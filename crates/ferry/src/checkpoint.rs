@@ -5,7 +5,10 @@
 //! The value is text: `<replid> <offset> <db>` once the stream is being applied (`db` is the
 //! db the source had selected at `offset`, which a continued stream does not repeat), or
 //! `<replid> loading` while a snapshot is being copied (a target holding part of a snapshot
-//! cannot be continued).
+//! cannot be continued). When bytes with no write in them (pings, sentinels' hellos) follow
+//! the last write, the position of that write is kept too: `<replid> <offset> <db>
+//! <write offset> <write db>`. A replica promoted in a failover may never have received those
+//! bytes from its old master; the stream can still be continued from the last write.
 
 use std::fmt;
 
@@ -19,6 +22,8 @@ pub enum Checkpoint {
         replid: String,
         offset: u64,
         db: u32,
+        /// Where the last write ended (offset, db), when only writeless bytes follow it.
+        last_write: Option<(u64, u32)>,
     },
     /// A full copy from `replid` was started and did not finish.
     Loading { replid: String },
@@ -36,11 +41,23 @@ impl Checkpoint {
         let replid = parts.next().filter(|r| valid_replid(r))?.to_string();
         let checkpoint = match (parts.next()?, parts.next()) {
             ("loading", None) => Checkpoint::Loading { replid },
-            (offset, Some(db)) => Checkpoint::Applied {
-                replid,
-                offset: offset.parse().ok()?,
-                db: db.parse().ok()?,
-            },
+            (offset, Some(db)) => {
+                let offset = offset.parse().ok()?;
+                let last_write = match (parts.next(), parts.next()) {
+                    (None, _) => None,
+                    (Some(w), Some(wdb)) => Some((w.parse().ok()?, wdb.parse().ok()?)),
+                    (Some(_), None) => return None,
+                };
+                if last_write.is_some_and(|(w, _)| w > offset) {
+                    return None;
+                }
+                Checkpoint::Applied {
+                    replid,
+                    offset,
+                    db: db.parse().ok()?,
+                    last_write,
+                }
+            }
             _ => return None,
         };
         parts.next().is_none().then_some(checkpoint)
@@ -50,7 +67,18 @@ impl Checkpoint {
 impl fmt::Display for Checkpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Checkpoint::Applied { replid, offset, db } => write!(f, "{replid} {offset} {db}"),
+            Checkpoint::Applied {
+                replid,
+                offset,
+                db,
+                last_write: None,
+            } => write!(f, "{replid} {offset} {db}"),
+            Checkpoint::Applied {
+                replid,
+                offset,
+                db,
+                last_write: Some((w, wdb)),
+            } => write!(f, "{replid} {offset} {db} {w} {wdb}"),
             Checkpoint::Loading { replid } => write!(f, "{replid} loading"),
         }
     }
@@ -74,6 +102,13 @@ mod tests {
                 replid: ID.into(),
                 offset: 1234,
                 db: 3,
+                last_write: None,
+            },
+            Checkpoint::Applied {
+                replid: ID.into(),
+                offset: 1234,
+                db: 3,
+                last_write: Some((1200, 0)),
             },
             Checkpoint::Loading { replid: ID.into() },
         ] {
@@ -84,6 +119,7 @@ mod tests {
             "x 1 0",
             &format!("{ID} 1"),
             &format!("{ID} 1 0 9"),
+            &format!("{ID} 1 0 9 0"),
             &format!("{ID} -1 0"),
         ] {
             assert_eq!(Checkpoint::parse(bad.as_bytes()), None, "{bad}");

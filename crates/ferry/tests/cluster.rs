@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, resyncs};
+use common::{Ferry, resyncs, wait_caught_up};
 use testkit::compare::{self, Options, Side};
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Sentinel, Server};
@@ -64,6 +64,8 @@ fn standalone_into_cluster_with_cross_slot_commands() {
             counts.get(*cmd).copied().unwrap_or(0) + tail_counts.get(*cmd).copied().unwrap_or(0);
         assert!(issued > 0, "workload never issued {cmd}");
     }
+    // Every master confirms the stream's position, also those the last writes did not reach.
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
     let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
     assert!(n > 1000, "only {n} keys compared");
     let st = ferry.status().unwrap();
@@ -197,6 +199,26 @@ fn source_behind_sentinel_fails_over() {
     });
     let mut load = workload::Workload::new(&spec);
     load.run(&master, 2000);
+    // A planned failover, as Redis's own FAILOVER does it: writes (expiries included) paused
+    // on the old master, so the replica it promotes has everything ferry has. A replica
+    // promoted while behind never had some writes ferry applied, and then only a full resync
+    // would be exact.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query(&mut master.conn())
+        .unwrap();
+    // A planned failover: the replica and ferry have everything the master wrote.
+    let written = common::master_offset(&master);
+    wait_caught_up(&mut ferry, &master, Duration::from_secs(60));
+    let synced = testkit::wait_until(Duration::from_secs(30), || {
+        replica.info("replication")["master_repl_offset"]
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= written
+    });
+    assert!(synced, "the replica did not catch up before the failover");
     let promoted = sentinels.failover("ferrymaster");
     assert_eq!(promoted, replica.addr());
     load.run(&replica, 2000);

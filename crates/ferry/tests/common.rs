@@ -23,7 +23,10 @@ impl Ferry {
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("sync")
             .args(args)
-            .env("FERRY_LOG", "info")
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -100,6 +100,10 @@ impl PsyncSource {
         status: Arc<Status>,
         cancel: CancellationToken,
     ) -> Result<()> {
+        let mut options = options;
+        if let Some(resume) = &options.resume {
+            options.resume = Some(resume_point(&mut self.conn, resume).await?);
+        }
         let conn = &mut self.conn;
         let asked = match &options.resume {
             Some(Checkpoint::Applied { replid, offset, .. }) => {
@@ -314,6 +318,51 @@ impl PsyncSource {
         .await;
         acker.abort();
         result
+    }
+}
+
+/// Where to ask the source to continue from. Normally the checkpoint's position; but a
+/// replica promoted in a failover knows its old master's history only up to where it was
+/// promoted, and the old master may have sent pings after that which the target has
+/// followed. If only such bytes lie beyond the promotion point, continuing from the last
+/// write loses nothing (those bytes change no data).
+async fn resume_point(conn: &mut Conn, checkpoint: &Checkpoint) -> Result<Checkpoint> {
+    let Checkpoint::Applied {
+        replid,
+        offset,
+        last_write: Some((write, write_db)),
+        ..
+    } = checkpoint
+    else {
+        return Ok(checkpoint.clone());
+    };
+    let info = conn
+        .request_ok(&[&b"INFO"[..], b"replication"])
+        .await?
+        .as_bytes()
+        .cloned()
+        .unwrap_or_default();
+    let info = String::from_utf8_lossy(&info);
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let promoted_at = field("second_repl_offset").and_then(|o| o.parse::<u64>().ok());
+    match (field("master_replid2"), promoted_at) {
+        (Some(id2), Some(next)) if id2 == replid && offset + 1 > next && *write < next => {
+            tracing::info!(
+                "the source took over the stream at offset {next}, before the last {} bytes the target followed (no writes in them): continuing from the last write at {write}",
+                offset + 1 - next
+            );
+            Ok(Checkpoint::Applied {
+                replid: replid.clone(),
+                offset: *write,
+                db: *write_db,
+                last_write: None,
+            })
+        }
+        _ => Ok(checkpoint.clone()),
     }
 }
 
@@ -579,6 +628,13 @@ async fn follow_stream(
                 {
                     getack.notify_one();
                 }
+                Entry::Offset { offset, db }
+            } else if name.eq_ignore_ascii_case(b"PUBLISH")
+                || name.eq_ignore_ascii_case(b"SPUBLISH")
+            {
+                // A message, not data: a master replicates every PUBLISH, sentinels' hellos
+                // among them, which must not reach the target's own subscribers (its sentinels
+                // would take the source's for their peers).
                 Entry::Offset { offset, db }
             } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
                 // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.

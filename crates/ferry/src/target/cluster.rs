@@ -231,6 +231,7 @@ impl ClusterTarget {
             replid,
             offset: low,
             db: low_db,
+            last_write: None,
         }))
     }
 
@@ -280,6 +281,8 @@ impl ClusterTarget {
             txn: None,
             status: status.clone(),
             on_error: options.on_error,
+            position: None,
+            broadcast: 0,
         };
         let mut seen = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -291,6 +294,7 @@ impl ClusterTarget {
                         for entry in batch {
                             router.entry(entry).await?;
                         }
+                        router.broadcast_position().await?;
                         if rx.is_empty() && !router.send_all().await {
                             break;
                         }
@@ -437,10 +441,34 @@ struct Router {
     txn: Option<Vec<Command>>,
     status: Arc<Status>,
     on_error: crate::config::OnError,
+    /// The stream position of the last entry seen, and the last one every master was told.
+    position: Option<(u64, u32)>,
+    broadcast: u64,
 }
 
 impl Router {
+    /// Tells every master how far the stream has gone, so one that receives none of the
+    /// writes still confirms the position (the task's applied offset is the lowest of them).
+    async fn broadcast_position(&mut self) -> Result<()> {
+        match self.position {
+            Some((offset, db)) if offset > self.broadcast && self.txn.is_none() => {
+                self.broadcast = offset;
+                self.everywhere(Entry::Offset { offset, db }).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn entry(&mut self, entry: Entry) -> Result<()> {
+        match &entry {
+            Entry::Command(c) => self.position = Some((c.end_offset, c.db)),
+            Entry::Offset { offset, db } => {
+                self.position = Some((*offset, *db));
+                self.broadcast = self.broadcast.max(*offset);
+            }
+            Entry::SnapshotEnd { offset } => self.position = Some((*offset, 0)),
+            _ => {}
+        }
         match entry {
             Entry::SyncStart {
                 ref replid,

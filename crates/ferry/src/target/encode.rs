@@ -95,6 +95,8 @@ pub struct Encoder {
     /// writes it would also cover a transaction the cluster refused with MOVED or ASK.)
     confirmed: Option<u64>,
     confirmed_written: u64,
+    /// Where the last write of the stream (or the snapshot) ended, for the checkpoint.
+    last_write: Option<(u64, u32)>,
 }
 
 /// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
@@ -121,6 +123,8 @@ struct Txn {
     slot: Option<u16>,
     /// Offset just after the last command in it, and the db selected there.
     last: Option<(u64, u32)>,
+    /// The same for its last write (`last` may be later: bytes with no write in them).
+    last_write: Option<(u64, u32)>,
     /// Commands in it so far.
     commands: usize,
 }
@@ -179,6 +183,7 @@ impl Encoder {
             shared_target: false,
             confirmed: None,
             confirmed_written: 0,
+            last_write: None,
         }
     }
 
@@ -352,6 +357,7 @@ impl Encoder {
                 // After every snapshot write on this connection, so it names a whole copy. The
                 // source SELECTs before its first command, so db 0 here is only a placeholder.
                 // (A cluster master's base checkpoint follows confirmed replies instead.)
+                self.last_write = Some((offset, 0));
                 if !self.cluster {
                     self.write_checkpoint(format!("{offset} 0"));
                 }
@@ -535,6 +541,7 @@ impl Encoder {
         }
         if let Some(txn) = &mut self.txn {
             txn.last = Some((cmd.end_offset, cmd.db));
+            txn.last_write = txn.last;
         }
         if name.eq_ignore_ascii_case(b"EXEC") {
             self.source_multi = false;
@@ -642,6 +649,9 @@ impl Encoder {
     /// Ends the open transaction with the checkpoint of its last command.
     fn close_txn(&mut self) {
         let Some(txn) = self.txn.take() else { return };
+        if txn.last_write.is_some() {
+            self.last_write = txn.last_write;
+        }
         if let Some((offset, db)) = txn.last {
             let key = match (&self.slot_checkpoints, txn.slot) {
                 (Some(slots), Some(slot)) => Some(slots.key(slot).clone()),
@@ -659,10 +669,21 @@ impl Encoder {
         self.write_checkpoint_to(self.checkpoint_key.clone(), position);
     }
 
-    fn write_checkpoint_to(&mut self, key: Option<Bytes>, position: String) {
+    fn write_checkpoint_to(&mut self, key: Option<Bytes>, mut position: String) {
         let (Some(key), Some(replid)) = (key, self.replid.clone()) else {
             return;
         };
+        // "<offset> <db>": add the last write's position when only writeless bytes follow it.
+        let offset = position
+            .split(' ')
+            .next()
+            .and_then(|o| o.parse::<u64>().ok());
+        if let (Some(offset), Some((w, wdb))) = (offset, self.last_write)
+            && w < offset
+            && !self.cluster
+        {
+            position = format!("{position} {w} {wdb}");
+        }
         self.select(0);
         let value = [&replid[..], b" ", position.as_bytes()].concat();
         ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &key, &value]);
