@@ -162,8 +162,10 @@ fn parse_shards(items: &[Frame], seed: &Endpoint) -> std::result::Result<Vec<Sha
             for n in nodes {
                 let f = pairs(n);
                 let field = |name: &str| f.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-                // A failed or still-syncing node is no one to write to or read from.
-                if field("health").and_then(text).as_deref() != Some("online") {
+                // A failed node is no one to write to or read from. A replica the cluster
+                // calls "loading" may only not have gossiped its offset yet: it goes last.
+                let health = field("health").and_then(text).unwrap_or_default();
+                if health != "online" && health != "loading" {
                     continue;
                 }
                 let host = field("ip").and_then(text).unwrap_or_default();
@@ -176,7 +178,9 @@ fn parse_shards(items: &[Frame], seed: &Endpoint) -> std::result::Result<Vec<Sha
                     continue;
                 };
                 match field("role").and_then(text).as_deref() {
-                    Some("master") => master = Some(endpoint),
+                    Some("master") if health == "online" => master = Some(endpoint),
+                    Some("master") => {}
+                    _ if health == "online" => replicas.insert(0, endpoint),
                     _ => replicas.push(endpoint),
                 }
             }
@@ -310,7 +314,7 @@ mod tests {
                 Frame::Array(vec![
                     node(port, "master", "online"),
                     node(port + 1, "replica", "online"),
-                    node(port + 2, "replica", "loading"),
+                    node(port + 2, "replica", "fail"),
                 ]),
             ])
         };

@@ -234,3 +234,42 @@ fn source_behind_sentinel_fails_over() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// `read_from = "replica"`: each shard of a cluster source is replicated from one of its
+/// replicas, so the masters serve no snapshot.
+#[test]
+fn cluster_source_read_from_replicas() {
+    let source = Cluster::start_with(3, 1, NO_DELAY);
+    let target = Server::start();
+    let spec = spec(71);
+    workload::populate_cluster(&source, &spec);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nread_from = \"replica\"\n[target]\nurl = \"{}\"\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::for_cluster(&spec);
+    load.run_cluster(&source, 2000);
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    // ferry is attached to each replica, not to the masters.
+    for master in source.masters() {
+        let slaves = |s: &Server| s.info("replication")["connected_slaves"].clone();
+        assert_eq!(slaves(master), "1", "{}: only its replica", master.addr());
+        for replica in source.replicas_of(master) {
+            assert_eq!(slaves(replica), "1", "{}: ferry", replica.addr());
+        }
+    }
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
