@@ -807,12 +807,12 @@ impl Router {
                 if slot(key) != s || writes.iter().any(|(k, _): &(Bytes, _)| k == key) {
                     continue;
                 }
-                let copy = &copies
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .expect("every key copied")
-                    .1;
-                let value = self.read_value(home_shard, copy).await?;
+                // Every key argument was copied above; a written key is one of them.
+                let Some((_, copy)) = copies.iter().find(|(k, _)| k == key) else {
+                    continue;
+                };
+                let copy = copy.clone();
+                let value = self.read_value(home_shard, &copy).await?;
                 writes.push((key.clone(), value));
             }
             self.write_back(s, cmd, writes).await?;
