@@ -97,7 +97,12 @@ pub struct Encoder {
     confirmed_written: u64,
     /// Where the last write of the stream (or the snapshot) ended, for the checkpoint.
     last_write: Option<(u64, u32)>,
+    /// The checkpoint value the last transaction wrote.
+    txn_checkpoint: Option<Bytes>,
 }
+
+/// Sets KEYS[1] to ARGV[2] only if it still holds ARGV[1].
+const CHECKPOINT_IF_UNCHANGED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2]) end return 0";
 
 /// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
 /// `s`, so it can share a transaction with that slot's writes.
@@ -185,6 +190,7 @@ impl Encoder {
             confirmed: None,
             confirmed_written: 0,
             last_write: None,
+            txn_checkpoint: None,
         }
     }
 
@@ -221,7 +227,7 @@ impl Encoder {
             self.close_txn();
             // Past the last write: one SET, atomic by itself.
             if let Some((offset, db)) = self.idle_position.take() {
-                self.write_checkpoint(format!("{offset} {db}"));
+                self.write_idle_checkpoint(format!("{offset} {db}"));
             }
             if let Some(offset) = self.confirmed.take() {
                 self.write_checkpoint(format!("{offset} 0"));
@@ -654,11 +660,16 @@ impl Encoder {
             self.last_write = txn.last_write;
         }
         if let Some((offset, db)) = txn.last {
-            let key = match (&self.slot_checkpoints, txn.slot) {
-                (Some(slots), Some(slot)) => Some(slots.key(slot).clone()),
-                _ => self.checkpoint_key.clone(),
-            };
-            self.write_checkpoint_to(key, format!("{offset} {db}"));
+            match (&self.slot_checkpoints, txn.slot) {
+                (Some(slots), Some(slot)) => {
+                    let key = Some(slots.key(slot).clone());
+                    self.write_checkpoint_to(key, format!("{offset} {db}"));
+                }
+                _ => {
+                    let key = self.checkpoint_key.clone();
+                    self.txn_checkpoint = self.write_checkpoint_to(key, format!("{offset} {db}"));
+                }
+            }
         }
         ferry_resp::encode_command(&mut self.out, &[&b"EXEC"[..]]);
         self.expects.push(Expect::Exec);
@@ -668,13 +679,44 @@ impl Encoder {
     /// `SET <checkpoint key> "<replid> <position>"` in db 0.
     fn write_checkpoint(&mut self, position: String) {
         self.write_checkpoint_to(self.checkpoint_key.clone(), position);
+        // A plain SET is no transaction's: an idle checkpoint after it needs no condition.
+        self.txn_checkpoint = None;
     }
 
-    fn write_checkpoint_to(&mut self, key: Option<Bytes>, mut position: String) {
-        let (Some(key), Some(replid)) = (key, self.replid.clone()) else {
+    /// The checkpoint past the last transaction, only if that transaction's checkpoint is
+    /// what the key holds: a transaction the target refused as a whole (EXECABORT) left the
+    /// older one, and moving past it would skip its writes on a resume.
+    fn write_idle_checkpoint(&mut self, position: String) {
+        let Some(expected) = self.txn_checkpoint.clone() else {
+            return self.write_checkpoint(position);
+        };
+        let (Some(key), Some(value)) = (
+            self.checkpoint_key.clone(),
+            self.checkpoint_value(&position),
+        ) else {
             return;
         };
-        // "<offset> <db>": add the last write's position when only writeless bytes follow it.
+        self.select(0);
+        ferry_resp::encode_command(
+            &mut self.out,
+            &[
+                &b"EVAL"[..],
+                CHECKPOINT_IF_UNCHANGED.as_bytes(),
+                b"1",
+                &key,
+                &expected,
+                &value,
+            ],
+        );
+        self.expect(Kind::Part, "SET (checkpoint)", key, 0);
+        // The next one follows this one (which holds unless the transaction was refused).
+        self.txn_checkpoint = Some(value);
+    }
+
+    /// `<replid> <position>`, with the last write's position when only writeless bytes follow.
+    fn checkpoint_value(&self, position: &str) -> Option<Bytes> {
+        let replid = self.replid.as_ref()?;
+        let mut position = position.to_string();
         let offset = position
             .split(' ')
             .next()
@@ -685,10 +727,20 @@ impl Encoder {
         {
             position = format!("{position} {w} {wdb}");
         }
+        Some(Bytes::from(
+            [&replid[..], b" ", position.as_bytes()].concat(),
+        ))
+    }
+
+    /// `SET <key> "<replid> <position>"` in db 0; returns the value written.
+    fn write_checkpoint_to(&mut self, key: Option<Bytes>, position: String) -> Option<Bytes> {
+        let (Some(key), Some(value)) = (key, self.checkpoint_value(&position)) else {
+            return None;
+        };
         self.select(0);
-        let value = [&replid[..], b" ", position.as_bytes()].concat();
         ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &key, &value]);
         self.expect(Kind::Part, "SET (checkpoint)", key, 0);
+        Some(value)
     }
 
     /// Writes out the gathered MSET, if any.
@@ -1327,6 +1379,40 @@ mod tests {
         }
         assert_eq!(format_score(f64::INFINITY), "inf");
         assert_eq!(format_score(f64::NEG_INFINITY), "-inf");
+    }
+
+    /// The checkpoint past a transaction moves only if the transaction's own checkpoint is
+    /// there: a transaction refused whole must not be skipped on a resume.
+    #[test]
+    fn idle_checkpoint_follows_only_an_applied_transaction() {
+        let mut enc = Encoder::new().with_checkpoint(b"cp".to_vec());
+        let id = "0123456789012345678901234567890123456789";
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from(id),
+            offset: 5,
+            snapshot: false,
+            clear_target: false,
+        })
+        .unwrap();
+        let args = vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"a")];
+        let mut raw = BytesMut::new();
+        ferry_resp::encode_command(&mut raw, &args);
+        enc.push(Entry::Command(Command {
+            db: 0,
+            args,
+            raw: raw.freeze(),
+            end_offset: 10,
+            slot: None,
+        }))
+        .unwrap();
+        let _ = enc.take();
+        enc.push(Entry::Offset { offset: 24, db: 0 }).unwrap();
+        let (out, _) = enc.take();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("*6\r\n$4\r\nEVAL\r\n"), "{text}");
+        // Expects the transaction's value, sets the new one (with the last write's position).
+        assert!(text.contains(&format!("{id} 10 0\r\n")), "{text}");
+        assert!(text.ends_with(&format!("{id} 24 0 10 0\r\n")), "{text}");
     }
 
     /// On a cluster master a transaction holds one slot's commands and updates that slot's
