@@ -273,3 +273,55 @@ fn cluster_source_read_from_replicas() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// A target behind Sentinel fails over (planned: writes paused on the old master so its
+/// replica has everything ferry wrote there): ferry asks the sentinels again and continues on
+/// the promoted replica from the checkpoint that replicated with the data it covers.
+#[test]
+fn target_behind_sentinel_fails_over() {
+    let source = Server::start_with(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-backlog-size",
+        "64mb",
+    ]);
+    let master = Server::start();
+    let replica = Server::start_replica_of(&master);
+    let sentinels = Sentinel::start(&master, "ferrytarget", 1, 1);
+    let spec = spec(61);
+    workload::populate(&source, &spec);
+    let url = sentinels.url("ferrytarget");
+    let mut ferry = Ferry::start_with_status(&["--source", &source.url(), "--target", &url]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&spec);
+    load.run(&source, 2000);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query(&mut master.conn())
+        .unwrap();
+    let written = common::master_offset(&master);
+    let synced = testkit::wait_until(Duration::from_secs(30), || {
+        replica.info("replication")["master_repl_offset"]
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= written
+    });
+    assert!(
+        synced,
+        "the target's replica did not catch up before the failover"
+    );
+    let promoted = sentinels.failover("ferrytarget");
+    assert_eq!(promoted, replica.addr());
+    load.run(&source, 2000);
+    let n = equal(&Side::from(&source), &Side::from(&replica), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let st = ferry.status().unwrap();
+    assert!(st["retries"].as_u64().unwrap() >= 1, "{st}");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}

@@ -550,8 +550,18 @@ async fn acknowledge(
     getack: Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A diskless master starts the command stream only at an ACK that comes after it has
+    // noticed the snapshot is sent, which its cron may take a while to do: ACK often at first,
+    // or the stream could wait up to a second.
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
+        if started.elapsed() > Duration::from_secs(3) && tick.period() < Duration::from_secs(1) {
+            tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + Duration::from_secs(1),
+                Duration::from_secs(1),
+            );
+        }
         let offset = status
             .applied_offset
             .load(Relaxed)
