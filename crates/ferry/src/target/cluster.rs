@@ -464,7 +464,9 @@ impl Router {
             Entry::Command(c) => self.position = Some((c.end_offset, c.db)),
             Entry::Offset { offset, db } => {
                 self.position = Some((*offset, *db));
-                self.broadcast = self.broadcast.max(*offset);
+                if self.txn.is_none() {
+                    self.broadcast = self.broadcast.max(*offset);
+                }
             }
             Entry::SnapshotEnd { offset } => self.position = Some((*offset, 0)),
             _ => {}
@@ -481,6 +483,9 @@ impl Router {
                 self.replid = Some(replid.clone());
                 self.everywhere(entry).await
             }
+            // Bytes with no write inside a source transaction being held (a cascade's own
+            // checkpoint, a PUBLISH): its EXEC tells the position, after its writes.
+            Entry::Offset { .. } if self.txn.is_some() => Ok(()),
             Entry::SnapshotStart { .. }
             | Entry::SnapshotEnd { .. }
             | Entry::Function(_)
