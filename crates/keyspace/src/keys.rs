@@ -539,11 +539,13 @@ impl Shape {
                 access,
                 kind,
             } => {
-                // Arity guarantees first + trailing <= len, and one key at least.
-                let end = len - trailing;
-                if !(end - first).is_multiple_of(step) {
+                // Arity already guarantees room for one key; checked all the same, so a
+                // wrong table entry gives Malformed rather than a panic.
+                let span = len.saturating_sub(trailing + first);
+                if span == 0 || !span.is_multiple_of(step) {
                     return Keys::Malformed("a key without its value");
                 }
+                let end = first + span;
                 let keys = (first..end).step_by(step).map(|i| key(i, access));
                 keyed(keys.collect(), kind, false)
             }
