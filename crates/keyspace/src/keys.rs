@@ -357,6 +357,8 @@ fn rule(name: &[u8]) -> Option<(i8, Shape)> {
         b"SETEX" | b"PSETEX" | b"SETRANGE" => one(4),
         // Redis 8.4: DEL with a condition on the value.
         b"DELEX" => one(-2),
+        // Valkey 9: DEL if the value is equal.
+        b"DELIFEQ" => one(3),
         // Bits.
         b"SETBIT" => one(4),
         b"BITFIELD" => one(-2),
