@@ -357,6 +357,8 @@ fn rule(name: &[u8]) -> Option<(i8, Shape)> {
         b"SETEX" | b"PSETEX" | b"SETRANGE" => one(4),
         // Redis 8.4: DEL with a condition on the value.
         b"DELEX" => one(-2),
+        // Valkey 9: DEL if the value is equal.
+        b"DELIFEQ" => one(3),
         // Bits.
         b"SETBIT" => one(4),
         b"BITFIELD" => one(-2),
@@ -539,11 +541,13 @@ impl Shape {
                 access,
                 kind,
             } => {
-                // Arity guarantees first + trailing <= len, and one key at least.
-                let end = len - trailing;
-                if !(end - first).is_multiple_of(step) {
+                // Arity already guarantees room for one key; checked all the same, so a
+                // wrong table entry gives Malformed rather than a panic.
+                let span = len.saturating_sub(trailing + first);
+                if span == 0 || !span.is_multiple_of(step) {
                     return Keys::Malformed("a key without its value");
                 }
+                let end = first + span;
                 let keys = (first..end).step_by(step).map(|i| key(i, access));
                 keyed(keys.collect(), kind, false)
             }

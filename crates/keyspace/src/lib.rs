@@ -25,6 +25,8 @@
 //! assert_eq!(parts[0].0, slot(b"user1"));
 //! assert_eq!(parts[1].1, ["MSET", "{user2}.name", "Alan"]);
 //! ```
+#![warn(missing_docs)]
+
 mod keys;
 mod slot;
 mod split;

@@ -47,6 +47,7 @@ const CASES: &[&str] = &[
     "DECRBY k1 2",
     "INCRBYFLOAT k1 2.5",
     "DELEX k1 IFEQ v",
+    "DELIFEQ k1 v",
     "MSETEX 2 k1 v k2 v NX EX 10",
     // Bits.
     "SETBIT k1 7 1",

@@ -60,6 +60,7 @@ fn strings() {
         "DECRBY k 1",
         "INCRBYFLOAT k 1.5",
         "DELEX k IFEQ v",
+        "DELIFEQ k v",
     ] {
         single(cmd, 1, W);
     }
