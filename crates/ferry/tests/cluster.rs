@@ -36,6 +36,21 @@ fn equal(source: &Side, target: &Side, ferry: &Ferry) -> u64 {
 
 const NO_DELAY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 
+/// Starts ferry with a status API and waits until it follows the source's writes.
+fn follow(args: &[&str]) -> Ferry {
+    let mut ferry = Ferry::start_with_status(args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    ferry
+}
+
+/// Stops ferry as a user would (SIGTERM) and checks that it exits cleanly.
+fn finish(mut ferry: Ferry) {
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
 /// Splitting a standalone Redis into a cluster: every multi-key command of the workload names
 /// keys in different slots, which the cluster itself would refuse with CROSSSLOT.
 #[test]
@@ -48,10 +63,7 @@ fn standalone_into_cluster_with_cross_slot_commands() {
     std::thread::sleep(Duration::from_millis(300));
     // Any node of the cluster will do: ferry asks it for the rest.
     let node = target.urls()[1].clone();
-    let mut ferry = Ferry::start_with_status(&["--source", &source.url(), "--target", &node]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let mut ferry = follow(&["--source", &source.url(), "--target", &node]);
     std::thread::sleep(Duration::from_secs(1));
     let counts = background.stop();
     let mut tail = workload::Workload::new(&Spec {
@@ -71,8 +83,7 @@ fn standalone_into_cluster_with_cross_slot_commands() {
     let st = ferry.status().unwrap();
     assert!(st["cross_slot_commands"].as_u64().unwrap() > 0, "{st}");
     assert!(st["last_error"].is_null(), "{st}");
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// Cluster to cluster under load, ferry killed mid-stream and started again: every shard of
@@ -94,10 +105,7 @@ fn cluster_into_cluster_survives_a_kill() {
     std::thread::sleep(Duration::from_secs(2));
     ferry.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let mut ferry = Ferry::start_with_status(&args);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let ferry = follow(&args);
     std::thread::sleep(Duration::from_secs(1));
     background.stop();
     let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
@@ -111,8 +119,7 @@ fn cluster_into_cluster_survives_a_kill() {
             master.addr()
         );
     }
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// Merging a cluster into one standalone Redis (db 0).
@@ -123,17 +130,12 @@ fn cluster_into_standalone() {
     let spec = spec(31);
     workload::populate_cluster(&source, &spec);
     let background = workload::run_in_background_cluster(&source, spec.clone());
-    let mut ferry =
-        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let ferry = follow(&["--source", &source.url(), "--target", &target.url()]);
     std::thread::sleep(Duration::from_secs(1));
     background.stop();
     let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
     assert!(n > 1000, "only {n} keys compared");
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// A slot moved between the target's masters while the stream is applied: ferry follows the
@@ -144,11 +146,7 @@ fn target_resharded_while_syncing() {
     let target = Cluster::start(3, 0);
     let spec = spec(41);
     workload::populate(&source, &spec);
-    let mut ferry =
-        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let ferry = follow(&["--source", &source.url(), "--target", &target.url()]);
     let background = workload::run_in_background(&source, spec.clone());
     // Move two slots that hold keys, one in a single step and one slowly, while writes go on.
     let masters = target.masters();
@@ -178,8 +176,7 @@ fn target_resharded_while_syncing() {
     background.stop();
     let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
     assert!(n > 1000, "only {n} keys compared");
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// A source behind Sentinel fails over to its replica: ferry asks the sentinels again and
@@ -193,10 +190,7 @@ fn source_behind_sentinel_fails_over() {
     let spec = spec(51);
     workload::populate(&master, &spec);
     let url = sentinels.url("ferrymaster");
-    let mut ferry = Ferry::start_with_status(&["--source", &url, "--target", &target.url()]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let mut ferry = follow(&["--source", &url, "--target", &target.url()]);
     let mut load = workload::Workload::new(&spec);
     load.run(&master, 2000);
     // A planned failover, as Redis's own FAILOVER does it: writes (expiries included) paused
@@ -231,8 +225,7 @@ fn source_behind_sentinel_fails_over() {
         "the promoted replica served a full resync:\n{}",
         ferry.log()
     );
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// `read_from = "replica"`: each shard of a cluster source is replicated from one of its
@@ -254,10 +247,7 @@ fn cluster_source_read_from_replicas() {
         ),
     )
     .unwrap();
-    let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let ferry = follow(&["--config", config.to_str().unwrap()]);
     let mut load = workload::Workload::for_cluster(&spec);
     load.run_cluster(&source, 2000);
     let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
@@ -270,8 +260,7 @@ fn cluster_source_read_from_replicas() {
             assert_eq!(slaves(replica), "1", "{}: ferry", replica.addr());
         }
     }
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }
 
 /// A target behind Sentinel fails over (planned: writes paused on the old master so its
@@ -291,10 +280,7 @@ fn target_behind_sentinel_fails_over() {
     let spec = spec(61);
     workload::populate(&source, &spec);
     let url = sentinels.url("ferrytarget");
-    let mut ferry = Ferry::start_with_status(&["--source", &source.url(), "--target", &url]);
-    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
+    let mut ferry = follow(&["--source", &source.url(), "--target", &url]);
     let mut load = workload::Workload::new(&spec);
     load.run(&source, 2000);
     wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
@@ -322,6 +308,5 @@ fn target_behind_sentinel_fails_over() {
     assert!(n > 1000, "only {n} keys compared");
     let st = ferry.status().unwrap();
     assert!(st["retries"].as_u64().unwrap() >= 1, "{st}");
-    let code = ferry.terminate(Duration::from_secs(30));
-    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    finish(ferry);
 }

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_rdb::{Chunk, KeyMeta};
 
 use super::caps::Caps;
+use crate::checkpoint::Checkpoint;
 use crate::entry::{Command, Entry};
 use crate::error::{Error, escape};
 
@@ -227,10 +228,10 @@ impl Encoder {
             self.close_txn();
             // Past the last write: one SET, atomic by itself.
             if let Some((offset, db)) = self.idle_position.take() {
-                self.write_idle_checkpoint(format!("{offset} {db}"));
+                self.write_idle_checkpoint(Some((offset, db)));
             }
             if let Some(offset) = self.confirmed.take() {
-                self.write_checkpoint(format!("{offset} 0"));
+                self.write_checkpoint(Some((offset, 0)));
             }
         }
         self.replies = 0;
@@ -285,7 +286,7 @@ impl Encoder {
                 }
                 if snapshot {
                     // Until the snapshot is whole, the target cannot be continued from.
-                    self.write_checkpoint("loading".into());
+                    self.write_checkpoint(None);
                 }
                 self.checkpointing = !snapshot && self.checkpoint_key.is_some();
             }
@@ -366,7 +367,7 @@ impl Encoder {
                 // (A cluster master's base checkpoint follows confirmed replies instead.)
                 self.last_write = Some((offset, 0));
                 if !self.cluster {
-                    self.write_checkpoint(format!("{offset} 0"));
+                    self.write_checkpoint(Some((offset, 0)));
                 }
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
                 self.expects.push(Expect::SnapshotApplied(offset));
@@ -663,11 +664,11 @@ impl Encoder {
             match (&self.slot_checkpoints, txn.slot) {
                 (Some(slots), Some(slot)) => {
                     let key = Some(slots.key(slot).clone());
-                    self.write_checkpoint_to(key, format!("{offset} {db}"));
+                    self.write_checkpoint_to(key, Some((offset, db)));
                 }
                 _ => {
                     let key = self.checkpoint_key.clone();
-                    self.txn_checkpoint = self.write_checkpoint_to(key, format!("{offset} {db}"));
+                    self.txn_checkpoint = self.write_checkpoint_to(key, Some((offset, db)));
                 }
             }
         }
@@ -677,7 +678,7 @@ impl Encoder {
     }
 
     /// `SET <checkpoint key> "<replid> <position>"` in db 0.
-    fn write_checkpoint(&mut self, position: String) {
+    fn write_checkpoint(&mut self, position: Option<(u64, u32)>) {
         self.write_checkpoint_to(self.checkpoint_key.clone(), position);
         // A plain SET is no transaction's: an idle checkpoint after it needs no condition.
         self.txn_checkpoint = None;
@@ -686,14 +687,13 @@ impl Encoder {
     /// The checkpoint past the last transaction, only if that transaction's checkpoint is
     /// what the key holds: a transaction the target refused as a whole (EXECABORT) left the
     /// older one, and moving past it would skip its writes on a resume.
-    fn write_idle_checkpoint(&mut self, position: String) {
+    fn write_idle_checkpoint(&mut self, position: Option<(u64, u32)>) {
         let Some(expected) = self.txn_checkpoint.clone() else {
             return self.write_checkpoint(position);
         };
-        let (Some(key), Some(value)) = (
-            self.checkpoint_key.clone(),
-            self.checkpoint_value(&position),
-        ) else {
+        let (Some(key), Some(value)) =
+            (self.checkpoint_key.clone(), self.checkpoint_value(position))
+        else {
             return;
         };
         self.select(0);
@@ -713,28 +713,31 @@ impl Encoder {
         self.txn_checkpoint = Some(value);
     }
 
-    /// `<replid> <position>`, with the last write's position when only writeless bytes follow.
-    fn checkpoint_value(&self, position: &str) -> Option<Bytes> {
-        let replid = self.replid.as_ref()?;
-        let mut position = position.to_string();
-        let offset = position
-            .split(' ')
-            .next()
-            .and_then(|o| o.parse::<u64>().ok());
-        if let (Some(offset), Some((w, wdb))) = (offset, self.last_write)
-            && w < offset
-            && !self.cluster
-        {
-            position = format!("{position} {w} {wdb}");
-        }
-        Some(Bytes::from(
-            [&replid[..], b" ", position.as_bytes()].concat(),
-        ))
+    /// The checkpoint's text at `position` (offset, db), or "loading" without one; with the
+    /// last write's position when only writeless bytes follow it.
+    fn checkpoint_value(&self, position: Option<(u64, u32)>) -> Option<Bytes> {
+        let replid = String::from_utf8_lossy(self.replid.as_ref()?).into_owned();
+        let checkpoint = match position {
+            None => Checkpoint::Loading { replid },
+            Some((offset, db)) => Checkpoint::Applied {
+                replid,
+                offset,
+                db,
+                last_write: self
+                    .last_write
+                    .filter(|&(w, _)| w < offset && !self.cluster),
+            },
+        };
+        Some(Bytes::from(checkpoint.to_string()))
     }
 
-    /// `SET <key> "<replid> <position>"` in db 0; returns the value written.
-    fn write_checkpoint_to(&mut self, key: Option<Bytes>, position: String) -> Option<Bytes> {
-        let (Some(key), Some(value)) = (key, self.checkpoint_value(&position)) else {
+    /// `SET <key> <checkpoint>` in db 0; returns the value written.
+    fn write_checkpoint_to(
+        &mut self,
+        key: Option<Bytes>,
+        position: Option<(u64, u32)>,
+    ) -> Option<Bytes> {
+        let (Some(key), Some(value)) = (key, self.checkpoint_value(position)) else {
             return None;
         };
         self.select(0);

@@ -341,8 +341,9 @@ impl Settle<'_> {
                 msg,
                 retryable: false,
             }),
-            // The cluster's slot map changed under ferry: start again from the checkpoints
-            // with the new map (nothing of a refused transaction was applied).
+            // The cluster's slot map changed under ferry, or the server became a replica in
+            // a failover: start again from the checkpoints, asking anew where to write
+            // (nothing of a refused transaction was applied).
             _ if crate::topology::is_redirect(msg.as_bytes()) || msg.starts_with("READONLY") => {
                 Err(Error::TargetRefused {
                     addr: self.addr.to_string(),
