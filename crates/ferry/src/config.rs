@@ -27,7 +27,30 @@ pub struct FileConfig {
     pub advanced: AdvancedSection,
     #[serde(default)]
     pub retry: RetrySection,
+    #[serde(default)]
+    pub spool: SpoolSection,
 }
+
+/// The local spool of the command stream (see `crate::spool`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Most disk space the spool of one stream takes, in MiB (default 1024; 0: no spool, a
+    /// target outage then goes back to the source's backlog).
+    pub size_mb: Option<u64>,
+}
+
+/// Where and how much of the command stream is kept on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// The data directory; the spool of a task is `<data_dir>/spool/<task name>`.
+    pub data_dir: PathBuf,
+    /// Bytes at most (0: no spool).
+    pub limit: u64,
+}
+
+/// The data directory when none is given: beside where ferry runs.
+pub const DEFAULT_DATA_DIR: &str = "ferry-data";
 
 /// How long failures are retried before the task gives up, in minutes. A window starts at a
 /// failure and starts again once the sync makes progress.
@@ -88,6 +111,9 @@ pub struct SyncSection {
     /// When the target holds a copy that the source can no longer bring up to date with a
     /// partial resync: "stop" (default; say so and exit) or "flush" (empty the target, copy again).
     pub full_resync: Option<crate::source::psync::FullResync>,
+    /// Where ferry keeps its local files (the spool); default "ferry-data" in the directory
+    /// ferry runs in.
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +253,7 @@ pub struct TaskConfig {
     pub writer: crate::target::standalone::Options,
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
+    pub spool: SpoolConfig,
 }
 
 impl TaskConfig {
@@ -316,7 +343,18 @@ impl TaskConfig {
             },
             (None, Source::RdbFile(p)) => p.display().to_string(),
         };
+        let size_mb = file.spool.size_mb.unwrap_or(1024);
+        let spool = SpoolConfig {
+            data_dir: file
+                .sync
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            limit: size_mb
+                .checked_mul(1 << 20)
+                .ok_or_else(|| Error::Config(format!("spool.size_mb = {size_mb} is too large")))?,
+        };
         Ok(TaskConfig {
+            spool,
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
             retry,

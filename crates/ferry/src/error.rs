@@ -83,6 +83,10 @@ pub enum Error {
         context: String,
     },
 
+    /// A server that keeps the connection but does not answer: retried as an "other" failure.
+    #[error("{role} {addr} sent no reply for {secs} s")]
+    Timeout { role: Role, addr: String, secs: u64 },
+
     #[error("{role} {addr} sent bytes that are not RESP: {source}")]
     Protocol {
         role: Role,

@@ -166,6 +166,12 @@ struct SyncArgs {
     /// flush (empty the target, copy again).
     #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
     full_resync: Option<String>,
+    /// Where ferry keeps its local files, the spool among them (default ./ferry-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Most disk space the spool of the command stream takes, in MiB (default 1024; 0: none).
+    #[arg(long, value_name = "MIB")]
+    spool_size_mb: Option<u64>,
     /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
     #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
     source_tls_ca: Option<PathBuf>,
@@ -305,6 +311,12 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     if args.name.is_some() {
         file.sync.name = args.name;
+    }
+    if args.data_dir.is_some() {
+        file.sync.data_dir = args.data_dir;
+    }
+    if args.spool_size_mb.is_some() {
+        file.spool.size_mb = args.spool_size_mb;
     }
     match args.full_resync.as_deref() {
         Some("flush") => file.sync.full_resync = Some(ferry::source::psync::FullResync::Flush),

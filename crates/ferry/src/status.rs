@@ -1,7 +1,7 @@
 //! What a running task shows the world: phase, counters, offsets and the last error. Written by
 //! the engine with atomics (no lock on the hot path), read by the status API and the terminal UI.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -68,6 +68,12 @@ pub struct Status {
     /// Commands whose keys span slots of a cluster target, applied by computing the result
     /// from the target's own data (see the README).
     pub cross_slot_commands: AtomicU64,
+    /// Bytes of the command stream kept in the local spool now.
+    pub spool_bytes: AtomicU64,
+    /// The spool's size limit (0: no spool).
+    pub spool_limit: AtomicU64,
+    /// The spool is full of writes the target has not confirmed: the source is not read.
+    pub spool_full: AtomicBool,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
@@ -103,6 +109,9 @@ pub struct Snapshot {
     pub ops_applied: u64,
     pub relaxed_transactions: u64,
     pub cross_slot_commands: u64,
+    pub spool_bytes: u64,
+    pub spool_limit: u64,
+    pub spool_full: bool,
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -197,7 +206,7 @@ impl Status {
         }
         let sum =
             |f: fn(&Status) -> &AtomicU64| parts.iter().map(|p| f(p).load(Relaxed)).sum::<u64>();
-        let fields: [fn(&Status) -> &AtomicU64; 13] = [
+        let fields: [fn(&Status) -> &AtomicU64; 15] = [
             |s| &s.keys_written,
             |s| &s.big_keys,
             |s| &s.rewritten_keys,
@@ -211,10 +220,14 @@ impl Status {
             |s| &s.ops_applied,
             |s| &s.relaxed_transactions,
             |s| &s.cross_slot_commands,
+            |s| &s.spool_bytes,
+            |s| &s.spool_limit,
         ];
         for f in fields {
             f(self).store(sum(f), Relaxed);
         }
+        self.spool_full
+            .store(parts.iter().any(|p| p.spool_full.load(Relaxed)), Relaxed);
         let phases: Vec<Phase> = parts.iter().map(|p| p.phase()).collect();
         let phase = if phases.contains(&Phase::Connecting) {
             Phase::Connecting
@@ -269,6 +282,9 @@ impl Status {
             ops_applied: self.ops_applied.load(Relaxed),
             relaxed_transactions: self.relaxed_transactions.load(Relaxed),
             cross_slot_commands: self.cross_slot_commands.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            spool_limit: self.spool_limit.load(Relaxed),
+            spool_full: self.spool_full.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()

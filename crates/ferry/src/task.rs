@@ -19,6 +19,7 @@ use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::Entry;
 use crate::error::Role;
+use crate::relay::Relay;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
@@ -130,13 +131,14 @@ fn retry_limit(err: &Error, config: &TaskConfig) -> Option<Duration> {
         Error::Server { msg, .. } if busy(msg) => Some(config.retry.connection),
         Error::TargetRefused {
             retryable: true, ..
-        } => Some(config.retry.other),
+        }
+        | Error::Timeout { .. } => Some(config.retry.other),
         _ => None,
     }
 }
 
 /// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(6));
     let base = base.min(Duration::from_secs(30));
     let nanos = std::time::SystemTime::now()
@@ -237,12 +239,6 @@ async fn run_source(
     };
     let source = PsyncSource::connect(endpoint).await?;
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
-    let writer = tokio::spawn(target.run(
-        rx,
-        status.clone(),
-        config.writer.clone(),
-        config.checkpoint.then(|| config.name.clone()),
-    ));
     let options = psync::Options {
         rdb: config.rdb.clone(),
         full_only: config.full_only,
@@ -250,10 +246,15 @@ async fn run_source(
         resume,
         full_resync: config.full_resync,
     };
-    let read = source
-        .run(options, tx, status.clone(), cancel.clone())
+    let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));
+    let relayed = Relay::new(config, status.clone(), cancel.clone())
+        .run(rx, target)
         .await;
-    join_writer(writer).await?;
+    // The relay has let go of the channel: the reader stops at its next batch if not before.
+    let read = reader
+        .await
+        .unwrap_or_else(|join| Err(Error::Config(format!("source reader stopped: {join}"))));
+    relayed?;
     if let Some((watch, stop)) = watch {
         stop.cancel();
         if let Ok(Some(moved)) = watch.await {

@@ -27,6 +27,8 @@ impl Ferry {
                 "FERRY_LOG",
                 std::env::var("FERRY_TEST_LOG").unwrap_or("info".into()),
             )
+            // Its data directory (the spool) goes in the test's own temp dir.
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

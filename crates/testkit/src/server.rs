@@ -219,14 +219,26 @@ impl Server {
     /// id and offset) and starts it again on the same port, in the same dir, with the same
     /// arguments: a restart with persistence, as an operator would do it.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the server with `SHUTDOWN SAVE` and waits for the process to end; the port stays
+    /// closed until [`Server::start_again`] (an outage, as clients see it).
+    pub fn stop(&mut self) {
         let mut conn = self.conn();
         let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<()>(&mut conn);
         drop(conn);
         let _ = self.child.wait();
+    }
+
+    /// Starts a server stopped by [`Server::stop`] again: same port, dir and arguments, so it
+    /// loads what it saved.
+    pub fn start_again(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         self.child = Server::launch(&self.bin, self.version, &extra, self.port, self.dir.path());
         if let Err(Spawn::PortTaken(msg) | Spawn::Failed(msg)) = self.await_ready() {
-            panic!("restart: {msg}");
+            panic!("start again: {msg}");
         }
     }
 

@@ -689,11 +689,16 @@ async fn follow_stream(
             return Ok(());
         }
         match read {
+            // A network cut often shows only as silence: a lost connection, retried as one.
             Err(_) => {
-                return Err(protocol(format!(
-                    "sent nothing for {} s; the replication link is dead",
-                    STREAM_IDLE_TIMEOUT.as_secs()
-                )));
+                return Err(Error::Closed {
+                    role: Role::Source,
+                    addr: addr.to_string(),
+                    context: format!(
+                        " (nothing received for {} s, not even its pings: the replication link is dead)",
+                        STREAM_IDLE_TIMEOUT.as_secs()
+                    ),
+                });
             }
             Ok(Err(source)) => {
                 return Err(Error::Io {

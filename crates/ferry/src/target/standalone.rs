@@ -509,10 +509,10 @@ async fn next_reply(
         buf.reserve(64 * 1024);
         match tokio::time::timeout(REPLY_TIMEOUT, rd.read_buf(buf)).await {
             Err(_) => {
-                return Err(Error::Closed {
+                return Err(Error::Timeout {
                     role: Role::Target,
                     addr: addr.to_string(),
-                    context: format!(" (no reply for {} s)", REPLY_TIMEOUT.as_secs()),
+                    secs: REPLY_TIMEOUT.as_secs(),
                 });
             }
             Ok(Err(source)) => {
