@@ -116,18 +116,15 @@ impl<'a> Relay<'a> {
                 return Fed::SourceDone;
             }
             let reading = !self.source_done && !self.spool.as_ref().is_some_and(Spool::is_full);
+            // Reading the source comes before feeding the writer from the spool: a source that
+            // is not read holds ferry's share in its output buffer, and drops the link when full.
             tokio::select! {
                 biased;
                 done = &mut *writer => return Fed::WriterEnded(joined(done)),
                 _ = self.cancel.cancelled() => return Fed::Stopped,
-                permit = tx.reserve(), if self.behind => {
-                    let Ok(permit) = permit else {
-                        return Fed::WriterEnded(join(writer).await);
-                    };
-                    match self.read_spool() {
-                        Ok(Some(batch)) => permit.send(batch),
-                        Ok(None) => self.behind = false,
-                        Err(e) => return Fed::WriterEnded(Err(e)),
+                _ = tick.tick() => {
+                    if let Err(e) = self.housekeeping() {
+                        return Fed::WriterEnded(Err(e));
                     }
                 }
                 batch = source.recv(), if reading => match batch {
@@ -138,9 +135,14 @@ impl<'a> Relay<'a> {
                         Err(e) => return Fed::WriterEnded(Err(e)),
                     },
                 },
-                _ = tick.tick() => {
-                    if let Err(e) = self.housekeeping() {
-                        return Fed::WriterEnded(Err(e));
+                permit = tx.reserve(), if self.behind => {
+                    let Ok(permit) = permit else {
+                        return Fed::WriterEnded(join(writer).await);
+                    };
+                    match self.read_spool() {
+                        Ok(Some(batch)) => permit.send(batch),
+                        Ok(None) => self.behind = false,
+                        Err(e) => return Fed::WriterEnded(Err(e)),
                     }
                 }
             }
