@@ -19,6 +19,10 @@ pub struct FileConfig {
     pub source: ServerSection,
     #[serde(default)]
     pub target: ServerSection,
+    /// Further targets fed from the same replication stream (`[[more_targets]]`): one PSYNC,
+    /// each target with its own writer, checkpoint, spool and status.
+    #[serde(default)]
+    pub more_targets: Vec<ServerSection>,
     #[serde(default)]
     pub sync: SyncSection,
     #[serde(default)]
@@ -241,6 +245,8 @@ impl std::fmt::Display for Source {
 pub struct TaskConfig {
     pub source: Source,
     pub target: Endpoint,
+    /// Further targets fed from the same stream (one-to-many).
+    pub more_targets: Vec<Endpoint>,
     pub full_only: bool,
     pub status_addr: Option<SocketAddr>,
     /// Task name, for its checkpoint key.
@@ -278,6 +284,7 @@ impl TaskConfig {
                 "source and target are the same server ({source}); ferry would copy it onto itself"
             )));
         }
+        let more_targets = more_targets(&file.more_targets, &source, &target)?;
         let status_addr = match file.status.addr {
             None => None,
             Some(a) => Some(a.parse().map_err(|_| {
@@ -354,6 +361,7 @@ impl TaskConfig {
                 .ok_or_else(|| Error::Config(format!("spool.size_mb = {size_mb} is too large")))?,
         };
         Ok(TaskConfig {
+            more_targets,
             spool,
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
@@ -368,6 +376,51 @@ impl TaskConfig {
             read_from,
         })
     }
+}
+
+/// The `[[more_targets]]`: each a server of its own (its checkpoint key is the task's, in that
+/// server), only a live source feeds several, and only one stream (not a cluster source's
+/// several) is fanned out.
+fn more_targets(
+    sections: &[ServerSection],
+    source: &Source,
+    first: &Endpoint,
+) -> Result<Vec<Endpoint>, Error> {
+    let mut seen = vec![first.clone()];
+    let mut out = Vec::new();
+    for (i, section) in sections.iter().enumerate() {
+        let n = i + 2;
+        let url = section
+            .url
+            .as_deref()
+            .ok_or_else(|| Error::Config(format!("more_targets entry {} has no url", i + 1)))?;
+        if section.on_error.is_some() || section.read_from.is_some() {
+            return Err(Error::Config(format!(
+                "more_targets entry {}: only url and tls can be set per target; on_error in [target] applies to all",
+                i + 1
+            )));
+        }
+        let endpoint =
+            Endpoint::parse_with_tls("target", url, &section.tls.clone().unwrap_or_default())?;
+        if matches!(source, Source::RdbFile(_)) {
+            return Err(Error::Config(
+                "several targets need a live source (one replication stream fanned out); load a snapshot file into one target at a time".into(),
+            ));
+        }
+        if *source == Source::Redis(endpoint.clone()) {
+            return Err(Error::Config(format!(
+                "target {n} ({endpoint}) is the source itself"
+            )));
+        }
+        if seen.contains(&endpoint) {
+            return Err(Error::Config(format!(
+                "target {n} ({endpoint}) is given twice; each target must be another server"
+            )));
+        }
+        seen.push(endpoint.clone());
+        out.push(endpoint);
+    }
+    Ok(out)
 }
 
 fn positive(name: &str, v: u64) -> Result<(), Error> {

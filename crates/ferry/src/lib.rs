@@ -22,6 +22,7 @@ pub mod conn;
 pub mod endpoint;
 pub mod entry;
 pub mod error;
+pub mod fanout;
 pub mod progress;
 pub mod rdbtool;
 pub mod relay;

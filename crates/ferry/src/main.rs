@@ -140,9 +140,10 @@ struct SyncArgs {
     /// Source: redis://[user:password@]host:port, or the path of an RDB file to load
     #[arg(long)]
     source: Option<String>,
-    /// Target server: redis://[user:password@]host:port
+    /// Target server: redis://[user:password@]host:port; repeat to feed several targets from
+    /// one replication stream
     #[arg(long)]
-    target: Option<String>,
+    target: Vec<String>,
     /// Read settings from this TOML file; flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -294,8 +295,15 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     if args.source.is_some() {
         file.source.url = args.source;
     }
-    if args.target.is_some() {
-        file.target.url = args.target;
+    let mut targets = args.target.into_iter();
+    if let Some(first) = targets.next() {
+        file.target.url = Some(first);
+        // Flags name every target: they replace the file's further ones, keeping their TLS.
+        let more: Vec<String> = targets.collect();
+        file.more_targets.resize_with(more.len(), Default::default);
+        for (section, url) in file.more_targets.iter_mut().zip(more) {
+            section.url = Some(url);
+        }
     }
     if args.full_only {
         file.sync.full_only = Some(true);
@@ -331,14 +339,19 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         args.source_tls_server_name,
         args.source_tls_min_version,
     );
-    override_tls(
-        &mut file.target.tls,
-        args.target_tls_ca,
-        args.target_tls_cert,
-        args.target_tls_key,
-        args.target_tls_server_name,
-        args.target_tls_min_version,
-    );
+    // The target TLS flags apply to every target.
+    for tls in std::iter::once(&mut file.target.tls)
+        .chain(file.more_targets.iter_mut().map(|t| &mut t.tls))
+    {
+        override_tls(
+            tls,
+            args.target_tls_ca.clone(),
+            args.target_tls_cert.clone(),
+            args.target_tls_key.clone(),
+            args.target_tls_server_name.clone(),
+            args.target_tls_min_version,
+        );
+    }
     let config = TaskConfig::build(file)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::TaskConfig;
+use crate::endpoint::Endpoint;
 use crate::entry::{Batch, Entry};
 use crate::error::{Error, Result, Role};
 use crate::spool::{self, Spool};
@@ -42,8 +43,10 @@ enum Fed {
     Stopped,
 }
 
-pub struct Relay<'a> {
-    config: &'a TaskConfig,
+pub struct Relay {
+    config: TaskConfig,
+    /// The target written to.
+    endpoint: Endpoint,
     status: Arc<Status>,
     cancel: CancellationToken,
     spool_dir: PathBuf,
@@ -58,13 +61,24 @@ pub struct Relay<'a> {
     full_said: bool,
     /// The first entry for a new writer: where the target's checkpoint says to go on from.
     restart: Option<Entry>,
+    /// This target holds the stream up to here already (it is ahead of the position the
+    /// shared stream starts from): entries ending before are not given to it.
+    skip_until: u64,
 }
 
-impl<'a> Relay<'a> {
-    pub fn new(config: &'a TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Self {
+impl Relay {
+    /// A relay into `endpoint` whose spool is `spool_dir`.
+    pub fn new(
+        config: TaskConfig,
+        endpoint: Endpoint,
+        spool_dir: PathBuf,
+        status: Arc<Status>,
+        cancel: CancellationToken,
+    ) -> Self {
         Relay {
-            spool_dir: spool::dir_for(&config.spool.data_dir, &config.name),
+            spool_dir,
             config,
+            endpoint,
             status,
             cancel,
             spool: None,
@@ -74,7 +88,14 @@ impl<'a> Relay<'a> {
             source_done: false,
             full_said: false,
             restart: None,
+            skip_until: 0,
         }
+    }
+
+    /// The target already holds the stream up to `offset`.
+    pub fn skipping_until(mut self, offset: u64) -> Self {
+        self.skip_until = offset;
+        self
     }
 
     /// Writes what `source` sends into `target` until the source ends, the task stops, or a
@@ -162,6 +183,19 @@ impl<'a> Relay<'a> {
             }
             return Ok(true);
         }
+        let mut batch = batch;
+        if self.skip_until > 0 {
+            let until = self.skip_until;
+            batch.retain(|e| match e {
+                Entry::Command(c) => c.end_offset > until,
+                Entry::Offset { offset, .. } => *offset > until,
+                _ => true,
+            });
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            self.skip_until = 0;
+        }
         let Some(spool) = &mut self.spool else {
             return Ok(tx.send(batch).await.is_ok());
         };
@@ -215,8 +249,11 @@ impl<'a> Relay<'a> {
         if self.config.spool.limit == 0 || !self.config.checkpoint {
             return Ok(());
         }
+        // A target ahead of the shared stream's start takes (and spools) only what follows
+        // its own position.
+        let start = offset.max(self.skip_until);
         self.spool = Some(
-            Spool::create(&self.spool_dir, offset, self.config.spool.limit).map_err(spool_error)?,
+            Spool::create(&self.spool_dir, start, self.config.spool.limit).map_err(spool_error)?,
         );
         self.status
             .spool_limit
@@ -340,7 +377,7 @@ impl<'a> Relay<'a> {
     /// Connects to the target and finds its checkpoint in the spool. None when the spool
     /// cannot continue the target (it lost more than the spool holds, or its data).
     async fn target_back(&mut self) -> Result<Option<Target>> {
-        let mut target = Target::connect(&self.config.target).await?;
+        let mut target = Target::connect(&self.endpoint).await?;
         let checkpoint = target.read_checkpoint(&self.config.name).await?;
         let Some(spool) = &mut self.spool else {
             return Ok(None);

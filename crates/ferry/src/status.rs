@@ -78,6 +78,8 @@ pub struct Status {
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
     parts: Mutex<Vec<(String, Arc<Status>)>>,
+    /// Several targets fed from one stream: one status per target, by address.
+    targets: Mutex<Vec<(String, Arc<Status>)>>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -116,6 +118,10 @@ pub struct Snapshot {
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<Part>,
+    /// Several targets: each target's own status (`name` is its address); the top-level
+    /// figures are the least advanced target's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Part>,
 }
 
 impl Status {
@@ -189,6 +195,85 @@ impl Status {
         let s = Arc::new(Status::default());
         parts.push((name.to_string(), s.clone()));
         s
+    }
+
+    /// The status of one of several targets fed from this stream, kept across retries.
+    pub fn target(&self, name: &str) -> Arc<Status> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = targets.iter().find(|(n, _)| n == name) {
+            return s.clone();
+        }
+        let s = Arc::new(Status::default());
+        targets.push((name.to_string(), s.clone()));
+        s
+    }
+
+    /// Folds the targets fed from this stream into it: progress (applied offset, keys and
+    /// commands written) is the least advanced target's, so the source is acknowledged only
+    /// what every target holds; refusals, drops and spools add up. Each target is shown the
+    /// stream's position, for its own lag.
+    pub fn fold_targets(&self) {
+        let targets: Vec<Arc<Status>> = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let least: [fn(&Status) -> &AtomicU64; 5] = [
+            |s| &s.applied_offset,
+            |s| &s.keys_written,
+            |s| &s.big_keys,
+            |s| &s.rewritten_keys,
+            |s| &s.ops_applied,
+        ];
+        for f in least {
+            let low = targets
+                .iter()
+                .map(|t| f(t).load(Relaxed))
+                .min()
+                .unwrap_or(0);
+            f(self).store(low, Relaxed);
+        }
+        let summed: [fn(&Status) -> &AtomicU64; 4] = [
+            |s| &s.dropped,
+            |s| &s.skipped_errors,
+            |s| &s.spool_bytes,
+            |s| &s.spool_limit,
+        ];
+        for f in summed {
+            f(self).store(targets.iter().map(|t| f(t).load(Relaxed)).sum(), Relaxed);
+        }
+        self.spool_full
+            .store(targets.iter().any(|t| t.spool_full.load(Relaxed)), Relaxed);
+        let replid = self
+            .replid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for t in &targets {
+            if t.phase() == Phase::Connecting && self.phase() == Phase::Full {
+                t.set_phase(Phase::Full);
+            }
+            t.source_offset
+                .store(self.source_offset.load(Relaxed), Relaxed);
+            t.snapshot_size
+                .store(self.snapshot_size.load(Relaxed), Relaxed);
+            t.bytes_read.store(self.bytes_read.load(Relaxed), Relaxed);
+            if let Some(r) = &replid {
+                t.set_replid(r.clone());
+            }
+        }
+        if self.phase() == Phase::Full
+            && targets
+                .iter()
+                .all(|t| matches!(t.phase(), Phase::Incremental | Phase::Failed))
+        {
+            self.set_phase(Phase::Incremental);
+        }
     }
 
     /// Folds the shards of a cluster source into this task status: counters, offsets and lags
@@ -292,6 +377,16 @@ impl Status {
                 .clone(),
             shards: self
                 .parts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(name, s)| Part {
+                    name: name.clone(),
+                    status: s.snapshot(),
+                })
+                .collect(),
+            targets: self
+                .targets
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()

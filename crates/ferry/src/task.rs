@@ -19,7 +19,7 @@ use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::Entry;
 use crate::error::Role;
-use crate::relay::Relay;
+use crate::fanout;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
@@ -184,38 +184,15 @@ async fn run_source(
     cancel: &CancellationToken,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
-    let mut target = Target::connect(&config.target).await?;
-    tracing::info!(
-        target = target.addr(),
-        version = ?target.caps().version,
-        rdb_version = target.caps().rdb_version,
-        "target ready"
-    );
+    let targets = fanout::connect_all(config).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-
-    let key = Checkpoint::key(&config.name);
-    let resume = match config.checkpoint {
-        true => target.read_checkpoint(&config.name).await?,
-        false => None,
-    };
-    match &resume {
-        Some(c) => tracing::info!(checkpoint = %c, "the target holds a checkpoint"),
-        // This process wrote one before: the target lost it, and its data with it.
-        None if config.checkpoint && status.has_synced() => {
-            let why = format!(
-                "target {} no longer holds the checkpoint {} that this task wrote: it lost its data (restarted without persistence, or flushed)",
-                target.addr(),
-                String::from_utf8_lossy(&key)
-            );
-            if config.full_resync == psync::FullResync::Stop {
-                return Err(Error::ResyncNeeded {
-                    addr: endpoint.addr(),
-                    why,
-                });
-            }
-            tracing::warn!("{why}; copying the snapshot again, as configured");
-        }
-        None => tracing::info!("no checkpoint on the target: full sync"),
+    let found: Vec<(String, Option<Checkpoint>)> = targets
+        .iter()
+        .map(|t| (t.target.addr(), t.checkpoint.clone()))
+        .collect();
+    let plan = fanout::plan(&found, config, status.has_synced(), &endpoint.addr())?;
+    if plan.resume.is_none() && plan.resync_why.is_none() {
+        tracing::info!("full sync");
     }
     // Behind Sentinel: replicate from the master it names now, and start again when it names
     // another (a demoted master may keep its replicas' links open).
@@ -242,14 +219,12 @@ async fn run_source(
     let options = psync::Options {
         rdb: config.rdb.clone(),
         full_only: config.full_only,
-        target_lost: config.checkpoint && resume.is_none() && status.has_synced(),
-        resume,
+        resync_why: plan.resync_why,
+        resume: plan.resume,
         full_resync: config.full_resync,
     };
     let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));
-    let relayed = Relay::new(config, status.clone(), cancel.clone())
-        .run(rx, target)
-        .await;
+    let relayed = fanout::relay_all(config, targets, plan.skips, rx, status, cancel).await;
     // The relay has let go of the channel: the reader stops at its next batch if not before.
     let read = reader
         .await
@@ -306,6 +281,11 @@ async fn run_cluster_source(
     status: &Arc<Status>,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    if !config.more_targets.is_empty() {
+        return Err(Error::Config(
+            "the source is a cluster: several targets are fed from one stream of a standalone source only; run one task per target".into(),
+        ));
+    }
     let stop = cancel.child_token();
     let mut streams = tokio::task::JoinSet::new();
     tracing::info!(

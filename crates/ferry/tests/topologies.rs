@@ -1,11 +1,11 @@
-//! Topologies beyond one-to-one: a cascade A → B → C, two ferry tasks where the second reads
-//! the first one's target, stays equal end to end (ferry's own keys never travel on).
+//! Topologies beyond one-to-one: one source into several targets from one replication stream,
+//! and a cascade A → B → C (two ferry tasks, the second reading the first one's target).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, wait_caught_up};
+use common::{Ferry, resyncs, wait_caught_up};
 use testkit::Server;
 use testkit::compare::{self, Options};
 use testkit::workload::{self, Spec};
@@ -83,4 +83,93 @@ fn a_cascade_stays_equal_end_to_end() {
     assert_eq!(own(&c), vec!["__ferry:checkpoint:b-to-c".to_string()]);
     assert!(first.terminate(Duration::from_secs(30)).success());
     assert!(second.terminate(Duration::from_secs(30)).success());
+}
+
+fn applied(status: &serde_json::Value, target: &Server) -> u64 {
+    status["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == target.addr()))
+        .and_then(|t| t["applied_offset"].as_u64())
+        .unwrap_or(0)
+}
+
+/// One PSYNC feeds two targets. One of them goes away under load: the other keeps applying
+/// the stream meanwhile; the absent one is replayed from its spool when it is back. Then ferry
+/// is killed and restarted: the stream continues from the least advanced target's checkpoint,
+/// the other skipping what it holds. Both end equal to the source key by key.
+#[test]
+fn one_stream_feeds_several_targets_independently() {
+    let source = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let first = Server::start();
+    let mut second = Server::start();
+    let spec = Spec {
+        seed: 63,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &first.url(),
+        "--target",
+        &second.url(),
+    ];
+    let mut ferry = Ferry::start_with_status(&args);
+    let st = ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    assert_eq!(st["targets"].as_array().map(Vec::len), Some(2), "{st}");
+    let background = workload::run_in_background(
+        &source,
+        Spec {
+            seed: 64,
+            ..spec.clone()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    second.stop();
+    let down = ferry.wait_status(Duration::from_secs(60), "the second target retrying", |s| {
+        s["targets"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["phase"] == "retrying"))
+    });
+    // The first target goes on while the second is away.
+    let before = applied(&down, &first);
+    ferry.wait_status(
+        Duration::from_secs(60),
+        "the first target to keep applying",
+        |s| applied(s, &first) > before + 100_000,
+    );
+    second.start_again();
+    ferry.wait_status(Duration::from_secs(120), "both targets incremental", |s| {
+        s["targets"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().all(|t| t["phase"] == "incremental"))
+    });
+    // A crash: the restart resumes both from one stream.
+    ferry.kill();
+    ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(60), "the restarted stream", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    background.stop();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(120));
+    let options = Options {
+        group_read_counters: false,
+        ..Options::default()
+    };
+    for target in [&first, &second] {
+        compare::eventually_equal(&source, target, &options, Duration::from_secs(10))
+            .unwrap_or_else(|r| panic!("{}: {r}\nferry log:\n{}", target.addr(), ferry.log()));
+    }
+    assert!(
+        ferry
+            .log()
+            .contains("source continues the stream from the checkpoint")
+    );
+    assert_eq!(resyncs(&source), (1, 1), "{}", source.log_tail(40));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
 }

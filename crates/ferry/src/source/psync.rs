@@ -33,9 +33,10 @@ pub struct Options {
     pub resume: Option<Checkpoint>,
     /// What to do when the target holds an earlier copy and the source can only send a full one.
     pub full_resync: FullResync,
-    /// The target lost the checkpoint this process had written (and its data with it): the
-    /// full copy that follows goes by `full_resync` too.
-    pub target_lost: bool,
+    /// Why the target(s) need a full copy although they hold data (one lost the checkpoint
+    /// this process had written, and its data with it; several targets are at positions one
+    /// stream cannot continue together): the full copy that follows goes by `full_resync` too.
+    pub resync_why: Option<String>,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -146,10 +147,7 @@ impl PsyncSource {
             }
             (PsyncReply::Full { replid, offset }, _, resume) => {
                 let why = match (resume, asked) {
-                    (None, _) if options.target_lost => {
-                        Some("the target lost its data and checkpoint".to_string())
-                    }
-                    (None, _) => None,
+                    (None, _) => options.resync_why.clone(),
                     (Some(Checkpoint::Loading { .. }), _) => {
                         Some("the previous full copy into the target was interrupted".to_string())
                     }
