@@ -27,6 +27,44 @@ pub struct FileConfig {
     pub advanced: AdvancedSection,
     #[serde(default)]
     pub retry: RetrySection,
+    #[serde(default)]
+    pub limit: LimitSection,
+}
+
+/// Limits on the load ferry puts on the target, per second; each is off when absent. The
+/// full copy counts keys and bytes written, the stream commands and bytes (1 MB = 1,000,000
+/// bytes). Writes are paced smoothly: at most a tenth of a second's worth goes out at once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// Snapshot keys written per second.
+    pub full_keys_per_sec: Option<f64>,
+    /// Megabytes written per second while copying the snapshot.
+    pub full_mb_per_sec: Option<f64>,
+    /// Commands from the stream written per second.
+    pub incremental_ops_per_sec: Option<f64>,
+    /// Megabytes written per second while following the stream.
+    pub incremental_mb_per_sec: Option<f64>,
+}
+
+impl LimitSection {
+    fn build(&self) -> Result<crate::throttle::Limits, Error> {
+        let check = |name: &str, v: Option<f64>| match v {
+            Some(v) if !(v.is_finite() && v > 0.0) => Err(Error::Config(format!(
+                "limit.{name} = {v} must be a number greater than 0 (leave it out for no limit)"
+            ))),
+            _ => Ok(v),
+        };
+        Ok(crate::throttle::Limits {
+            full_keys_per_sec: check("full_keys_per_sec", self.full_keys_per_sec)?,
+            full_mb_per_sec: check("full_mb_per_sec", self.full_mb_per_sec)?,
+            incremental_ops_per_sec: check(
+                "incremental_ops_per_sec",
+                self.incremental_ops_per_sec,
+            )?,
+            incremental_mb_per_sec: check("incremental_mb_per_sec", self.incremental_mb_per_sec)?,
+        })
+    }
 }
 
 /// How long failures are retried before the task gives up, in minutes. A window starts at a
@@ -77,6 +115,31 @@ pub enum OnError {
     Log,
 }
 
+/// What a new task does when the target already holds keys (not ferry's own) in the dbs it
+/// writes, before its first full copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Refuse to start, naming what the target holds.
+    #[default]
+    Fail,
+    /// Copy over them: keys of the same name are replaced, the others stay.
+    Overwrite,
+    /// Empty those dbs first. Only with `confirm_flush`.
+    Flush,
+}
+
+impl OnConflict {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnConflict::Fail => "fail",
+            OnConflict::Overwrite => "overwrite",
+            OnConflict::Flush => "flush",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSection {
@@ -88,6 +151,10 @@ pub struct SyncSection {
     /// When the target holds a copy that the source can no longer bring up to date with a
     /// partial resync: "stop" (default; say so and exit) or "flush" (empty the target, copy again).
     pub full_resync: Option<crate::source::psync::FullResync>,
+    /// A new task whose target already holds keys: "fail" (default), "overwrite" or "flush".
+    pub on_conflict: Option<OnConflict>,
+    /// Confirms `on_conflict = "flush"`, which deletes the target's data.
+    pub confirm_flush: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +294,10 @@ pub struct TaskConfig {
     pub writer: crate::target::standalone::Options,
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
+    /// What a first full copy does with keys the target already holds; None once settled
+    /// for the whole target (the shards of a cluster source, checked once before any starts).
+    /// `Flush` here has been confirmed.
+    pub on_conflict: Option<OnConflict>,
 }
 
 impl TaskConfig {
@@ -295,6 +366,24 @@ impl TaskConfig {
         }
         let read_from = file.source.read_from.unwrap_or_default();
         let retry = Retry::build(&file.retry)?;
+        if let Some(throttle) = crate::throttle::Throttle::new(file.limit.build()?) {
+            writer.throttle = Some(std::sync::Arc::new(throttle));
+        }
+        let on_conflict = file.sync.on_conflict.unwrap_or_default();
+        match (on_conflict, file.sync.confirm_flush.unwrap_or(false)) {
+            (OnConflict::Flush, false) => {
+                return Err(Error::Config(
+                    "sync.on_conflict = \"flush\" deletes every key in the target's synced dbs before the copy: confirm it with --yes-flush-target (or [sync] confirm_flush = true)".into(),
+                ));
+            }
+            (OnConflict::Fail | OnConflict::Overwrite, true) => {
+                return Err(Error::Config(format!(
+                    "sync.confirm_flush (--yes-flush-target) confirms on_conflict = \"flush\", but on_conflict is \"{}\"; set on_conflict = \"flush\" (--on-conflict flush) or drop the confirmation",
+                    on_conflict.name()
+                )));
+            }
+            _ => {}
+        }
         // A file holds no stream of writes to follow.
         let full_only =
             file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
@@ -328,6 +417,7 @@ impl TaskConfig {
             rdb,
             writer,
             read_from,
+            on_conflict: Some(on_conflict),
         })
     }
 }

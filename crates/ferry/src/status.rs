@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::throttle::{LimitStatus, Throttle};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -72,6 +74,8 @@ pub struct Status {
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
     parts: Mutex<Vec<(String, Arc<Status>)>>,
+    /// The task's limits, when it has any (shared with its writers).
+    throttle: std::sync::OnceLock<Arc<Throttle>>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -107,6 +111,9 @@ pub struct Snapshot {
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<Part>,
+    /// The configured limits and whether they hold the writers back, when any is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitStatus>,
 }
 
 impl Status {
@@ -120,6 +127,11 @@ impl Status {
 
     pub fn set_error(&self, msg: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+    }
+
+    /// Shows the task's limits (and how much they held the writers back) from now on.
+    pub fn show_limits(&self, throttle: Arc<Throttle>) {
+        let _ = self.throttle.set(throttle);
     }
 
     /// Whether a source has accepted PSYNC in this process: before that, failures are the
@@ -284,6 +296,7 @@ impl Status {
                     status: s.snapshot(),
                 })
                 .collect(),
+            limit: self.throttle.get().map(|t| t.status()),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::error::Role;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
-use crate::target::Target;
+use crate::target::{Target, conflict};
 use crate::topology::Topology;
 
 /// Batches between source and target; with the batch limits this bounds memory to a few MiB.
@@ -35,6 +35,9 @@ const CHANNEL_BATCHES: usize = 8;
 /// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
 /// On return the status holds the final phase and, on failure, the error.
 pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Result<()> {
+    if let Some(throttle) = &config.writer.throttle {
+        status.show_limits(throttle.clone());
+    }
     let mut window: Option<(Instant, String)> = None;
     let mut attempt: u32 = 0;
     loop {
@@ -165,8 +168,9 @@ async fn run_inner(
         }
         Source::RdbFile(path) => path,
     };
-    let target = Target::connect(&config.target).await?;
+    let mut target = Target::connect(&config.target).await?;
     tracing::info!(target = target.addr(), "target ready");
+    conflict::before_copy(&mut target, config, status).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
     let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
@@ -213,7 +217,10 @@ async fn run_source(
             }
             tracing::warn!("{why}; copying the snapshot again, as configured");
         }
-        None => tracing::info!("no checkpoint on the target: full sync"),
+        None => {
+            tracing::info!("no checkpoint on the target: full sync");
+            conflict::before_copy(&mut target, config, status).await?;
+        }
     }
     // Behind Sentinel: replicate from the master it names now, and start again when it names
     // another (a demoted master may keep its replicas' links open).
@@ -311,7 +318,11 @@ async fn run_cluster_source(
         shards = topology.shards.len(),
         "source is a cluster: one stream per shard"
     );
-    for shard in &topology.shards {
+    let names: Vec<String> = (topology.shards.iter())
+        .map(|shard| format!("{}@{}", config.name, shard.first_slot()))
+        .collect();
+    conflict::before_shards(config, &names, status).await?;
+    for (shard, name) in topology.shards.iter().zip(names) {
         let node = match config.read_from {
             ReadFrom::Master => shard.master.clone(),
             ReadFrom::Replica => shard.replicas.first().cloned().ok_or_else(|| {
@@ -323,7 +334,8 @@ async fn run_cluster_source(
             })?,
         };
         let mut part = config.clone();
-        part.name = format!("{}@{}", config.name, shard.first_slot());
+        part.name = name;
+        part.on_conflict = None;
         part.source = Source::Redis(node.clone());
         part.writer.shared_target = true;
         let part_status = status.part(&part.name);
