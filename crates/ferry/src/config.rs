@@ -641,6 +641,63 @@ mod tests {
         assert!(e.contains("not a rediss:// URL"), "{e}");
     }
 
+    fn sync_config(extra: &str) -> Result<TaskConfig, Error> {
+        let text = format!(
+            "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n{extra}\n"
+        );
+        let file: FileConfig = toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+        TaskConfig::build(file)
+    }
+
+    #[test]
+    fn flushing_the_target_on_conflict_needs_a_confirmation() {
+        assert_eq!(sync_config("").unwrap().on_conflict, Some(OnConflict::Fail));
+        let cfg = sync_config("[sync]\non_conflict = \"overwrite\"").unwrap();
+        assert_eq!(cfg.on_conflict, Some(OnConflict::Overwrite));
+        let e = sync_config("[sync]\non_conflict = \"flush\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("on_conflict = \"flush\"") && e.contains("--yes-flush-target"),
+            "{e}"
+        );
+        let cfg = sync_config("[sync]\non_conflict = \"flush\"\nconfirm_flush = true").unwrap();
+        assert_eq!(cfg.on_conflict, Some(OnConflict::Flush));
+        let e = sync_config("[sync]\nconfirm_flush = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("but on_conflict is \"fail\""), "{e}");
+        let e = sync_config("[sync]\non_conflict = \"replace\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replace"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_positive_numbers() {
+        assert!(sync_config("").unwrap().writer.throttle.is_none());
+        let cfg =
+            sync_config("[limit]\nfull_keys_per_sec = 500\nincremental_mb_per_sec = 0.5").unwrap();
+        let limits = cfg.writer.throttle.unwrap().limits();
+        assert_eq!(limits.full_keys_per_sec, Some(500.0));
+        assert_eq!(limits.incremental_mb_per_sec, Some(0.5));
+        assert_eq!(limits.full_mb_per_sec, None);
+        for bad in [
+            "full_mb_per_sec = 0",
+            "incremental_ops_per_sec = -3",
+            "full_keys_per_sec = nan",
+        ] {
+            let e = sync_config(&format!("[limit]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be a number greater than 0"), "{bad}: {e}");
+        }
+        let e = sync_config("[limit]\nkeys_per_sec = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys_per_sec"), "{e}");
+    }
+
     #[test]
     fn refuses_syncing_a_server_onto_itself() {
         let mut file = FileConfig::default();

@@ -327,3 +327,63 @@ fn a_cluster_target_is_checked_and_flushed_on_every_master() {
     )
     .unwrap_or_else(|r| panic!("{r}"));
 }
+
+/// A cluster source: its shards write into one target, looked at once before any starts. Data
+/// there is refused in one line; with `overwrite` every shard copies over it, and a later
+/// start resumes each shard from its checkpoint.
+#[test]
+fn a_cluster_source_checks_its_target_once() {
+    let source = Cluster::start_with(3, 0, &["--repl-diskless-sync-delay", "0"]);
+    workload::populate_cluster(
+        &source,
+        &Spec {
+            dbs: vec![0],
+            ..spec()
+        },
+    );
+    let target = Server::start();
+    let _: () = redis::cmd("SET")
+        .arg("only-on-target")
+        .arg("t")
+        .query(&mut target.conn())
+        .unwrap();
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let line = refusal(Ferry::start(&args));
+    assert!(
+        line.starts_with(&format!(
+            "ferry: target {} already holds 1 key (db 0: 1; e.g. \"only-on-target\" in db 0)",
+            target.addr()
+        )),
+        "{line}"
+    );
+
+    let mut overwrite = args.to_vec();
+    overwrite.extend(["--on-conflict", "overwrite"]);
+    let mut ferry = Ferry::start_with_status(&overwrite);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+    // Each shard has its checkpoint now: the default policy resumes them all.
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let kept: String = redis::cmd("GET")
+        .arg("only-on-target")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(kept, "t");
+    let _: () = redis::cmd("DEL")
+        .arg("only-on-target")
+        .query(&mut target.conn())
+        .unwrap();
+    compare::eventually_equal_sides(
+        &Side::from(&source),
+        &Side::from(&target),
+        &Options::default(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
