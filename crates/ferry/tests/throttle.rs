@@ -7,9 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Ferry, master_offset, wait_caught_up};
-use testkit::Server;
-use testkit::compare::{self, Options};
+use testkit::compare::{self, Options, Side};
 use testkit::workload::{self, Spec};
+use testkit::{Cluster, Server};
 
 /// Slack over a limit that a measured rate may show (the first burst, the samples' timing).
 const SLACK: f64 = 1.10;
@@ -183,6 +183,46 @@ fn incremental_keeps_to_its_commands_and_megabytes_per_second() {
         &target,
         &Options::default(),
         Duration::from_secs(10),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
+
+/// A cluster into a cluster: three shards' streams, each writing to the three masters, share
+/// one limit on snapshot keys.
+#[test]
+fn a_cluster_task_shares_its_limit_across_shards_and_masters() {
+    let source = Cluster::start_with(3, 0, &["--repl-diskless-sync-delay", "0"]);
+    workload::populate_cluster(
+        &source,
+        &Spec {
+            seed: 73,
+            dbs: vec![0],
+            keys_per_db: 2500,
+            big_elements: 300,
+            ..Spec::default()
+        },
+    );
+    let target = Cluster::start(3, 0);
+    let start = Instant::now();
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--full-keys-per-sec",
+        "1000",
+    ]);
+    let (stop, status) = poll(&mut ferry, |s| s["phase"] == "incremental");
+    let (per_sec, counted) = rate(0, start, int(&status["keys_written"]), stop);
+    eprintln!("cluster full copy: {counted} keys at {per_sec:.0} keys/s (limit 1000)");
+    assert!(counted > 2000, "too few keys measured: {counted}");
+    assert!(per_sec <= 1000.0 * SLACK, "{per_sec:.0} keys/s over 1000");
+    compare::eventually_equal_sides(
+        &Side::from(&source),
+        &Side::from(&target),
+        &Options::default(),
+        Duration::from_secs(30),
     )
     .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
     assert!(ferry.terminate(Duration::from_secs(30)).success());
