@@ -318,7 +318,9 @@ async fn run_cluster_source(
         shards = topology.shards.len(),
         "source is a cluster: one stream per shard"
     );
-    let names: Vec<String> = (topology.shards.iter())
+    let names: Vec<String> = topology
+        .shards
+        .iter()
         .map(|shard| format!("{}@{}", config.name, shard.first_slot()))
         .collect();
     conflict::before_shards(config, &names, status).await?;
