@@ -102,6 +102,8 @@ pub struct LimitStatus {
 #[derive(Debug)]
 pub struct Throttle {
     limits: Limits,
+    /// Per stage (full, incremental): one bucket's worth of units and bytes.
+    write_sizes: [(u64, usize); 2],
     state: Mutex<State>,
 }
 
@@ -124,17 +126,26 @@ impl Throttle {
         let now = Instant::now();
         let bucket = |rate: Option<f64>| rate.map(|r| Bucket::new(r, now));
         let bytes = |mb: Option<f64>| bucket(mb.map(|m| m * MB));
+        let full = [
+            bucket(limits.full_keys_per_sec),
+            bytes(limits.full_mb_per_sec),
+        ];
+        let incremental = [
+            bucket(limits.incremental_ops_per_sec),
+            bytes(limits.incremental_mb_per_sec),
+        ];
+        let size = |[units, bytes]: &[Option<Bucket>; 2]| {
+            (
+                units.as_ref().map_or(u64::MAX, |b| b.burst() as u64),
+                bytes.as_ref().map_or(usize::MAX, |b| b.burst() as usize),
+            )
+        };
         Some(Throttle {
             limits,
+            write_sizes: [size(&full), size(&incremental)],
             state: Mutex::new(State {
-                full: [
-                    bucket(limits.full_keys_per_sec),
-                    bytes(limits.full_mb_per_sec),
-                ],
-                incremental: [
-                    bucket(limits.incremental_ops_per_sec),
-                    bytes(limits.incremental_mb_per_sec),
-                ],
+                full,
+                incremental,
                 held_until: None,
                 held: Duration::ZERO,
             }),
@@ -148,15 +159,10 @@ impl Throttle {
     /// How much a writer should gather at most before it asks and writes out (units, bytes),
     /// so the target gets small, steady writes: one bucket's worth.
     pub fn write_size(&self, stage: Stage) -> (u64, usize) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let [units, bytes] = match stage {
-            Stage::Full => &state.full,
-            Stage::Incremental => &state.incremental,
-        };
-        (
-            units.as_ref().map_or(u64::MAX, |b| b.burst() as u64),
-            bytes.as_ref().map_or(usize::MAX, |b| b.burst() as usize),
-        )
+        match stage {
+            Stage::Full => self.write_sizes[0],
+            Stage::Incremental => self.write_sizes[1],
+        }
     }
 
     /// Counts `units` (keys or commands) and `bytes` about to be written and says how long to
