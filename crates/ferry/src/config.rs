@@ -33,6 +33,44 @@ pub struct FileConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub spool: SpoolSection,
+    #[serde(default)]
+    pub limit: LimitSection,
+}
+
+/// Limits on the load ferry puts on the target, per second; each is off when absent. The
+/// full copy counts keys and bytes written, the stream commands and bytes (1 MB = 1,000,000
+/// bytes). Writes are paced smoothly: at most a tenth of a second's worth goes out at once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// Snapshot keys written per second.
+    pub full_keys_per_sec: Option<f64>,
+    /// Megabytes written per second while copying the snapshot.
+    pub full_mb_per_sec: Option<f64>,
+    /// Commands from the stream written per second.
+    pub incremental_ops_per_sec: Option<f64>,
+    /// Megabytes written per second while following the stream.
+    pub incremental_mb_per_sec: Option<f64>,
+}
+
+impl LimitSection {
+    fn build(&self) -> Result<crate::throttle::Limits, Error> {
+        let check = |name: &str, v: Option<f64>| match v {
+            Some(v) if !(v.is_finite() && v > 0.0) => Err(Error::Config(format!(
+                "limit.{name} = {v} must be a number greater than 0 (leave it out for no limit)"
+            ))),
+            _ => Ok(v),
+        };
+        Ok(crate::throttle::Limits {
+            full_keys_per_sec: check("full_keys_per_sec", self.full_keys_per_sec)?,
+            full_mb_per_sec: check("full_mb_per_sec", self.full_mb_per_sec)?,
+            incremental_ops_per_sec: check(
+                "incremental_ops_per_sec",
+                self.incremental_ops_per_sec,
+            )?,
+            incremental_mb_per_sec: check("incremental_mb_per_sec", self.incremental_mb_per_sec)?,
+        })
+    }
 }
 
 /// The local spool of the command stream (see `crate::spool`).
@@ -104,6 +142,31 @@ pub enum OnError {
     Log,
 }
 
+/// What a new task does when the target already holds keys (not ferry's own) in the dbs it
+/// writes, before its first full copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Refuse to start, naming what the target holds.
+    #[default]
+    Fail,
+    /// Copy over them: keys of the same name are replaced, the others stay.
+    Overwrite,
+    /// Empty those dbs first. Only with `confirm_flush`.
+    Flush,
+}
+
+impl OnConflict {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnConflict::Fail => "fail",
+            OnConflict::Overwrite => "overwrite",
+            OnConflict::Flush => "flush",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSection {
@@ -118,6 +181,10 @@ pub struct SyncSection {
     /// Where ferry keeps its local files (the spool); default "ferry-data" in the directory
     /// ferry runs in.
     pub data_dir: Option<PathBuf>,
+    /// A new task whose target already holds keys: "fail" (default), "overwrite" or "flush".
+    pub on_conflict: Option<OnConflict>,
+    /// Confirms `on_conflict = "flush"`, which deletes the target's data.
+    pub confirm_flush: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +212,10 @@ pub struct AdvancedSection {
     /// Keep a checkpoint in the target (default true). Without it nothing of ferry's is written
     /// to the target, but a restart cannot continue: it copies everything again.
     pub checkpoint: Option<bool>,
+    /// Seconds without a byte from the source (not even its pings) after which the link is
+    /// taken for dead and reconnected (default 60, like a replica's repl-timeout; must be more
+    /// than the source's repl-ping-replica-period, 10 s by default).
+    pub source_timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -260,6 +331,12 @@ pub struct TaskConfig {
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
     pub spool: SpoolConfig,
+    /// Silence from the source for this long ends the link (see `advanced.source_timeout`).
+    pub source_timeout: std::time::Duration,
+    /// What a first full copy does with keys the target already holds; None once settled
+    /// for the whole target (the shards of a cluster source, checked once before any starts).
+    /// `Flush` here has been confirmed.
+    pub on_conflict: Option<OnConflict>,
 }
 
 impl TaskConfig {
@@ -329,6 +406,24 @@ impl TaskConfig {
         }
         let read_from = file.source.read_from.unwrap_or_default();
         let retry = Retry::build(&file.retry)?;
+        if let Some(throttle) = crate::throttle::Throttle::new(file.limit.build()?) {
+            writer.throttle = Some(std::sync::Arc::new(throttle));
+        }
+        let on_conflict = file.sync.on_conflict.unwrap_or_default();
+        match (on_conflict, file.sync.confirm_flush.unwrap_or(false)) {
+            (OnConflict::Flush, false) => {
+                return Err(Error::Config(
+                    "sync.on_conflict = \"flush\" deletes every key in the target's synced dbs before the copy: confirm it with --yes-flush-target (or [sync] confirm_flush = true)".into(),
+                ));
+            }
+            (OnConflict::Fail | OnConflict::Overwrite, true) => {
+                return Err(Error::Config(format!(
+                    "sync.confirm_flush (--yes-flush-target) confirms on_conflict = \"flush\", but on_conflict is \"{}\"; set on_conflict = \"flush\" (--on-conflict flush) or drop the confirmation",
+                    on_conflict.name()
+                )));
+            }
+            _ => {}
+        }
         // A file holds no stream of writes to follow.
         let full_only =
             file.sync.full_only.unwrap_or(false) || matches!(source, Source::RdbFile(_));
@@ -360,7 +455,15 @@ impl TaskConfig {
                 .checked_mul(1 << 20)
                 .ok_or_else(|| Error::Config(format!("spool.size_mb = {size_mb} is too large")))?,
         };
+        let source_timeout = match adv.source_timeout {
+            Some(s) => {
+                positive("advanced.source_timeout", s)?;
+                std::time::Duration::from_secs(s)
+            }
+            None => crate::source::psync::DEFAULT_IDLE_TIMEOUT,
+        };
         Ok(TaskConfig {
+            source_timeout,
             more_targets,
             spool,
             name,
@@ -374,6 +477,7 @@ impl TaskConfig {
             rdb,
             writer,
             read_from,
+            on_conflict: Some(on_conflict),
         })
     }
 }
@@ -640,6 +744,63 @@ mod tests {
         file.target.url = Some("redis://b:1".into());
         let e = TaskConfig::build(file).unwrap_err().to_string();
         assert!(e.contains("not a rediss:// URL"), "{e}");
+    }
+
+    fn sync_config(extra: &str) -> Result<TaskConfig, Error> {
+        let text = format!(
+            "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n{extra}\n"
+        );
+        let file: FileConfig = toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+        TaskConfig::build(file)
+    }
+
+    #[test]
+    fn flushing_the_target_on_conflict_needs_a_confirmation() {
+        assert_eq!(sync_config("").unwrap().on_conflict, Some(OnConflict::Fail));
+        let cfg = sync_config("[sync]\non_conflict = \"overwrite\"").unwrap();
+        assert_eq!(cfg.on_conflict, Some(OnConflict::Overwrite));
+        let e = sync_config("[sync]\non_conflict = \"flush\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("on_conflict = \"flush\"") && e.contains("--yes-flush-target"),
+            "{e}"
+        );
+        let cfg = sync_config("[sync]\non_conflict = \"flush\"\nconfirm_flush = true").unwrap();
+        assert_eq!(cfg.on_conflict, Some(OnConflict::Flush));
+        let e = sync_config("[sync]\nconfirm_flush = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("but on_conflict is \"fail\""), "{e}");
+        let e = sync_config("[sync]\non_conflict = \"replace\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replace"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_positive_numbers() {
+        assert!(sync_config("").unwrap().writer.throttle.is_none());
+        let cfg =
+            sync_config("[limit]\nfull_keys_per_sec = 500\nincremental_mb_per_sec = 0.5").unwrap();
+        let limits = cfg.writer.throttle.unwrap().limits();
+        assert_eq!(limits.full_keys_per_sec, Some(500.0));
+        assert_eq!(limits.incremental_mb_per_sec, Some(0.5));
+        assert_eq!(limits.full_mb_per_sec, None);
+        for bad in [
+            "full_mb_per_sec = 0",
+            "incremental_ops_per_sec = -3",
+            "full_keys_per_sec = nan",
+        ] {
+            let e = sync_config(&format!("[limit]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be a number greater than 0"), "{bad}: {e}");
+        }
+        let e = sync_config("[limit]\nkeys_per_sec = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys_per_sec"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`entry`]: what flows from source to target.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
+//! - [`throttle`]: limits on the keys, commands and bytes per second written to the target.
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
@@ -33,6 +34,7 @@ pub mod spool;
 pub mod status;
 pub mod target;
 pub mod task;
+pub mod throttle;
 pub mod tls;
 pub mod topology;
 

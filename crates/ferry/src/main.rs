@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use ferry::config::{FileConfig, TaskConfig};
+use ferry::config::{FileConfig, OnConflict, TaskConfig};
 use ferry::status::Status;
 use ferry::tls::{TlsSection, TlsVersion};
 use tokio_util::sync::CancellationToken;
@@ -173,6 +173,42 @@ struct SyncArgs {
     /// Most disk space the spool of the command stream takes, in MiB (default 1024; 0: none).
     #[arg(long, value_name = "MIB")]
     spool_size_mb: Option<u64>,
+    /// A new task whose target already holds keys: fail (default; say what it holds),
+    /// overwrite (replace keys of the same name, keep the rest) or flush (empty the synced dbs
+    /// first; needs --yes-flush-target).
+    #[arg(long, value_name = "fail|overwrite|flush", value_parser = ["fail", "overwrite", "flush"])]
+    on_conflict: Option<String>,
+    /// Confirms --on-conflict flush, which deletes the target's data.
+    #[arg(long)]
+    yes_flush_target: bool,
+    /// Snapshot keys written to the target per second, at most.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits (per second; off by default)"
+    )]
+    full_keys_per_sec: Option<f64>,
+    /// Megabytes (1,000,000 bytes) written per second while copying the snapshot, at most.
+    #[arg(
+        long,
+        value_name = "MB",
+        help_heading = "Limits (per second; off by default)"
+    )]
+    full_mb_per_sec: Option<f64>,
+    /// Stream commands written to the target per second, at most.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits (per second; off by default)"
+    )]
+    incremental_ops_per_sec: Option<f64>,
+    /// Megabytes written per second while following the stream, at most.
+    #[arg(
+        long,
+        value_name = "MB",
+        help_heading = "Limits (per second; off by default)"
+    )]
+    incremental_mb_per_sec: Option<f64>,
     /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
     #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
     source_tls_ca: Option<PathBuf>,
@@ -331,6 +367,22 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         Some(_) => file.sync.full_resync = Some(ferry::source::psync::FullResync::Stop),
         None => {}
     }
+    file.sync.on_conflict = match args.on_conflict.as_deref() {
+        Some("overwrite") => Some(OnConflict::Overwrite),
+        Some("flush") => Some(OnConflict::Flush),
+        Some(_) => Some(OnConflict::Fail),
+        None => file.sync.on_conflict,
+    };
+    if args.yes_flush_target {
+        file.sync.confirm_flush = Some(true);
+    }
+    let limit = &mut file.limit;
+    limit.full_keys_per_sec = args.full_keys_per_sec.or(limit.full_keys_per_sec);
+    limit.full_mb_per_sec = args.full_mb_per_sec.or(limit.full_mb_per_sec);
+    limit.incremental_ops_per_sec = args
+        .incremental_ops_per_sec
+        .or(limit.incremental_ops_per_sec);
+    limit.incremental_mb_per_sec = args.incremental_mb_per_sec.or(limit.incremental_mb_per_sec);
     override_tls(
         &mut file.source.tls,
         args.source_tls_ca,

@@ -48,7 +48,11 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                 bar.set_position(s.bytes_read);
                 let since = *full_started.get_or_insert_with(Instant::now);
                 let rate = s.keys_written as f64 / since.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!("{} keys, {rate:.0} keys/s", s.keys_written));
+                bar.set_message(format!(
+                    "{} keys, {rate:.0} keys/s{}",
+                    s.keys_written,
+                    held(&s)
+                ));
             }
             Phase::Incremental => {
                 if !bar.is_finished() {
@@ -60,8 +64,11 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                 if now.duration_since(last.0) >= Duration::from_secs(1) {
                     last = (now, s.ops_applied);
                     line.set_message(format!(
-                        "incremental: {rate:.0} ops/s · lag {} bytes · applied offset {} · {} ops",
-                        s.lag_bytes, s.applied_offset, s.ops_applied
+                        "incremental: {rate:.0} ops/s · lag {} bytes · applied offset {} · {} ops{}",
+                        s.lag_bytes,
+                        s.applied_offset,
+                        s.ops_applied,
+                        held(&s)
                     ));
                     line.tick();
                 }
@@ -83,6 +90,14 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
     line.finish();
 }
 
+/// Says so while a `[limit]` holds the writers back.
+fn held(s: &crate::status::Snapshot) -> &'static str {
+    match s.limit {
+        Some(l) if l.throttled => " · throttled",
+        _ => "",
+    }
+}
+
 async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
@@ -97,12 +112,14 @@ async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
                 keys = s.keys_written,
                 bytes = s.bytes_read,
                 total = s.snapshot_size,
+                throttled_ms = s.limit.map(|l| l.throttled_ms),
                 "full sync"
             ),
             Phase::Incremental => tracing::info!(
                 ops = s.ops_applied,
                 lag_bytes = s.lag_bytes,
                 applied_offset = s.applied_offset,
+                throttled_ms = s.limit.map(|l| l.throttled_ms),
                 "incremental sync"
             ),
             _ => {}

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::throttle::{LimitStatus, Throttle};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -80,6 +82,8 @@ pub struct Status {
     parts: Mutex<Vec<(String, Arc<Status>)>>,
     /// Several targets fed from one stream: one status per target, by address.
     targets: Mutex<Vec<(String, Arc<Status>)>>,
+    /// The task's limits, when it has any (shared with its writers).
+    throttle: std::sync::OnceLock<Arc<Throttle>>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -122,6 +126,9 @@ pub struct Snapshot {
     /// figures are the least advanced target's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<Part>,
+    /// The configured limits and whether they hold the writers back, when any is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitStatus>,
 }
 
 impl Status {
@@ -135,6 +142,11 @@ impl Status {
 
     pub fn set_error(&self, msg: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+    }
+
+    /// Shows the task's limits (and how much they held the writers back) from now on.
+    pub fn show_limits(&self, throttle: Arc<Throttle>) {
+        let _ = self.throttle.set(throttle);
     }
 
     /// Whether a source has accepted PSYNC in this process: before that, failures are the
@@ -395,6 +407,7 @@ impl Status {
                     status: s.snapshot(),
                 })
                 .collect(),
+            limit: self.throttle.get().map(|t| t.status()),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::fanout;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
-use crate::target::Target;
+use crate::target::{Target, conflict};
 use crate::topology::Topology;
 
 /// Batches between source and target; with the batch limits this bounds memory to a few MiB.
@@ -36,6 +36,9 @@ const CHANNEL_BATCHES: usize = 8;
 /// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
 /// On return the status holds the final phase and, on failure, the error.
 pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Result<()> {
+    if let Some(throttle) = &config.writer.throttle {
+        status.show_limits(throttle.clone());
+    }
     let mut window: Option<(Instant, String)> = None;
     let mut attempt: u32 = 0;
     loop {
@@ -167,8 +170,9 @@ async fn run_inner(
         }
         Source::RdbFile(path) => path,
     };
-    let target = Target::connect(&config.target).await?;
+    let mut target = Target::connect(&config.target).await?;
     tracing::info!(target = target.addr(), "target ready");
+    conflict::before_copy(&mut target, config, status).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
     let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
@@ -184,7 +188,7 @@ async fn run_source(
     cancel: &CancellationToken,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
-    let targets = fanout::connect_all(config).await?;
+    let mut targets = fanout::connect_all(config).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let found: Vec<(String, Option<Checkpoint>)> = targets
         .iter()
@@ -193,6 +197,10 @@ async fn run_source(
     let plan = fanout::plan(&found, config, status.has_synced(), &endpoint.addr())?;
     if plan.resume.is_none() && plan.resync_why.is_none() {
         tracing::info!("full sync");
+        // A new task: what the targets already hold is settled by `on_conflict` first.
+        for t in targets.iter_mut() {
+            conflict::before_copy(&mut t.target, config, status).await?;
+        }
     }
     // Behind Sentinel: replicate from the master it names now, and start again when it names
     // another (a demoted master may keep its replicas' links open).
@@ -220,6 +228,7 @@ async fn run_source(
         rdb: config.rdb.clone(),
         full_only: config.full_only,
         resync_why: plan.resync_why,
+        idle_timeout: config.source_timeout,
         resume: plan.resume,
         full_resync: config.full_resync,
     };
@@ -292,7 +301,13 @@ async fn run_cluster_source(
         shards = topology.shards.len(),
         "source is a cluster: one stream per shard"
     );
-    for shard in &topology.shards {
+    let names: Vec<String> = topology
+        .shards
+        .iter()
+        .map(|shard| format!("{}@{}", config.name, shard.first_slot()))
+        .collect();
+    conflict::before_shards(config, &names, status).await?;
+    for (shard, name) in topology.shards.iter().zip(names) {
         let node = match config.read_from {
             ReadFrom::Master => shard.master.clone(),
             ReadFrom::Replica => shard.replicas.first().cloned().ok_or_else(|| {
@@ -304,7 +319,8 @@ async fn run_cluster_source(
             })?,
         };
         let mut part = config.clone();
-        part.name = format!("{}@{}", config.name, shard.first_slot());
+        part.name = name;
+        part.on_conflict = None;
         part.source = Source::Redis(node.clone());
         part.writer.shared_target = true;
         let part_status = status.part(&part.name);

@@ -567,3 +567,70 @@ fn restart_with_persistence(which: Restart) {
     }
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// A network cut often shows as silence, not as a closed connection: the source stops
+/// (SIGSTOP) for longer than `advanced.source_timeout`. ferry takes the link for dead,
+/// reconnects with backoff until the source answers again, and continues with a partial
+/// resync, exactly once.
+#[test]
+fn a_silent_source_link_is_taken_for_dead_and_resumed() {
+    let source = Server::start_with(&[
+        "--repl-backlog-size",
+        "64mb",
+        "--repl-ping-replica-period",
+        "1",
+    ]);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 71,
+        keys_per_db: 300,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[advanced]\nsource_timeout = 3\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&Spec {
+        seed: 72,
+        ..spec.clone()
+    });
+    load.run(&source, 1000);
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &source.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let silent = testkit::wait_until(Duration::from_secs(60), || {
+        ferry.log().contains("nothing received for 3 s")
+    });
+    signal("-CONT");
+    assert!(silent, "the silence was not noticed:\n{}", ferry.log());
+    ferry.wait_status(Duration::from_secs(120), "the resumed stream", |s| {
+        s["phase"] == "incremental" && s["retries"].as_u64().unwrap_or(0) >= 1
+    });
+    load.run(&source, 1000);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let (full, partial) = resyncs(&source);
+    assert_eq!(full, 1, "{}", source.log_tail(30));
+    assert!(partial >= 1, "{}", source.log_tail(30));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}

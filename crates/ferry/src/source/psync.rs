@@ -20,8 +20,9 @@ use crate::error::{Error, Result, Role};
 use crate::socket::{ReadHalf, WriteHalf};
 use crate::status::Status;
 
-/// A master pings its replicas every 10 s by default; this long without a byte means the link is dead.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A master pings its replicas every 10 s by default (`repl-ping-replica-period`); this long
+/// without a byte means the link is dead, as a replica's own `repl-timeout` would say.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
 
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct Options {
     /// this process had written, and its data with it; several targets are at positions one
     /// stream cannot continue together): the full copy that follows goes by `full_resync` too.
     pub resync_why: Option<String>,
+    /// Silence on the stream for this long means the link is dead (a network cut).
+    pub idle_timeout: Duration,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -134,8 +137,9 @@ impl PsyncSource {
                 let offset = *offset;
                 tracing::info!(source = %conn.addr, %replid, offset, "source continues the stream from the checkpoint");
                 let db = *db;
+                let idle = options.idle_timeout;
                 return self
-                    .continue_stream(replid, offset, db, tx, status, cancel)
+                    .continue_stream(replid, (offset, db), idle, tx, status, cancel)
                     .await;
             }
             (PsyncReply::Continue { .. }, _, _) => {
@@ -263,7 +267,15 @@ impl PsyncSource {
             return Ok(());
         }
         let result = follow_stream(
-            &mut rd, leftover, offset, 0, &tx, &status, &getack, &cancel, &addr,
+            &mut rd,
+            leftover,
+            (offset, 0),
+            options.idle_timeout,
+            &tx,
+            &status,
+            &getack,
+            &cancel,
+            &addr,
         )
         .await;
         if let Some(acker) = acker {
@@ -278,8 +290,8 @@ impl PsyncSource {
     async fn continue_stream(
         self,
         replid: String,
-        offset: u64,
-        db: u32,
+        (offset, db): (u64, u32),
+        idle_timeout: Duration,
         tx: mpsc::Sender<Batch>,
         status: Arc<Status>,
         cancel: CancellationToken,
@@ -311,7 +323,15 @@ impl PsyncSource {
         ));
         let _stop_acks = ack_cancel.drop_guard();
         let result = follow_stream(
-            &mut rd, buf, offset, db, &tx, &status, &getack, &cancel, &addr,
+            &mut rd,
+            buf,
+            (offset, db),
+            idle_timeout,
+            &tx,
+            &status,
+            &getack,
+            &cancel,
+            &addr,
         )
         .await;
         acker.abort();
@@ -585,8 +605,8 @@ async fn acknowledge(
 async fn follow_stream(
     rd: &mut ReadHalf,
     mut pending: BytesMut,
-    mut offset: u64,
-    mut db: u32,
+    (mut offset, mut db): (u64, u32),
+    idle_timeout: Duration,
     tx: &mpsc::Sender<Batch>,
     status: &Status,
     getack: &Notify,
@@ -679,7 +699,7 @@ async fn follow_stream(
             _ = cancel.cancelled() => return Ok(()),
             // The target side failed: its error ends the task; stop reading at once.
             _ = tx.closed() => return Ok(()),
-            r = tokio::time::timeout(STREAM_IDLE_TIMEOUT, rd.read_buf(&mut pending)) => r,
+            r = tokio::time::timeout(idle_timeout, rd.read_buf(&mut pending)) => r,
         };
         // Stopping drops the ACK writer, which half-closes the link: what the source does
         // about that is no error.
@@ -694,7 +714,7 @@ async fn follow_stream(
                     addr: addr.to_string(),
                     context: format!(
                         " (nothing received for {} s, not even its pings: the replication link is dead)",
-                        STREAM_IDLE_TIMEOUT.as_secs()
+                        idle_timeout.as_secs()
                     ),
                 });
             }

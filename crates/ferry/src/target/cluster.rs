@@ -120,6 +120,11 @@ impl ClusterTarget {
             .unwrap_or_default()
     }
 
+    /// One connection to each master, in topology order.
+    pub fn control_mut(&mut self) -> &mut [Conn] {
+        &mut self.control
+    }
+
     pub fn masters(&self) -> usize {
         self.topology.shards.len()
     }

@@ -1,9 +1,11 @@
 //! Targets: turn entries into commands and pipeline them. `encode` is the part every target
 //! shares (entry → RESP commands with what to expect back); `standalone` writes to one server;
-//! `cluster` routes to one standalone writer per master of a Redis Cluster.
+//! `cluster` routes to one standalone writer per master of a Redis Cluster; `conflict` deals
+//! with data already in the target before a new task's first copy.
 
 pub mod caps;
 pub mod cluster;
+pub mod conflict;
 pub mod encode;
 pub mod standalone;
 
@@ -52,6 +54,15 @@ impl Target {
         match self {
             Target::Standalone(t) => t.caps,
             Target::Cluster(t) => t.caps,
+        }
+    }
+
+    /// One connection to each server holding the target's data (every master of a cluster),
+    /// for what is done before writing starts.
+    pub fn conns(&mut self) -> Vec<&mut Conn> {
+        match self {
+            Target::Standalone(t) => vec![t.conn_mut()],
+            Target::Cluster(t) => t.control_mut().iter_mut().collect(),
         }
     }
 

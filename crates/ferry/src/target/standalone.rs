@@ -17,10 +17,11 @@ use crate::checkpoint::Checkpoint;
 use crate::config::OnError;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
-use crate::entry::Batch;
+use crate::entry::{Batch, Entry};
 use crate::error::{Error, Result, Role, escape};
 use crate::socket::{ReadHalf, WriteHalf};
 use crate::status::{Phase, Status};
+use crate::throttle::{Stage, Throttle};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,6 +38,8 @@ pub struct Options {
     /// The target also receives other streams (the other shards of a cluster source): a
     /// command that empties the whole target would delete their keys too.
     pub shared_target: bool,
+    /// The task's limits on what is written per second, shared by all its writers.
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             rewrite_values: false,
             on_error: OnError::Fail,
             shared_target: false,
+            throttle: None,
         }
     }
 }
@@ -101,6 +105,11 @@ impl StandaloneTarget {
         &self.conn.addr
     }
 
+    /// The connection, before `run` takes it over (left on db 0).
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
     /// The task's checkpoint, if the target holds one (db 0).
     pub async fn read_checkpoint(&mut self, key: &[u8]) -> Result<Option<Checkpoint>> {
         match self.conn.request_ok(&[&b"GET"[..], key]).await? {
@@ -153,31 +162,46 @@ impl StandaloneTarget {
         }
         // Flush early enough that a flush never needs more credit than exists.
         let flush_replies = (options.max_in_flight / 4).max(1);
+        let mut out = Out {
+            wr: &mut wr,
+            expect_tx: &expect_tx,
+            credit: &credit,
+            status: &status,
+            throttle: options.throttle.as_deref(),
+            pending: Pending::default(),
+        };
         let mut failure = None;
         'run: loop {
             let Some(batch) = rx.recv().await else {
                 enc.finish();
-                flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await;
+                out.flush(&mut enc).await;
                 break;
             };
             for entry in batch {
+                // What is gathered is counted against one stage's limits: write it out first.
+                if out.enters(&entry) && !out.flush(&mut enc).await {
+                    break 'run;
+                }
+                out.pending.count(&entry);
                 if let Err(e) = enc.push(entry) {
                     failure = Some(e);
                     break 'run;
                 }
-                let full = enc.out.len() >= options.flush_bytes || enc.replies >= flush_replies;
-                if full && !flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await {
+                let full = enc.out.len() >= options.flush_bytes
+                    || enc.replies >= flush_replies
+                    || out.paced_write_due(&enc);
+                if full && !out.flush(&mut enc).await {
                     break 'run;
                 }
             }
             // Write out as soon as nothing more is waiting: latency when idle, big writes when busy.
-            if rx.is_empty() && !flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await {
+            if rx.is_empty() && !out.flush(&mut enc).await {
                 break;
             }
         }
         if failure.is_some() {
             // Write out what came before the failure, and wait for its replies.
-            flush(&mut enc, &mut wr, &expect_tx, &credit, &status).await;
+            out.flush(&mut enc).await;
         }
         drop(expect_tx);
         let _ = wr.shutdown().await;
@@ -195,32 +219,94 @@ impl StandaloneTarget {
     }
 }
 
-/// Hands what the encoder holds to the reply reader and the socket. False when the reply reader
-/// has stopped (its result says why).
-async fn flush(
-    enc: &mut Encoder,
-    wr: &mut WriteHalf,
-    expect_tx: &mpsc::UnboundedSender<Vec<Expect>>,
-    credit: &Semaphore,
-    status: &Status,
-) -> bool {
-    enc.confirmed(status.applied_offset.load(Relaxed));
-    if enc.expects.is_empty() {
-        return true;
-    }
-    let replies = enc.replies as u32;
-    if replies > 0 {
-        match credit.acquire_many(replies).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return false,
+/// Where a writer's output goes: the reply reader, the socket, through the task's limits.
+struct Out<'a> {
+    wr: &'a mut WriteHalf,
+    expect_tx: &'a mpsc::UnboundedSender<Vec<Expect>>,
+    credit: &'a Semaphore,
+    status: &'a Status,
+    throttle: Option<&'a Throttle>,
+    /// Gathered since the last write, to count against the limits.
+    pending: Pending,
+}
+
+/// Keys or commands gathered and not yet counted against the limits, and their stage.
+#[derive(Default)]
+struct Pending {
+    stage: Option<Stage>,
+    units: u64,
+}
+
+impl Pending {
+    /// The stage an entry counts in, if it is data.
+    fn stage_of(entry: &Entry) -> Option<Stage> {
+        match entry {
+            Entry::Key(_)
+            | Entry::BigStart(_)
+            | Entry::BigChunk(..)
+            | Entry::BigEnd(_)
+            | Entry::Function(_) => Some(Stage::Full),
+            Entry::Command(_) => Some(Stage::Incremental),
+            _ => None,
         }
     }
-    let (out, expects) = enc.take();
-    if expect_tx.send(expects).is_err() {
-        return false;
+
+    fn count(&mut self, entry: &Entry) {
+        if let Some(stage) = Self::stage_of(entry) {
+            self.stage = Some(stage);
+        }
+        // A key counts once, when whole; a command once.
+        if matches!(entry, Entry::Key(_) | Entry::BigEnd(_) | Entry::Command(_)) {
+            self.units += 1;
+        }
     }
-    // With TLS the last bytes may wait in the TLS layer until flushed (a no-op on plain TCP).
-    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok()
+}
+
+impl Out<'_> {
+    /// Whether `entry` starts another stage than what is gathered.
+    fn enters(&self, entry: &Entry) -> bool {
+        self.throttle.is_some()
+            && matches!(
+                (self.pending.stage, Pending::stage_of(entry)),
+                (Some(a), Some(b)) if a != b
+            )
+    }
+
+    /// Under a limit, writes go out in pieces of one bucket's worth, so the target sees a
+    /// steady flow instead of a large write after a long wait.
+    fn paced_write_due(&self, enc: &Encoder) -> bool {
+        let (Some(throttle), Some(stage)) = (self.throttle, self.pending.stage) else {
+            return false;
+        };
+        let (units, bytes) = throttle.write_size(stage);
+        self.pending.units >= units || enc.out.len() >= bytes
+    }
+
+    /// Hands what the encoder holds to the reply reader and the socket, after waiting as long
+    /// as the limits say. False when the reply reader has stopped (its result says why).
+    async fn flush(&mut self, enc: &mut Encoder) -> bool {
+        enc.confirmed(self.status.applied_offset.load(Relaxed));
+        if enc.expects.is_empty() {
+            return true;
+        }
+        let replies = enc.replies as u32;
+        if replies > 0 {
+            match self.credit.acquire_many(replies).await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return false,
+            }
+        }
+        let (out, expects) = enc.take();
+        if let (Some(throttle), Some(stage)) = (self.throttle, self.pending.stage) {
+            let units = std::mem::take(&mut self.pending.units);
+            throttle.wait(stage, units, out.len() as u64).await;
+        }
+        if self.expect_tx.send(expects).is_err() {
+            return false;
+        }
+        // With TLS the last bytes may wait in the TLS layer until flushed (a no-op on plain TCP).
+        self.wr.write_all(&out).await.is_ok() && self.wr.flush().await.is_ok()
+    }
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
