@@ -27,6 +27,66 @@ pub struct FileConfig {
     pub advanced: AdvancedSection,
     #[serde(default)]
     pub retry: RetrySection,
+    #[serde(default)]
+    pub filter: FilterSection,
+}
+
+/// What to sync, with RedisShake's names: block rules win; an allow list, once given, lets
+/// only what it names through. Key rules apply to snapshot keys and to the keys of stream
+/// commands alike.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    /// Keys with exactly these names.
+    #[serde(default)]
+    pub allow_keys: Vec<String>,
+    #[serde(default)]
+    pub block_keys: Vec<String>,
+    /// Keys starting with one of these.
+    #[serde(default)]
+    pub allow_key_prefix: Vec<String>,
+    #[serde(default)]
+    pub block_key_prefix: Vec<String>,
+    /// Keys ending with one of these.
+    #[serde(default)]
+    pub allow_key_suffix: Vec<String>,
+    #[serde(default)]
+    pub block_key_suffix: Vec<String>,
+    /// Keys in which one of these regular expressions finds a match (anchor with ^ and $).
+    #[serde(default)]
+    pub allow_key_regex: Vec<String>,
+    #[serde(default)]
+    pub block_key_regex: Vec<String>,
+    /// Source dbs, by number.
+    #[serde(default)]
+    pub allow_db: Vec<i64>,
+    #[serde(default)]
+    pub block_db: Vec<i64>,
+    /// Stream commands, by name (any case).
+    #[serde(default)]
+    pub allow_command: Vec<String>,
+    #[serde(default)]
+    pub block_command: Vec<String>,
+    /// Stream commands, by Redis command group (string, list, hash, set, sorted_set,
+    /// stream, generic, scripting, pubsub, server, geo, hyperloglog, bitmap...).
+    #[serde(default)]
+    pub allow_command_group: Vec<String>,
+    #[serde(default)]
+    pub block_command_group: Vec<String>,
+    /// Keys by type of value (string, list, hash, set, zset, stream, module); stream
+    /// commands by the type their group writes.
+    #[serde(default)]
+    pub allow_type: Vec<String>,
+    #[serde(default)]
+    pub block_type: Vec<String>,
+    /// Source db → target db, e.g. `{ "1" = 5 }`; dbs not named keep their number.
+    #[serde(default)]
+    pub db_map: std::collections::BTreeMap<String, i64>,
+    /// Seconds added to every expiry written to the target.
+    pub ttl_extend: Option<u64>,
+    /// Copy PUBLISH and SPUBLISH from the stream to the target (default false); Sentinel's
+    /// `__sentinel__:hello` never is.
+    pub forward_publish: Option<bool>,
 }
 
 /// How long failures are retried before the task gives up, in minutes. A window starts at a
@@ -227,6 +287,8 @@ pub struct TaskConfig {
     pub writer: crate::target::standalone::Options,
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
+    /// Forward PUBLISH and SPUBLISH from the source's stream.
+    pub forward_publish: bool,
 }
 
 impl TaskConfig {
@@ -294,6 +356,12 @@ impl TaskConfig {
             ));
         }
         let read_from = file.source.read_from.unwrap_or_default();
+        let rules = crate::transform::Rules::build(&file.filter)?;
+        if !rules.is_noop() {
+            writer.db_map = rules.db_map.clone();
+            writer.filter = Some(std::sync::Arc::new(rules));
+        }
+        let forward_publish = file.filter.forward_publish.unwrap_or(false);
         let retry = Retry::build(&file.retry)?;
         // A file holds no stream of writes to follow.
         let full_only =
@@ -328,6 +396,7 @@ impl TaskConfig {
             rdb,
             writer,
             read_from,
+            forward_publish,
         })
     }
 }

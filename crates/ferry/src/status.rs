@@ -68,6 +68,16 @@ pub struct Status {
     /// Commands whose keys span slots of a cluster target, applied by computing the result
     /// from the target's own data (see the README).
     pub cross_slot_commands: AtomicU64,
+    /// Snapshot keys the `[filter]` rules left out.
+    pub filtered_keys: AtomicU64,
+    /// Stream commands the `[filter]` rules left out (their position still counts as applied).
+    pub filtered_commands: AtomicU64,
+    /// Stream commands cut down to the keys the filter allows (DEL, MSET... over allowed and
+    /// blocked keys).
+    pub split_commands: AtomicU64,
+    /// Stream commands over allowed and blocked keys that cannot be cut per key (RENAME,
+    /// SUNIONSTORE...): left out, each with a warning.
+    pub unsplittable_commands: AtomicU64,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
@@ -103,6 +113,10 @@ pub struct Snapshot {
     pub ops_applied: u64,
     pub relaxed_transactions: u64,
     pub cross_slot_commands: u64,
+    pub filtered_keys: u64,
+    pub filtered_commands: u64,
+    pub split_commands: u64,
+    pub unsplittable_commands: u64,
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -197,7 +211,7 @@ impl Status {
         }
         let sum =
             |f: fn(&Status) -> &AtomicU64| parts.iter().map(|p| f(p).load(Relaxed)).sum::<u64>();
-        let fields: [fn(&Status) -> &AtomicU64; 13] = [
+        let fields: [fn(&Status) -> &AtomicU64; 17] = [
             |s| &s.keys_written,
             |s| &s.big_keys,
             |s| &s.rewritten_keys,
@@ -211,6 +225,10 @@ impl Status {
             |s| &s.ops_applied,
             |s| &s.relaxed_transactions,
             |s| &s.cross_slot_commands,
+            |s| &s.filtered_keys,
+            |s| &s.filtered_commands,
+            |s| &s.split_commands,
+            |s| &s.unsplittable_commands,
         ];
         for f in fields {
             f(self).store(sum(f), Relaxed);
@@ -269,6 +287,10 @@ impl Status {
             ops_applied: self.ops_applied.load(Relaxed),
             relaxed_transactions: self.relaxed_transactions.load(Relaxed),
             cross_slot_commands: self.cross_slot_commands.load(Relaxed),
+            filtered_keys: self.filtered_keys.load(Relaxed),
+            filtered_commands: self.filtered_commands.load(Relaxed),
+            split_commands: self.split_commands.load(Relaxed),
+            unsplittable_commands: self.unsplittable_commands.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()

@@ -249,6 +249,7 @@ async fn run_source(
         target_lost: config.checkpoint && resume.is_none() && status.has_synced(),
         resume,
         full_resync: config.full_resync,
+        forward_publish: config.forward_publish,
     };
     let read = source
         .run(options, tx, status.clone(), cancel.clone())

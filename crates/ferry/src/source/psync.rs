@@ -24,6 +24,9 @@ use crate::status::Status;
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
 
+/// The channel sentinels announce themselves on, through the master they watch.
+const SENTINEL_HELLO: &[u8] = b"__sentinel__:hello";
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub rdb: ferry_rdb::Options,
@@ -36,6 +39,8 @@ pub struct Options {
     /// The target lost the checkpoint this process had written (and its data with it): the
     /// full copy that follows goes by `full_resync` too.
     pub target_lost: bool,
+    /// Pass PUBLISH and SPUBLISH on to the target (never Sentinel's hello channel).
+    pub forward_publish: bool,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -134,7 +139,14 @@ impl PsyncSource {
                 tracing::info!(source = %conn.addr, %replid, offset, "source continues the stream from the checkpoint");
                 let db = *db;
                 return self
-                    .continue_stream(replid, offset, db, tx, status, cancel)
+                    .continue_stream(
+                        replid,
+                        (offset, db),
+                        tx,
+                        status,
+                        cancel,
+                        options.forward_publish,
+                    )
                     .await;
             }
             (PsyncReply::Continue { .. }, _, _) => {
@@ -265,7 +277,16 @@ impl PsyncSource {
             return Ok(());
         }
         let result = follow_stream(
-            &mut rd, leftover, offset, 0, &tx, &status, &getack, &cancel, &addr,
+            &mut rd,
+            leftover,
+            offset,
+            0,
+            &tx,
+            &status,
+            &getack,
+            &cancel,
+            &addr,
+            options.forward_publish,
         )
         .await;
         if let Some(acker) = acker {
@@ -280,11 +301,11 @@ impl PsyncSource {
     async fn continue_stream(
         self,
         replid: String,
-        offset: u64,
-        db: u32,
+        (offset, db): (u64, u32),
         tx: mpsc::Sender<Batch>,
         status: Arc<Status>,
         cancel: CancellationToken,
+        forward_publish: bool,
     ) -> Result<()> {
         status.set_replid(replid.clone());
         status.snapshot_offset.store(offset, Relaxed);
@@ -313,7 +334,16 @@ impl PsyncSource {
         ));
         let _stop_acks = ack_cancel.drop_guard();
         let result = follow_stream(
-            &mut rd, buf, offset, db, &tx, &status, &getack, &cancel, &addr,
+            &mut rd,
+            buf,
+            offset,
+            db,
+            &tx,
+            &status,
+            &getack,
+            &cancel,
+            &addr,
+            forward_publish,
         )
         .await;
         acker.abort();
@@ -594,6 +624,7 @@ async fn follow_stream(
     getack: &Notify,
     cancel: &CancellationToken,
     addr: &str,
+    forward_publish: bool,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Limits::default());
     let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
@@ -639,12 +670,13 @@ async fn follow_stream(
                     getack.notify_one();
                 }
                 Entry::Offset { offset, db }
-            } else if name.eq_ignore_ascii_case(b"PUBLISH")
-                || name.eq_ignore_ascii_case(b"SPUBLISH")
+            } else if (name.eq_ignore_ascii_case(b"PUBLISH")
+                || name.eq_ignore_ascii_case(b"SPUBLISH"))
+                && (!forward_publish || args.get(1).is_some_and(|c| &c[..] == SENTINEL_HELLO))
             {
                 // A message, not data: a master replicates every PUBLISH, sentinels' hellos
                 // among them, which must not reach the target's own subscribers (its sentinels
-                // would take the source's for their peers).
+                // would take the source's for their peers). Others only when asked.
                 Entry::Offset { offset, db }
             } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
                 // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.
