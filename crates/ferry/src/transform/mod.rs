@@ -472,9 +472,16 @@ impl Transform {
 }
 
 /// The type of value a command leaves in its keys, when it says: by its group, a RESTORE's
-/// payload, and "module" for a command ferry does not know (a module's).
+/// payload, SORT ... STORE (a list), and "module" for a command ferry does not know (a
+/// module's).
 fn command_type(group: Option<Group>, args: &[Bytes]) -> Option<&'static str> {
     let name = &args[0];
+    if name.eq_ignore_ascii_case(b"SORT")
+        && let Keys::Keyed(k) = ferry_keyspace::keys(args)
+        && k.written().next().is_some()
+    {
+        return Some("list");
+    }
     if name.eq_ignore_ascii_case(b"RESTORE") || name.eq_ignore_ascii_case(b"RESTORE-ASKING") {
         let (type_byte, _, _) = ferry_rdb::dump::parse_payload(args.get(3)?).ok()?;
         return Some(type_byte.kind().map_or("module", ferry_rdb::Kind::name));
