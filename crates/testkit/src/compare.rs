@@ -81,7 +81,10 @@ pub struct Options {
 
 /// A predicate over (source db, key, type): see [`Options::expect`].
 #[derive(Clone)]
-pub struct KeyFilter(pub std::sync::Arc<dyn Fn(i64, &[u8], &str) -> bool + Send + Sync>);
+pub struct KeyFilter(pub std::sync::Arc<KeyPredicate>);
+
+/// (source db, key, type) → whether the target should hold the key.
+pub type KeyPredicate = dyn Fn(i64, &[u8], &str) -> bool + Send + Sync;
 
 impl KeyFilter {
     /// A filter from a closure.
