@@ -620,6 +620,72 @@ mod tests {
         assert!(e.contains("not a rediss:// URL"), "{e}");
     }
 
+    fn with_filter(filter: &str) -> Result<TaskConfig, String> {
+        let text = format!(
+            "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\n[filter]\n{filter}\n"
+        );
+        let file: FileConfig = toml::from_str(&text).map_err(|e| e.message().to_string())?;
+        TaskConfig::build(file).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn filter_section_is_checked_when_loaded() {
+        let cfg = with_filter(
+            "allow_key_prefix = [\"user:\"]\nblock_key_regex = [\"^user:tmp\"]\ndb_map = { \"1\" = 5 }\nforward_publish = true",
+        )
+        .unwrap();
+        let rules = cfg
+            .writer
+            .filter
+            .as_ref()
+            .expect("rules given to the writer");
+        assert!(rules.key_passes(b"user:1") && !rules.key_passes(b"user:tmp1"));
+        assert_eq!(cfg.writer.db_map.target(1), 5);
+        assert!(cfg.forward_publish);
+        // No rules: nothing for the writer to apply.
+        let cfg = with_filter("forward_publish = false").unwrap();
+        assert!(cfg.writer.filter.is_none() && !cfg.forward_publish);
+
+        let e = with_filter("allow_key_prefixes = [\"a\"]").unwrap_err();
+        assert!(e.contains("allow_key_prefixes"), "{e}");
+        let e = with_filter("block_key_regex = [\"[a-\"]").unwrap_err();
+        assert!(
+            e.starts_with("filter.block_key_regex[0] \"[a-\" is not a valid regular expression:")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let e = with_filter("allow_db = [0]\nblock_db = [0]").unwrap_err();
+        assert!(
+            e.contains("filter.allow_db and filter.block_db both name 0"),
+            "{e}"
+        );
+        let e = with_filter("allow_command_group = [\"strings\"]").unwrap_err();
+        assert!(e.contains("filter.allow_command_group"), "{e}");
+        let e = with_filter("db_map = { \"1\" = -2 }").unwrap_err();
+        assert!(e.contains("filter.db_map"), "{e}");
+        let e = with_filter("ttl_extend = -5").unwrap_err();
+        assert!(
+            e.contains("ttl_extend") || e.contains("invalid value"),
+            "{e}"
+        );
+    }
+
+    /// The README's [filter] example is a real one.
+    #[test]
+    fn the_readme_filter_example_builds() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .map(|b| &b[..b.find("```").unwrap_or(0)])
+            .find(|b| b.starts_with("[filter]"))
+            .expect("a [filter] example in the README");
+        let cfg = with_filter(block.trim_start_matches("[filter]\n")).unwrap();
+        let rules = cfg.writer.filter.unwrap();
+        assert!(rules.key_passes(b"order:1") && !rules.key_passes(b"order:1:tmp"));
+        assert!(!rules.db_passes(15));
+        assert_eq!(rules.ttl_extend_ms, 3_600_000);
+    }
+
     #[test]
     fn refuses_syncing_a_server_onto_itself() {
         let mut file = FileConfig::default();

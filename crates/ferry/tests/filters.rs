@@ -530,3 +530,61 @@ fn forward_publish() {
     );
     wait_caught_up(&mut ferry, &source, Duration::from_secs(30));
 }
+
+/// A bad filter is one line naming the option, before anything is copied.
+#[test]
+fn bad_filters_are_one_line() {
+    for (args, says) in [
+        (
+            &["--allow-key-regex", "user:(\\d+"][..],
+            "ferry: filter.allow_key_regex[0] \"user:(\\\\d+\" is not a valid regular expression",
+        ),
+        (
+            &["--db-map", "1:5"][..],
+            "ferry: --db-map \"1:5\" is not SOURCE=TARGET",
+        ),
+        (
+            &["--allow-db", "3", "--block-db", "3"][..],
+            "ferry: filter.allow_db and filter.block_db both name 3",
+        ),
+        (
+            &["--block-type", "vector"][..],
+            "ferry: filter.block_type: \"vector\" is not a type",
+        ),
+    ] {
+        let mut all = vec![
+            "--source",
+            "redis://127.0.0.1:1",
+            "--target",
+            "redis://127.0.0.1:2",
+        ];
+        all.extend_from_slice(args);
+        let mut ferry = Ferry::start(&all);
+        let code = ferry.wait(Duration::from_secs(30));
+        assert_eq!(code.code(), Some(1));
+        let log = ferry.log();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(lines[0].starts_with(says), "{log}");
+    }
+    // A db map beyond the target's dbs is refused when ferry connects to it.
+    let source = Server::start();
+    let target = Server::start_with(&["--databases", "4"]);
+    let mut ferry = Ferry::start(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--db-map",
+        "1=7",
+    ]);
+    assert!(!ferry.wait(Duration::from_secs(30)).success());
+    let log = ferry.log();
+    let last = log.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(
+            "ferry: filter.db_map sends source db 1 to target db 7, but the target has 4 dbs"
+        ),
+        "{log}"
+    );
+}
