@@ -588,3 +588,57 @@ fn bad_filters_are_one_line() {
         "{log}"
     );
 }
+
+/// Into a cluster target: the router applies the filter once for every master, and source
+/// db 1 mapped to db 0 is written there (cross-slot DELs and MSETs cut to the allowed keys).
+#[test]
+fn into_a_cluster_with_db_map_and_key_filter() {
+    let source = Server::start();
+    let target = testkit::Cluster::start(3, 0);
+    let populate = Spec {
+        dbs: vec![0, 1],
+        ..populate_spec(9)
+    };
+    workload::populate(&source, &populate);
+    let work = Spec {
+        seed: 21,
+        dbs: vec![1],
+        ..populate.clone()
+    };
+    let background = workload::run_in_background(&source, work.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[filter]\nallow_db = [1]\ndb_map = {{ \"1\" = 0 }}\nblock_key_prefix = [\"wl:s:\", \"wl:h:\"]\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start_with_status(&["--config", path.to_str().unwrap()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    workload::Workload::new(&Spec { seed: 22, ..work }).run(&source, 1500);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let blocked = |k: &[u8]| k.starts_with(b"wl:s:") || k.starts_with(b"wl:h:");
+    let opts = Options {
+        db_map: vec![(1, 0)],
+        ..options(move |db, k, _| db == 1 && !blocked(k))
+    };
+    let n = compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &compare::Side::from(&target),
+        &opts,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|report| panic!("{report}\nferry log:\n{}", ferry.log()));
+    assert!(n > 200, "{n} keys compared");
+    let st = ferry.status().unwrap();
+    assert!(st["filtered_keys"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["last_error"].is_null(), "{st}");
+}

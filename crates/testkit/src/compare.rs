@@ -203,7 +203,8 @@ pub fn compare_addrs(
 }
 
 /// Like [`compare`], for any two sides: standalone servers or clusters. When either side
-/// is a cluster only db 0 is compared, whatever [`Options::dbs`] says.
+/// is a cluster only db 0 is compared (and the source db [`Options::db_map`] maps into it),
+/// whatever [`Options::dbs`] says.
 pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64, Report> {
     let mut report = Report::new(&source.label(), &target.label());
     let run = || -> Result<Walk, String> {
@@ -212,7 +213,13 @@ pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64
         dst.is_target = true;
         let mut opts = opts.clone();
         if source.is_cluster() || target.is_cluster() {
-            opts.dbs = vec![0];
+            // Db 0 of the cluster, and the source db mapped into it.
+            let source_db = opts
+                .db_map
+                .iter()
+                .find(|(_, t)| *t == 0)
+                .map_or(0, |(s, _)| *s);
+            opts.dbs = vec![source_db];
         }
         let mut walk = Walk {
             src,
