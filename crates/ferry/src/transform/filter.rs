@@ -256,6 +256,12 @@ impl Rules {
             && self.ttl_extend_ms == 0
     }
 
+    /// Whether some key rule is given (else every key passes, and commands need no look at
+    /// their keys).
+    pub fn has_key_rules(&self) -> bool {
+        !self.allow_keys.is_empty() || !self.block_keys.is_empty()
+    }
+
     pub fn key_passes(&self, key: &[u8]) -> bool {
         !self.block_keys.matches(key)
             && (self.allow_keys.is_empty() || self.allow_keys.matches(key))

@@ -203,6 +203,9 @@ impl Transform {
     /// The command with only the keys the key rules let through, or None when it is
     /// dropped (then its position is in `out` already).
     fn keys(&self, cmd: Command, status: &Status, out: &mut Batch) -> Option<Command> {
+        if !self.rules.has_key_rules() {
+            return Some(cmd);
+        }
         let positions: Vec<usize> = match ferry_keyspace::keys(&cmd.args) {
             Keys::Keyed(k) => k.positions().collect(),
             // A module's command: its first argument is its key by convention.
