@@ -1035,6 +1035,15 @@ mod tests {
     fn routes_by_what_a_command_does_with_its_keys() {
         assert_eq!(route(&args(&["FLUSHALL"])), Route::Everywhere);
         assert_eq!(route(&args(&["PING"])), Route::Nowhere);
+        // Forwarded messages go to the master of their channel's slot.
+        assert_eq!(
+            route(&args(&["SPUBLISH", "news", "hi"])),
+            Route::Slot(slot(b"news"))
+        );
+        assert_eq!(
+            route(&args(&["publish", "news", "hi"])),
+            Route::Slot(slot(b"news"))
+        );
         assert_eq!(route(&args(&["SET", "foo", "1"])), Route::Slot(12182));
         assert_eq!(
             route(&args(&["RENAME", "{a}x", "{a}y"])),
