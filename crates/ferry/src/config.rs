@@ -35,6 +35,66 @@ pub struct FileConfig {
     pub spool: SpoolSection,
     #[serde(default)]
     pub limit: LimitSection,
+    #[serde(default)]
+    pub filter: FilterSection,
+}
+
+/// What to sync, with RedisShake's names: block rules win; an allow list, once given, lets
+/// only what it names through. Key rules apply to snapshot keys and to the keys of stream
+/// commands alike.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    /// Keys with exactly these names.
+    #[serde(default)]
+    pub allow_keys: Vec<String>,
+    #[serde(default)]
+    pub block_keys: Vec<String>,
+    /// Keys starting with one of these.
+    #[serde(default)]
+    pub allow_key_prefix: Vec<String>,
+    #[serde(default)]
+    pub block_key_prefix: Vec<String>,
+    /// Keys ending with one of these.
+    #[serde(default)]
+    pub allow_key_suffix: Vec<String>,
+    #[serde(default)]
+    pub block_key_suffix: Vec<String>,
+    /// Keys in which one of these regular expressions finds a match (anchor with ^ and $).
+    #[serde(default)]
+    pub allow_key_regex: Vec<String>,
+    #[serde(default)]
+    pub block_key_regex: Vec<String>,
+    /// Source dbs, by number.
+    #[serde(default)]
+    pub allow_db: Vec<i64>,
+    #[serde(default)]
+    pub block_db: Vec<i64>,
+    /// Stream commands, by name (any case).
+    #[serde(default)]
+    pub allow_command: Vec<String>,
+    #[serde(default)]
+    pub block_command: Vec<String>,
+    /// Stream commands, by Redis command group (string, list, hash, set, sorted_set,
+    /// stream, generic, scripting, pubsub, server, geo, hyperloglog, bitmap...).
+    #[serde(default)]
+    pub allow_command_group: Vec<String>,
+    #[serde(default)]
+    pub block_command_group: Vec<String>,
+    /// Keys by type of value (string, list, hash, set, zset, stream, module); stream
+    /// commands by the type their group writes.
+    #[serde(default)]
+    pub allow_type: Vec<String>,
+    #[serde(default)]
+    pub block_type: Vec<String>,
+    /// Source db → target db, e.g. `{ "1" = 5 }`; dbs not named keep their number.
+    #[serde(default)]
+    pub db_map: std::collections::BTreeMap<String, i64>,
+    /// Seconds added to every expiry written to the target.
+    pub ttl_extend: Option<u64>,
+    /// Copy PUBLISH and SPUBLISH from the stream to the target (default false); Sentinel's
+    /// `__sentinel__:hello` never is.
+    pub forward_publish: Option<bool>,
 }
 
 /// Limits on the load ferry puts on the target, per second; each is off when absent. The
@@ -337,6 +397,8 @@ pub struct TaskConfig {
     /// for the whole target (the shards of a cluster source, checked once before any starts).
     /// `Flush` here has been confirmed.
     pub on_conflict: Option<OnConflict>,
+    /// Forward PUBLISH and SPUBLISH from the source's stream.
+    pub forward_publish: bool,
 }
 
 impl TaskConfig {
@@ -405,6 +467,12 @@ impl TaskConfig {
             ));
         }
         let read_from = file.source.read_from.unwrap_or_default();
+        let rules = crate::transform::Rules::build(&file.filter)?;
+        if !rules.is_noop() {
+            writer.db_map = rules.db_map.clone();
+            writer.filter = Some(std::sync::Arc::new(rules));
+        }
+        let forward_publish = file.filter.forward_publish.unwrap_or(false);
         let retry = Retry::build(&file.retry)?;
         if let Some(throttle) = crate::throttle::Throttle::new(file.limit.build()?) {
             writer.throttle = Some(std::sync::Arc::new(throttle));
@@ -478,6 +546,7 @@ impl TaskConfig {
             writer,
             read_from,
             on_conflict: Some(on_conflict),
+            forward_publish,
         })
     }
 }
@@ -801,6 +870,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("keys_per_sec"), "{e}");
+    }
+
+    fn with_filter(filter: &str) -> Result<TaskConfig, String> {
+        let text = format!(
+            "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\n[filter]\n{filter}\n"
+        );
+        let file: FileConfig = toml::from_str(&text).map_err(|e| e.message().to_string())?;
+        TaskConfig::build(file).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn filter_section_is_checked_when_loaded() {
+        let cfg = with_filter(
+            "allow_key_prefix = [\"user:\"]\nblock_key_regex = [\"^user:tmp\"]\ndb_map = { \"1\" = 5 }\nforward_publish = true",
+        )
+        .unwrap();
+        let rules = cfg
+            .writer
+            .filter
+            .as_ref()
+            .expect("rules given to the writer");
+        assert!(rules.key_passes(b"user:1") && !rules.key_passes(b"user:tmp1"));
+        assert_eq!(cfg.writer.db_map.target(1), 5);
+        assert!(cfg.forward_publish);
+        // No rules: nothing for the writer to apply.
+        let cfg = with_filter("forward_publish = false").unwrap();
+        assert!(cfg.writer.filter.is_none() && !cfg.forward_publish);
+
+        let e = with_filter("allow_key_prefixes = [\"a\"]").unwrap_err();
+        assert!(e.contains("allow_key_prefixes"), "{e}");
+        let e = with_filter("block_key_regex = [\"[a-\"]").unwrap_err();
+        assert!(
+            e.starts_with("filter.block_key_regex[0] \"[a-\" is not a valid regular expression:")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let e = with_filter("allow_db = [0]\nblock_db = [0]").unwrap_err();
+        assert!(
+            e.contains("filter.allow_db and filter.block_db both name 0"),
+            "{e}"
+        );
+        let e = with_filter("allow_command_group = [\"strings\"]").unwrap_err();
+        assert!(e.contains("filter.allow_command_group"), "{e}");
+        let e = with_filter("db_map = { \"1\" = -2 }").unwrap_err();
+        assert!(e.contains("filter.db_map"), "{e}");
+        let e = with_filter("ttl_extend = -5").unwrap_err();
+        assert!(
+            e.contains("ttl_extend") || e.contains("invalid value"),
+            "{e}"
+        );
+    }
+
+    /// The README's [filter] example is a real one.
+    #[test]
+    fn the_readme_filter_example_builds() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .map(|b| &b[..b.find("```").unwrap_or(0)])
+            .find(|b| b.starts_with("[filter]"))
+            .expect("a [filter] example in the README");
+        let cfg = with_filter(block.trim_start_matches("[filter]\n")).unwrap();
+        let rules = cfg.writer.filter.unwrap();
+        assert!(rules.key_passes(b"order:1") && !rules.key_passes(b"order:1:tmp"));
+        assert!(!rules.db_passes(15));
+        assert_eq!(rules.ttl_extend_ms, 3_600_000);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`conn`]: one RESP connection: connect, log in, request/reply.
 //! - [`source`]: the replica client (`psync`) and the snapshot parser bridge (`snapshot`).
 //! - [`entry`]: what flows from source to target.
+//! - [`transform`]: what to sync (key, db, type, command filters), db mapping, TTL extension.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
 //! - [`throttle`]: limits on the keys, commands and bytes per second written to the target.
@@ -37,5 +38,6 @@ pub mod task;
 pub mod throttle;
 pub mod tls;
 pub mod topology;
+pub mod transform;
 
 pub use error::{Error, Result};

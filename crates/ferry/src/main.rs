@@ -239,6 +239,94 @@ struct SyncArgs {
     /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
     #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
     target_tls_min_version: Option<TlsVersion>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// The common `[filter]` settings as flags; each replaces the file's list of the same name.
+#[derive(Args)]
+#[command(next_help_heading = "Filters (more in the config file's [filter])")]
+struct FilterArgs {
+    /// Sync only keys starting with PREFIX (repeat for several).
+    #[arg(long, value_name = "PREFIX")]
+    allow_key_prefix: Vec<String>,
+    /// Leave out keys starting with PREFIX (repeat for several).
+    #[arg(long, value_name = "PREFIX")]
+    block_key_prefix: Vec<String>,
+    /// Sync only keys in which this regular expression finds a match (repeat for several).
+    #[arg(long, value_name = "REGEX")]
+    allow_key_regex: Vec<String>,
+    /// Leave out keys in which this regular expression finds a match (repeat for several).
+    #[arg(long, value_name = "REGEX")]
+    block_key_regex: Vec<String>,
+    /// Sync only this source db (repeat for several).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    allow_db: Vec<i64>,
+    /// Leave out this source db (repeat for several).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    block_db: Vec<i64>,
+    /// Write source db S into target db T, e.g. 1=5 (repeat for several).
+    #[arg(long, value_name = "S=T")]
+    db_map: Vec<String>,
+    /// Sync only keys of this type: string, list, hash, set, zset, stream, module (repeat).
+    #[arg(long, value_name = "TYPE")]
+    allow_type: Vec<String>,
+    /// Leave out keys of this type (repeat for several).
+    #[arg(long, value_name = "TYPE")]
+    block_type: Vec<String>,
+    /// Leave out this command from the stream, e.g. FLUSHALL (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    block_command: Vec<String>,
+    /// Add this many seconds to every expiry written to the target.
+    #[arg(long, value_name = "SECONDS")]
+    ttl_extend: Option<u64>,
+    /// Copy PUBLISH and SPUBLISH from the source's stream to the target.
+    #[arg(long)]
+    forward_publish: bool,
+}
+
+impl FilterArgs {
+    fn apply(self, filter: &mut ferry::config::FilterSection) -> ferry::Result<()> {
+        let replace = |list: &mut Vec<String>, flag: Vec<String>| {
+            if !flag.is_empty() {
+                *list = flag;
+            }
+        };
+        replace(&mut filter.allow_key_prefix, self.allow_key_prefix);
+        replace(&mut filter.block_key_prefix, self.block_key_prefix);
+        replace(&mut filter.allow_key_regex, self.allow_key_regex);
+        replace(&mut filter.block_key_regex, self.block_key_regex);
+        replace(&mut filter.allow_type, self.allow_type);
+        replace(&mut filter.block_type, self.block_type);
+        replace(&mut filter.block_command, self.block_command);
+        if !self.allow_db.is_empty() {
+            filter.allow_db = self.allow_db;
+        }
+        if !self.block_db.is_empty() {
+            filter.block_db = self.block_db;
+        }
+        if !self.db_map.is_empty() {
+            filter.db_map.clear();
+            for pair in self.db_map {
+                let parsed = pair
+                    .split_once('=')
+                    .and_then(|(s, t)| Some((s.trim().to_string(), t.trim().parse().ok()?)));
+                let Some((source, target)) = parsed else {
+                    return Err(ferry::Error::Config(format!(
+                        "--db-map {pair:?} is not SOURCE=TARGET, e.g. --db-map 1=5"
+                    )));
+                };
+                filter.db_map.insert(source, target);
+            }
+        }
+        if self.ttl_extend.is_some() {
+            filter.ttl_extend = self.ttl_extend;
+        }
+        if self.forward_publish {
+            filter.forward_publish = Some(true);
+        }
+        Ok(())
+    }
 }
 
 /// Flags override the file's settings one by one.
@@ -404,6 +492,7 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
             args.target_tls_min_version,
         );
     }
+    args.filter.apply(&mut file.filter)?;
     let config = TaskConfig::build(file)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

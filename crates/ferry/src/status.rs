@@ -76,6 +76,16 @@ pub struct Status {
     pub spool_limit: AtomicU64,
     /// The spool is full of writes the target has not confirmed: the source is not read.
     pub spool_full: AtomicBool,
+    /// Snapshot keys the `[filter]` rules left out.
+    pub filtered_keys: AtomicU64,
+    /// Stream commands the `[filter]` rules left out (their position still counts as applied).
+    pub filtered_commands: AtomicU64,
+    /// Stream commands cut down to the keys the filter allows (DEL, MSET... over allowed and
+    /// blocked keys).
+    pub split_commands: AtomicU64,
+    /// Stream commands over allowed and blocked keys that cannot be cut per key (RENAME,
+    /// SUNIONSTORE...): left out, each with a warning.
+    pub unsplittable_commands: AtomicU64,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
@@ -118,6 +128,10 @@ pub struct Snapshot {
     pub spool_bytes: u64,
     pub spool_limit: u64,
     pub spool_full: bool,
+    pub filtered_keys: u64,
+    pub filtered_commands: u64,
+    pub split_commands: u64,
+    pub unsplittable_commands: u64,
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -303,7 +317,7 @@ impl Status {
         }
         let sum =
             |f: fn(&Status) -> &AtomicU64| parts.iter().map(|p| f(p).load(Relaxed)).sum::<u64>();
-        let fields: [fn(&Status) -> &AtomicU64; 15] = [
+        let fields: [fn(&Status) -> &AtomicU64; 19] = [
             |s| &s.keys_written,
             |s| &s.big_keys,
             |s| &s.rewritten_keys,
@@ -319,6 +333,10 @@ impl Status {
             |s| &s.cross_slot_commands,
             |s| &s.spool_bytes,
             |s| &s.spool_limit,
+            |s| &s.filtered_keys,
+            |s| &s.filtered_commands,
+            |s| &s.split_commands,
+            |s| &s.unsplittable_commands,
         ];
         for f in fields {
             f(self).store(sum(f), Relaxed);
@@ -382,6 +400,10 @@ impl Status {
             spool_bytes: self.spool_bytes.load(Relaxed),
             spool_limit: self.spool_limit.load(Relaxed),
             spool_full: self.spool_full.load(Relaxed),
+            filtered_keys: self.filtered_keys.load(Relaxed),
+            filtered_commands: self.filtered_commands.load(Relaxed),
+            split_commands: self.split_commands.load(Relaxed),
+            unsplittable_commands: self.unsplittable_commands.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()

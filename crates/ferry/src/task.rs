@@ -228,9 +228,12 @@ async fn run_source(
         rdb: config.rdb.clone(),
         full_only: config.full_only,
         resync_why: plan.resync_why,
-        idle_timeout: config.source_timeout,
         resume: plan.resume,
         full_resync: config.full_resync,
+        stream: psync::StreamSettings {
+            idle_timeout: config.source_timeout,
+            forward_publish: config.forward_publish,
+        },
     };
     let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));
     let relayed = fanout::relay_all(config, targets, plan.skips, rx, status, cancel).await;

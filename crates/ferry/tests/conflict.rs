@@ -387,3 +387,56 @@ fn a_cluster_source_checks_its_target_once() {
     .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// Only the target dbs the task writes into are looked at: keys in a db that `[filter]`
+/// leaves alone are no conflict, keys in the db another is mapped to are.
+#[test]
+fn only_the_synced_dbs_are_a_conflict() {
+    let source = Server::start();
+    let target = Server::start();
+    let _: () = redis::cmd("SET")
+        .arg("user:1")
+        .arg("s")
+        .query(&mut source.conn())
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("theirs")
+        .arg("t")
+        .query(&mut target.conn_db(5))
+        .unwrap();
+    // db 0 into db 5, which holds a key: refused, naming db 5.
+    let mut mapped = Ferry::start(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--db-map",
+        "0=5",
+    ]);
+    assert!(!mapped.wait(Duration::from_secs(60)).success());
+    let log = mapped.log();
+    assert!(log.contains("db 5: 1"), "{log}");
+    // db 0 into db 0: db 5 is not the task's, so it starts and leaves db 5 alone.
+    let mut plain = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--allow-db",
+        "0",
+    ]);
+    plain.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let theirs: Option<String> = redis::cmd("GET")
+        .arg("theirs")
+        .query(&mut target.conn_db(5))
+        .unwrap();
+    assert_eq!(theirs.as_deref(), Some("t"));
+    let copied: Option<String> = redis::cmd("GET")
+        .arg("user:1")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(copied.as_deref(), Some("s"));
+    assert!(plain.terminate(Duration::from_secs(30)).success());
+}

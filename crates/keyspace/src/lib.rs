@@ -12,7 +12,9 @@
 //!   ([`Access`]) and whether it can be cut per slot ([`Kind`]), for every command a
 //!   replication stream can hold.
 //! - `split.rs`: [`split_by_slot`] cuts `DEL`, `MSET` and their kin into one command per
-//!   slot.
+//!   slot; [`retain_keys`] keeps only some of their keys.
+//! - `group.rs`: [`group`], the command group of each command (`string`, `sorted_set`,
+//!   `generic`...), as Redis names them, for filters by group or by type of value.
 //!
 //! ```
 //! use ferry_keyspace::{Keys, Kind, keys, slot, split_by_slot};
@@ -27,10 +29,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod group;
 mod keys;
 mod slot;
 mod split;
 
+pub use group::{GROUPS, Group, group};
 pub use keys::{Access, KeyArg, KeyArgs, Keys, Kind, keys};
 pub use slot::{SLOTS, SlotTags, slot};
-pub use split::split_by_slot;
+pub use split::{retain_keys, split_by_slot};

@@ -36,6 +36,41 @@ use crate::slot::slot;
 /// assert_eq!(parts[1].1, ["DEL", "b"]);
 /// ```
 pub fn split_by_slot<A: AsRef<[u8]>>(args: &[A]) -> Option<Vec<(u16, Vec<Bytes>)>> {
+    regroup(args, slot)
+}
+
+/// `args` with only the keys `keep` accepts, for the same commands as [`split_by_slot`],
+/// rewritten the same way (`MSETNX` becomes `MSET`, `MSETEX` drops `NX`/`XX` and recounts
+/// its keys): the command that has the source's effect on the kept keys alone. `Some(None)`
+/// when no key is kept; `None` for any other command, and for malformed ones.
+///
+/// ```
+/// use ferry_keyspace::retain_keys;
+///
+/// let kept = retain_keys(&["DEL", "a:1", "b:1", "a:2"], |k| k.starts_with(b"a:"));
+/// assert_eq!(kept.unwrap().unwrap(), ["DEL", "a:1", "a:2"]);
+/// assert_eq!(retain_keys(&["DEL", "b:1"], |k| k.starts_with(b"a:")), Some(None));
+/// assert_eq!(retain_keys(&["RENAME", "a:1", "b:1"], |_| true), None);
+/// ```
+pub fn retain_keys<A: AsRef<[u8]>>(
+    args: &[A],
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> Option<Option<Vec<Bytes>>> {
+    let groups = regroup(args, |k| keep(k))?;
+    Some(
+        groups
+            .into_iter()
+            .find(|(kept, _)| *kept)
+            .map(|(_, cmd)| cmd),
+    )
+}
+
+/// The per-key commands cut into one command per value of `group_of` over their keys, in
+/// order of first appearance.
+fn regroup<A: AsRef<[u8]>, G: Copy + Eq + std::hash::Hash>(
+    args: &[A],
+    mut group_of: impl FnMut(&[u8]) -> G,
+) -> Option<Vec<(G, Vec<Bytes>)>> {
     let Keys::Keyed(found) = keys(args) else {
         return None;
     };
@@ -59,11 +94,11 @@ pub fn split_by_slot<A: AsRef<[u8]>>(args: &[A]) -> Option<Vec<(u16, Vec<Bytes>)
     };
 
     // Group each key (and its value) by slot, in order of first appearance.
-    let mut index: HashMap<u16, usize> = HashMap::new();
-    let mut groups: Vec<(u16, Vec<Bytes>)> = Vec::new();
+    let mut index: HashMap<G, usize> = HashMap::new();
+    let mut groups: Vec<(G, Vec<Bytes>)> = Vec::new();
     for i in found.positions() {
         let k = args.get(i)?.as_ref();
-        let s = slot(k);
+        let s = group_of(k);
         let g = *index.entry(s).or_insert_with(|| {
             groups.push((s, Vec::new()));
             groups.len() - 1
@@ -214,6 +249,35 @@ mod tests {
             msetex_options(&["XX", "KEEPTTL", "EX", "NX"]),
             [Bytes::from("KEEPTTL"), Bytes::from("EX"), Bytes::from("NX")]
         );
+    }
+
+    #[test]
+    fn retain_keeps_the_chosen_keys_with_their_values() {
+        let kept = |args: &[&str]| {
+            retain_keys(args, |k| k.starts_with(b"a"))
+                .unwrap()
+                .map(|c| strs(&c).into_iter().map(String::from).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            kept(&["MSET", "a1", "1", "b1", "2", "a2", "3"]).unwrap(),
+            ["MSET", "a1", "1", "a2", "3"]
+        );
+        // The source's MSETNX succeeded (or it would not be in the stream): every key was
+        // set, so MSET of the kept ones writes what it wrote.
+        assert_eq!(
+            kept(&["msetnx", "b0", "0", "a1", "1"]).unwrap(),
+            ["MSET", "a1", "1"]
+        );
+        assert_eq!(
+            kept(&["MSETEX", "2", "a1", "1", "b1", "2", "XX", "EX", "5"]).unwrap(),
+            ["MSETEX", "1", "a1", "1", "EX", "5"]
+        );
+        assert_eq!(kept(&["UNLINK", "b1", "b2"]), None);
+        assert_eq!(
+            kept(&["UNLINK", "a1", "a1"]).unwrap(),
+            ["UNLINK", "a1", "a1"]
+        );
+        assert!(retain_keys(&["SUNIONSTORE", "a", "b"], |_| true).is_none());
     }
 
     #[test]

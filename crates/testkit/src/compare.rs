@@ -65,6 +65,38 @@ pub struct Options {
     /// after the same workload with valkey 8.0.1 and redis 8.0.2: master consumers=[c0],
     /// replica consumers=[]; redis 7.0.15 replicates them).
     pub idle_consumers: bool,
+    /// The source keys the target should hold, for a sync that filters: called with the
+    /// source db, the key and its type (as `TYPE` names it). A source key it rejects counts
+    /// as absent from the source (so its presence on the target is a difference). Default:
+    /// every key.
+    pub expect: Option<KeyFilter>,
+    /// Source db → target db, for a sync that maps dbs; dbs not named keep their number.
+    /// The source's db `s` is compared with the target's `map(s)`; keys in a target db no
+    /// source db maps to are reported as extra. Default: none.
+    pub db_map: Vec<(i64, i64)>,
+    /// What the target's expiries should have on top of the source's, in ms (a sync that
+    /// extends TTLs). Default 0.
+    pub ttl_offset_ms: i64,
+}
+
+/// A predicate over (source db, key, type): see [`Options::expect`].
+#[derive(Clone)]
+pub struct KeyFilter(pub std::sync::Arc<KeyPredicate>);
+
+/// (source db, key, type) → whether the target should hold the key.
+pub type KeyPredicate = dyn Fn(i64, &[u8], &str) -> bool + Send + Sync;
+
+impl KeyFilter {
+    /// A filter from a closure.
+    pub fn new(f: impl Fn(i64, &[u8], &str) -> bool + Send + Sync + 'static) -> KeyFilter {
+        KeyFilter(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for KeyFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFilter(..)")
+    }
 }
 
 impl Default for Options {
@@ -75,6 +107,9 @@ impl Default for Options {
             max_diffs: 20,
             group_read_counters: true,
             idle_consumers: true,
+            expect: None,
+            db_map: Vec::new(),
+            ttl_offset_ms: 0,
         }
     }
 }
@@ -168,15 +203,23 @@ pub fn compare_addrs(
 }
 
 /// Like [`compare`], for any two sides: standalone servers or clusters. When either side
-/// is a cluster only db 0 is compared, whatever [`Options::dbs`] says.
+/// is a cluster only db 0 is compared (and the source db [`Options::db_map`] maps into it),
+/// whatever [`Options::dbs`] says.
 pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64, Report> {
     let mut report = Report::new(&source.label(), &target.label());
     let run = || -> Result<Walk, String> {
         let src = Reader::connect(source)?;
-        let dst = Reader::connect(target)?;
+        let mut dst = Reader::connect(target)?;
+        dst.is_target = true;
         let mut opts = opts.clone();
         if source.is_cluster() || target.is_cluster() {
-            opts.dbs = vec![0];
+            // Db 0 of the cluster, and the source db mapped into it.
+            let source_db = opts
+                .db_map
+                .iter()
+                .find(|(_, t)| *t == 0)
+                .map_or(0, |(s, _)| *s);
+            opts.dbs = vec![source_db];
         }
         let mut walk = Walk {
             src,
@@ -522,6 +565,8 @@ struct Reader {
     major: u32,
     /// Redis 7.2+ (Valkey too): doubles printed shortest-round-trip, not `%.17g`.
     shortest_doubles: bool,
+    /// The target side (its dbs are the mapped ones).
+    is_target: bool,
 }
 
 /// Where a walk of one side's keys is: which node, which `SCAN` cursor.
@@ -576,7 +621,16 @@ impl Reader {
             owners,
             major: lowest.0,
             shortest_doubles: lowest >= (7, 2, 0),
+            is_target: false,
         })
+    }
+
+    /// The db to read on this side: `db` on the target, the source db it maps from here.
+    fn db_of(&self, src_db: Option<i64>, db: i64) -> i64 {
+        match self.is_target {
+            true => db,
+            false => src_db.unwrap_or(db),
+        }
     }
 
     /// The index in `nodes` of the node holding `key`.
@@ -709,6 +763,14 @@ struct Probe {
 }
 
 impl Probe {
+    fn absent() -> Probe {
+        Probe {
+            kind: "none".into(),
+            digest: Vec::new(),
+            expire_at: -2,
+        }
+    }
+
     fn present(&self) -> bool {
         self.kind != "none" && self.expire_at != -2
     }
@@ -745,16 +807,39 @@ impl Walk {
         self.diffs.len() >= self.opts.max_diffs.max(1)
     }
 
+    /// The target db that source db `db` is compared with.
+    fn target_db(&self, db: i64) -> i64 {
+        self.opts
+            .db_map
+            .iter()
+            .find(|(s, _)| *s == db)
+            .map_or(db, |(_, t)| *t)
+    }
+
     fn run(&mut self) -> Result<(), String> {
-        let dbs: Vec<i64> = if self.opts.dbs.is_empty() {
-            let mut dbs = self.src.dbs()?;
-            dbs.extend(self.dst.dbs()?);
-            dbs.into_iter().collect()
+        // Pairs of (source db, target db): each target db with the source db mapped to it (a
+        // db named in `db_map`, else its own number), or none.
+        let mut pairs: Vec<(Option<i64>, i64)> = Vec::new();
+        if self.opts.dbs.is_empty() {
+            let sources = self.src.dbs()?;
+            let mut targets = self.dst.dbs()?;
+            targets.extend(sources.iter().map(|&s| self.target_db(s)));
+            for t in targets {
+                let mapped = self.opts.db_map.iter().find(|(_, to)| *to == t);
+                let source = match mapped {
+                    Some((s, _)) => Some(*s),
+                    None if self.opts.db_map.iter().any(|(s, _)| *s == t) => None,
+                    None => Some(t),
+                };
+                pairs.push((source, t));
+            }
         } else {
-            self.opts.dbs.clone()
-        };
-        for db in dbs {
-            self.db(db)?;
+            for &s in &self.opts.dbs {
+                pairs.push((Some(s), self.target_db(s)));
+            }
+        }
+        for (src_db, dst_db) in pairs {
+            self.db(src_db, dst_db)?;
             if self.full() {
                 return Ok(());
             }
@@ -765,18 +850,22 @@ impl Walk {
         Ok(())
     }
 
-    fn db(&mut self, db: i64) -> Result<(), String> {
+    /// Compares source db `src_db` (none: the target's keys are all extra) with target db
+    /// `db`.
+    fn db(&mut self, src_db: Option<i64>, db: i64) -> Result<(), String> {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         // Every key of the source...
         let mut cursor = Cursor::default();
-        while let Some(keys) = self.src.scan(db, &mut cursor)? {
-            let fresh: Vec<Vec<u8>> = keys
-                .into_iter()
-                .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
-                .collect();
-            self.keys(db, &fresh)?;
-            if self.full() {
-                break;
+        if let Some(s) = src_db {
+            while let Some(keys) = self.src.scan(s, &mut cursor)? {
+                let fresh: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
+                    .collect();
+                self.keys(src_db, db, &fresh)?;
+                if self.full() {
+                    break;
+                }
             }
         }
         // ...then the target's keys the source scan did not return.
@@ -789,15 +878,48 @@ impl Walk {
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
-            self.keys(db, &fresh)?;
+            self.keys(src_db, db, &fresh)?;
         }
         Ok(())
     }
 
-    /// Compares `keys` of `db` on both sides.
-    fn keys(&mut self, db: i64, keys: &[Vec<u8>]) -> Result<(), String> {
-        let (src, dst) = both(&mut self.src, &mut self.dst, |side| side.probe(db, keys));
-        let (src, dst) = (src?, dst?);
+    /// Reads `keys` on both sides: in `src_db` of the source (absent without one, or when
+    /// [`Options::expect`] rejects them) and `db` of the target.
+    fn probe_both(
+        &mut self,
+        src_db: Option<i64>,
+        db: i64,
+        keys: &[Vec<u8>],
+    ) -> Result<(Vec<Probe>, Vec<Probe>), String> {
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
+            if side.is_target {
+                side.probe(db, keys)
+            } else {
+                match src_db {
+                    Some(s) => side.probe(s, keys),
+                    None => Ok(keys.iter().map(|_| Probe::absent()).collect()),
+                }
+            }
+        });
+        let (mut src, mut dst) = (src?, dst?);
+        if let (Some(expect), Some(s)) = (&self.opts.expect, src_db) {
+            for (key, p) in keys.iter().zip(src.iter_mut()) {
+                if p.present() && !(expect.0)(s, key, &p.kind) {
+                    *p = Probe::absent();
+                }
+            }
+        }
+        if self.opts.ttl_offset_ms != 0 {
+            for p in dst.iter_mut().filter(|p| p.expire_at >= 0) {
+                p.expire_at -= self.opts.ttl_offset_ms;
+            }
+        }
+        Ok((src, dst))
+    }
+
+    /// Compares `keys` of `src_db` (source) and `db` (target).
+    fn keys(&mut self, src_db: Option<i64>, db: i64, keys: &[Vec<u8>]) -> Result<(), String> {
+        let (src, dst) = self.probe_both(src_db, db, keys)?;
         let mut one_sided = Vec::new();
         let mut streams = Vec::new();
         for ((key, s), t) in keys.iter().zip(&src).zip(&dst) {
@@ -809,10 +931,7 @@ impl Walk {
         }
         // Read one-sided keys again: a key may have expired (or been written) between the
         // two sides' reads.
-        let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-            side.probe(db, &one_sided)
-        });
-        let (src, dst) = (src?, dst?);
+        let (src, dst) = self.probe_both(src_db, db, &one_sided)?;
         let tolerance = self.opts.ttl_tolerance_ms;
         for ((key, s), t) in one_sided.iter().zip(&src).zip(&dst) {
             match (s.present(), t.present()) {
@@ -829,7 +948,7 @@ impl Walk {
         }
         for key in std::mem::take(&mut self.zsets) {
             let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.zset_items(db, &key)
+                side.zset_items(side.db_of(src_db, db), &key)
             });
             if src? != dst? {
                 self.diff(db, &key, Problem::Digest);
@@ -845,7 +964,7 @@ impl Walk {
                 since_7: common_major >= 7,
             };
             let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.stream_meta(db, &streams, fields)
+                side.stream_meta(side.db_of(src_db, db), &streams, fields)
             });
             let (src, dst) = (src?, dst?);
             for ((key, s), t) in streams.iter().zip(src).zip(dst) {

@@ -353,3 +353,64 @@ fn eventually_equal_waits_for_the_target() {
         assert_eq!(n.unwrap_or_else(|r| panic!("{r}")), 600);
     });
 }
+
+/// For a sync that filters, maps dbs and extends TTLs: the expectation follows the options,
+/// and a key where it should not be, or an expiry off by the extension, is still found.
+#[test]
+fn expect_db_map_and_ttl_offset() {
+    use compare::KeyFilter;
+    let (source, target) = (Server::start(), Server::start());
+    let (mut s1, mut t5) = (source.conn_db(1), target.conn_db(5));
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 3_600_000;
+    for (conn, extra) in [(&mut s1, 0), (&mut t5, 5000)] {
+        run(conn, &[b"SET", b"keep", b"1"]);
+        run(conn, &[b"SET", b"ttl", b"2"]);
+        run(
+            conn,
+            &[b"PEXPIREAT", b"ttl", (at + extra).to_string().as_bytes()],
+        );
+    }
+    run(&mut s1, &[b"SET", b"blocked:1", b"x"]);
+    run(&mut source.conn_db(0), &[b"SET", b"other-db", b"x"]);
+    let opts = Options {
+        expect: Some(KeyFilter::new(|db, k, _| {
+            db == 1 && !k.starts_with(b"blocked:")
+        })),
+        db_map: vec![(1, 5)],
+        ttl_offset_ms: 5000,
+        ..Options::default()
+    };
+    assert_eq!(compare::compare(&source, &target, &opts).unwrap(), 2);
+    // Without the offset the expiry differs.
+    let plain = Options {
+        ttl_offset_ms: 0,
+        ..opts.clone()
+    };
+    let report = compare::compare(&source, &target, &plain).unwrap_err();
+    assert!(
+        matches!(&report.diffs[..], [Diff::Key { key, problem: Problem::Ttl { .. }, .. }] if key == b"ttl"),
+        "{report}"
+    );
+    // A blocked key on the target, and a key in a target db nothing maps to, are extra.
+    run(&mut t5, &[b"SET", b"blocked:1", b"x"]);
+    run(&mut target.conn_db(1), &[b"SET", b"stray", b"x"]);
+    let report = compare::compare(&source, &target, &opts).unwrap_err();
+    let mut found: Vec<(i64, Vec<u8>)> = report
+        .diffs
+        .iter()
+        .map(|d| match d {
+            Diff::Key {
+                db,
+                key,
+                problem: Problem::ExtraOnTarget,
+            } => (*db, key.clone()),
+            other => panic!("{other}"),
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, [(1, b"stray".to_vec()), (5, b"blocked:1".to_vec())]);
+}

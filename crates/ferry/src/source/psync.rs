@@ -25,6 +25,9 @@ use crate::status::Status;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
 
+/// The channel sentinels announce themselves on, through the master they watch.
+const SENTINEL_HELLO: &[u8] = b"__sentinel__:hello";
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub rdb: ferry_rdb::Options,
@@ -38,8 +41,17 @@ pub struct Options {
     /// this process had written, and its data with it; several targets are at positions one
     /// stream cannot continue together): the full copy that follows goes by `full_resync` too.
     pub resync_why: Option<String>,
+    /// How the command stream is read.
+    pub stream: StreamSettings,
+}
+
+/// How the command stream is read.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamSettings {
     /// Silence on the stream for this long means the link is dead (a network cut).
     pub idle_timeout: Duration,
+    /// Pass PUBLISH and SPUBLISH on to the target (never Sentinel's hello channel).
+    pub forward_publish: bool,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -137,9 +149,8 @@ impl PsyncSource {
                 let offset = *offset;
                 tracing::info!(source = %conn.addr, %replid, offset, "source continues the stream from the checkpoint");
                 let db = *db;
-                let idle = options.idle_timeout;
                 return self
-                    .continue_stream(replid, (offset, db), idle, tx, status, cancel)
+                    .continue_stream(replid, (offset, db), options.stream, tx, status, cancel)
                     .await;
             }
             (PsyncReply::Continue { .. }, _, _) => {
@@ -270,7 +281,7 @@ impl PsyncSource {
             &mut rd,
             leftover,
             (offset, 0),
-            options.idle_timeout,
+            options.stream,
             &tx,
             &status,
             &getack,
@@ -291,7 +302,7 @@ impl PsyncSource {
         self,
         replid: String,
         (offset, db): (u64, u32),
-        idle_timeout: Duration,
+        settings: StreamSettings,
         tx: mpsc::Sender<Batch>,
         status: Arc<Status>,
         cancel: CancellationToken,
@@ -326,7 +337,7 @@ impl PsyncSource {
             &mut rd,
             buf,
             (offset, db),
-            idle_timeout,
+            settings,
             &tx,
             &status,
             &getack,
@@ -606,13 +617,17 @@ async fn follow_stream(
     rd: &mut ReadHalf,
     mut pending: BytesMut,
     (mut offset, mut db): (u64, u32),
-    idle_timeout: Duration,
+    settings: StreamSettings,
     tx: &mpsc::Sender<Batch>,
     status: &Status,
     getack: &Notify,
     cancel: &CancellationToken,
     addr: &str,
 ) -> Result<()> {
+    let StreamSettings {
+        idle_timeout,
+        forward_publish,
+    } = settings;
     let mut decoder = Decoder::new(Limits::default());
     let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
     let mut batch_bytes = 0;
@@ -657,12 +672,13 @@ async fn follow_stream(
                     getack.notify_one();
                 }
                 Entry::Offset { offset, db }
-            } else if name.eq_ignore_ascii_case(b"PUBLISH")
-                || name.eq_ignore_ascii_case(b"SPUBLISH")
+            } else if (name.eq_ignore_ascii_case(b"PUBLISH")
+                || name.eq_ignore_ascii_case(b"SPUBLISH"))
+                && (!forward_publish || args.get(1).is_some_and(|c| &c[..] == SENTINEL_HELLO))
             {
                 // A message, not data: a master replicates every PUBLISH, sentinels' hellos
                 // among them, which must not reach the target's own subscribers (its sentinels
-                // would take the source's for their peers).
+                // would take the source's for their peers). Others only when asked.
                 Entry::Offset { offset, db }
             } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
                 // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.

@@ -16,6 +16,8 @@ pub struct Caps {
     pub version: (u32, u32, u32),
     /// Newest RDB version its RESTORE accepts.
     pub rdb_version: u16,
+    /// Its `databases` setting, when it lets ferry read it (`CONFIG GET`).
+    pub databases: Option<u32>,
 }
 
 impl Caps {
@@ -23,6 +25,7 @@ impl Caps {
     pub const LATEST: Caps = Caps {
         version: (99, 0, 0),
         rdb_version: u16::MAX,
+        databases: None,
     };
 
     /// Asks the target: its version from INFO, its RDB version from the trailer of a DUMP of a
@@ -44,9 +47,21 @@ impl Caps {
             }
             _ => rdb_version_of(version),
         };
+        // Managed services often refuse CONFIG: then the db map is checked by the writes.
+        let databases = match conn
+            .request(&[&b"CONFIG"[..], b"GET", b"databases"])
+            .await?
+        {
+            Frame::Array(items) => items
+                .get(1)
+                .and_then(|f| f.as_bytes())
+                .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()),
+            _ => None,
+        };
         Ok(Caps {
             version,
             rdb_version,
+            databases,
         })
     }
 
@@ -119,11 +134,13 @@ mod tests {
         let old = Caps {
             version: (5, 0, 6),
             rdb_version: 9,
+            databases: None,
         };
         assert!(old.restore_abs_ttl() && !old.xgroup_createconsumer() && !old.functions());
         let v4 = Caps {
             version: (4, 0, 14),
             rdb_version: 8,
+            databases: None,
         };
         assert!(!v4.restore_abs_ttl());
         assert!(Caps::LATEST.hash_field_ttl() && Caps::LATEST.stream_counters());

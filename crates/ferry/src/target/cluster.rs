@@ -257,6 +257,19 @@ impl ClusterTarget {
                     .collect(),
             ))
         });
+        // The filter runs here, once for every master; their writers only map dbs.
+        let mut transform = match &options.filter {
+            Some(rules) => {
+                crate::transform::Transform::check_target(rules, Some(1), true)?;
+                Some(crate::transform::Transform::new(rules.clone(), 1))
+            }
+            None => None,
+        };
+        let db_map = options.db_map.clone();
+        let options = Options {
+            filter: None,
+            ..options
+        };
         let mut senders = Vec::new();
         let mut handles = Vec::new();
         let mut writer_status = Vec::new();
@@ -288,6 +301,7 @@ impl ClusterTarget {
             on_error: options.on_error,
             position: None,
             broadcast: 0,
+            db_map,
         };
         let mut seen = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -296,6 +310,10 @@ impl ClusterTarget {
                 tokio::select! {
                     batch = rx.recv() => {
                         let Some(batch) = batch else { break };
+                        let batch = match transform.as_mut() {
+                            Some(t) => t.apply(batch, &status)?,
+                            None => batch,
+                        };
                         for entry in batch {
                             router.entry(entry).await?;
                         }
@@ -404,6 +422,14 @@ pub enum Route {
 /// How `args` travels on a cluster target.
 pub fn route(args: &[Bytes]) -> Route {
     use ferry_keyspace::{Keys, Kind};
+    // Forwarded messages (`forward_publish`): a cluster passes PUBLISH to every node from
+    // any master; SPUBLISH must reach the master of its channel's slot.
+    let name = &args[0];
+    if (name.eq_ignore_ascii_case(b"PUBLISH") || name.eq_ignore_ascii_case(b"SPUBLISH"))
+        && let Some(channel) = args.get(1)
+    {
+        return Route::Slot(slot(channel));
+    }
     match ferry_keyspace::keys(args) {
         Keys::Global => Route::Everywhere,
         Keys::NoEffect => Route::Nowhere,
@@ -449,6 +475,8 @@ struct Router {
     /// The stream position of the last entry seen, and the last one every master was told.
     position: Option<(u64, u32)>,
     broadcast: u64,
+    /// Which target db each source db is written to: only those written to db 0 can be.
+    db_map: crate::transform::DbMap,
 }
 
 impl Router {
@@ -510,7 +538,7 @@ impl Router {
     }
 
     fn shard_of(&self, db: u64, key: &[u8]) -> Result<usize> {
-        if db != 0 {
+        if self.db_map.target(db as u32) != 0 {
             return Err(only_db0(db, key));
         }
         Ok(self.topology.owner(slot(key)))
@@ -670,7 +698,7 @@ impl Router {
                 self.everywhere(Entry::Offset { offset, db }).await
             }
             Route::Everywhere => {
-                if cmd.db != 0 && cmd.args[0].eq_ignore_ascii_case(b"FLUSHDB") {
+                if self.db_map.target(cmd.db) != 0 && cmd.args[0].eq_ignore_ascii_case(b"FLUSHDB") {
                     return Err(only_db0(cmd.db as u64, b""));
                 }
                 for shard in 0..self.senders.len() {
@@ -712,7 +740,7 @@ impl Router {
     /// A command whose keys are all in `cmd.slot`.
     async fn slotted(&mut self, cmd: Command) -> Result<()> {
         let s = cmd.slot.unwrap_or(0);
-        if cmd.db != 0 {
+        if self.db_map.target(cmd.db) != 0 {
             return Err(only_db0(
                 cmd.db as u64,
                 cmd.args.get(1).map_or(&[][..], |k| k),
@@ -731,7 +759,7 @@ impl Router {
     /// copied back, destination first, each slot's part in one transaction with that slot's
     /// checkpoint.
     async fn combine(&mut self, cmd: Command, keys: Vec<usize>, written: Vec<usize>) -> Result<()> {
-        if cmd.db != 0 {
+        if self.db_map.target(cmd.db) != 0 {
             return Err(only_db0(cmd.db as u64, &cmd.args[keys[0]]));
         }
         let offset = cmd.end_offset;
@@ -993,7 +1021,7 @@ fn only_db0(db: u64, key: &[u8]) -> Error {
     };
     Error::CannotWrite {
         what,
-        why: "a cluster target has only db 0; sync only db 0 from this source".into(),
+        why: "a cluster target has only db 0; sync only db 0 from this source ([filter] allow_db = [0]) or map this db to 0 ([filter] db_map)".into(),
     }
 }
 
@@ -1012,6 +1040,15 @@ mod tests {
     fn routes_by_what_a_command_does_with_its_keys() {
         assert_eq!(route(&args(&["FLUSHALL"])), Route::Everywhere);
         assert_eq!(route(&args(&["PING"])), Route::Nowhere);
+        // Forwarded messages go to the master of their channel's slot.
+        assert_eq!(
+            route(&args(&["SPUBLISH", "news", "hi"])),
+            Route::Slot(slot(b"news"))
+        );
+        assert_eq!(
+            route(&args(&["publish", "news", "hi"])),
+            Route::Slot(slot(b"news"))
+        );
         assert_eq!(route(&args(&["SET", "foo", "1"])), Route::Slot(12182));
         assert_eq!(
             route(&args(&["RENAME", "{a}x", "{a}y"])),

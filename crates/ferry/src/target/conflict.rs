@@ -27,9 +27,27 @@ const SCAN_BUDGET: u64 = 100_000;
 /// process (a retry), nor once the policy is settled (`on_conflict` None).
 pub async fn before_copy(target: &mut Target, config: &TaskConfig, status: &Status) -> Result<()> {
     match config.on_conflict {
-        Some(policy) if !status.has_synced() => settle(target, policy, None).await,
+        Some(policy) if !status.has_synced() => {
+            settle(target, policy, synced_dbs(config).as_deref()).await
+        }
         _ => Ok(()),
     }
+}
+
+/// The target dbs the task writes into, when `[filter]` narrows or moves them (None: all).
+/// Keys in other target dbs are no conflict: the task never touches them.
+fn synced_dbs(config: &TaskConfig) -> Option<Vec<u32>> {
+    let rules = config.writer.filter.as_deref();
+    if rules.is_none() && config.writer.db_map.is_identity() {
+        return None;
+    }
+    let mut dbs: Vec<u32> = (0..=255u32)
+        .filter(|db| rules.is_none_or(|r| r.db_passes(*db)))
+        .map(|db| config.writer.db_map.target(db))
+        .collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    Some(dbs)
 }
 
 /// A cluster source: every shard writes into the same target, so the target is checked once,
@@ -47,7 +65,7 @@ pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Stat
             }
         }
     }
-    settle(&mut target, policy, None).await
+    settle(&mut target, policy, synced_dbs(config).as_deref()).await
 }
 
 /// Looks for keys in the target's `dbs` (every db when None) and acts on them as `policy` says.
@@ -162,7 +180,13 @@ async fn flush(conn: &mut Conn, dbs: Option<&[u32]>) -> Result<()> {
         conn.request_ok(&[&b"FLUSHALL"[..]]).await?;
         return Ok(());
     };
-    for db in dbs {
+    // Only dbs that hold keys: `dbs` may name more than the server has.
+    let info = conn.request_ok(&[&b"INFO"[..], b"keyspace"]).await?;
+    let text = info.as_bytes().cloned().unwrap_or_default();
+    for (db, _) in keyspace(&String::from_utf8_lossy(&text)) {
+        if !dbs.contains(&db) {
+            continue;
+        }
         conn.request_ok(&[&b"SELECT"[..], db.to_string().as_bytes()])
             .await?;
         conn.request_ok(&[&b"FLUSHDB"[..]]).await?;

@@ -100,6 +100,9 @@ pub struct Encoder {
     last_write: Option<(u64, u32)>,
     /// The checkpoint value the last transaction wrote.
     txn_checkpoint: Option<Bytes>,
+    /// Which target db each source db is written to. Entries keep the source's db (the
+    /// checkpoint records it); only the SELECTs sent to the target are mapped.
+    pub db_map: crate::transform::DbMap,
 }
 
 /// Sets KEYS[1] to ARGV[2] only if it still holds ARGV[1].
@@ -192,6 +195,7 @@ impl Encoder {
             confirmed_written: 0,
             last_write: None,
             txn_checkpoint: None,
+            db_map: crate::transform::DbMap::default(),
         }
     }
 
@@ -696,7 +700,7 @@ impl Encoder {
         else {
             return;
         };
-        self.select(0);
+        self.select_target(0);
         ferry_resp::encode_command(
             &mut self.out,
             &[
@@ -740,7 +744,7 @@ impl Encoder {
         let (Some(key), Some(value)) = (key, self.checkpoint_value(position)) else {
             return None;
         };
-        self.select(0);
+        self.select_target(0);
         ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &key, &value]);
         self.expect(Kind::Part, "SET (checkpoint)", key, 0);
         Some(value)
@@ -764,7 +768,14 @@ impl Encoder {
         self.expect(Kind::Keys(keys), "MSET", key, db);
     }
 
+    /// Selects the target db that source db `db` is written to.
     fn select(&mut self, db: u32) {
+        let target = self.db_map.target(db);
+        self.select_target(target);
+    }
+
+    /// Selects db `db` of the target itself (ferry's own keys live in db 0).
+    fn select_target(&mut self, db: u32) {
         if db != self.db {
             let n = db.to_string();
             ferry_resp::encode_command(&mut self.out, &[&b"SELECT"[..], n.as_bytes()]);
@@ -1575,6 +1586,7 @@ mod tests {
         let caps = Caps {
             version: (8, 6, 0),
             rdb_version: 13,
+            databases: None,
         };
         let mut enc = Encoder::for_target(caps, false);
         idmp_stream(&mut enc, &stream_meta(b"st", None), 1);
@@ -1609,6 +1621,7 @@ mod tests {
         let caps = Caps {
             version: (8, 4, 0),
             rdb_version: 12,
+            databases: None,
         };
         let mut enc = Encoder::for_target(caps, false);
         idmp_stream(&mut enc, &stream_meta(b"st", None), 1);
@@ -1682,6 +1695,7 @@ mod tests {
         let caps = Caps {
             version: (8, 4, 0),
             rdb_version: 12,
+            databases: None,
         };
         let mut enc = Encoder::for_target(caps, false);
         enc.push(Entry::SnapshotStart { rdb_version: 13 }).unwrap();

@@ -40,6 +40,11 @@ pub struct Options {
     pub shared_target: bool,
     /// The task's limits on what is written per second, shared by all its writers.
     pub throttle: Option<Arc<Throttle>>,
+    /// The `[filter]` rules, applied to every batch before it is written (a cluster target
+    /// applies them in its router and gives its masters' writers None).
+    pub filter: Option<Arc<crate::transform::Rules>>,
+    /// Which target db each source db is written to.
+    pub db_map: crate::transform::DbMap,
 }
 
 impl Default for Options {
@@ -51,6 +56,8 @@ impl Default for Options {
             on_error: OnError::Fail,
             shared_target: false,
             throttle: None,
+            filter: None,
+            db_map: crate::transform::DbMap::default(),
         }
     }
 }
@@ -154,6 +161,18 @@ impl StandaloneTarget {
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
         enc.shared_target = options.shared_target;
+        enc.db_map = options.db_map.clone();
+        // A cluster's masters get entries from the router, which applied the filter already.
+        let mut transform = match (&options.filter, &self.cluster) {
+            (Some(rules), None) => {
+                crate::transform::Transform::check_target(rules, self.caps.databases, false)?;
+                Some(crate::transform::Transform::new(
+                    rules.clone(),
+                    self.caps.databases.unwrap_or(crate::transform::DEFAULT_DBS),
+                ))
+            }
+            _ => None,
+        };
         if let Some(key) = checkpoint {
             enc = enc.with_checkpoint(key);
         }
@@ -176,6 +195,16 @@ impl StandaloneTarget {
                 enc.finish();
                 out.flush(&mut enc).await;
                 break;
+            };
+            let batch = match &mut transform {
+                None => batch,
+                Some(t) => match t.apply(batch, &status) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'run;
+                    }
+                },
             };
             for entry in batch {
                 // What is gathered is counted against one stage's limits: write it out first.
