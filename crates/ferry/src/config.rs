@@ -88,6 +88,9 @@ pub struct SyncSection {
     /// When the target holds a copy that the source can no longer bring up to date with a
     /// partial resync: "stop" (default; say so and exit) or "flush" (empty the target, copy again).
     pub full_resync: Option<crate::source::psync::FullResync>,
+    /// Write `__ferry:heartbeat:<name>` on the source every second to measure end-to-end
+    /// latency (default true); false writes nothing to the source.
+    pub heartbeat: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +230,8 @@ pub struct TaskConfig {
     pub writer: crate::target::standalone::Options,
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
+    /// Measure end-to-end latency with a heartbeat key written on the source.
+    pub heartbeat: bool,
 }
 
 impl TaskConfig {
@@ -319,6 +324,7 @@ impl TaskConfig {
         Ok(TaskConfig {
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
+            heartbeat: file.sync.heartbeat.unwrap_or(true),
             retry,
             checkpoint: adv.checkpoint.unwrap_or(true),
             source,

@@ -10,6 +10,8 @@
 //! - [`entry`]: what flows from source to target.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
+//! - [`heartbeat`]: a key written on the source every second; [`latency`]: the time each takes
+//!   to reach the target, as percentiles over the last minute.
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
@@ -22,6 +24,8 @@ pub mod conn;
 pub mod endpoint;
 pub mod entry;
 pub mod error;
+pub mod heartbeat;
+pub mod latency;
 pub mod progress;
 pub mod rdbtool;
 pub mod sentinel;

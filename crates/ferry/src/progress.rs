@@ -60,8 +60,11 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                 if now.duration_since(last.0) >= Duration::from_secs(1) {
                     last = (now, s.ops_applied);
                     line.set_message(format!(
-                        "incremental: {rate:.0} ops/s · lag {} bytes · applied offset {} · {} ops",
-                        s.lag_bytes, s.applied_offset, s.ops_applied
+                        "incremental: {rate:.0} ops/s · lag {} bytes · {} · applied offset {} · {} ops",
+                        s.lag_bytes,
+                        latency_text(s.latency_ms.as_ref()),
+                        s.applied_offset,
+                        s.ops_applied
                     ));
                     line.tick();
                 }
@@ -103,9 +106,44 @@ async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
                 ops = s.ops_applied,
                 lag_bytes = s.lag_bytes,
                 applied_offset = s.applied_offset,
+                latency = %latency_text(s.latency_ms.as_ref()),
                 "incremental sync"
             ),
             _ => {}
         }
+    }
+}
+
+/// `latency p50 1.2 ms p99 3.4 ms` (`~` when estimated), or that there is none to show.
+fn latency_text(report: Option<&crate::latency::Report>) -> String {
+    match report {
+        None => "latency -".to_string(),
+        Some(r) => {
+            let about = if r.estimated { "~" } else { "" };
+            format!(
+                "latency p50 {about}{:.1} ms p99 {about}{:.1} ms",
+                r.p50, r.p99
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::Report;
+
+    #[test]
+    fn latency_line_marks_estimates() {
+        assert_eq!(latency_text(None), "latency -");
+        let mut r = Report {
+            p50: 1.234,
+            p99: 12.0,
+            samples: 60,
+            estimated: false,
+        };
+        assert_eq!(latency_text(Some(&r)), "latency p50 1.2 ms p99 12.0 ms");
+        r.estimated = true;
+        assert_eq!(latency_text(Some(&r)), "latency p50 ~1.2 ms p99 ~12.0 ms");
     }
 }

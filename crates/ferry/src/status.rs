@@ -1,10 +1,14 @@
 //! What a running task shows the world: phase, counters, offsets and the last error. Written by
 //! the engine with atomics (no lock on the hot path), read by the status API and the terminal UI.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use bytes::Bytes;
 use serde::Serialize;
+
+use crate::latency::{self, Latency};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +72,8 @@ pub struct Status {
     /// Commands whose keys span slots of a cluster target, applied by computing the result
     /// from the target's own data (see the README).
     pub cross_slot_commands: AtomicU64,
+    /// End-to-end latency of this stream (source write → applied on the target).
+    pub latency: Latency,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
@@ -103,6 +109,9 @@ pub struct Snapshot {
     pub ops_applied: u64,
     pub relaxed_transactions: u64,
     pub cross_slot_commands: u64,
+    /// Source write → applied on the target over the last minute; null without samples. A
+    /// cluster source: every shard's samples together.
+    pub latency_ms: Option<latency::Report>,
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -137,7 +146,29 @@ impl Status {
 
     /// Raises the applied offset; never moves it back.
     pub fn applied(&self, offset: u64) {
-        self.applied_offset.fetch_max(offset, Relaxed);
+        // SeqCst pairs with `probe_taken`: a probe taken as the offset passes it is not missed.
+        self.applied_offset.fetch_max(offset, SeqCst);
+        self.latency.confirmed(offset);
+    }
+
+    /// A write to one of ferry's own keys came through the stream, ending at `offset` (this
+    /// task's heartbeat is a latency probe).
+    pub fn own_key_seen(&self, args: &[Bytes], offset: u64) {
+        if self.latency.own_key_seen(args, offset) {
+            self.probe_taken();
+        }
+    }
+
+    /// The stream has been read up to `offset` (a latency probe while estimating).
+    pub fn received(&self, offset: u64) {
+        if self.latency.received(offset) {
+            self.probe_taken();
+        }
+    }
+
+    /// The target may have confirmed a probe's position before it was taken.
+    fn probe_taken(&self) {
+        self.latency.confirmed(self.applied_offset.load(SeqCst));
     }
 
     /// Folds what the writers of a cluster target's masters confirmed into this task status:
@@ -238,6 +269,23 @@ impl Status {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let parts: Vec<Arc<Status>> = self
+            .parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
+        let latency_ms = match parts.is_empty() {
+            true => self.latency.report(now),
+            false => latency::Report::of(
+                &parts
+                    .iter()
+                    .flat_map(|p| p.latency.samples(now))
+                    .collect::<Vec<_>>(),
+            ),
+        };
         let source_offset = self.source_offset.load(Relaxed);
         let applied_offset = self.applied_offset.load(Relaxed);
         let phase = self.phase();
@@ -269,6 +317,7 @@ impl Status {
             ops_applied: self.ops_applied.load(Relaxed),
             relaxed_transactions: self.relaxed_transactions.load(Relaxed),
             cross_slot_commands: self.cross_slot_commands.load(Relaxed),
+            latency_ms,
             last_error: self
                 .last_error
                 .lock()

@@ -237,6 +237,7 @@ async fn run_source(
     };
     let source = PsyncSource::connect(endpoint).await?;
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
+    let _heartbeat = crate::heartbeat::start(config, endpoint, status, cancel);
     let writer = tokio::spawn(target.run(
         rx,
         status.clone(),

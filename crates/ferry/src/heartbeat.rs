@@ -1,0 +1,266 @@
+//! The heartbeat: every second, `SET __ferry:heartbeat:<task> <ms since the epoch> PX 10000` on
+//! the source, over a connection of its own. The write comes back in the replication stream
+//! (never copied: the key is ferry's own), and once the target has confirmed its position the
+//! time since it was sent is one latency sample (see `latency`).
+//!
+//! It never fails the task: a lost connection is reconnected with backoff, and a source that
+//! refuses the write (a replica, `READONLY`, an ACL user without `+set`, `MISCONF`) leaves the
+//! latency to be estimated from the stream, said once in the log and asked again now and then.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_keyspace::SlotTags;
+use ferry_resp::Frame;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TaskConfig;
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::entry::OWN_KEY_PREFIX;
+use crate::error::{Error, Role};
+use crate::latency::unix_ms;
+use crate::status::Status;
+use crate::topology::{self, Topology};
+
+const EVERY: Duration = Duration::from_secs(1);
+/// The key outlives a few missed beats, then goes by itself once ferry stops.
+const EXPIRY_MS: &str = "10000";
+/// A source that refused the write is asked again this often.
+const ASK_AGAIN: Duration = Duration::from_secs(30);
+
+/// `__ferry:heartbeat:<task>`.
+pub fn key(task: &str) -> Vec<u8> {
+    [OWN_KEY_PREFIX, b"heartbeat:", task.as_bytes()].concat()
+}
+
+/// Starts the heartbeat of one replication stream from `endpoint` (unless turned off or there
+/// is no stream to follow); it stops when the returned guard is dropped or `cancel` fires.
+pub fn start(
+    config: &TaskConfig,
+    endpoint: &Endpoint,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Option<Heartbeat> {
+    if !config.heartbeat || config.full_only {
+        return None;
+    }
+    let stream = status.latency.begin();
+    let stop = cancel.child_token();
+    tokio::spawn(beat(
+        endpoint.clone(),
+        config.name.clone(),
+        status.clone(),
+        stream,
+        stop.clone(),
+    ));
+    Some(Heartbeat {
+        stop,
+        status: status.clone(),
+        stream,
+    })
+}
+
+/// A running heartbeat; dropping it stops it, and its stream takes no more probes.
+pub struct Heartbeat {
+    stop: CancellationToken,
+    status: Arc<Status>,
+    stream: u64,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.status.latency.end(self.stream);
+    }
+}
+
+/// Where the heartbeat writes: a connection to the master and the key, in a slot that master
+/// serves on a cluster.
+struct Writer {
+    conn: Conn,
+    key: Bytes,
+}
+
+/// Why there is no writer.
+enum NoWriter {
+    /// Worth trying again soon (the link, a busy server).
+    Link(Error),
+    /// The source will not take the heartbeat as it stands.
+    Refused(String),
+}
+
+async fn beat(
+    endpoint: Endpoint,
+    task: String,
+    status: Arc<Status>,
+    stream: u64,
+    stop: CancellationToken,
+) {
+    let latency = &status.latency;
+    let mut writer: Option<Writer> = None;
+    let mut failures: u32 = 0;
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        if refused_at.is_some_and(|t| t.elapsed() < ASK_AGAIN) {
+            continue;
+        }
+        let w = match &mut writer {
+            Some(w) => w,
+            None => match open(&endpoint, &task).await {
+                Ok(w) => {
+                    failures = 0;
+                    latency.set_key(stream, w.key.clone());
+                    writer.insert(w)
+                }
+                Err(NoWriter::Refused(why)) => {
+                    refused(&status, stream, &endpoint, &why);
+                    refused_at = Some(Instant::now());
+                    continue;
+                }
+                Err(NoWriter::Link(e)) => {
+                    failures = failures.saturating_add(1);
+                    tracing::debug!("heartbeat: {e}");
+                    if !pause(backoff(failures), &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let value = unix_ms();
+        latency.sent(value, Instant::now());
+        let value = value.to_string();
+        let reply = w
+            .conn
+            .request(&[
+                &b"SET"[..],
+                &w.key,
+                value.as_bytes(),
+                b"PX",
+                EXPIRY_MS.as_bytes(),
+            ])
+            .await;
+        match reply {
+            Ok(Frame::Error(msg)) if topology::is_redirect(&msg) => {
+                // The slot moved to another master: find it again.
+                writer = None;
+            }
+            Ok(Frame::Error(msg)) => {
+                refused(&status, stream, &endpoint, &String::from_utf8_lossy(&msg));
+                refused_at = Some(Instant::now());
+            }
+            Ok(_) => {
+                refused_at = None;
+                if latency.set_estimating(stream, false) {
+                    tracing::info!(
+                        source = %endpoint,
+                        "the source takes the heartbeat's write now: latency is measured end to end"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::debug!("heartbeat: {e}");
+                writer = None;
+            }
+        }
+    }
+}
+
+/// The source refused the heartbeat: estimate from the stream instead, and say why once.
+fn refused(status: &Status, stream: u64, endpoint: &Endpoint, why: &str) {
+    let latency = &status.latency;
+    latency.set_estimating(stream, true);
+    if !latency
+        .refusal_logged
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "source {} refused the latency heartbeat's write ({}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
+             let ferry's user SET keys __ferry:* (ACL SETUSER <user> +set ~__ferry:*) on a writable master, or set [sync] heartbeat = false",
+            endpoint.addr(),
+            why.trim()
+        );
+    }
+}
+
+/// Connects to the master that takes the heartbeat: the source itself, or on a cluster the
+/// master of the source node's shard, with the key in that shard's first slot.
+async fn open(endpoint: &Endpoint, task: &str) -> Result<Writer, NoWriter> {
+    let mut conn = Conn::connect(Role::Source, endpoint)
+        .await
+        .map_err(NoWriter::Link)?;
+    let key = key(task);
+    if !topology::is_cluster(&mut conn)
+        .await
+        .map_err(NoWriter::Link)?
+    {
+        return Ok(Writer {
+            conn,
+            key: Bytes::from(key),
+        });
+    }
+    let map = Topology::discover(&mut conn, endpoint)
+        .await
+        .map_err(NoWriter::Link)?;
+    let here = endpoint.addr();
+    let Some(shard) = map
+        .shards
+        .iter()
+        .find(|s| s.master.addr() == here || s.replicas.iter().any(|r| r.addr() == here))
+    else {
+        return Err(NoWriter::Refused(format!(
+            "{here} serves no slots of the cluster"
+        )));
+    };
+    let key = SlotTags::new().key_in_slot(&key, shard.first_slot(), b"");
+    if shard.master.addr() != here {
+        conn = Conn::connect(Role::Source, &shard.master)
+            .await
+            .map_err(NoWriter::Link)?;
+    }
+    Ok(Writer {
+        conn,
+        key: Bytes::from(key),
+    })
+}
+
+/// 1 s doubling to 30 s.
+fn backoff(failures: u32) -> Duration {
+    EVERY
+        .saturating_mul(1u32 << failures.min(5))
+        .min(Duration::from_secs(30))
+}
+
+/// Sleeps unless stopped first; false when stopped.
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_ferrys_own_and_names_the_task() {
+        assert_eq!(key("orders-eu"), b"__ferry:heartbeat:orders-eu");
+        assert!(key("x").starts_with(OWN_KEY_PREFIX));
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(10), Duration::from_secs(30));
+    }
+}
