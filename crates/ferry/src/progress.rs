@@ -60,7 +60,7 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                 if now.duration_since(last.0) >= Duration::from_secs(1) {
                     last = (now, s.ops_applied);
                     line.set_message(format!(
-                        "incremental: {rate:.0} ops/s · lag {} bytes · {} · applied offset {} · {} ops",
+                        "incremental: {rate:.0} ops/s · lag {} bytes · latency {} · applied offset {} · {} ops",
                         s.lag_bytes,
                         latency_text(s.latency_ms.as_ref()),
                         s.applied_offset,
@@ -114,16 +114,13 @@ async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
     }
 }
 
-/// `latency p50 1.2 ms p99 3.4 ms` (`~` when estimated), or that there is none to show.
+/// `p50 1.2 ms p99 3.4 ms` (`~` when estimated), or `-` without samples.
 fn latency_text(report: Option<&crate::latency::Report>) -> String {
     match report {
-        None => "latency -".to_string(),
+        None => "-".to_string(),
         Some(r) => {
             let about = if r.estimated { "~" } else { "" };
-            format!(
-                "latency p50 {about}{:.1} ms p99 {about}{:.1} ms",
-                r.p50, r.p99
-            )
+            format!("p50 {about}{:.1} ms p99 {about}{:.1} ms", r.p50, r.p99)
         }
     }
 }
@@ -135,15 +132,15 @@ mod tests {
 
     #[test]
     fn latency_line_marks_estimates() {
-        assert_eq!(latency_text(None), "latency -");
+        assert_eq!(latency_text(None), "-");
         let mut r = Report {
             p50: 1.234,
             p99: 12.0,
             samples: 60,
             estimated: false,
         };
-        assert_eq!(latency_text(Some(&r)), "latency p50 1.2 ms p99 12.0 ms");
+        assert_eq!(latency_text(Some(&r)), "p50 1.2 ms p99 12.0 ms");
         r.estimated = true;
-        assert_eq!(latency_text(Some(&r)), "latency p50 ~1.2 ms p99 ~12.0 ms");
+        assert_eq!(latency_text(Some(&r)), "p50 ~1.2 ms p99 ~12.0 ms");
     }
 }

@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Ferry, config_file, resyncs, wait_caught_up};
-use testkit::Server;
-use testkit::compare::{self, Options};
+use testkit::compare::{self, Options, Side};
 use testkit::workload::{self, Spec};
+use testkit::{Cluster, Server};
 
 fn spec(seed: u64) -> Spec {
     Spec {
@@ -197,4 +197,75 @@ fn heartbeat_can_be_turned_off() {
     assert_eq!(keys(&source, "__ferry:*"), Vec::<String>::new());
     assert!(ferry.status().unwrap()["latency_ms"].is_null());
     assert_equal(&source, &target);
+}
+
+/// A cluster source read from its replicas: each shard's heartbeat is written to that shard's
+/// master (a key in one of its slots), comes back through the replica, and is reported per
+/// shard and all together.
+#[test]
+fn cluster_source_reports_each_shard_and_all() {
+    let source = Cluster::start_with(3, 1, &["--repl-diskless-sync-delay", "0"]);
+    let target = Server::start();
+    let spec = Spec {
+        dbs: vec![0],
+        ..spec(9)
+    };
+    workload::populate_cluster(&source, &spec);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nread_from = \"replica\"\n[target]\nurl = \"{}\"\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
+    let background = workload::run_in_background_cluster(&source, spec.clone());
+    let st = ferry.wait_status(Duration::from_secs(120), "samples from every shard", |s| {
+        let shards = s["shards"].as_array().cloned().unwrap_or_default();
+        shards.len() == 3
+            && shards
+                .iter()
+                .all(|p| p["latency_ms"]["samples"].as_u64().unwrap_or(0) >= 2)
+    });
+    background.stop();
+    let top = &st["latency_ms"];
+    let most = st["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["latency_ms"]["estimated"], false, "{st}");
+            p["latency_ms"]["samples"].as_u64().unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(top["samples"].as_u64().unwrap() > most, "{st}");
+    assert!(
+        top["p50"].as_f64().unwrap() <= top["p99"].as_f64().unwrap(),
+        "{st}"
+    );
+    assert_eq!(top["estimated"], false, "{st}");
+    // Each master took its own shard's heartbeat.
+    for master in source.masters() {
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg("__ferry:heartbeat:*")
+            .query(&mut master.conn())
+            .unwrap();
+        assert_eq!(found.len(), 1, "{}: {found:?}", master.addr());
+    }
+    compare::eventually_equal_sides(
+        &Side::from(&source),
+        &Side::from(&target),
+        &Options {
+            group_read_counters: false,
+            ..Options::default()
+        },
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(keys(&target, "__ferry:heartbeat:*"), Vec::<String>::new());
 }
