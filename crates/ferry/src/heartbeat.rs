@@ -18,9 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::TaskConfig;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
-use crate::entry::OWN_KEY_PREFIX;
 use crate::error::{Error, Role};
-use crate::latency::unix_ms;
+use crate::latency::{HEARTBEAT_PREFIX, unix_ms};
 use crate::status::Status;
 use crate::topology::{self, Topology};
 
@@ -32,7 +31,7 @@ const ASK_AGAIN: Duration = Duration::from_secs(30);
 
 /// `__ferry:heartbeat:<task>`.
 pub fn key(task: &str) -> Vec<u8> {
-    [OWN_KEY_PREFIX, b"heartbeat:", task.as_bytes()].concat()
+    [HEARTBEAT_PREFIX, task.as_bytes()].concat()
 }
 
 /// Starts the heartbeat of one replication stream from `endpoint` (unless turned off or there
@@ -153,6 +152,9 @@ async fn beat(
                 // The slot moved to another master: find it again.
                 writer = None;
             }
+            Ok(Frame::Error(msg)) if passing(&msg) => {
+                tracing::debug!("heartbeat: {}", String::from_utf8_lossy(&msg));
+            }
             Ok(Frame::Error(msg)) => {
                 refused(&status, stream, &endpoint, &String::from_utf8_lossy(&msg));
                 refused_at = Some(Instant::now());
@@ -183,7 +185,7 @@ fn refused(status: &Status, stream: u64, endpoint: &Endpoint, why: &str) {
         .swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::warn!(
-            "source {} refused the latency heartbeat's write ({}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
+            "source {} does not take the latency heartbeat's write ({}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
              let ferry's user SET keys __ferry:* (ACL SETUSER <user> +set ~__ferry:*) on a writable master, or set [sync] heartbeat = false",
             endpoint.addr(),
             why.trim()
@@ -202,6 +204,21 @@ async fn open(endpoint: &Endpoint, task: &str) -> Result<Writer, NoWriter> {
         .await
         .map_err(NoWriter::Link)?
     {
+        // A replica does not pass its own writes on (even when it takes them): the heartbeat
+        // would never come back.
+        let info = conn
+            .request_ok(&[&b"INFO"[..], b"replication"])
+            .await
+            .map_err(NoWriter::Link)?;
+        let info = info.as_bytes().cloned().unwrap_or_default();
+        if String::from_utf8_lossy(&info)
+            .lines()
+            .any(|l| l.trim() == "role:slave")
+        {
+            return Err(NoWriter::Refused(
+                "it is a replica: its own writes do not reach its replication stream".into(),
+            ));
+        }
         return Ok(Writer {
             conn,
             key: Bytes::from(key),
@@ -232,6 +249,14 @@ async fn open(endpoint: &Endpoint, task: &str) -> Result<Writer, NoWriter> {
     })
 }
 
+/// A refusal that passes by itself (a server loading its data, busy with a script, a cluster
+/// settling): the next beat tries again.
+fn passing(msg: &[u8]) -> bool {
+    ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"]
+        .iter()
+        .any(|p| msg.starts_with(p.as_bytes()))
+}
+
 /// 1 s doubling to 30 s.
 fn backoff(failures: u32) -> Duration {
     EVERY
@@ -250,11 +275,27 @@ async fn pause(d: Duration, stop: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::OWN_KEY_PREFIX;
 
     #[test]
     fn key_is_ferrys_own_and_names_the_task() {
         assert_eq!(key("orders-eu"), b"__ferry:heartbeat:orders-eu");
         assert!(key("x").starts_with(OWN_KEY_PREFIX));
+    }
+
+    #[test]
+    fn only_passing_refusals_are_tried_again_at_once() {
+        assert!(passing(b"LOADING Redis is loading the dataset in memory"));
+        assert!(passing(b"BUSY Redis is busy running a script"));
+        assert!(!passing(
+            b"READONLY You can't write against a read only replica."
+        ));
+        assert!(!passing(
+            b"NOPERM this user has no permissions to run the 'set' command"
+        ));
+        assert!(!passing(
+            b"MISCONF Redis is configured to save RDB snapshots"
+        ));
     }
 
     #[test]

@@ -24,6 +24,8 @@ const MAX_WAITING: usize = 128;
 /// Heartbeat send instants remembered, for a precise clock; older ones fall back to the
 /// millisecond wall clock in the key's value.
 const MAX_SENT: usize = 16;
+/// What every heartbeat key starts with (`heartbeat::key`).
+pub const HEARTBEAT_PREFIX: &[u8] = b"__ferry:heartbeat:";
 /// Estimated probes are taken at most this often.
 const ESTIMATE_EVERY: Duration = Duration::from_secs(1);
 
@@ -231,7 +233,8 @@ impl Latency {
         let [name, key, value, ..] = args else {
             return false;
         };
-        if !name.eq_ignore_ascii_case(b"SET") {
+        // Cheap tests first: in a cascade every transaction carries another ferry's checkpoint.
+        if !name.eq_ignore_ascii_case(b"SET") || !key.starts_with(HEARTBEAT_PREFIX) {
             return false;
         }
         let mut inner = self.inner();
@@ -455,31 +458,31 @@ mod tests {
     fn waiting_probes_are_bounded_and_cleared_by_a_new_stream() {
         let l = Latency::default();
         let stream = l.begin();
-        l.set_key(stream, Bytes::from_static(b"k"));
+        l.set_key(stream, Bytes::from_static(b"__ferry:heartbeat:k"));
         let value = unix_ms().to_string();
         for offset in 1..=(MAX_WAITING as u64 + 10) {
-            l.own_key_seen(&args(&["SET", "k", &value]), offset);
+            l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), offset);
         }
         assert_eq!(l.inner().waiting.len(), MAX_WAITING);
         // Positions must grow: a repeat is not a second probe.
         let next = l.begin();
         assert!(!l.waiting());
         assert!(
-            !l.own_key_seen(&args(&["SET", "k", &value]), 5),
+            !l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), 5),
             "no key yet"
         );
-        l.set_key(stream, Bytes::from_static(b"k"));
+        l.set_key(stream, Bytes::from_static(b"__ferry:heartbeat:k"));
         assert!(
-            !l.own_key_seen(&args(&["SET", "k", &value]), 5),
+            !l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), 5),
             "an earlier stream's key"
         );
-        l.set_key(next, Bytes::from_static(b"k"));
-        assert!(l.own_key_seen(&args(&["SET", "k", &value]), 5));
-        assert!(!l.own_key_seen(&args(&["SET", "k", &value]), 5));
+        l.set_key(next, Bytes::from_static(b"__ferry:heartbeat:k"));
+        assert!(l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), 5));
+        assert!(!l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), 5));
         l.end(stream);
         assert!(l.waiting(), "an earlier stream's end changes nothing");
         l.end(next);
         assert!(!l.waiting());
-        assert!(!l.own_key_seen(&args(&["SET", "k", &value]), 6));
+        assert!(!l.own_key_seen(&args(&["SET", "__ferry:heartbeat:k", &value]), 6));
     }
 }

@@ -142,7 +142,7 @@ fn estimated_while_syncing(source: &Server, writes_to: &Server, source_url: &str
     assert!(st["last_error"].is_null(), "{st}");
     let log = ferry.log();
     assert_eq!(
-        log.matches("refused the latency heartbeat").count(),
+        log.matches("does not take the latency heartbeat").count(),
         1,
         "{log}"
     );
