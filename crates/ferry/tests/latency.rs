@@ -269,3 +269,46 @@ fn cluster_source_reports_each_shard_and_all() {
     .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
     assert_eq!(keys(&target, "__ferry:heartbeat:*"), Vec::<String>::new());
 }
+
+/// A cascade A→B→C, two ferry tasks: each measures its own heartbeat; A's never reaches B (so
+/// B→C never sees it), B's never reaches C.
+#[test]
+fn cascade_keeps_each_tasks_heartbeat_to_itself() {
+    let a = Server::start();
+    let b = Server::start();
+    let c = Server::start();
+    workload::populate(&a, &spec(10));
+    let dir = tempfile::tempdir().unwrap();
+    let ab = config_file(dir.path(), &a.url(), &b.url(), "name = \"ab\"");
+    let bc = config_file(dir.path(), &b.url(), &c.url(), "name = \"bc\"");
+    let mut first = Ferry::start_with_status(&["--config", &ab]);
+    first.wait_status(Duration::from_secs(60), "A→B incremental", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut second = Ferry::start_with_status(&["--config", &bc]);
+    second.wait_status(Duration::from_secs(60), "B→C incremental", |s| {
+        s["phase"] == "incremental"
+    });
+    let background = workload::run_in_background(&a, spec(11));
+    for ferry in [&mut first, &mut second] {
+        let latency = wait_samples(ferry, 3);
+        assert_eq!(latency["estimated"], false, "{latency}");
+    }
+    background.stop();
+    wait_caught_up(&mut first, &a, Duration::from_secs(60));
+    wait_caught_up(&mut second, &b, Duration::from_secs(60));
+    assert_equal(&a, &b);
+    assert_equal(&b, &c);
+    let heartbeats = |s: &Server| {
+        let mut names: Vec<String> = keys(s, "__ferry:heartbeat:*")
+            .into_iter()
+            .map(|k| k.split_once(':').unwrap().1.to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(heartbeats(&a), ["__ferry:heartbeat:ab"]);
+    assert_eq!(heartbeats(&b), ["__ferry:heartbeat:bc"]);
+    assert_eq!(heartbeats(&c), Vec::<String>::new());
+}
