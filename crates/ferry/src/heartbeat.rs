@@ -97,40 +97,72 @@ async fn beat(
     stream: u64,
     stop: CancellationToken,
 ) {
-    let latency = &status.latency;
-    let mut writer: Option<Writer> = None;
-    let mut failures: u32 = 0;
+    let mut beat = Beat {
+        endpoint,
+        task,
+        status,
+        stream,
+        writer: None,
+        failures: 0,
+        refused_at: None,
+    };
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut refused_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return,
         }
-        if refused_at.is_some_and(|t| t.elapsed() < ASK_AGAIN) {
-            continue;
+        // A source that hangs must not keep the heartbeat past the task's stop.
+        let pause = tokio::select! {
+            pause = beat.once() => pause,
+            _ = stop.cancelled() => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => return,
         }
-        let w = match &mut writer {
+    }
+}
+
+/// The heartbeat's state between beats.
+struct Beat {
+    endpoint: Endpoint,
+    task: String,
+    status: Arc<Status>,
+    /// The stream this heartbeat measures (see `Latency::begin`).
+    stream: u64,
+    writer: Option<Writer>,
+    /// Connection attempts failed in a row, for the backoff.
+    failures: u32,
+    /// When the source last refused the heartbeat.
+    refused_at: Option<Instant>,
+}
+
+impl Beat {
+    /// One beat: connects if need be and writes the key. Returns how long to wait before the
+    /// next (beyond the tick): a backoff after a failed connection.
+    async fn once(&mut self) -> Duration {
+        let latency = &self.status.latency;
+        if self.refused_at.is_some_and(|t| t.elapsed() < ASK_AGAIN) {
+            return Duration::ZERO;
+        }
+        let w = match &mut self.writer {
             Some(w) => w,
-            None => match open(&endpoint, &task).await {
+            None => match open(&self.endpoint, &self.task).await {
                 Ok(w) => {
-                    failures = 0;
-                    latency.set_key(stream, w.key.clone());
-                    writer.insert(w)
+                    self.failures = 0;
+                    latency.set_key(self.stream, w.key.clone());
+                    self.writer.insert(w)
                 }
                 Err(NoWriter::Refused(why)) => {
-                    refused(&status, stream, &endpoint, &why);
-                    refused_at = Some(Instant::now());
-                    continue;
+                    self.refused(&why);
+                    return Duration::ZERO;
                 }
                 Err(NoWriter::Link(e)) => {
-                    failures = failures.saturating_add(1);
+                    self.failures = self.failures.saturating_add(1);
                     tracing::debug!("heartbeat: {e}");
-                    if !pause(backoff(failures), &stop).await {
-                        break;
-                    }
-                    continue;
+                    return backoff(self.failures);
                 }
             },
         };
@@ -150,45 +182,52 @@ async fn beat(
         match reply {
             Ok(Frame::Error(msg)) if topology::is_redirect(&msg) => {
                 // The slot moved to another master: find it again.
-                writer = None;
+                self.writer = None;
             }
             Ok(Frame::Error(msg)) if passing(&msg) => {
                 tracing::debug!("heartbeat: {}", String::from_utf8_lossy(&msg));
             }
-            Ok(Frame::Error(msg)) => {
-                refused(&status, stream, &endpoint, &String::from_utf8_lossy(&msg));
-                refused_at = Some(Instant::now());
-            }
+            Ok(Frame::Error(msg)) => self.refused(&String::from_utf8_lossy(&msg)),
             Ok(_) => {
-                refused_at = None;
-                if latency.set_estimating(stream, false) {
+                self.refused_at = None;
+                if latency.set_estimating(self.stream, false) {
                     tracing::info!(
-                        source = %endpoint,
+                        source = %self.endpoint,
                         "the source takes the heartbeat's write now: latency is measured end to end"
                     );
                 }
             }
             Err(e) => {
                 tracing::debug!("heartbeat: {e}");
-                writer = None;
+                self.writer = None;
             }
         }
+        Duration::ZERO
     }
-}
 
-/// The source refused the heartbeat: estimate from the stream instead, and say why once.
-fn refused(status: &Status, stream: u64, endpoint: &Endpoint, why: &str) {
-    let latency = &status.latency;
-    latency.set_estimating(stream, true);
-    if !latency
-        .refusal_logged
-        .swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
+    /// The source refused the heartbeat: estimate from the stream instead, and say why once.
+    fn refused(&mut self, why: &str) {
+        self.refused_at = Some(Instant::now());
+        let latency = &self.status.latency;
+        latency.set_estimating(self.stream, true);
+        if latency
+            .refusal_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let why = why.trim();
+        let fix = if why.starts_with("NOPERM") {
+            "to measure end to end, let ferry's user write its own keys (ACL SETUSER <user> +set ~__ferry:*); "
+        } else if why.starts_with("READONLY") || why.contains("replica") {
+            "to measure end to end, replicate from the master; "
+        } else {
+            ""
+        };
         tracing::warn!(
-            "source {} does not take the latency heartbeat's write ({}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
-             let ferry's user SET keys __ferry:* (ACL SETUSER <user> +set ~__ferry:*) on a writable master, or set [sync] heartbeat = false",
-            endpoint.addr(),
-            why.trim()
+            "source {} does not take the latency heartbeat's write ({why}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
+             {fix}[sync] heartbeat = false turns the heartbeat off",
+            self.endpoint.addr(),
         );
     }
 }
@@ -262,14 +301,6 @@ fn backoff(failures: u32) -> Duration {
     EVERY
         .saturating_mul(1u32 << failures.min(5))
         .min(Duration::from_secs(30))
-}
-
-/// Sleeps unless stopped first; false when stopped.
-async fn pause(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = stop.cancelled() => false,
-    }
 }
 
 #[cfg(test)]

@@ -270,19 +270,13 @@ impl Status {
 
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let parts: Vec<Arc<Status>> = self
-            .parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect();
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let latency_ms = match parts.is_empty() {
             true => self.latency.report(now),
             false => latency::Report::of(
                 &parts
                     .iter()
-                    .flat_map(|p| p.latency.samples(now))
+                    .flat_map(|(_, p)| p.latency.samples(now))
                     .collect::<Vec<_>>(),
             ),
         };
@@ -323,10 +317,7 @@ impl Status {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-            shards: self
-                .parts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            shards: parts
                 .iter()
                 .map(|(name, s)| Part {
                     name: name.clone(),
