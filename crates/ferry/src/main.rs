@@ -166,6 +166,9 @@ struct SyncArgs {
     /// flush (empty the target, copy again).
     #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
     full_resync: Option<String>,
+    /// Write nothing to the source: no heartbeat key, so no latency figures.
+    #[arg(long)]
+    no_heartbeat: bool,
     /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
     #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
     source_tls_ca: Option<PathBuf>,
@@ -293,6 +296,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     if args.full_only {
         file.sync.full_only = Some(true);
+    }
+    if args.no_heartbeat {
+        file.sync.heartbeat = Some(false);
     }
     if args.status_addr.is_some() {
         file.status.addr = args.status_addr;

@@ -176,27 +176,32 @@ fn a_replica_source_gets_an_estimate() {
 #[test]
 fn heartbeat_can_be_turned_off() {
     let source = Server::start();
-    let target = Server::start();
     workload::populate(&source, &spec(7));
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(
-        dir.path(),
-        &source.url(),
-        &target.url(),
-        "heartbeat = false",
-    );
-    let mut ferry = Ferry::start_with_status(&["--config", &config]);
-    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
-    let mut tail = workload::Workload::new(&spec(8));
-    tail.run(&source, 500);
-    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
-    // Longer than a heartbeat's period: one would have been written by now.
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(keys(&source, "__ferry:*"), Vec::<String>::new());
-    assert!(ferry.status().unwrap()["latency_ms"].is_null());
-    assert_equal(&source, &target);
+    // In the config file, then with the flag.
+    for (n, flag) in [None, Some("--no-heartbeat")].into_iter().enumerate() {
+        let target = Server::start();
+        let sync = if flag.is_none() {
+            "heartbeat = false"
+        } else {
+            ""
+        };
+        let config = config_file(dir.path(), &source.url(), &target.url(), sync);
+        let mut args = vec!["--config", config.as_str()];
+        args.extend(flag);
+        let mut ferry = Ferry::start_with_status(&args);
+        ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+            s["phase"] == "incremental"
+        });
+        let mut tail = workload::Workload::new(&spec(8 + n as u64));
+        tail.run(&source, 500);
+        wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+        // Longer than a heartbeat's period: one would have been written by now.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(keys(&source, "__ferry:*"), Vec::<String>::new());
+        assert!(ferry.status().unwrap()["latency_ms"].is_null());
+        assert_equal(&source, &target);
+    }
 }
 
 /// A cluster source read from its replicas: each shard's heartbeat is written to that shard's
