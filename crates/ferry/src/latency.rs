@@ -209,10 +209,6 @@ impl Latency {
         inner.stream == stream && self.estimating.swap(on, SeqCst) != on
     }
 
-    pub fn estimating(&self) -> bool {
-        self.estimating.load(SeqCst)
-    }
-
     /// Whether a probe waits for the target.
     pub fn waiting(&self) -> bool {
         self.due.load(SeqCst) != u64::MAX
