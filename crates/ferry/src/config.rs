@@ -245,6 +245,9 @@ pub struct SyncSection {
     pub on_conflict: Option<OnConflict>,
     /// Confirms `on_conflict = "flush"`, which deletes the target's data.
     pub confirm_flush: Option<bool>,
+    /// Write `__ferry:heartbeat:<name>` on the source every second to measure end-to-end
+    /// latency (default true); false writes nothing to the source.
+    pub heartbeat: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -399,6 +402,8 @@ pub struct TaskConfig {
     pub on_conflict: Option<OnConflict>,
     /// Forward PUBLISH and SPUBLISH from the source's stream.
     pub forward_publish: bool,
+    /// Measure end-to-end latency with a heartbeat key written on the source.
+    pub heartbeat: bool,
 }
 
 impl TaskConfig {
@@ -536,6 +541,7 @@ impl TaskConfig {
             spool,
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
+            heartbeat: file.sync.heartbeat.unwrap_or(true),
             retry,
             checkpoint: adv.checkpoint.unwrap_or(true),
             source,

@@ -12,6 +12,8 @@
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
 //! - [`throttle`]: limits on the keys, commands and bytes per second written to the target.
+//! - [`heartbeat`]: a key written on the source every second; [`latency`]: the time each takes
+//!   to reach the target, as percentiles over the last minute.
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
@@ -25,6 +27,8 @@ pub mod endpoint;
 pub mod entry;
 pub mod error;
 pub mod fanout;
+pub mod heartbeat;
+pub mod latency;
 pub mod progress;
 pub mod rdbtool;
 pub mod relay;

@@ -209,6 +209,9 @@ struct SyncArgs {
         help_heading = "Limits (per second; off by default)"
     )]
     incremental_mb_per_sec: Option<f64>,
+    /// Write nothing to the source: no heartbeat key, so no latency figures.
+    #[arg(long)]
+    no_heartbeat: bool,
     /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
     #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
     source_tls_ca: Option<PathBuf>,
@@ -431,6 +434,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     if args.full_only {
         file.sync.full_only = Some(true);
+    }
+    if args.no_heartbeat {
+        file.sync.heartbeat = Some(false);
     }
     if args.status_addr.is_some() {
         file.status.addr = args.status_addr;

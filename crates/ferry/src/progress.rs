@@ -64,8 +64,9 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
                 if now.duration_since(last.0) >= Duration::from_secs(1) {
                     last = (now, s.ops_applied);
                     line.set_message(format!(
-                        "incremental: {rate:.0} ops/s · lag {} bytes · applied offset {} · {} ops{}",
+                        "incremental: {rate:.0} ops/s · lag {} bytes · latency {} · applied offset {} · {} ops{}",
                         s.lag_bytes,
+                        latency_text(s.latency_ms.as_ref()),
                         s.applied_offset,
                         s.ops_applied,
                         held(&s)
@@ -120,9 +121,41 @@ async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
                 lag_bytes = s.lag_bytes,
                 applied_offset = s.applied_offset,
                 throttled_ms = s.limit.map(|l| l.throttled_ms),
+                latency = %latency_text(s.latency_ms.as_ref()),
                 "incremental sync"
             ),
             _ => {}
         }
+    }
+}
+
+/// `p50 1.2 ms p99 3.4 ms` (`~` when estimated), or `-` without samples.
+fn latency_text(report: Option<&crate::latency::Report>) -> String {
+    match report {
+        None => "-".to_string(),
+        Some(r) => {
+            let about = if r.estimated { "~" } else { "" };
+            format!("p50 {about}{:.1} ms p99 {about}{:.1} ms", r.p50, r.p99)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::Report;
+
+    #[test]
+    fn latency_line_marks_estimates() {
+        assert_eq!(latency_text(None), "-");
+        let mut r = Report {
+            p50: 1.234,
+            p99: 12.0,
+            samples: 60,
+            estimated: false,
+        };
+        assert_eq!(latency_text(Some(&r)), "p50 1.2 ms p99 12.0 ms");
+        r.estimated = true;
+        assert_eq!(latency_text(Some(&r)), "p50 ~1.2 ms p99 ~12.0 ms");
     }
 }

@@ -1,11 +1,14 @@
 //! What a running task shows the world: phase, counters, offsets and the last error. Written by
 //! the engine with atomics (no lock on the hot path), read by the status API and the terminal UI.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use bytes::Bytes;
 use serde::Serialize;
 
+use crate::latency::{self, Latency};
 use crate::throttle::{LimitStatus, Throttle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -86,6 +89,8 @@ pub struct Status {
     /// Stream commands over allowed and blocked keys that cannot be cut per key (RENAME,
     /// SUNIONSTORE...): left out, each with a warning.
     pub unsplittable_commands: AtomicU64,
+    /// End-to-end latency of this stream (source write → applied on the target).
+    pub latency: Latency,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A cluster source: one status per shard, by name.
@@ -132,6 +137,9 @@ pub struct Snapshot {
     pub filtered_commands: u64,
     pub split_commands: u64,
     pub unsplittable_commands: u64,
+    /// Source write → applied on the target over the last minute; null without samples. A
+    /// cluster source: every shard's samples together.
+    pub latency_ms: Option<latency::Report>,
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -178,7 +186,29 @@ impl Status {
 
     /// Raises the applied offset; never moves it back.
     pub fn applied(&self, offset: u64) {
-        self.applied_offset.fetch_max(offset, Relaxed);
+        // SeqCst pairs with `probe_taken`: a probe taken as the offset passes it is not missed.
+        self.applied_offset.fetch_max(offset, SeqCst);
+        self.latency.confirmed(offset);
+    }
+
+    /// A write to one of ferry's own keys came through the stream, ending at `offset` (this
+    /// task's heartbeat is a latency probe).
+    pub fn own_key_seen(&self, args: &[Bytes], offset: u64) {
+        if self.latency.own_key_seen(args, offset) {
+            self.probe_taken();
+        }
+    }
+
+    /// The stream has been read up to `offset` (a latency probe while estimating).
+    pub fn received(&self, offset: u64) {
+        if self.latency.received(offset) {
+            self.probe_taken();
+        }
+    }
+
+    /// The target may have confirmed a probe's position before it was taken.
+    fn probe_taken(&self) {
+        self.latency.confirmed(self.applied_offset.load(SeqCst));
     }
 
     /// Folds what the writers of a cluster target's masters confirmed into this task status:
@@ -249,8 +279,11 @@ impl Status {
         if targets.is_empty() {
             return;
         }
-        let least: [fn(&Status) -> &AtomicU64; 5] = [
-            |s| &s.applied_offset,
+        // Through `applied`: this stream's latency probes are settled as it moves.
+        if let Some(low) = targets.iter().map(|t| t.applied_offset.load(Relaxed)).min() {
+            self.applied(low);
+        }
+        let least: [fn(&Status) -> &AtomicU64; 4] = [
             |s| &s.keys_written,
             |s| &s.big_keys,
             |s| &s.rewritten_keys,
@@ -366,6 +399,17 @@ impl Status {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let latency_ms = match parts.is_empty() {
+            true => self.latency.report(now),
+            false => latency::Report::of(
+                &parts
+                    .iter()
+                    .flat_map(|(_, p)| p.latency.samples(now))
+                    .collect::<Vec<_>>(),
+            ),
+        };
         let source_offset = self.source_offset.load(Relaxed);
         let applied_offset = self.applied_offset.load(Relaxed);
         let phase = self.phase();
@@ -404,15 +448,13 @@ impl Status {
             filtered_commands: self.filtered_commands.load(Relaxed),
             split_commands: self.split_commands.load(Relaxed),
             unsplittable_commands: self.unsplittable_commands.load(Relaxed),
+            latency_ms,
             last_error: self
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-            shards: self
-                .parts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            shards: parts
                 .iter()
                 .map(|(name, s)| Part {
                     name: name.clone(),

@@ -224,6 +224,7 @@ async fn run_source(
     };
     let source = PsyncSource::connect(endpoint).await?;
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
+    let _heartbeat = crate::heartbeat::start(config, endpoint, status, cancel);
     let options = psync::Options {
         rdb: config.rdb.clone(),
         full_only: config.full_only,

@@ -171,5 +171,9 @@ fn one_stream_feeds_several_targets_independently() {
             .contains("source continues the stream from the checkpoint")
     );
     assert_eq!(resyncs(&source), (1, 1), "{}", source.log_tail(40));
+    // The heartbeat measures the stream into the least advanced target.
+    ferry.wait_status(Duration::from_secs(60), "latency samples", |s| {
+        s["latency_ms"]["samples"].as_u64().unwrap_or(0) > 0
+    });
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }

@@ -681,7 +681,9 @@ async fn follow_stream(
                 // would take the source's for their peers). Others only when asked.
                 Entry::Offset { offset, db }
             } else if args.get(1).is_some_and(|k| k.starts_with(OWN_KEY_PREFIX)) {
-                // Another ferry's checkpoint in a cascade (A→B→C): not data, never copied.
+                // Ferry's own keys: this task's heartbeat (a latency probe), another task's,
+                // another ferry's checkpoint in a cascade (A→B→C). Not data, never copied.
+                status.own_key_seen(&args, offset);
                 Entry::Offset { offset, db }
             } else {
                 Entry::Command(Command {
@@ -703,6 +705,8 @@ async fn follow_stream(
             }
         }
         status.source_offset.store(offset, Relaxed);
+        // Before the last batch goes, so an estimate's clock starts before the target can confirm.
+        status.received(offset);
         if !batch.is_empty() {
             if tx.send(std::mem::take(&mut batch)).await.is_err() {
                 return Ok(());

@@ -323,6 +323,8 @@ impl ClusterTarget {
                         }
                     }
                     _ = tick.tick() => {}
+                    // A latency probe waits for every master: notice its confirmation promptly.
+                    _ = tokio::time::sleep(PROBE_FOLD), if status.latency.waiting() => {}
                 }
                 status.fold_writers(&writer_status, &mut seen);
             }
@@ -351,6 +353,10 @@ impl ClusterTarget {
         }
     }
 }
+
+/// How often the masters' positions are gathered while a latency probe waits for them: the
+/// measured latency is late by at most this.
+const PROBE_FOLD: Duration = Duration::from_millis(2);
 
 /// `__ferry:checkpoint:<task>:<what>:` — followed by a hash tag naming the slot.
 fn key_prefix(task: &str, what: &str) -> Vec<u8> {
