@@ -29,6 +29,20 @@ pub struct FileConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub spool: SpoolSection,
+    #[serde(default)]
+    pub transform: TransformSection,
+}
+
+/// The Lua transform step (see `crate::script`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSection {
+    /// The script: it defines `transform(entry)`, called for each key and command.
+    pub script: Option<PathBuf>,
+    /// Longest one call of the script may run, in ms (default 100); longer stops the task.
+    pub time_limit_ms: Option<u64>,
+    /// Most memory the script's Lua state may use, in MiB (default 64).
+    pub memory_mb: Option<usize>,
 }
 
 /// The local spool of the command stream (see `crate::spool`).
@@ -343,6 +357,7 @@ impl TaskConfig {
             },
             (None, Source::RdbFile(p)) => p.display().to_string(),
         };
+        writer.transform = transform(&file.transform)?;
         let size_mb = file.spool.size_mb.unwrap_or(1024);
         let spool = SpoolConfig {
             data_dir: file
@@ -368,6 +383,33 @@ impl TaskConfig {
             read_from,
         })
     }
+}
+
+/// The transform script, read and checked now so a mistake in it stops the task at start.
+fn transform(
+    section: &TransformSection,
+) -> Result<Option<std::sync::Arc<crate::script::Script>>, Error> {
+    let Some(path) = &section.script else {
+        if section.time_limit_ms.is_some() || section.memory_mb.is_some() {
+            return Err(Error::Config(
+                "[transform] sets limits but no script: give [transform] script (or --transform FILE)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let mut limits = crate::script::Limits::default();
+    if let Some(ms) = section.time_limit_ms {
+        positive("transform.time_limit_ms", ms)?;
+        limits.time = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mb) = section.memory_mb {
+        positive("transform.memory_mb", mb as u64)?;
+        limits.memory = mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| Error::Config(format!("transform.memory_mb = {mb} is too large")))?;
+    }
+    let script = crate::script::Script::load(path, limits)?;
+    Ok(Some(std::sync::Arc::new(script)))
 }
 
 fn positive(name: &str, v: u64) -> Result<(), Error> {

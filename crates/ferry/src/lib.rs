@@ -8,6 +8,7 @@
 //! - [`conn`]: one RESP connection: connect, log in, request/reply.
 //! - [`source`]: the replica client (`psync`) and the snapshot parser bridge (`snapshot`).
 //! - [`entry`]: what flows from source to target.
+//! - [`script`]: the Lua transform step, a user's script applied to each entry.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod progress;
 pub mod rdbtool;
 pub mod relay;
+pub mod script;
 pub mod sentinel;
 pub mod socket;
 pub mod source;

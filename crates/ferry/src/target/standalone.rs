@@ -37,6 +37,8 @@ pub struct Options {
     /// The target also receives other streams (the other shards of a cluster source): a
     /// command that empties the whole target would delete their keys too.
     pub shared_target: bool,
+    /// A Lua script each entry passes through before it is written.
+    pub transform: Option<Arc<crate::script::Script>>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             rewrite_values: false,
             on_error: OnError::Fail,
             shared_target: false,
+            transform: None,
         }
     }
 }
