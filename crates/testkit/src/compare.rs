@@ -28,6 +28,7 @@
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Pipeline, Value, cmd};
@@ -65,6 +66,34 @@ pub struct Options {
     /// after the same workload with valkey 8.0.1 and redis 8.0.2: master consumers=[c0],
     /// replica consumers=[]; redis 7.0.15 replicates them).
     pub idle_consumers: bool,
+    /// Where each source key is expected on the target, for a sync that renames keys, moves
+    /// them to other dbs or drops them (a transform). Default none: the same key in the same
+    /// db. With a map, every source key is compared with its image, and a target key that is
+    /// no source key's image is reported as extra.
+    pub key_map: Option<KeyMap>,
+}
+
+/// A source key's db and name to the db and name it should have on the target, or `None`
+/// when it should not be there at all.
+#[derive(Clone)]
+pub struct KeyMap(Arc<KeyMapFn>);
+
+type KeyMapFn = dyn Fn(i64, &[u8]) -> Option<(i64, Vec<u8>)> + Send + Sync;
+
+impl KeyMap {
+    pub fn new(map: impl Fn(i64, &[u8]) -> Option<(i64, Vec<u8>)> + Send + Sync + 'static) -> Self {
+        KeyMap(Arc::new(map))
+    }
+
+    fn apply(&self, db: i64, key: &[u8]) -> Option<(i64, Vec<u8>)> {
+        (self.0)(db, key)
+    }
+}
+
+impl std::fmt::Debug for KeyMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMap(..)")
+    }
 }
 
 impl Default for Options {
@@ -75,6 +104,7 @@ impl Default for Options {
             max_diffs: 20,
             group_read_counters: true,
             idle_consumers: true,
+            key_map: None,
         }
     }
 }
@@ -185,6 +215,7 @@ pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64
             diffs: Vec::new(),
             compared: 0,
             zsets: Vec::new(),
+            images: HashSet::new(),
         };
         walk.run()?;
         Ok(walk)
@@ -687,6 +718,9 @@ impl Reader {
     }
 }
 
+/// Key names, in the order they are compared.
+type Keys = Vec<Vec<u8>>;
+
 /// A sorted set's (member, score) pairs in order.
 type ZsetItems = Vec<(Vec<u8>, f64)>;
 
@@ -736,8 +770,11 @@ struct Walk {
     opts: Options,
     diffs: Vec<Diff>,
     compared: u64,
-    /// Sorted sets whose digests differ only maybe (see the module doc), to read again.
-    zsets: Vec<Vec<u8>>,
+    /// Sorted sets whose digests differ only maybe (see the module doc), to read again:
+    /// their positions in the keys being compared.
+    zsets: Vec<usize>,
+    /// With a key map: the target keys (db, name) that are some source key's image.
+    images: HashSet<(i64, Vec<u8>)>,
 }
 
 impl Walk {
@@ -753,10 +790,15 @@ impl Walk {
         } else {
             self.opts.dbs.clone()
         };
-        for db in dbs {
+        for &db in &dbs {
             self.db(db)?;
             if self.full() {
                 return Ok(());
+            }
+        }
+        if self.opts.key_map.is_some() {
+            for &db in &dbs {
+                self.extra_on_target(db)?;
             }
         }
         if self.src.major >= 7 && self.dst.major >= 7 {
@@ -774,10 +816,31 @@ impl Walk {
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
-            self.keys(db, &fresh)?;
+            match self.opts.key_map.clone() {
+                None => self.keys((db, &fresh), (db, &fresh))?,
+                Some(map) => {
+                    // Each source key against its image, grouped by the image's db.
+                    let mut by_db: BTreeMap<i64, (Keys, Keys)> = BTreeMap::new();
+                    for key in fresh {
+                        if let Some((to_db, to_key)) = map.apply(db, &key) {
+                            self.images.insert((to_db, to_key.clone()));
+                            let group = by_db.entry(to_db).or_default();
+                            group.0.push(key);
+                            group.1.push(to_key);
+                        }
+                    }
+                    for (to_db, (keys, images)) in by_db {
+                        self.keys((db, &keys), (to_db, &images))?;
+                    }
+                }
+            }
             if self.full() {
                 break;
             }
+        }
+        if self.opts.key_map.is_some() {
+            // The target's keys are checked once every source db has been walked.
+            return Ok(());
         }
         // ...then the target's keys the source scan did not return.
         let mut cursor = Cursor::default();
@@ -789,35 +852,75 @@ impl Walk {
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
-            self.keys(db, &fresh)?;
+            self.keys((db, &fresh), (db, &fresh))?;
         }
         Ok(())
     }
 
-    /// Compares `keys` of `db` on both sides.
-    fn keys(&mut self, db: i64, keys: &[Vec<u8>]) -> Result<(), String> {
-        let (src, dst) = both(&mut self.src, &mut self.dst, |side| side.probe(db, keys));
+    /// With a key map: the target's keys in `db` that are no source key's image, unless they
+    /// are about to expire.
+    fn extra_on_target(&mut self, db: i64) -> Result<(), String> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut cursor = Cursor::default();
+        while !self.full() {
+            let Some(keys) = self.dst.scan(db, &mut cursor)? else {
+                break;
+            };
+            let extra: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| {
+                    !k.starts_with(FERRY_PREFIX)
+                        && !self.images.contains(&(db, k.clone()))
+                        && seen.insert(k.clone())
+                })
+                .collect();
+            let probes = self.dst.probe(db, &extra)?;
+            let tolerance = self.opts.ttl_tolerance_ms;
+            for (key, t) in extra.iter().zip(probes) {
+                if t.present() && !t.expiring(tolerance) {
+                    self.diff(db, key, Problem::ExtraOnTarget);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares `keys` of `db` on the source with `images` of `to_db` on the target (the
+    /// same keys and db without a key map), key by key.
+    fn keys(
+        &mut self,
+        (db, keys): (i64, &[Vec<u8>]),
+        (to_db, images): (i64, &[Vec<u8>]),
+    ) -> Result<(), String> {
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+            true => side.probe(db, keys),
+            false => side.probe(to_db, images),
+        });
         let (src, dst) = (src?, dst?);
         let mut one_sided = Vec::new();
         let mut streams = Vec::new();
-        for ((key, s), t) in keys.iter().zip(&src).zip(&dst) {
+        for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
             match (s.present(), t.present()) {
                 (false, false) => {}
-                (true, true) => self.pair(db, key, s, t, &mut streams),
-                _ => one_sided.push(key.clone()),
+                (true, true) => self.pair(db, i, &keys[i], s, t, &mut streams),
+                _ => one_sided.push(i),
             }
         }
         // Read one-sided keys again: a key may have expired (or been written) between the
         // two sides' reads.
-        let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-            side.probe(db, &one_sided)
+        let pick = |from: &[Vec<u8>]| one_sided.iter().map(|&i| from[i].clone()).collect();
+        let (again, again_images): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (pick(keys), pick(images));
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+            true => side.probe(db, &again),
+            false => side.probe(to_db, &again_images),
         });
         let (src, dst) = (src?, dst?);
         let tolerance = self.opts.ttl_tolerance_ms;
-        for ((key, s), t) in one_sided.iter().zip(&src).zip(&dst) {
+        for ((&i, s), t) in one_sided.iter().zip(&src).zip(&dst) {
+            let key = &keys[i];
             match (s.present(), t.present()) {
                 (false, false) => {}
-                (true, true) => self.pair(db, key, s, t, &mut streams),
+                (true, true) => self.pair(db, i, key, s, t, &mut streams),
                 (true, false) if !s.expiring(tolerance) => {
                     self.diff(db, key, Problem::MissingOnTarget)
                 }
@@ -827,12 +930,13 @@ impl Walk {
                 _ => {}
             }
         }
-        for key in std::mem::take(&mut self.zsets) {
-            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.zset_items(db, &key)
+        for i in std::mem::take(&mut self.zsets) {
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+                true => side.zset_items(db, &keys[i]),
+                false => side.zset_items(to_db, &images[i]),
             });
             if src? != dst? {
-                self.diff(db, &key, Problem::Digest);
+                self.diff(db, &keys[i], Problem::Digest);
             }
         }
         // `XINFO STREAM key FULL` exists since Redis 6.0: with a 5.x server on either side the
@@ -844,11 +948,15 @@ impl Walk {
                 idle_consumers: self.opts.idle_consumers,
                 since_7: common_major >= 7,
             };
-            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.stream_meta(db, &streams, fields)
+            let pick = |from: &[Vec<u8>]| streams.iter().map(|&i| from[i].clone()).collect();
+            let (stream_keys, stream_images): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+                (pick(keys), pick(images));
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+                true => side.stream_meta(db, &stream_keys, fields),
+                false => side.stream_meta(to_db, &stream_images, fields),
             });
             let (src, dst) = (src?, dst?);
-            for ((key, s), t) in streams.iter().zip(src).zip(dst) {
+            for ((key, s), t) in stream_keys.iter().zip(src).zip(dst) {
                 if let (Some(s), Some(t)) = (s, t)
                     && s != t
                 {
@@ -866,9 +974,17 @@ impl Walk {
         Ok(())
     }
 
-    /// Compares a key present on both sides; streams with equal entries are queued for the
-    /// group check.
-    fn pair(&mut self, db: i64, key: &[u8], s: &Probe, t: &Probe, streams: &mut Vec<Vec<u8>>) {
+    /// Compares a key present on both sides (the `i`th being compared); streams with equal
+    /// entries are queued for the group check.
+    fn pair(
+        &mut self,
+        db: i64,
+        i: usize,
+        key: &[u8],
+        s: &Probe,
+        t: &Probe,
+        streams: &mut Vec<usize>,
+    ) {
         self.compared += 1;
         if s.kind != t.kind {
             let problem = Problem::Type {
@@ -897,12 +1013,12 @@ impl Walk {
         }
         if s.digest != t.digest {
             if s.kind == "zset" && self.src.shortest_doubles != self.dst.shortest_doubles {
-                self.zsets.push(key.to_vec());
+                self.zsets.push(i);
             } else {
                 self.diff(db, key, Problem::Digest);
             }
         } else if s.kind == "stream" {
-            streams.push(key.to_vec());
+            streams.push(i);
         }
     }
 
@@ -938,15 +1054,16 @@ impl Walk {
     }
 }
 
-/// Runs `read` on both sides at once (the servers do the work, in parallel).
+/// Runs `read` on both sides at once (the servers do the work, in parallel); its flag says
+/// whether it reads the source.
 fn both<T: Send>(
     src: &mut Reader,
     dst: &mut Reader,
-    read: impl Fn(&mut Reader) -> T + Sync,
+    read: impl Fn(&mut Reader, bool) -> T + Sync,
 ) -> (T, T) {
     std::thread::scope(|scope| {
-        let on_source = scope.spawn(|| read(src));
-        let on_target = read(dst);
+        let on_source = scope.spawn(|| read(src, true));
+        let on_target = read(dst, false);
         let on_source = on_source
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

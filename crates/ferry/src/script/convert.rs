@@ -13,13 +13,27 @@ use super::{FUNCTION, ScriptError};
 use crate::entry::{Batch, Command, Entry, OWN_KEY_PREFIX};
 use crate::error::escape;
 
-/// Commands the script never sees: a source transaction's bounds stay as they are, so its
-/// commands stay one transaction on the target.
-const BOUNDS: &[&[u8]] = &[b"MULTI", b"EXEC"];
-
 /// Command names a script may not produce: they would change how the stream around them is
 /// applied (transactions, the selected db), which ferry tracks itself.
 const RESERVED: &[&[u8]] = &[b"MULTI", b"EXEC", b"DISCARD", b"SELECT", b"SWAPDB"];
+
+/// `MULTI` or `EXEC` around the commands a script made of `cmd`.
+fn bound(cmd: &Command, name: &'static str) -> Command {
+    Command {
+        db: cmd.db,
+        target_db: None,
+        args: vec![Bytes::from_static(name.as_bytes())],
+        raw: encoded(name),
+        end_offset: cmd.end_offset,
+        slot: None,
+    }
+}
+
+fn encoded(name: &str) -> Bytes {
+    let mut raw = BytesMut::new();
+    ferry_resp::encode_command(&mut raw, &[name]);
+    raw.freeze()
+}
 
 /// A script loaded in its own sandbox, applied entry by entry.
 pub struct LuaTransform {
@@ -31,6 +45,8 @@ pub struct LuaTransform {
     /// The big key being written in chunks and what the script made of it at its start:
     /// every chunk and its end follow that one decision.
     big: Option<(Arc<KeyMeta>, Option<Arc<KeyMeta>>)>,
+    /// Inside a transaction of the source's (its MULTI passed, its EXEC not yet).
+    in_multi: bool,
 }
 
 /// What the script made of an entry.
@@ -76,40 +92,58 @@ impl LuaTransform {
             path: path.to_string(),
             line,
             big: None,
+            in_multi: false,
         })
     }
 
     pub fn apply_batch(&mut self, batch: Batch) -> Result<Batch, ScriptError> {
         let mut out = Vec::with_capacity(batch.len());
         for entry in batch {
-            out.extend(self.apply(entry)?);
+            self.apply_into(entry, &mut out)?;
         }
         Ok(out)
     }
 
-    /// The entry as the script wants it written, or None when it dropped a snapshot key.
-    /// A dropped command leaves its offset behind, so the checkpoint still moves past it.
-    pub fn apply(&mut self, entry: Entry) -> Result<Option<Entry>, ScriptError> {
-        Ok(match entry {
-            Entry::Key(record) if !own(&record.meta.key) => self
-                .key(&record.meta)?
-                .map(|meta| Entry::Key(Record { meta, ..record })),
+    /// The entries to write for `entry`: itself (changed or not), none when the script
+    /// dropped a snapshot key, or the commands it made of a command. A dropped command
+    /// leaves its offset behind, so the checkpoint still moves past it.
+    pub fn apply(&mut self, entry: Entry) -> Result<Vec<Entry>, ScriptError> {
+        let mut out = Vec::new();
+        self.apply_into(entry, &mut out)?;
+        Ok(out)
+    }
+
+    fn apply_into(&mut self, entry: Entry, out: &mut Batch) -> Result<(), ScriptError> {
+        match entry {
+            Entry::Key(record) if !own(&record.meta.key) => {
+                if let Some(meta) = self.key(&record.meta)? {
+                    out.push(Entry::Key(Record { meta, ..record }));
+                }
+            }
             Entry::BigStart(meta) if !own(&meta.key) => {
                 let to = self.key(&meta)?.map(Arc::new);
                 self.big = Some((meta, to.clone()));
-                to.map(Entry::BigStart)
+                out.extend(to.map(Entry::BigStart));
             }
-            Entry::BigChunk(meta, chunk) => self.big_part(meta).map(|m| Entry::BigChunk(m, chunk)),
+            Entry::BigChunk(meta, chunk) => {
+                out.extend(self.big_part(meta).map(|m| Entry::BigChunk(m, chunk)));
+            }
             Entry::BigEnd(meta) => {
-                let to = self.big_part(meta);
+                out.extend(self.big_part(meta).map(Entry::BigEnd));
                 self.big = None;
-                to.map(Entry::BigEnd)
             }
-            Entry::Command(cmd) if !BOUNDS.iter().any(|b| cmd.args[0].eq_ignore_ascii_case(b)) => {
-                self.command(cmd)?
+            Entry::Command(cmd) if cmd.args[0].eq_ignore_ascii_case(b"MULTI") => {
+                self.in_multi = true;
+                out.push(Entry::Command(cmd));
             }
-            other => other.into(),
-        })
+            Entry::Command(cmd) if cmd.args[0].eq_ignore_ascii_case(b"EXEC") => {
+                self.in_multi = false;
+                out.push(Entry::Command(cmd));
+            }
+            Entry::Command(cmd) => self.command(cmd, out)?,
+            other => out.push(other),
+        }
+        Ok(())
     }
 
     /// A chunk or the end of the big key in hand follows what the script made of its start.
@@ -139,6 +173,11 @@ impl LuaTransform {
             Outcome::Keep(t) => t,
         };
         let bad = |problem: String| self.returned(problem, what());
+        if matches!(field(&table, "kind"), Value::Nil) {
+            return Err(bad(
+                "returned a table without kind: a key stays one entry (only a command may become a list of commands)".into(),
+            ));
+        }
         expect_str(&table, "kind", "key").map_err(&bad)?;
         let kind = meta.type_byte.kind().map_or("unknown", |k| k.name());
         expect_str(&table, "type", kind).map_err(&bad)?;
@@ -175,7 +214,7 @@ impl LuaTransform {
         }))
     }
 
-    fn command(&self, cmd: Command) -> Result<Option<Entry>, ScriptError> {
+    fn command(&self, cmd: Command, out: &mut Batch) -> Result<(), ScriptError> {
         let name = cmd.args[0].to_ascii_uppercase();
         let what = || {
             let first = cmd.args.get(1).map(|a| format!(" {}", escape(a)));
@@ -203,34 +242,76 @@ impl LuaTransform {
             t.raw_set("keys", keys)?;
             Ok(t)
         };
+        let dropped = Entry::Offset {
+            offset: cmd.end_offset,
+            db: cmd.db,
+        };
         let table = match self.call(build, &what)? {
             Outcome::Drop => {
-                return Ok(Some(Entry::Offset {
-                    offset: cmd.end_offset,
-                    db: cmd.db,
-                }));
+                out.push(dropped);
+                return Ok(());
             }
             Outcome::Keep(t) => t,
         };
         let bad = |problem: String| self.returned(problem, what());
-        expect_str(&table, "kind", "command").map_err(&bad)?;
-        let db = db(&table).map_err(&bad)?;
-        let new_name = match field(&table, "command") {
+        if !matches!(field(&table, "kind"), Value::Nil) {
+            out.push(Entry::Command(self.changed(&cmd, &table).map_err(bad)?));
+            return Ok(());
+        }
+        // A list of commands in place of this one.
+        let mut made = Vec::with_capacity(table.raw_len());
+        for i in 1..=table.raw_len() {
+            match field(&table, i) {
+                Value::Table(t) => made.push(self.changed(&cmd, &t).map_err(|p| {
+                    bad(format!(
+                        "returned a list whose item {i} {}",
+                        p.trim_start_matches("returned ")
+                    ))
+                })?),
+                v => {
+                    return Err(bad(format!(
+                        "returned a list whose item {i} is {}, not a command (a table)",
+                        show(&v)
+                    )));
+                }
+            }
+        }
+        match made.len() {
+            0 => out.push(dropped),
+            1 => out.extend(made.into_iter().map(Entry::Command)),
+            // Inside the source's transaction they are applied with it.
+            _ if self.in_multi => out.extend(made.into_iter().map(Entry::Command)),
+            // Otherwise in one of their own, so a stop cannot apply half of them; the
+            // checkpoint moves past the source's command only at its EXEC.
+            _ => {
+                out.push(Entry::Command(bound(&cmd, "MULTI")));
+                out.extend(made.into_iter().map(Entry::Command));
+                out.push(Entry::Command(bound(&cmd, "EXEC")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The command `table` describes, made from `cmd`; or what is wrong with it.
+    fn changed(&self, cmd: &Command, table: &Table) -> Result<Command, String> {
+        expect_str(table, "kind", "command")?;
+        let db = db(table)?;
+        let new_name = match field(table, "command") {
             Value::String(s) if !s.as_bytes().is_empty() => s.as_bytes().to_vec(),
             v => {
-                return Err(bad(format!(
+                return Err(format!(
                     "returned a command whose name is {}, not a non-empty string",
                     show(&v)
-                )));
+                ));
             }
         };
         if RESERVED.iter().any(|r| new_name.eq_ignore_ascii_case(r))
-            && !new_name.eq_ignore_ascii_case(&name)
+            && !new_name.eq_ignore_ascii_case(&cmd.args[0])
         {
-            return Err(bad(format!(
-                "turned it into {}, which ferry does not let a script write",
+            return Err(format!(
+                "returned a {} command, which ferry does not let a script write",
                 String::from_utf8_lossy(&new_name).to_ascii_uppercase()
-            )));
+            ));
         }
         let mut args = Vec::with_capacity(cmd.args.len());
         // The name as the source sent it, unless the script changed more than its case.
@@ -238,13 +319,13 @@ impl LuaTransform {
             true => cmd.args[0].clone(),
             false => Bytes::from(new_name),
         });
-        let list = match field(&table, "args") {
+        let list = match field(table, "args") {
             Value::Table(t) => t,
             v => {
-                return Err(bad(format!(
+                return Err(format!(
                     "returned a command whose args is {}, not a list",
                     show(&v)
-                )));
+                ));
             }
         };
         for i in 1..=list.raw_len() {
@@ -253,37 +334,37 @@ impl LuaTransform {
                 v => match integer(&v) {
                     Some(n) => Bytes::from(n.to_string()),
                     None => {
-                        return Err(bad(format!(
-                            "returned a command whose args[{i}] is a {}, not a string",
-                            v.type_name()
-                        )));
+                        return Err(format!(
+                            "returned a command whose args[{i}] is {}, not a string",
+                            show(&v)
+                        ));
                     }
                 },
             };
             args.push(arg);
         }
         let raw = if args == cmd.args {
-            cmd.raw
+            cmd.raw.clone()
         } else {
             if let Some(k) = key_positions(&args).into_iter().find_map(|i| {
                 let k = &args[i];
                 (own(k) && !cmd.args.contains(k)).then_some(k)
             }) {
-                return Err(bad(format!(
-                    "wrote the key {}, a name ferry keeps for its own keys (__ferry:...)",
+                return Err(format!(
+                    "returned a command that writes the key {}, a name ferry keeps for its own keys (__ferry:...)",
                     escape(k)
-                )));
+                ));
             }
             let mut raw = BytesMut::new();
             ferry_resp::encode_command(&mut raw, &args);
             raw.freeze()
         };
-        Ok(Some(Entry::Command(Command {
+        Ok(Command {
             target_db: (db != cmd.db).then_some(db),
             args,
             raw,
-            ..cmd
-        })))
+            ..cmd.clone()
+        })
     }
 
     /// Calls the script with the table `build` makes, under the limits.

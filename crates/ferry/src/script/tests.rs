@@ -55,6 +55,13 @@ fn encoded(args: &[&str]) -> Bytes {
     raw.freeze()
 }
 
+/// The one entry (or none) the script made of an entry.
+fn one(result: Result<Vec<Entry>, ScriptError>) -> Option<Entry> {
+    let out = result.unwrap_or_else(|e| panic!("the script failed: {e}"));
+    assert!(out.len() <= 1, "{out:?}");
+    out.into_iter().next()
+}
+
 fn error<T>(result: Result<T, ScriptError>) -> String {
     match result {
         Ok(_) => panic!("the script should fail"),
@@ -76,7 +83,7 @@ end
 #[test]
 fn a_renamed_key_keeps_its_payload_expiry_and_type() {
     let mut t = script(PREFIX);
-    let Some(Entry::Key(r)) = t.apply(key(3, "a", TypeByte::LIST_QUICKLIST_2)).unwrap() else {
+    let Some(Entry::Key(r)) = one(t.apply(key(3, "a", TypeByte::LIST_QUICKLIST_2))) else {
         panic!("not a key");
     };
     assert_eq!(&r.meta.key[..], b"p:a");
@@ -97,7 +104,7 @@ fn the_script_sees_type_db_and_expiry_and_may_change_db_and_expiry() {
           return e
         end"#,
     );
-    let Some(Entry::Key(r)) = t.apply(key(2, "h", TypeByte::HASH_LISTPACK)).unwrap() else {
+    let Some(Entry::Key(r)) = one(t.apply(key(2, "h", TypeByte::HASH_LISTPACK))) else {
         panic!("not a key");
     };
     assert_eq!((r.meta.db, r.meta.expire_ms), (5, None));
@@ -106,10 +113,9 @@ fn the_script_sees_type_db_and_expiry_and_may_change_db_and_expiry() {
 #[test]
 fn nil_drops_a_key_and_turns_a_command_into_its_offset() {
     let mut t = script("function transform(e) return nil end");
-    assert!(t.apply(key(0, "a", TypeByte::STRING)).unwrap().is_none());
-    let Some(Entry::Offset { offset, db }) = t
-        .apply(Entry::Command(cmd(4, &["SET", "a", "1"], 777)))
-        .unwrap()
+    assert!(one(t.apply(key(0, "a", TypeByte::STRING))).is_none());
+    let Some(Entry::Offset { offset, db }) =
+        one(t.apply(Entry::Command(cmd(4, &["SET", "a", "1"], 777))))
     else {
         panic!("a dropped command must leave its offset");
     };
@@ -120,7 +126,7 @@ fn nil_drops_a_key_and_turns_a_command_into_its_offset() {
 fn command_keys_are_renamed_by_their_positions_and_reencoded() {
     let mut t = script(PREFIX);
     let c = cmd(0, &["lmove", "src", "dst", "LEFT", "RIGHT"], 10);
-    let Some(Entry::Command(out)) = t.apply(Entry::Command(c)).unwrap() else {
+    let Some(Entry::Command(out)) = one(t.apply(Entry::Command(c))) else {
         panic!("not a command");
     };
     // The name keeps the case it came in; only the keys change.
@@ -131,7 +137,7 @@ fn command_keys_are_renamed_by_their_positions_and_reencoded() {
     assert_eq!(out.args.len(), 5);
     assert_eq!((out.db, out.target_db, out.end_offset), (0, None, 10));
     let c = cmd(0, &["MSET", "a", "1", "b", "2"], 11);
-    let Some(Entry::Command(out)) = t.apply(Entry::Command(c)).unwrap() else {
+    let Some(Entry::Command(out)) = one(t.apply(Entry::Command(c))) else {
         panic!("not a command");
     };
     assert_eq!(out.raw, encoded(&["MSET", "p:a", "1", "p:b", "2"]));
@@ -147,15 +153,14 @@ fn a_command_moved_to_another_db_keeps_its_source_db_for_the_checkpoint() {
     );
     let c = cmd(1, &["SET", "old:x", "v"], 50);
     let raw = c.raw.clone();
-    let Some(Entry::Command(out)) = t.apply(Entry::Command(c)).unwrap() else {
+    let Some(Entry::Command(out)) = one(t.apply(Entry::Command(c))) else {
         panic!("not a command");
     };
     assert_eq!((out.db, out.target_db, out.db_on_target()), (1, Some(7), 7));
     // Nothing but the db changed: the bytes go as they came.
     assert_eq!(out.raw, raw);
-    let Some(Entry::Command(out)) = t
-        .apply(Entry::Command(cmd(1, &["SET", "new:x", "v"], 60)))
-        .unwrap()
+    let Some(Entry::Command(out)) =
+        one(t.apply(Entry::Command(cmd(1, &["SET", "new:x", "v"], 60))))
     else {
         panic!("not a command");
     };
@@ -171,7 +176,7 @@ fn the_script_sees_the_commands_of_a_transaction_but_not_its_bounds() {
            end"#,
     );
     for args in [&["MULTI"][..], &["EXEC"][..]] {
-        let Some(Entry::Command(out)) = t.apply(Entry::Command(cmd(0, args, 5))).unwrap() else {
+        let Some(Entry::Command(out)) = one(t.apply(Entry::Command(cmd(0, args, 5)))) else {
             panic!("a bound must pass");
         };
         assert_eq!(&out.args[0][..], args[0].as_bytes());
@@ -183,17 +188,16 @@ fn the_script_sees_the_commands_of_a_transaction_but_not_its_bounds() {
 fn a_big_key_follows_the_decision_made_at_its_start() {
     let mut t = script(PREFIX);
     let start = Arc::new(meta(0, "big", TypeByte::LIST_QUICKLIST_2, None));
-    let Some(Entry::BigStart(to)) = t.apply(Entry::BigStart(start.clone())).unwrap() else {
+    let Some(Entry::BigStart(to)) = one(t.apply(Entry::BigStart(start.clone()))) else {
         panic!("not a start");
     };
     assert_eq!(&to.key[..], b"p:big");
     let chunk = Chunk::ListItems(vec![Bytes::from_static(b"x")]);
-    let Some(Entry::BigChunk(m, _)) = t.apply(Entry::BigChunk(start.clone(), chunk)).unwrap()
-    else {
+    let Some(Entry::BigChunk(m, _)) = one(t.apply(Entry::BigChunk(start.clone(), chunk))) else {
         panic!("not a chunk");
     };
     assert!(Arc::ptr_eq(&m, &to));
-    let Some(Entry::BigEnd(m)) = t.apply(Entry::BigEnd(start)).unwrap() else {
+    let Some(Entry::BigEnd(m)) = one(t.apply(Entry::BigEnd(start))) else {
         panic!("not an end");
     };
     assert!(Arc::ptr_eq(&m, &to));
@@ -201,24 +205,16 @@ fn a_big_key_follows_the_decision_made_at_its_start() {
     let mut t =
         script(r#"function transform(e) if e.type == "list" then return nil end return e end"#);
     let start = Arc::new(meta(0, "big", TypeByte::LIST_QUICKLIST_2, None));
-    assert!(t.apply(Entry::BigStart(start.clone())).unwrap().is_none());
+    assert!(one(t.apply(Entry::BigStart(start.clone()))).is_none());
     let chunk = Chunk::ListItems(vec![Bytes::from_static(b"x")]);
-    assert!(
-        t.apply(Entry::BigChunk(start.clone(), chunk))
-            .unwrap()
-            .is_none()
-    );
-    assert!(t.apply(Entry::BigEnd(start)).unwrap().is_none());
+    assert!(one(t.apply(Entry::BigChunk(start.clone(), chunk))).is_none());
+    assert!(one(t.apply(Entry::BigEnd(start))).is_none());
 }
 
 #[test]
 fn ferrys_own_keys_are_neither_shown_nor_made() {
     let mut t = script(r#"function transform(e) error("saw " .. e.key) end"#);
-    assert!(
-        t.apply(key(0, "__ferry:checkpoint:x", TypeByte::STRING))
-            .unwrap()
-            .is_some()
-    );
+    assert!(one(t.apply(key(0, "__ferry:checkpoint:x", TypeByte::STRING))).is_some());
     let mut t = script(r#"function transform(e) e.key = "__ferry:checkpoint:x" return e end"#);
     let e = error(t.apply(key(0, "a", TypeByte::STRING)));
     assert!(e.contains("test.lua:1:") && e.contains("__ferry:"), "{e}");
@@ -311,7 +307,7 @@ fn the_sandbox_has_no_files_processes_modules_or_loaders() {
              return e
            end"#,
     );
-    let Some(Entry::Key(r)) = t.apply(key(0, "a", TypeByte::STRING)).unwrap() else {
+    let Some(Entry::Key(r)) = one(t.apply(key(0, "a", TypeByte::STRING))) else {
         panic!("not a key");
     };
     assert_eq!(&r.meta.key[..], "A-2é".as_bytes());
@@ -340,7 +336,7 @@ fn an_endless_loop_is_stopped_by_the_time_limit() {
     )
     .unwrap();
     assert!(t.apply(key(0, "a", TypeByte::STRING)).is_err());
-    assert!(t.apply(key(0, "a", TypeByte::STRING)).unwrap().is_some());
+    assert!(one(t.apply(key(0, "a", TypeByte::STRING))).is_some());
 }
 
 #[test]
@@ -357,4 +353,58 @@ fn memory_is_bounded() {
     .unwrap();
     let e = error(t.apply(key(0, "a", TypeByte::STRING)));
     assert!(e.contains("out of memory (limit 8 MiB)"), "{e}");
+}
+
+#[test]
+fn a_command_may_become_several_applied_together() {
+    let mut t = script(
+        r#"function transform(e)
+             if e.command ~= "DEL" then return e end
+             local a = {kind = "command", db = 5, command = "DEL", args = {e.args[1]}}
+             local b = {kind = "command", db = e.db, command = "DEL", args = {e.args[2]}}
+             return {a, b}
+           end"#,
+    );
+    let out = t
+        .apply(Entry::Command(cmd(0, &["DEL", "x", "y"], 40)))
+        .unwrap();
+    let shown: Vec<(String, Option<u32>, u64)> = out
+        .iter()
+        .map(|e| match e {
+            Entry::Command(c) => (
+                String::from_utf8_lossy(&c.raw).into_owned(),
+                c.target_db,
+                c.end_offset,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let text = |args: &[&str]| String::from_utf8_lossy(&encoded(args)).into_owned();
+    // Outside a transaction of the source's: wrapped in one of their own.
+    assert_eq!(
+        shown,
+        [
+            (text(&["MULTI"]), None, 40),
+            (text(&["DEL", "x"]), Some(5), 40),
+            (text(&["DEL", "y"]), None, 40),
+            (text(&["EXEC"]), None, 40),
+        ]
+    );
+    // Inside one: applied within it.
+    assert!(one(t.apply(Entry::Command(cmd(0, &["MULTI"], 50)))).is_some());
+    assert_eq!(
+        t.apply(Entry::Command(cmd(0, &["DEL", "x", "y"], 60)))
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(one(t.apply(Entry::Command(cmd(0, &["EXEC"], 70)))).is_some());
+    // An empty list drops it; a key cannot become a list.
+    let mut t = script(r#"function transform(e) return {} end"#);
+    assert!(matches!(
+        one(t.apply(Entry::Command(cmd(0, &["DEL", "x"], 80)))),
+        Some(Entry::Offset { offset: 80, db: 0 })
+    ));
+    let e = error(t.apply(key(0, "a", TypeByte::STRING)));
+    assert!(e.contains("without kind"), "{e}");
 }
