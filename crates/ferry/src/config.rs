@@ -502,6 +502,40 @@ mod tests {
         assert_eq!(cfg.writer.on_error, OnError::Log);
     }
 
+    #[test]
+    fn a_transform_script_is_read_and_checked_when_configured() {
+        let build = |transform: &str| {
+            let text = format!(
+                "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\n[transform]\n{transform}\n"
+            );
+            let file: FileConfig =
+                toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+            TaskConfig::build(file)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lua");
+        std::fs::write(&path, "function transform(e) return e end").unwrap();
+        let cfg = build(&format!(
+            "script = {:?}\ntime_limit_ms = 250\nmemory_mb = 16",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let script = cfg.writer.transform.expect("a script");
+        assert_eq!(script.limits.time, std::time::Duration::from_millis(250));
+        assert_eq!(script.limits.memory, 16 << 20);
+        let err = |t: &str| build(t).unwrap_err().to_string();
+        assert!(
+            err("script = \"/nonexistent/t.lua\"")
+                .starts_with("cannot read transform script /nonexistent/t.lua")
+        );
+        assert!(err("time_limit_ms = 5").contains("no script"));
+        let zero = format!(
+            "script = {:?}\ntime_limit_ms = 0",
+            path.display().to_string()
+        );
+        assert!(err(&zero).contains("transform.time_limit_ms must be greater than 0"));
+    }
+
     /// The README's example config is a real one.
     #[test]
     fn the_readme_example_builds() {
