@@ -357,3 +357,52 @@ fn files_processes_and_modules_are_out_of_reach() {
         "{last}"
     );
 }
+
+/// The same hook serves a cluster target: renamed keys and commands are routed by their new
+/// names (other slots than the source's names), multi-key commands split or computed there.
+#[test]
+fn every_key_under_a_prefix_into_a_cluster() {
+    let script = &readme_examples()[0];
+    let source = Server::start();
+    let target = testkit::Cluster::start(3, 0);
+    let spec = Spec {
+        seed: 25,
+        dbs: vec![0],
+        keys_per_db: 1500,
+        big_elements: 500,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let background = workload::run_in_background(&source, spec.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_script(&dir, script);
+    let node = target.urls()[1].clone();
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &node,
+        "--transform",
+        &path,
+    ]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let opts = options(KeyMap::new(|db, key| {
+        Some((db, [b"eu:".as_slice(), key].concat()))
+    }));
+    let n = compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &compare::Side::from(&target),
+        &opts,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(n > 1000, "only {n} keys compared");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
