@@ -47,7 +47,9 @@ fn options(map: KeyMap) -> Options {
 
 /// Populates the source, starts ferry with `script` while a workload runs (before, during and
 /// after the snapshot), adds a last burst through the stream alone, then compares the target
-/// with the source through `map` (made once the source is still).
+/// with the source through `map` (made once the source is still). Collections over 500
+/// elements (the populated big ones) are written in chunks, which follow the script's
+/// decision on their key.
 fn sync_through(script: &str, spec: Spec, map: impl FnOnce(&Server) -> KeyMap) -> (Server, Server) {
     let source = Server::start();
     let target = Server::start();
@@ -63,10 +65,14 @@ fn sync_through(script: &str, spec: Spec, map: impl FnOnce(&Server) -> KeyMap) -
         &target.url(),
         "--transform",
         &path,
+        "--big-value-elements",
+        "500",
     ]);
     ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
         s["phase"] == "incremental"
     });
+    let st = ferry.status().unwrap();
+    assert!(st["big_keys"].as_u64().unwrap_or(0) > 0, "{st}");
     std::thread::sleep(Duration::from_secs(2));
     background.stop();
     let mut tail = workload::Workload::new(&Spec {
