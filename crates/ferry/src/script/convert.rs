@@ -373,9 +373,17 @@ impl LuaTransform {
         build: impl FnOnce() -> mlua::Result<Table>,
         what: &dyn Fn() -> String,
     ) -> Result<Outcome, ScriptError> {
+        let entry = build().map_err(|e| ScriptError::Runtime {
+            message: format!(
+                "{}: cannot hand the entry over: {}",
+                self.path,
+                sandbox::message(&e)
+            ),
+            what: what(),
+        })?;
         let value = self
             .sandbox
-            .timed(|| self.function.call::<Value>(build()?))
+            .timed(|| self.function.call::<Value>(entry))
             .map_err(|f| match f {
                 Failure::TimedOut { line } => ScriptError::TimedOut {
                     at: at(&self.path, line),

@@ -111,7 +111,6 @@ impl Sandbox {
                 _ => Ok(VmState::Continue),
             },
         )?;
-        lua.set_memory_limit(limits.memory)?;
         Ok(Sandbox {
             lua,
             started,
@@ -120,13 +119,22 @@ impl Sandbox {
         })
     }
 
-    /// Runs `f` (which calls into the script) under the time limit. On failure, the line
-    /// the hook stopped it on when it ran out of time.
+    /// Runs `f` (which calls into the script) under the time and memory limits. On failure,
+    /// the line the hook stopped it on when it ran out of time.
+    ///
+    /// The memory limit holds only while the script runs: with one set, mlua guards every
+    /// value ferry hands over or reads back in a protected call, which costs several times
+    /// what the conversion does. Those values are the entry's own, bounded by the batch.
     pub fn timed<R>(&self, f: impl FnOnce() -> mlua::Result<R>) -> Result<R, Failure> {
         self.overran.set(None);
+        self.lua
+            .set_memory_limit(self.limits.memory)
+            .map_err(Failure::Lua)?;
         self.started.set(Some(Instant::now()));
         let result = f();
         self.started.set(None);
+        // 0: none.
+        self.lua.set_memory_limit(0).map_err(Failure::Lua)?;
         result.map_err(|error| match self.overran.take() {
             Some(line) => Failure::TimedOut { line },
             None => Failure::Lua(error),
