@@ -412,3 +412,32 @@ fn every_key_under_a_prefix_into_a_cluster() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// A snapshot file goes through the same step: every db of it, under the prefix.
+#[test]
+fn a_snapshot_file_under_a_prefix() {
+    let file = common::fixture("redis-rdb-tools/multiple_databases.rdb");
+    let (source, _dir) = common::server_loading(&file);
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_script(&dir, &readme_examples()[0]);
+    let mut ferry = Ferry::start(&[
+        "--source",
+        file.to_str().unwrap(),
+        "--target",
+        &target.url(),
+        "--transform",
+        &path,
+    ]);
+    let code = ferry.wait(Duration::from_secs(60));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    let opts = options(KeyMap::new(|db, key| {
+        Some((db, [b"eu:".as_slice(), key].concat()))
+    }));
+    let n = compare::compare(&source, &target, &opts).unwrap_or_else(|r| panic!("{r}"));
+    assert!(n > 0, "no keys compared");
+    let dbs: Vec<i64> = (0..16)
+        .filter(|&db| !keys_in(&target, db, "eu:*", None).is_empty())
+        .collect();
+    assert!(dbs.len() > 1, "keys in dbs {dbs:?} only");
+}

@@ -14,7 +14,6 @@ mod sandbox;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,11 +95,6 @@ impl Script {
     /// A fresh Lua state running this script.
     pub fn start(&self) -> Result<LuaTransform, ScriptError> {
         LuaTransform::new(&self.path.display().to_string(), &self.code, self.limits)
-    }
-
-    /// The per-call time limit, for messages.
-    pub fn time_limit(&self) -> Duration {
-        self.limits.time
     }
 }
 
