@@ -48,6 +48,8 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(limits: Limits) -> mlua::Result<Sandbox> {
+        // No `coroutine` either: a hook is per Lua thread, so code in a coroutine would run
+        // outside the time limit.
         let lua = Lua::new_with(
             StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8,
             LuaOptions::default(),

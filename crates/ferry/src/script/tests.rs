@@ -282,6 +282,7 @@ fn the_sandbox_has_no_files_processes_modules_or_loaders() {
         (r#"dofile("/etc/passwd")"#, "global 'dofile'"),
         (r#"loadfile("/etc/passwd")"#, "global 'loadfile'"),
         (r#"string.dump(print)"#, "field 'dump'"),
+        (r#"coroutine.wrap(print)"#, "global 'coroutine'"),
     ] {
         // At load...
         let e = error(load(&format!(
