@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub limit: LimitSection,
     #[serde(default)]
     pub filter: FilterSection,
+    #[serde(default)]
+    pub transform: TransformSection,
 }
 
 /// What to sync, with RedisShake's names: block rules win; an allow list, once given, lets
@@ -131,6 +133,18 @@ impl LimitSection {
             incremental_mb_per_sec: check("incremental_mb_per_sec", self.incremental_mb_per_sec)?,
         })
     }
+}
+
+/// The Lua transform step (see `crate::script`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSection {
+    /// The script: it defines `transform(entry)`, called for each key and command.
+    pub script: Option<PathBuf>,
+    /// Longest one call of the script may run, in ms (default 100); longer stops the task.
+    pub time_limit_ms: Option<u64>,
+    /// Most memory the script's Lua state may use, in MiB (default 64).
+    pub memory_mb: Option<usize>,
 }
 
 /// The local spool of the command stream (see `crate::spool`).
@@ -518,6 +532,7 @@ impl TaskConfig {
             },
             (None, Source::RdbFile(p)) => p.display().to_string(),
         };
+        writer.transform = transform(&file.transform)?;
         let size_mb = file.spool.size_mb.unwrap_or(1024);
         let spool = SpoolConfig {
             data_dir: file
@@ -600,6 +615,33 @@ fn more_targets(
         out.push(endpoint);
     }
     Ok(out)
+}
+
+/// The transform script, read and checked now so a mistake in it stops the task at start.
+fn transform(
+    section: &TransformSection,
+) -> Result<Option<std::sync::Arc<crate::script::Script>>, Error> {
+    let Some(path) = &section.script else {
+        if section.time_limit_ms.is_some() || section.memory_mb.is_some() {
+            return Err(Error::Config(
+                "[transform] sets limits but no script: give [transform] script (or --transform FILE)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let mut limits = crate::script::Limits::default();
+    if let Some(ms) = section.time_limit_ms {
+        positive("transform.time_limit_ms", ms)?;
+        limits.time = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mb) = section.memory_mb {
+        positive("transform.memory_mb", mb as u64)?;
+        limits.memory = mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| Error::Config(format!("transform.memory_mb = {mb} is too large")))?;
+    }
+    let script = crate::script::Script::load(path, limits)?;
+    Ok(Some(std::sync::Arc::new(script)))
 }
 
 fn positive(name: &str, v: u64) -> Result<(), Error> {
@@ -690,6 +732,40 @@ mod tests {
         assert_eq!(cfg.retry.connection.as_secs(), 720 * 60);
         assert_eq!(cfg.retry.other.as_secs(), 600);
         assert_eq!(cfg.writer.on_error, OnError::Log);
+    }
+
+    #[test]
+    fn a_transform_script_is_read_and_checked_when_configured() {
+        let build = |transform: &str| {
+            let text = format!(
+                "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\n[transform]\n{transform}\n"
+            );
+            let file: FileConfig =
+                toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+            TaskConfig::build(file)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lua");
+        std::fs::write(&path, "function transform(e) return e end").unwrap();
+        let cfg = build(&format!(
+            "script = {:?}\ntime_limit_ms = 250\nmemory_mb = 16",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let script = cfg.writer.transform.expect("a script");
+        assert_eq!(script.limits.time, std::time::Duration::from_millis(250));
+        assert_eq!(script.limits.memory, 16 << 20);
+        let err = |t: &str| build(t).unwrap_err().to_string();
+        assert!(
+            err("script = \"/nonexistent/t.lua\"")
+                .starts_with("cannot read transform script /nonexistent/t.lua")
+        );
+        assert!(err("time_limit_ms = 5").contains("no script"));
+        let zero = format!(
+            "script = {:?}\ntime_limit_ms = 0",
+            path.display().to_string()
+        );
+        assert!(err(&zero).contains("transform.time_limit_ms must be greater than 0"));
     }
 
     /// The README's example config is a real one.

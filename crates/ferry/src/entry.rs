@@ -12,8 +12,12 @@ pub const OWN_KEY_PREFIX: &[u8] = b"__ferry:";
 /// One write command from the replication stream.
 #[derive(Clone, Debug)]
 pub struct Command {
-    /// The db the source had selected for it.
+    /// The db the source had selected for it: what the checkpoint records, so a resume
+    /// selects it again on the source.
     pub db: u32,
+    /// The db to write it into on the target when a transform moved it elsewhere; `None`:
+    /// the source's `db`.
+    pub target_db: Option<u32>,
     /// Arguments, the name first, as sent.
     pub args: Vec<Bytes>,
     /// The exact RESP bytes received; written to the target as they are.
@@ -23,6 +27,13 @@ pub struct Command {
     /// On a cluster target, the slot of its keys (the router sends only single-slot commands
     /// on); None for a standalone target and for commands about the whole server.
     pub slot: Option<u16>,
+}
+
+impl Command {
+    /// The db the target applies it in.
+    pub fn db_on_target(&self) -> u32 {
+        self.target_db.unwrap_or(self.db)
+    }
 }
 
 #[derive(Clone, Debug)]

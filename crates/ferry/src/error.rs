@@ -121,6 +121,9 @@ pub enum Error {
 
     #[error("status server on {addr}: {source}")]
     StatusServer { addr: String, source: io::Error },
+
+    #[error(transparent)]
+    Script(#[from] crate::script::ScriptError),
 }
 
 fn connect_hint(e: &io::Error) -> &'static str {

@@ -9,6 +9,7 @@
 //! - [`source`]: the replica client (`psync`) and the snapshot parser bridge (`snapshot`).
 //! - [`entry`]: what flows from source to target.
 //! - [`transform`]: what to sync (key, db, type, command filters), db mapping, TTL extension.
+//! - [`script`]: the Lua transform step, a user's script applied to each entry.
 //! - [`target`]: entries to commands (`encode`) and the pipelined writer (`standalone`).
 //! - [`task`]: one sync task joining them; [`status`] is what it reports.
 //! - [`throttle`]: limits on the keys, commands and bytes per second written to the target.
@@ -32,6 +33,7 @@ pub mod latency;
 pub mod progress;
 pub mod rdbtool;
 pub mod relay;
+pub mod script;
 pub mod sentinel;
 pub mod socket;
 pub mod source;

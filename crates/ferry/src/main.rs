@@ -212,6 +212,9 @@ struct SyncArgs {
     /// Write nothing to the source: no heartbeat key, so no latency figures.
     #[arg(long)]
     no_heartbeat: bool,
+    /// A Lua script that each key and command passes through: it defines transform(entry).
+    #[arg(long, value_name = "FILE")]
+    transform: Option<PathBuf>,
     /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
     #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
     source_tls_ca: Option<PathBuf>,
@@ -455,6 +458,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     if args.spool_size_mb.is_some() {
         file.spool.size_mb = args.spool_size_mb;
+    }
+    if args.transform.is_some() {
+        file.transform.script = args.transform;
     }
     match args.full_resync.as_deref() {
         Some("flush") => file.sync.full_resync = Some(ferry::source::psync::FullResync::Flush),

@@ -282,6 +282,7 @@ impl Spool {
                 .ok_or_else(|| corrupt(&path, "a command that is not one RESP array"))?;
             out.push(Entry::Command(Command {
                 db,
+                target_db: None,
                 args,
                 raw,
                 end_offset: end,
@@ -444,6 +445,7 @@ mod tests {
         ferry_resp::encode_command(&mut raw, &parts);
         Entry::Command(Command {
             db,
+            target_db: None,
             args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
             raw: raw.freeze(),
             end_offset: end,

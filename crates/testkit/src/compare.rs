@@ -28,6 +28,7 @@
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Pipeline, Value, cmd};
@@ -65,6 +66,11 @@ pub struct Options {
     /// after the same workload with valkey 8.0.1 and redis 8.0.2: master consumers=[c0],
     /// replica consumers=[]; redis 7.0.15 replicates them).
     pub idle_consumers: bool,
+    /// Where each source key is expected on the target, for a sync that renames keys, moves
+    /// them to other dbs or drops them (a transform). Default none: the same key in the same
+    /// db. With a map, every source key is compared with its image, and a target key that is
+    /// no source key's image is reported as extra.
+    pub key_map: Option<KeyMap>,
     /// The source keys the target should hold, for a sync that filters: called with the
     /// source db, the key and its type (as `TYPE` names it). A source key it rejects counts
     /// as absent from the source (so its presence on the target is a difference). Default:
@@ -72,7 +78,8 @@ pub struct Options {
     pub expect: Option<KeyFilter>,
     /// Source db → target db, for a sync that maps dbs; dbs not named keep their number.
     /// The source's db `s` is compared with the target's `map(s)`; keys in a target db no
-    /// source db maps to are reported as extra. Default: none.
+    /// source db maps to are reported as extra. Default: none. (Ignored with a `key_map`,
+    /// which says the db of each key itself.)
     pub db_map: Vec<(i64, i64)>,
     /// What the target's expiries should have on top of the source's, in ms (a sync that
     /// extends TTLs). Default 0.
@@ -81,7 +88,7 @@ pub struct Options {
 
 /// A predicate over (source db, key, type): see [`Options::expect`].
 #[derive(Clone)]
-pub struct KeyFilter(pub std::sync::Arc<KeyPredicate>);
+pub struct KeyFilter(pub Arc<KeyPredicate>);
 
 /// (source db, key, type) → whether the target should hold the key.
 pub type KeyPredicate = dyn Fn(i64, &[u8], &str) -> bool + Send + Sync;
@@ -89,13 +96,36 @@ pub type KeyPredicate = dyn Fn(i64, &[u8], &str) -> bool + Send + Sync;
 impl KeyFilter {
     /// A filter from a closure.
     pub fn new(f: impl Fn(i64, &[u8], &str) -> bool + Send + Sync + 'static) -> KeyFilter {
-        KeyFilter(std::sync::Arc::new(f))
+        KeyFilter(Arc::new(f))
     }
 }
 
 impl std::fmt::Debug for KeyFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyFilter(..)")
+    }
+}
+
+/// A source key's db and name to the db and name it should have on the target, or `None`
+/// when it should not be there at all.
+#[derive(Clone)]
+pub struct KeyMap(Arc<KeyMapFn>);
+
+type KeyMapFn = dyn Fn(i64, &[u8]) -> Option<(i64, Vec<u8>)> + Send + Sync;
+
+impl KeyMap {
+    pub fn new(map: impl Fn(i64, &[u8]) -> Option<(i64, Vec<u8>)> + Send + Sync + 'static) -> Self {
+        KeyMap(Arc::new(map))
+    }
+
+    fn apply(&self, db: i64, key: &[u8]) -> Option<(i64, Vec<u8>)> {
+        (self.0)(db, key)
+    }
+}
+
+impl std::fmt::Debug for KeyMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMap(..)")
     }
 }
 
@@ -107,6 +137,7 @@ impl Default for Options {
             max_diffs: 20,
             group_read_counters: true,
             idle_consumers: true,
+            key_map: None,
             expect: None,
             db_map: Vec::new(),
             ttl_offset_ms: 0,
@@ -209,8 +240,7 @@ pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64
     let mut report = Report::new(&source.label(), &target.label());
     let run = || -> Result<Walk, String> {
         let src = Reader::connect(source)?;
-        let mut dst = Reader::connect(target)?;
-        dst.is_target = true;
+        let dst = Reader::connect(target)?;
         let mut opts = opts.clone();
         if source.is_cluster() || target.is_cluster() {
             // Db 0 of the cluster, and the source db mapped into it.
@@ -221,6 +251,14 @@ pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64
                 .map_or(0, |(s, _)| *s);
             opts.dbs = vec![source_db];
         }
+        if opts.key_map.is_none() && !opts.db_map.is_empty() {
+            // A db map is a key map that keeps every name.
+            let map = opts.db_map.clone();
+            opts.key_map = Some(KeyMap::new(move |db, key| {
+                let to = map.iter().find(|(s, _)| *s == db).map_or(db, |(_, t)| *t);
+                Some((to, key.to_vec()))
+            }));
+        }
         let mut walk = Walk {
             src,
             dst,
@@ -228,6 +266,7 @@ pub fn compare_sides(source: &Side, target: &Side, opts: &Options) -> Result<u64
             diffs: Vec::new(),
             compared: 0,
             zsets: Vec::new(),
+            images: HashSet::new(),
         };
         walk.run()?;
         Ok(walk)
@@ -565,8 +604,6 @@ struct Reader {
     major: u32,
     /// Redis 7.2+ (Valkey too): doubles printed shortest-round-trip, not `%.17g`.
     shortest_doubles: bool,
-    /// The target side (its dbs are the mapped ones).
-    is_target: bool,
 }
 
 /// Where a walk of one side's keys is: which node, which `SCAN` cursor.
@@ -621,16 +658,7 @@ impl Reader {
             owners,
             major: lowest.0,
             shortest_doubles: lowest >= (7, 2, 0),
-            is_target: false,
         })
-    }
-
-    /// The db to read on this side: `db` on the target, the source db it maps from here.
-    fn db_of(&self, src_db: Option<i64>, db: i64) -> i64 {
-        match self.is_target {
-            true => db,
-            false => src_db.unwrap_or(db),
-        }
     }
 
     /// The index in `nodes` of the node holding `key`.
@@ -741,6 +769,9 @@ impl Reader {
     }
 }
 
+/// Key names, in the order they are compared.
+type Keys = Vec<Vec<u8>>;
+
 /// A sorted set's (member, score) pairs in order.
 type ZsetItems = Vec<(Vec<u8>, f64)>;
 
@@ -798,8 +829,11 @@ struct Walk {
     opts: Options,
     diffs: Vec<Diff>,
     compared: u64,
-    /// Sorted sets whose digests differ only maybe (see the module doc), to read again.
-    zsets: Vec<Vec<u8>>,
+    /// Sorted sets whose digests differ only maybe (see the module doc), to read again:
+    /// their positions in the keys being compared.
+    zsets: Vec<usize>,
+    /// With a key map: the target keys (db, name) that are some source key's image.
+    images: HashSet<(i64, Vec<u8>)>,
 }
 
 impl Walk {
@@ -807,41 +841,32 @@ impl Walk {
         self.diffs.len() >= self.opts.max_diffs.max(1)
     }
 
-    /// The target db that source db `db` is compared with.
-    fn target_db(&self, db: i64) -> i64 {
-        self.opts
-            .db_map
-            .iter()
-            .find(|(s, _)| *s == db)
-            .map_or(db, |(_, t)| *t)
-    }
-
     fn run(&mut self) -> Result<(), String> {
-        // Pairs of (source db, target db): each target db with the source db mapped to it (a
-        // db named in `db_map`, else its own number), or none.
-        let mut pairs: Vec<(Option<i64>, i64)> = Vec::new();
-        if self.opts.dbs.is_empty() {
-            let sources = self.src.dbs()?;
-            let mut targets = self.dst.dbs()?;
-            targets.extend(sources.iter().map(|&s| self.target_db(s)));
-            for t in targets {
-                let mapped = self.opts.db_map.iter().find(|(_, to)| *to == t);
-                let source = match mapped {
-                    Some((s, _)) => Some(*s),
-                    None if self.opts.db_map.iter().any(|(s, _)| *s == t) => None,
-                    None => Some(t),
-                };
-                pairs.push((source, t));
-            }
+        let dbs: Vec<i64> = if self.opts.dbs.is_empty() {
+            let mut dbs = self.src.dbs()?;
+            dbs.extend(self.dst.dbs()?);
+            dbs.into_iter().collect()
         } else {
-            for &s in &self.opts.dbs {
-                pairs.push((Some(s), self.target_db(s)));
-            }
-        }
-        for (src_db, dst_db) in pairs {
-            self.db(src_db, dst_db)?;
+            self.opts.dbs.clone()
+        };
+        for &db in &dbs {
+            self.db(db)?;
             if self.full() {
                 return Ok(());
+            }
+        }
+        if self.opts.key_map.is_some() {
+            // Every target db that holds keys or received some source key's image.
+            let mut targets: BTreeSet<i64> = match self.opts.dbs.is_empty() {
+                true => self.dst.dbs()?.into_iter().collect(),
+                false => BTreeSet::new(),
+            };
+            targets.extend(self.images.iter().map(|(db, _)| *db));
+            if !self.opts.dbs.is_empty() && self.images.is_empty() {
+                targets.extend(self.opts.dbs.iter().copied());
+            }
+            for db in targets {
+                self.extra_on_target(db)?;
             }
         }
         if self.src.major >= 7 && self.dst.major >= 7 {
@@ -850,23 +875,40 @@ impl Walk {
         Ok(())
     }
 
-    /// Compares source db `src_db` (none: the target's keys are all extra) with target db
-    /// `db`.
-    fn db(&mut self, src_db: Option<i64>, db: i64) -> Result<(), String> {
+    fn db(&mut self, db: i64) -> Result<(), String> {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         // Every key of the source...
         let mut cursor = Cursor::default();
-        if let Some(s) = src_db {
-            while let Some(keys) = self.src.scan(s, &mut cursor)? {
-                let fresh: Vec<Vec<u8>> = keys
-                    .into_iter()
-                    .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
-                    .collect();
-                self.keys(src_db, db, &fresh)?;
-                if self.full() {
-                    break;
+        while let Some(keys) = self.src.scan(db, &mut cursor)? {
+            let fresh: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
+                .collect();
+            match self.opts.key_map.clone() {
+                None => self.keys((db, &fresh), (db, &fresh))?,
+                Some(map) => {
+                    // Each source key against its image, grouped by the image's db.
+                    let mut by_db: BTreeMap<i64, (Keys, Keys)> = BTreeMap::new();
+                    for key in fresh {
+                        if let Some((to_db, to_key)) = map.apply(db, &key) {
+                            self.images.insert((to_db, to_key.clone()));
+                            let group = by_db.entry(to_db).or_default();
+                            group.0.push(key);
+                            group.1.push(to_key);
+                        }
+                    }
+                    for (to_db, (keys, images)) in by_db {
+                        self.keys((db, &keys), (to_db, &images))?;
+                    }
                 }
             }
+            if self.full() {
+                break;
+            }
+        }
+        if self.opts.key_map.is_some() {
+            // The target's keys are checked once every source db has been walked.
+            return Ok(());
         }
         // ...then the target's keys the source scan did not return.
         let mut cursor = Cursor::default();
@@ -878,33 +920,55 @@ impl Walk {
                 .into_iter()
                 .filter(|k| !k.starts_with(FERRY_PREFIX) && seen.insert(k.clone()))
                 .collect();
-            self.keys(src_db, db, &fresh)?;
+            self.keys((db, &fresh), (db, &fresh))?;
         }
         Ok(())
     }
 
-    /// Reads `keys` on both sides: in `src_db` of the source (absent without one, or when
-    /// [`Options::expect`] rejects them) and `db` of the target.
-    fn probe_both(
-        &mut self,
-        src_db: Option<i64>,
-        db: i64,
-        keys: &[Vec<u8>],
-    ) -> Result<(Vec<Probe>, Vec<Probe>), String> {
-        let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-            if side.is_target {
-                side.probe(db, keys)
-            } else {
-                match src_db {
-                    Some(s) => side.probe(s, keys),
-                    None => Ok(keys.iter().map(|_| Probe::absent()).collect()),
+    /// With a key map: the target's keys in `db` that are no source key's image, unless they
+    /// are about to expire.
+    fn extra_on_target(&mut self, db: i64) -> Result<(), String> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut cursor = Cursor::default();
+        while !self.full() {
+            let Some(keys) = self.dst.scan(db, &mut cursor)? else {
+                break;
+            };
+            let extra: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| {
+                    !k.starts_with(FERRY_PREFIX)
+                        && !self.images.contains(&(db, k.clone()))
+                        && seen.insert(k.clone())
+                })
+                .collect();
+            let probes = self.dst.probe(db, &extra)?;
+            let tolerance = self.opts.ttl_tolerance_ms;
+            for (key, t) in extra.iter().zip(probes) {
+                if t.present() && !t.expiring(tolerance) {
+                    self.diff(db, key, Problem::ExtraOnTarget);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads `keys` of `db` on the source and `images` of `to_db` on the target; a source key
+    /// [`Options::expect`] rejects reads as absent, and the target's expiries are taken back
+    /// by [`Options::ttl_offset_ms`].
+    fn probe_both(
+        &mut self,
+        (db, keys): (i64, &[Vec<u8>]),
+        (to_db, images): (i64, &[Vec<u8>]),
+    ) -> Result<(Vec<Probe>, Vec<Probe>), String> {
+        let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+            true => side.probe(db, keys),
+            false => side.probe(to_db, images),
         });
         let (mut src, mut dst) = (src?, dst?);
-        if let (Some(expect), Some(s)) = (&self.opts.expect, src_db) {
+        if let Some(expect) = &self.opts.expect {
             for (key, p) in keys.iter().zip(src.iter_mut()) {
-                if p.present() && !(expect.0)(s, key, &p.kind) {
+                if p.present() && !(expect.0)(db, key, &p.kind) {
                     *p = Probe::absent();
                 }
             }
@@ -917,26 +981,34 @@ impl Walk {
         Ok((src, dst))
     }
 
-    /// Compares `keys` of `src_db` (source) and `db` (target).
-    fn keys(&mut self, src_db: Option<i64>, db: i64, keys: &[Vec<u8>]) -> Result<(), String> {
-        let (src, dst) = self.probe_both(src_db, db, keys)?;
+    /// Compares `keys` of `db` on the source with `images` of `to_db` on the target (the
+    /// same keys and db without a key map), key by key.
+    fn keys(
+        &mut self,
+        (db, keys): (i64, &[Vec<u8>]),
+        (to_db, images): (i64, &[Vec<u8>]),
+    ) -> Result<(), String> {
+        let (src, dst) = self.probe_both((db, keys), (to_db, images))?;
         let mut one_sided = Vec::new();
         let mut streams = Vec::new();
-        for ((key, s), t) in keys.iter().zip(&src).zip(&dst) {
+        for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
             match (s.present(), t.present()) {
                 (false, false) => {}
-                (true, true) => self.pair(db, key, s, t, &mut streams),
-                _ => one_sided.push(key.clone()),
+                (true, true) => self.pair(db, i, &keys[i], s, t, &mut streams),
+                _ => one_sided.push(i),
             }
         }
         // Read one-sided keys again: a key may have expired (or been written) between the
         // two sides' reads.
-        let (src, dst) = self.probe_both(src_db, db, &one_sided)?;
+        let pick = |from: &[Vec<u8>]| one_sided.iter().map(|&i| from[i].clone()).collect();
+        let (again, again_images): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (pick(keys), pick(images));
+        let (src, dst) = self.probe_both((db, &again), (to_db, &again_images))?;
         let tolerance = self.opts.ttl_tolerance_ms;
-        for ((key, s), t) in one_sided.iter().zip(&src).zip(&dst) {
+        for ((&i, s), t) in one_sided.iter().zip(&src).zip(&dst) {
+            let key = &keys[i];
             match (s.present(), t.present()) {
                 (false, false) => {}
-                (true, true) => self.pair(db, key, s, t, &mut streams),
+                (true, true) => self.pair(db, i, key, s, t, &mut streams),
                 (true, false) if !s.expiring(tolerance) => {
                     self.diff(db, key, Problem::MissingOnTarget)
                 }
@@ -946,12 +1018,13 @@ impl Walk {
                 _ => {}
             }
         }
-        for key in std::mem::take(&mut self.zsets) {
-            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.zset_items(side.db_of(src_db, db), &key)
+        for i in std::mem::take(&mut self.zsets) {
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+                true => side.zset_items(db, &keys[i]),
+                false => side.zset_items(to_db, &images[i]),
             });
             if src? != dst? {
-                self.diff(db, &key, Problem::Digest);
+                self.diff(db, &keys[i], Problem::Digest);
             }
         }
         // `XINFO STREAM key FULL` exists since Redis 6.0: with a 5.x server on either side the
@@ -963,11 +1036,15 @@ impl Walk {
                 idle_consumers: self.opts.idle_consumers,
                 since_7: common_major >= 7,
             };
-            let (src, dst) = both(&mut self.src, &mut self.dst, |side| {
-                side.stream_meta(side.db_of(src_db, db), &streams, fields)
+            let pick = |from: &[Vec<u8>]| streams.iter().map(|&i| from[i].clone()).collect();
+            let (stream_keys, stream_images): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+                (pick(keys), pick(images));
+            let (src, dst) = both(&mut self.src, &mut self.dst, |side, source| match source {
+                true => side.stream_meta(db, &stream_keys, fields),
+                false => side.stream_meta(to_db, &stream_images, fields),
             });
             let (src, dst) = (src?, dst?);
-            for ((key, s), t) in streams.iter().zip(src).zip(dst) {
+            for ((key, s), t) in stream_keys.iter().zip(src).zip(dst) {
                 if let (Some(s), Some(t)) = (s, t)
                     && s != t
                 {
@@ -985,9 +1062,17 @@ impl Walk {
         Ok(())
     }
 
-    /// Compares a key present on both sides; streams with equal entries are queued for the
-    /// group check.
-    fn pair(&mut self, db: i64, key: &[u8], s: &Probe, t: &Probe, streams: &mut Vec<Vec<u8>>) {
+    /// Compares a key present on both sides (the `i`th being compared); streams with equal
+    /// entries are queued for the group check.
+    fn pair(
+        &mut self,
+        db: i64,
+        i: usize,
+        key: &[u8],
+        s: &Probe,
+        t: &Probe,
+        streams: &mut Vec<usize>,
+    ) {
         self.compared += 1;
         if s.kind != t.kind {
             let problem = Problem::Type {
@@ -1016,12 +1101,12 @@ impl Walk {
         }
         if s.digest != t.digest {
             if s.kind == "zset" && self.src.shortest_doubles != self.dst.shortest_doubles {
-                self.zsets.push(key.to_vec());
+                self.zsets.push(i);
             } else {
                 self.diff(db, key, Problem::Digest);
             }
         } else if s.kind == "stream" {
-            streams.push(key.to_vec());
+            streams.push(i);
         }
     }
 
@@ -1057,15 +1142,16 @@ impl Walk {
     }
 }
 
-/// Runs `read` on both sides at once (the servers do the work, in parallel).
+/// Runs `read` on both sides at once (the servers do the work, in parallel); its flag says
+/// whether it reads the source.
 fn both<T: Send>(
     src: &mut Reader,
     dst: &mut Reader,
-    read: impl Fn(&mut Reader) -> T + Sync,
+    read: impl Fn(&mut Reader, bool) -> T + Sync,
 ) -> (T, T) {
     std::thread::scope(|scope| {
-        let on_source = scope.spawn(|| read(src));
-        let on_target = read(dst);
+        let on_source = scope.spawn(|| read(src, true));
+        let on_target = read(dst, false);
         let on_source = on_source
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

@@ -688,6 +688,7 @@ async fn follow_stream(
             } else {
                 Entry::Command(Command {
                     db,
+                    target_db: None,
                     args,
                     raw,
                     end_offset: offset,

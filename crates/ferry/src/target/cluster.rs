@@ -704,8 +704,10 @@ impl Router {
                 self.everywhere(Entry::Offset { offset, db }).await
             }
             Route::Everywhere => {
-                if self.db_map.target(cmd.db) != 0 && cmd.args[0].eq_ignore_ascii_case(b"FLUSHDB") {
-                    return Err(only_db0(cmd.db as u64, b""));
+                if self.db_map.target(cmd.db_on_target()) != 0
+                    && cmd.args[0].eq_ignore_ascii_case(b"FLUSHDB")
+                {
+                    return Err(only_db0(cmd.db_on_target() as u64, b""));
                 }
                 for shard in 0..self.senders.len() {
                     let entry = if self.resume.covers(None, shard, cmd.end_offset) {
@@ -746,9 +748,9 @@ impl Router {
     /// A command whose keys are all in `cmd.slot`.
     async fn slotted(&mut self, cmd: Command) -> Result<()> {
         let s = cmd.slot.unwrap_or(0);
-        if self.db_map.target(cmd.db) != 0 {
+        if self.db_map.target(cmd.db_on_target()) != 0 {
             return Err(only_db0(
-                cmd.db as u64,
+                cmd.db_on_target() as u64,
                 cmd.args.get(1).map_or(&[][..], |k| k),
             ));
         }
@@ -765,8 +767,8 @@ impl Router {
     /// copied back, destination first, each slot's part in one transaction with that slot's
     /// checkpoint.
     async fn combine(&mut self, cmd: Command, keys: Vec<usize>, written: Vec<usize>) -> Result<()> {
-        if self.db_map.target(cmd.db) != 0 {
-            return Err(only_db0(cmd.db as u64, &cmd.args[keys[0]]));
+        if self.db_map.target(cmd.db_on_target()) != 0 {
+            return Err(only_db0(cmd.db_on_target() as u64, &cmd.args[keys[0]]));
         }
         let offset = cmd.end_offset;
         let home_key = written.first().copied().unwrap_or(keys[0]);
@@ -1012,6 +1014,7 @@ fn split_command(cmd: &Command, args: Vec<Bytes>, slot: u16) -> Command {
     ferry_resp::encode_command(&mut raw, &args);
     Command {
         db: cmd.db,
+        target_db: cmd.target_db,
         args,
         raw: raw.freeze(),
         end_offset: cmd.end_offset,

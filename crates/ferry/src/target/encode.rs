@@ -513,7 +513,7 @@ impl Encoder {
             (t, false) => Some(Expiry::In(t)),
         };
         let meta = Arc::new(KeyMeta {
-            db: cmd.db as u64,
+            db: cmd.db_on_target() as u64,
             key: args[1].clone(),
             expire_ms: None,
             idle: None,
@@ -521,7 +521,7 @@ impl Encoder {
             type_byte,
             key_metadata: None,
         });
-        self.select(cmd.db);
+        self.select(cmd.db_on_target());
         self.write_value(&meta, &Bytes::copy_from_slice(raw), version, expiry)?;
         Ok(true)
     }
@@ -552,6 +552,7 @@ impl Encoder {
             self.open_txn();
         }
         if let Some(txn) = &mut self.txn {
+            // The source's db, not the one written into: a resume selects it on the source.
             txn.last = Some((cmd.end_offset, cmd.db));
             txn.last_write = txn.last;
         }
@@ -565,7 +566,7 @@ impl Encoder {
             self.expects.push(Expect::Offset(cmd.end_offset));
             return Ok(());
         }
-        self.select(cmd.db);
+        self.select(cmd.db_on_target());
         self.out.extend_from_slice(&cmd.raw);
         let key = cmd.args.get(1).cloned().unwrap_or_default();
         self.expects.push(Expect::Reply {
@@ -574,7 +575,7 @@ impl Encoder {
             },
             command: cmd.args[0].clone(),
             key,
-            db: cmd.db,
+            db: cmd.db_on_target(),
         });
         self.replies += 1;
         if let Some(txn) = &mut self.txn {
@@ -593,7 +594,7 @@ impl Encoder {
             }
             return Ok(());
         }
-        self.select(cmd.db);
+        self.select(cmd.db_on_target());
         let name = cmd.args[0].as_ref();
         let offset = if name.eq_ignore_ascii_case(b"MULTI") {
             self.in_multi = true;
@@ -612,7 +613,7 @@ impl Encoder {
             kind: Kind::Stream { offset },
             command: cmd.args[0].clone(),
             key,
-            db: cmd.db,
+            db: cmd.db_on_target(),
         });
         self.replies += 1;
         Ok(())
@@ -1413,6 +1414,7 @@ mod tests {
         ferry_resp::encode_command(&mut raw, &args);
         enc.push(Entry::Command(Command {
             db: 0,
+            target_db: None,
             args,
             raw: raw.freeze(),
             end_offset: 10,
@@ -1427,6 +1429,41 @@ mod tests {
         // Expects the transaction's value, sets the new one (with the last write's position).
         assert!(text.contains(&format!("{id} 10 0\r\n")), "{text}");
         assert!(text.ends_with(&format!("{id} 24 0 10 0\r\n")), "{text}");
+    }
+
+    /// A command a transform moved to another db is written there, while the checkpoint
+    /// keeps the source's db: a resume selects that one on the source.
+    #[test]
+    fn a_moved_command_is_written_in_its_target_db_and_checkpointed_with_its_source_db() {
+        let mut enc = Encoder::new().with_checkpoint(b"cp".to_vec());
+        let id = "0123456789012345678901234567890123456789";
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from(id),
+            offset: 5,
+            snapshot: false,
+            clear_target: false,
+        })
+        .unwrap();
+        let args = vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"a")];
+        let mut raw = BytesMut::new();
+        ferry_resp::encode_command(&mut raw, &args);
+        enc.push(Entry::Command(Command {
+            db: 2,
+            target_db: Some(9),
+            args,
+            raw: raw.freeze(),
+            end_offset: 10,
+            slot: None,
+        }))
+        .unwrap();
+        enc.finish();
+        let (out, _) = enc.take();
+        let text = String::from_utf8_lossy(&out);
+        let select = text.find("$6\r\nSELECT\r\n$1\r\n9\r\n");
+        let incr = text.find("$4\r\nINCR\r\n");
+        assert!(select.is_some() && select < incr, "{text}");
+        assert!(!text.contains("SELECT\r\n$1\r\n2\r\n"), "{text}");
+        assert!(text.contains(&format!("{id} 10 2")), "{text}");
     }
 
     /// On a cluster master a transaction holds one slot's commands and updates that slot's
@@ -1456,6 +1493,7 @@ mod tests {
             ferry_resp::encode_command(&mut raw, &args);
             Entry::Command(Command {
                 db: 0,
+                target_db: None,
                 args,
                 raw: raw.freeze(),
                 end_offset: off,
@@ -1483,6 +1521,7 @@ mod tests {
         let cmd = |args: &[&str], raw: &str, off| {
             Entry::Command(Command {
                 db: 0,
+                target_db: None,
                 args: args
                     .iter()
                     .map(|a| Bytes::copy_from_slice(a.as_bytes()))

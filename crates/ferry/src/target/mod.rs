@@ -82,12 +82,21 @@ impl Target {
         options: Options,
         task: Option<String>,
     ) -> Result<()> {
-        match self {
+        // The Lua transform runs on a thread of its own between the source and the writer.
+        let (rx, script) = match &options.transform {
+            Some(script) => {
+                let (rx, done) = crate::script::spawn(script, rx)?;
+                (rx, Some(done))
+            }
+            None => (rx, None),
+        };
+        let written = match self {
             Target::Standalone(t) => {
                 t.run(rx, status, options, task.map(|t| Checkpoint::key(&t)))
                     .await
             }
             Target::Cluster(t) => t.run(rx, status, options, task).await,
-        }
+        };
+        crate::script::outcome(script, written)
     }
 }

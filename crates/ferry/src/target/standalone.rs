@@ -45,6 +45,8 @@ pub struct Options {
     pub filter: Option<Arc<crate::transform::Rules>>,
     /// Which target db each source db is written to.
     pub db_map: crate::transform::DbMap,
+    /// A Lua script each entry passes through before it is written.
+    pub transform: Option<Arc<crate::script::Script>>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             throttle: None,
             filter: None,
             db_map: crate::transform::DbMap::default(),
+            transform: None,
         }
     }
 }

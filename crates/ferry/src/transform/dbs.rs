@@ -37,6 +37,7 @@ impl Transform {
         let part = |args: Vec<Bytes>, db: u32| {
             Entry::Command(Command {
                 db,
+                target_db: None,
                 raw: encode(&args),
                 args,
                 end_offset: cmd.end_offset,

@@ -14,6 +14,7 @@ fn cmd(db: u32, end_offset: u64, words: &[&str]) -> Entry {
     let args: Vec<Bytes> = words.iter().map(|w| Bytes::from(w.to_string())).collect();
     Entry::Command(Command {
         db,
+        target_db: None,
         raw: encode(&args),
         args,
         end_offset,
