@@ -1012,8 +1012,10 @@ impl Walk {
                 (true, false) if !s.expiring(tolerance) => {
                     self.diff(db, key, Problem::MissingOnTarget)
                 }
+                // Extra: named as the target holds it.
                 (false, true) if !t.expiring(tolerance) => {
-                    self.diff(db, key, Problem::ExtraOnTarget)
+                    let image = images[i].clone();
+                    self.diff(to_db, &image, Problem::ExtraOnTarget)
                 }
                 _ => {}
             }
