@@ -139,6 +139,16 @@ impl Drop for Ferry {
     }
 }
 
+/// Sends `sig` (e.g. "-STOP", "-CONT") to process `pid`: a server that stalls, as a network
+/// cut or an overloaded host would make it.
+pub fn signal(pid: u32, sig: &str) {
+    let sent = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

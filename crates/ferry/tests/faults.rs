@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, config_file, resyncs, wait_caught_up};
+use common::{Ferry, config_file, resyncs, signal, wait_caught_up};
 use testkit::Server;
 use testkit::compare::{self, Options};
 use testkit::workload::{self, Spec};
@@ -607,20 +607,11 @@ fn a_silent_source_link_is_taken_for_dead_and_resumed() {
         ..spec.clone()
     });
     load.run(&source, 1000);
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &source.pid().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    signal(source.pid(), "-STOP");
     let silent = testkit::wait_until(Duration::from_secs(60), || {
         ferry.log().contains("nothing received for 3 s")
     });
-    signal("-CONT");
+    signal(source.pid(), "-CONT");
     assert!(silent, "the silence was not noticed:\n{}", ferry.log());
     ferry.wait_status(Duration::from_secs(120), "the resumed stream", |s| {
         s["phase"] == "incremental" && s["retries"].as_u64().unwrap_or(0) >= 1

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Ferry, resyncs, wait_caught_up};
+use common::{Ferry, resyncs, signal, wait_caught_up};
 use testkit::Server;
 use testkit::compare::{self, Options};
 use testkit::workload::{self, Spec};
@@ -119,22 +118,13 @@ fn a_stalled_target_does_not_cost_the_replica_link() {
         s["phase"] == "incremental"
     });
     let background = workload::run_in_background(&source, spec(44));
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &target.pid().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    signal(target.pid(), "-STOP");
     ferry.wait_status(
         Duration::from_secs(120),
         "1 MiB of the stream spooled while the target stalls",
         |s| lag(s) > 1 << 20 && spooled(s) > 1 << 20,
     );
-    signal("-CONT");
+    signal(target.pid(), "-CONT");
     background.stop();
     wait_caught_up(&mut ferry, &source, Duration::from_secs(120));
     compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
