@@ -441,3 +441,49 @@ fn a_snapshot_file_under_a_prefix() {
         .collect();
     assert!(dbs.len() > 1, "keys in dbs {dbs:?} only");
 }
+
+/// `[filter]` runs before the script: the script sees only what the filter lets through, by its
+/// source name, so a prefix filter and a renaming script work together.
+#[test]
+fn the_filter_runs_before_the_script() {
+    let source = Server::start();
+    let target = Server::start();
+    let set = |key: &str| {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("v")
+            .query(&mut source.conn())
+            .unwrap();
+    };
+    for key in ["user:1", "user:2", "other:1"] {
+        set(key);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_script(
+        &dir,
+        "function transform(entry)\n  if entry.kind == \"key\" then\n    entry.key = \"eu:\" .. entry.key\n  else\n    for _, i in ipairs(entry.keys) do entry.args[i] = \"eu:\" .. entry.args[i] end\n  end\n  return entry\nend\n",
+    );
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--transform",
+        &path,
+        "--allow-key-prefix",
+        "user:",
+    ]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    set("user:3");
+    set("other:2");
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let map = KeyMap::new(|db, key| {
+        key.starts_with(b"user:")
+            .then(|| (db, [&b"eu:"[..], key].concat()))
+    });
+    compare::eventually_equal(&source, &target, &options(map), Duration::from_secs(10))
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}

@@ -99,12 +99,16 @@ impl Script {
 }
 
 /// How the thread running a script for one writer ended, once it has.
-pub struct Done(oneshot::Receiver<Result<(), ScriptError>>);
+pub struct Done(oneshot::Receiver<crate::Result<()>>);
 
 /// Starts `script` on a thread of its own between `input` and the returned channel. The
 /// thread ends when `input` closes, when the receiver goes away, or at the script's first error.
+/// With `filter`, the `[filter]` rules are applied first, on the same thread, so the script
+/// sees only what the filter lets through.
 pub fn spawn(
     script: &Script,
+    mut filter: Option<crate::transform::Transform>,
+    status: std::sync::Arc<crate::status::Status>,
     mut input: mpsc::Receiver<Batch>,
 ) -> crate::Result<(mpsc::Receiver<Batch>, Done)> {
     let script = script.clone();
@@ -113,10 +117,14 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("ferry-transform".into())
         .spawn(move || {
-            let result = (|| {
+            let result = (|| -> crate::Result<()> {
                 // Made here: a Lua state stays on the thread that made it.
                 let mut transform = script.start()?;
                 while let Some(batch) = input.blocking_recv() {
+                    let batch = match &mut filter {
+                        Some(filter) => filter.apply(batch, &status)?,
+                        None => batch,
+                    };
                     let batch = transform.apply_batch(batch)?;
                     if !batch.is_empty() && tx.blocking_send(batch).is_err() {
                         break;
@@ -140,7 +148,7 @@ pub fn outcome(done: Option<Done>, written: crate::Result<()>) -> crate::Result<
         return Ok(());
     };
     match done.try_recv() {
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e),
         // The thread panicked: its output closed without a word.
         Err(oneshot::error::TryRecvError::Closed) => Err(crate::Error::Config(
             "the transform thread stopped unexpectedly".into(),

@@ -82,13 +82,32 @@ impl Target {
         options: Options,
         task: Option<String>,
     ) -> Result<()> {
-        // The Lua transform runs on a thread of its own between the source and the writer.
-        let (rx, script) = match &options.transform {
+        // The Lua transform runs on a thread of its own between the source and the writer,
+        // after `[filter]`, which then runs there too (and not again in the writers).
+        let (rx, script, options) = match &options.transform {
             Some(script) => {
-                let (rx, done) = crate::script::spawn(script, rx)?;
-                (rx, Some(done))
+                let filter = match &options.filter {
+                    Some(rules) => {
+                        let (dbs, cluster) = match &self {
+                            Target::Standalone(t) => (t.caps.databases, false),
+                            Target::Cluster(_) => (Some(1), true),
+                        };
+                        crate::transform::Transform::check_target(rules, dbs, cluster)?;
+                        Some(crate::transform::Transform::new(
+                            rules.clone(),
+                            dbs.unwrap_or(crate::transform::DEFAULT_DBS),
+                        ))
+                    }
+                    None => None,
+                };
+                let (rx, done) = crate::script::spawn(script, filter, status.clone(), rx)?;
+                let options = Options {
+                    filter: None,
+                    ..options
+                };
+                (rx, Some(done), options)
             }
-            None => (rx, None),
+            None => (rx, None, options),
         };
         let written = match self {
             Target::Standalone(t) => {
