@@ -294,11 +294,6 @@ async fn run_cluster_source(
     status: &Arc<Status>,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    if !config.more_targets.is_empty() {
-        return Err(Error::Config(
-            "the source is a cluster: several targets are fed from one stream of a standalone source only; run one task per target".into(),
-        ));
-    }
     let stop = cancel.child_token();
     let mut streams = tokio::task::JoinSet::new();
     tracing::info!(

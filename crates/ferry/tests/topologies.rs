@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Ferry, resyncs, wait_caught_up};
-use testkit::Server;
-use testkit::compare::{self, Options};
+use testkit::compare::{self, Options, Side};
 use testkit::workload::{self, Spec};
+use testkit::{Cluster, Server};
 
 #[test]
 fn a_cascade_stays_equal_end_to_end() {
@@ -175,5 +175,55 @@ fn one_stream_feeds_several_targets_independently() {
     ferry.wait_status(Duration::from_secs(60), "latency samples", |s| {
         s["latency_ms"]["samples"].as_u64().unwrap_or(0) > 0
     });
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
+
+/// A cluster source into two targets: each shard's stream feeds both, each target ends equal to
+/// the whole cluster key by key.
+#[test]
+fn a_cluster_source_feeds_several_targets() {
+    let source = Cluster::start_with(3, 0, &["--repl-diskless-sync-delay", "0"]);
+    let first = Server::start();
+    let second = Server::start();
+    let spec = Spec {
+        seed: 65,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate_cluster(&source, &spec);
+    let background = workload::run_in_background_cluster(
+        &source,
+        Spec {
+            seed: 66,
+            ..spec.clone()
+        },
+    );
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &first.url(),
+        "--target",
+        &second.url(),
+    ]);
+    let st = ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    assert_eq!(st["shards"].as_array().map(Vec::len), Some(3), "{st}");
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    let options = Options {
+        group_read_counters: false,
+        ..Options::default()
+    };
+    for target in [&first, &second] {
+        compare::eventually_equal_sides(
+            &Side::from(&source),
+            &Side::from(target),
+            &options,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|r| panic!("{}: {r}\nferry log:\n{}", target.addr(), ferry.log()));
+    }
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }

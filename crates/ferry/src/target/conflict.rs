@@ -50,22 +50,26 @@ fn synced_dbs(config: &TaskConfig) -> Option<Vec<u32>> {
     Some(dbs)
 }
 
-/// A cluster source: every shard writes into the same target, so the target is checked once,
-/// before any shard starts (a shard checked later would find the others' keys), and only if
-/// none of `shards` (the shards' task names) holds a checkpoint there.
+/// A cluster source: every shard writes into the same target(s), so each target is checked
+/// once, before any shard starts (a shard checked later would find the others' keys), and only
+/// if none of `shards` (the shards' task names) holds a checkpoint there.
 pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Status) -> Result<()> {
     let Some(policy) = config.on_conflict.filter(|_| !status.has_synced()) else {
         return Ok(());
     };
-    let mut target = Target::connect(&config.target).await?;
-    if config.checkpoint {
-        for name in shards {
-            if target.read_checkpoint(name).await?.is_some() {
-                return Ok(());
+    for endpoint in std::iter::once(&config.target).chain(&config.more_targets) {
+        let mut target = Target::connect(endpoint).await?;
+        let mut resumed = false;
+        if config.checkpoint {
+            for name in shards {
+                resumed |= target.read_checkpoint(name).await?.is_some();
             }
         }
+        if !resumed {
+            settle(&mut target, policy, synced_dbs(config).as_deref()).await?;
+        }
     }
-    settle(&mut target, policy, synced_dbs(config).as_deref()).await
+    Ok(())
 }
 
 /// Looks for keys in the target's `dbs` (every db when None) and acts on them as `policy` says.
