@@ -526,3 +526,22 @@ fn a_cluster_target_is_verified_across_its_masters() {
     found.line(0, &json!("k:17"), "missing");
     assert_eq!(found.lines.len(), 3, "{}", found.show());
 }
+
+/// A db the source no longer has keys in is still walked on the target: what is left there
+/// came from no source key.
+#[test]
+fn keys_left_in_a_db_the_source_emptied_are_extra() {
+    let source = Server::start();
+    let target = Server::start();
+    run(&source, 0, &["SET", "a", "1"]);
+    run(&source, 4, &["SET", "b", "1"]);
+    sync_once(&source, &target, &[]);
+    run(&source, 4, &["FLUSHDB"]);
+    let found = verify(&source.url(), &target.url(), &["--rounds", "1"]);
+    assert_eq!(found.code, 1, "{}", found.show());
+    assert_eq!(
+        found.line(4, &json!("b"), "extra")["detail"],
+        json!({"target_db": 4})
+    );
+    assert_eq!(found.lines.len(), 1, "{}", found.show());
+}

@@ -227,7 +227,7 @@ pub async fn source_keys(
 }
 
 /// Looks at target keys `keys` of target db `db`: those the sync could have written and that
-/// no source key explains are extra. `source_dbs` are the source's dbs with keys; `seen`
+/// no source key explains are extra. `source_dbs` is how many dbs the source has; `seen`
 /// (given when a script renames keys) holds the images of the source keys.
 pub async fn target_keys(
     source: &mut Side,
@@ -235,7 +235,7 @@ pub async fn target_keys(
     mapper: &Mapper,
     db: u32,
     keys: &[Bytes],
-    source_dbs: &[u32],
+    source_dbs: u32,
     seen: Option<&Images>,
 ) -> Result<Vec<Difference>> {
     let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"TYPE"[..], k]).collect();

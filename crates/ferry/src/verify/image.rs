@@ -98,9 +98,9 @@ impl Mapper {
     }
 
     /// For a key found in target db `db` (with no script): the source dbs it could have come
-    /// from, or none when the sync would not have written it there (a key the filter leaves
-    /// out is the target's own business, not a difference).
-    pub fn origins(&self, db: u32, key: &[u8], kind: &str, source_dbs: &[u32]) -> Vec<u32> {
+    /// from, of the `source_dbs` the source has, or none when the sync would not have written
+    /// it there (a key the filter leaves out is the target's own business, not a difference).
+    pub fn origins(&self, db: u32, key: &[u8], kind: &str, source_dbs: u32) -> Vec<u32> {
         if key.starts_with(OWN_KEY_PREFIX) {
             return Vec::new();
         }
@@ -109,12 +109,19 @@ impl Mapper {
         {
             return Vec::new();
         }
-        source_dbs
-            .iter()
-            .copied()
-            .filter(|&s| self.db_map.target(s) == db)
-            .filter(|&s| self.rules.as_ref().is_none_or(|r| r.db_passes(s)))
-            .collect()
+        // A db keeps its number unless the map sends it elsewhere.
+        let mut from: Vec<u32> = self
+            .db_map
+            .entries()
+            .filter(|&(_, t)| t == db)
+            .map(|(s, _)| s)
+            .collect();
+        if self.db_map.target(db) == db && !from.contains(&db) {
+            from.push(db);
+        }
+        from.retain(|&s| s < source_dbs && self.rules.as_ref().is_none_or(|r| r.db_passes(s)));
+        from.sort_unstable();
+        from
     }
 }
 
@@ -162,10 +169,13 @@ mod tests {
         assert_eq!(mapper.image(1, &other, "hash", None, 0).unwrap(), None);
         let own = Bytes::from_static(b"__ferry:checkpoint:x");
         assert_eq!(mapper.image(0, &own, "hash", None, 0).unwrap(), None);
-        // Backwards: target db 5 comes from source db 1; db 1 of the target from nowhere.
-        assert_eq!(mapper.origins(5, b"user:1", "hash", &[0, 1, 2]), vec![1]);
-        assert!(mapper.origins(1, b"user:1", "hash", &[0, 1, 2]).is_empty());
-        assert!(mapper.origins(5, b"order:1", "hash", &[0, 1, 2]).is_empty());
+        // Backwards: target db 5 holds source db 1 and source db 5 (which keeps its number);
+        // db 1 of the target gets nothing.
+        assert_eq!(mapper.origins(5, b"user:1", "hash", 16), vec![1, 5]);
+        assert!(mapper.origins(1, b"user:1", "hash", 16).is_empty());
+        assert_eq!(mapper.origins(2, b"user:1", "hash", 16), vec![2]);
+        assert!(mapper.origins(2, b"user:1", "hash", 1).is_empty());
+        assert!(mapper.origins(5, b"order:1", "hash", 16).is_empty());
     }
 
     #[test]

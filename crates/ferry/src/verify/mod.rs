@@ -147,8 +147,8 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
     // on the way are remembered instead (a hash per key).
     let mut images: Option<Images> = (!mapper.invertible()).then(Images::default);
 
-    let source_dbs: Vec<u32> = source.dbs().await?.into_iter().collect();
-    'source: for &db in &source_dbs {
+    let source_dbs = source.databases().await?;
+    'source: for db in source.dbs().await? {
         for node in 0..source.node_count() {
             let mut cursor = 0;
             loop {
@@ -185,7 +185,7 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
                 pace.take(keys.len()).await;
                 summary.target_keys += keys.len() as u64;
                 let extra =
-                    compare::target_keys(source, target, &mapper, db, &keys, &source_dbs, seen)
+                    compare::target_keys(source, target, &mapper, db, &keys, source_dbs, seen)
                         .await?;
                 found.add(extra);
                 if found.full() {
@@ -203,12 +203,12 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
     let mut diffs = found.differences;
     while summary.rounds < opts.rounds && !diffs.is_empty() {
         tokio::time::sleep(opts.interval).await;
-        diffs = again(source, target, &mapper, &diffs, &source_dbs, seen, opts).await?;
+        diffs = again(source, target, &mapper, &diffs, source_dbs, seen, opts).await?;
         summary.rounds += 1;
     }
     if opts.repair && !diffs.is_empty() {
         summary.repaired = repair::repair(source, target, &mapper, &diffs).await?;
-        diffs = again(source, target, &mapper, &diffs, &source_dbs, seen, opts).await?;
+        diffs = again(source, target, &mapper, &diffs, source_dbs, seen, opts).await?;
     }
     summary.differences = diffs;
     Ok(summary)
@@ -220,7 +220,7 @@ async fn again(
     target: &mut Side,
     mapper: &Mapper,
     diffs: &[Difference],
-    source_dbs: &[u32],
+    source_dbs: u32,
     seen: Option<&Images>,
     opts: &Options,
 ) -> Result<Vec<Difference>> {

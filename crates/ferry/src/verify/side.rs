@@ -12,6 +12,9 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result, Role};
 use crate::topology::{self, Topology};
 
+/// How long a batch's replies may take: a server that stops answering ends the verification.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A connection and the db it has selected.
 struct Node {
     conn: Conn,
@@ -84,6 +87,28 @@ impl Side {
             }
         }
         Ok(dbs)
+    }
+
+    /// How many dbs the server has: 1 for a cluster, else its `databases` setting (16, Redis's
+    /// default, when `CONFIG` is refused).
+    pub async fn databases(&mut self) -> Result<u32> {
+        if self.topology.is_some() {
+            return Ok(1);
+        }
+        let reply = self.nodes[0]
+            .conn
+            .request(&[&b"CONFIG"[..], b"GET", b"databases"])
+            .await?;
+        let n = match reply {
+            Frame::Array(items) => items
+                .get(1)
+                .and_then(|f| std::str::from_utf8(f.as_bytes()?).ok()?.parse().ok()),
+            Frame::Map(pairs) => pairs
+                .first()
+                .and_then(|(_, v)| std::str::from_utf8(v.as_bytes()?).ok()?.parse().ok()),
+            _ => None,
+        };
+        Ok(n.unwrap_or(crate::transform::DEFAULT_DBS))
     }
 
     /// One `SCAN` step on node `node` in `db`: the next cursor (0 at the end) and keys.
@@ -185,18 +210,28 @@ impl Side {
             ferry_resp::encode_command(&mut out, cmd);
         }
         node.conn.write_all(&out).await?;
-        if select {
-            let (reply, _) = node.conn.read_frame().await?;
-            if let Frame::Error(msg) = reply {
-                return Err(node.conn.server_error(&msg));
+        let read = async {
+            if select {
+                let (reply, _) = node.conn.read_frame().await?;
+                if let Frame::Error(msg) = reply {
+                    return Err(node.conn.server_error(&msg));
+                }
+                node.db = db;
             }
-            node.db = db;
+            let mut replies = Vec::with_capacity(cmds.len());
+            for _ in cmds {
+                replies.push(node.conn.read_frame().await?.0);
+            }
+            Ok(replies)
+        };
+        match tokio::time::timeout(REPLY_TIMEOUT, read).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Closed {
+                role: self.role,
+                addr: self.label.clone(),
+                context: format!(" (no reply within {} s)", REPLY_TIMEOUT.as_secs()),
+            }),
         }
-        let mut replies = Vec::with_capacity(cmds.len());
-        for _ in cmds {
-            replies.push(node.conn.read_frame().await?.0);
-        }
-        Ok(replies)
     }
 
     pub fn bad_reply(&self, what: &str) -> Error {
