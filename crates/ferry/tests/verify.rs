@@ -545,3 +545,58 @@ fn keys_left_in_a_db_the_source_emptied_are_extra() {
     );
     assert_eq!(found.lines.len(), 1, "{}", found.show());
 }
+
+/// Keys a Lua transform renamed, moved or dropped are compared with what the script makes of
+/// them; a target key no source key became is extra.
+#[test]
+fn keys_are_compared_through_the_transform_script() {
+    let source = Server::start();
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("t.lua");
+    std::fs::write(
+        &script,
+        "function transform(e)\n  if e.kind ~= \"key\" then return e end\n  if e.key:sub(1, 4) == \"tmp:\" then return nil end\n  e.key = \"eu:\" .. e.key\n  e.db = 2\n  return e\nend\n",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    for i in 0..20 {
+        run(&source, 0, &["SET", &format!("k:{i}"), "v"]);
+        run(&source, 0, &["SET", &format!("tmp:{i}"), "v"]);
+    }
+    run(&source, 1, &["HSET", "h", "f", "v"]);
+    sync_once(&source, &target, &["--transform", script]);
+    let args = ["--rounds", "1", "--transform", script];
+    let equal = verify(&source.url(), &target.url(), &args);
+    assert_eq!(equal.code, 0, "{}", equal.show());
+    assert!(
+        equal
+            .stdout
+            .contains("compared 21 source keys (20 filtered out)"),
+        "{}",
+        equal.show()
+    );
+    run(&target, 2, &["DEL", "eu:k:3"]);
+    run(&target, 2, &["HSET", "eu:h", "f", "changed"]);
+    run(&target, 2, &["SET", "eu:nobody", "x"]);
+    let found = verify(&source.url(), &target.url(), &args);
+    assert_eq!(found.code, 1, "{}", found.show());
+    assert_eq!(
+        found.line(0, &json!("k:3"), "missing")["detail"],
+        json!({"target_db": 2, "target_key": "eu:k:3"})
+    );
+    assert_eq!(
+        found.line(1, &json!("h"), "value")["detail"]["target"],
+        "changed"
+    );
+    found.line(2, &json!("eu:nobody"), "extra");
+    assert_eq!(found.lines.len(), 3, "{}", found.show());
+    // Repaired through the same mapping.
+    let repaired = verify(
+        &source.url(),
+        &target.url(),
+        &[&args[..], &["--repair"]].concat(),
+    );
+    assert_eq!(repaired.code, 0, "{}", repaired.show());
+    assert!(verify(&source.url(), &target.url(), &args).lines.is_empty());
+}

@@ -66,6 +66,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const DEFAULT_BATCH: usize = 500;
 pub const DEFAULT_CHUNK: usize = 1000;
 pub const DEFAULT_MAX_DIFFERENCES: usize = 100_000;
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 impl Options {
     /// The sync's source, targets and transforms from its checked config; verify's own
@@ -148,6 +149,8 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
     let mut images: Option<Images> = (!mapper.invertible()).then(Images::default);
 
     let source_dbs = source.databases().await?;
+    // A long walk says how far it got now and then, on stderr.
+    let mut next_note = std::time::Instant::now() + PROGRESS_EVERY;
     'source: for db in source.dbs().await? {
         for node in 0..source.node_count() {
             let mut cursor = 0;
@@ -164,6 +167,15 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
                 found.add(c.differences);
                 if found.full() {
                     break 'source;
+                }
+                if std::time::Instant::now() >= next_note {
+                    next_note += PROGRESS_EVERY;
+                    tracing::info!(
+                        "verify {}: {} source keys compared (db {db}), {} differ so far",
+                        summary.target,
+                        summary.source_keys,
+                        found.differences.len()
+                    );
                 }
                 cursor = next;
                 if cursor == 0 {
@@ -199,6 +211,7 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
         }
     }
     summary.first_round = found.differences.len();
+    summary.stopped_early = found.full();
     summary.rounds = 1;
     let mut diffs = found.differences;
     while summary.rounds < opts.rounds && !diffs.is_empty() {

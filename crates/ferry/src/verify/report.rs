@@ -123,6 +123,8 @@ pub struct Summary {
     pub differences: Vec<Difference>,
     /// Value comparison used `DEBUG DIGEST-VALUE` (else values were read and compared).
     pub digest: bool,
+    /// The walk stopped at `--max-differences`: keys after that were not compared.
+    pub stopped_early: bool,
 }
 
 impl Summary {
@@ -156,6 +158,13 @@ impl Summary {
             },
             self.differences.len()
         )?;
+        if self.stopped_early {
+            writeln!(
+                out,
+                "  stopped at {} differences (--max-differences): keys after those were not compared",
+                self.first_round
+            )?;
+        }
         let counts: Vec<String> = Kind::ALL
             .iter()
             .map(|&k| format!("{} {}", k.name(), self.count(k)))

@@ -124,8 +124,10 @@ impl Side {
         let args: Vec<&[u8]> = vec![b"SCAN", cursor.as_bytes(), b"COUNT", count.as_bytes()];
         let replies = self.on_node(node, db, &[args]).await?;
         let bad = || self.bad_reply("SCAN");
-        let Some(Frame::Array(parts)) = replies.into_iter().next() else {
-            return Err(bad());
+        let parts = match replies.into_iter().next() {
+            Some(Frame::Array(parts)) => parts,
+            Some(e) if e.is_error() => return Err(self.failed("SCAN", &e)),
+            _ => return Err(bad()),
         };
         let [next, Frame::Array(keys)] = <[Frame; 2]>::try_from(parts).map_err(|_| bad())? else {
             return Err(bad());
