@@ -619,7 +619,12 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         );
     }
     args.filter.apply(&mut file.filter)?;
+    let live_verify = file.verify.live()?;
     let config = TaskConfig::build(file)?;
+    let live_verify = match live_verify {
+        Some(settings) => Some((ferry::verify::Options::from_task(&config)?, settings)),
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -634,6 +639,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
             None => None,
         };
         let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
+        if let Some((opts, settings)) = live_verify {
+            ferry::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
+        }
         tokio::spawn(stop_on_signal(cancel.clone()));
         let result = ferry::task::run(config, status, cancel).await;
         ui_cancel.cancel();

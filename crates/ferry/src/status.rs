@@ -99,6 +99,8 @@ pub struct Status {
     targets: Mutex<Vec<(String, Arc<Status>)>>,
     /// The task's limits, when it has any (shared with its writers).
     throttle: std::sync::OnceLock<Arc<Throttle>>,
+    /// Continuous verification, when on: fed the keys the stream writes.
+    live_verify: std::sync::OnceLock<Arc<crate::verify::live::Live>>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -151,6 +153,9 @@ pub struct Snapshot {
     /// The configured limits and whether they hold the writers back, when any is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitStatus>,
+    /// Continuous verification of recently written keys, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::live::Report>,
 }
 
 impl Status {
@@ -196,6 +201,18 @@ impl Status {
     pub fn own_key_seen(&self, args: &[Bytes], offset: u64) {
         if self.latency.own_key_seen(args, offset) {
             self.probe_taken();
+        }
+    }
+
+    /// Continuous verification is on: the keys the stream writes go to `live`.
+    pub fn watch_writes(&self, live: Arc<crate::verify::live::Live>) {
+        let _ = self.live_verify.set(live);
+    }
+
+    /// The stream carried a command for the target, ending at `offset`.
+    pub fn wrote(&self, db: u32, args: &[Bytes], offset: u64) {
+        if let Some(live) = self.live_verify.get() {
+            live.wrote(db, args, offset);
         }
     }
 
@@ -472,6 +489,7 @@ impl Status {
                 })
                 .collect(),
             limit: self.throttle.get().map(|t| t.status()),
+            verify: self.live_verify.get().map(|l| l.report()),
         }
     }
 }

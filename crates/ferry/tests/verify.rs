@@ -600,3 +600,59 @@ fn keys_are_compared_through_the_transform_script() {
     assert_eq!(repaired.code, 0, "{}", repaired.show());
     assert!(verify(&source.url(), &target.url(), &args).lines.is_empty());
 }
+
+/// `[verify] continuous = true`: while the sync runs, recently written keys are compared on
+/// both sides; a key the target holds differently shows in `verify` of the status.
+#[test]
+fn continuous_verification_reports_the_share_of_differing_recent_keys() {
+    let source = Server::start();
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config_file(
+        dir.path(),
+        &source.url(),
+        &target.url(),
+        "[verify]\ncontinuous = true\ninterval_ms = 200\nsample = 50",
+    );
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    // Keys written once each: every check finds them equal.
+    for i in 0..200 {
+        run(&source, 0, &["SET", &format!("k:{i}"), "v"]);
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let st = ferry.wait_status(Duration::from_secs(60), "keys to be verified", |s| {
+        s["verify"]["compared"].as_u64().unwrap_or(0) >= 50
+    });
+    assert_eq!(st["verify"]["mismatched"], 0, "{st}");
+    assert_eq!(st["verify"]["mismatch_ratio"], 0.0, "{st}");
+    // A key changed behind the sync's back, then touched on the source (an expiry, which
+    // leaves the value as the target has it): the next check finds it.
+    run(&source, 0, &["SET", "bad", "source"]);
+    testkit::wait_until(Duration::from_secs(30), || {
+        redis::cmd("GET")
+            .arg("bad")
+            .query::<Option<String>>(&mut target.conn())
+            .unwrap()
+            .is_some()
+    });
+    run(&target, 0, &["SET", "bad", "target"]);
+    run(&source, 0, &["EXPIRE", "bad", "100000"]);
+    let st = ferry.wait_status(Duration::from_secs(60), "a mismatch", |s| {
+        s["verify"]["mismatched"].as_u64().unwrap_or(0) >= 1
+    });
+    let ratio = st["verify"]["mismatch_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio <= 1.0, "{st}");
+    assert!(
+        ferry
+            .log()
+            .contains("recently written keys differ on the target, e.g. \"bad\" in db 0 (value)"),
+        "{}",
+        ferry.log()
+    );
+    ferry.terminate(Duration::from_secs(30));
+}

@@ -9,11 +9,13 @@
 //! - `compare`: a batch of keys compared by type, expiry and digest;
 //! - `value`: the first differing field, member, element or byte of two values, read in pages;
 //! - `repair`: rewriting differing keys from the source;
+//! - `live`: continuous checks of recently written keys while a sync runs;
 //! - `pace`: the keys-per-second limit;
 //! - `report`: differences, their JSON lines and the summary.
 
 mod compare;
 mod image;
+pub mod live;
 mod pace;
 mod repair;
 pub mod report;
