@@ -656,3 +656,94 @@ fn continuous_verification_reports_the_share_of_differing_recent_keys() {
     );
     ferry.terminate(Duration::from_secs(30));
 }
+
+/// A key deleted on the source between rounds is no longer compared as a source key; its
+/// image on the target, which the deletion never reached, is then extra.
+#[test]
+fn a_key_deleted_on_the_source_between_rounds_leaves_an_extra_image() {
+    use std::io::{BufRead, BufReader};
+    let source = Server::start();
+    let target = Server::start();
+    run(&source, 0, &["SET", "v", "source"]);
+    run(&target, 0, &["SET", "v", "target"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("diff.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ])
+        .args(["--rounds", "2", "--interval-ms", "1000"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("keys differ after round 1") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no round 2");
+    }
+    run(&source, 0, &["DEL", "v"]);
+    let code = child.wait().unwrap();
+    assert_eq!(code.code(), Some(1));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![json!({"db": 0, "key": "v", "kind": "extra", "detail": {"target_db": 0}})]
+    );
+}
+
+/// A cluster on the source side: every master is scanned; a target key no shard holds is
+/// extra.
+#[test]
+fn a_cluster_source_is_verified_across_its_masters() {
+    let source = Cluster::start(3, 0);
+    let target = Server::start();
+    for i in 0..300 {
+        let key = format!("k:{i}");
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query::<()>(&mut source.conn_for(key.as_bytes()))
+            .unwrap();
+    }
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    let keys: Vec<String> = (0..300).map(|i| format!("k:{i}")).collect();
+    let copied = testkit::wait_until(Duration::from_secs(60), || {
+        redis::cmd("EXISTS")
+            .arg(&keys)
+            .query::<u64>(&mut target.conn())
+            .unwrap()
+            == 300
+    });
+    assert!(
+        copied,
+        "the sync did not copy the keys; log:\n{}",
+        ferry.log()
+    );
+    ferry.terminate(Duration::from_secs(30));
+    let equal = verify(&source.url(), &target.url(), &["--rounds", "1"]);
+    assert_eq!(equal.code, 0, "{}", equal.show());
+    assert!(
+        equal.stdout.contains("compared 300 source keys"),
+        "{}",
+        equal.show()
+    );
+    run(&target, 0, &["SET", "k:5", "changed"]);
+    run(&target, 0, &["SET", "stray", "x"]);
+    let found = verify(&source.url(), &target.url(), &["--rounds", "1"]);
+    assert_eq!(found.code, 1, "{}", found.show());
+    found.line(0, &json!("k:5"), "value");
+    found.line(0, &json!("stray"), "extra");
+    assert_eq!(found.lines.len(), 2, "{}", found.show());
+}

@@ -80,6 +80,8 @@ pub struct Compared {
     /// (target db, hash of the key) of every image, for finding extras when a script
     /// renames keys.
     pub images: Vec<(u32, u64)>,
+    /// Keys the source no longer holds (deleted or expired since they were found).
+    pub gone: Vec<Bytes>,
 }
 
 /// A key's name hashed (the same in every run of the process), for the set of images.
@@ -124,8 +126,13 @@ pub async fn source_keys(
     // (source key, its meta, its image)
     let mut pending: Vec<(&Bytes, Meta, Image)> = Vec::new();
     for (key, meta) in keys.iter().zip(metas_src) {
-        // Gone since SCAN found it: nothing to compare. Ferry's own keys are no data.
-        if meta.kind == "none" || key.starts_with(crate::entry::OWN_KEY_PREFIX) {
+        // Ferry's own keys are no data.
+        if key.starts_with(crate::entry::OWN_KEY_PREFIX) {
+            continue;
+        }
+        // Gone since it was found: nothing to compare.
+        if meta.kind == "none" {
+            out.gone.push(key.clone());
             continue;
         }
         match mapper.image(db, key, &meta.kind, meta.expire_ms, now)? {

@@ -22,7 +22,7 @@ pub mod report;
 mod side;
 mod value;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +217,13 @@ async fn verify_target(opts: &Options, source: &mut Side, target: &mut Side) -> 
     summary.rounds = 1;
     let mut diffs = found.differences;
     while summary.rounds < opts.rounds && !diffs.is_empty() {
+        tracing::info!(
+            "verify {}: {} keys differ after round {}; comparing them again in {} ms",
+            summary.target,
+            diffs.len(),
+            summary.rounds,
+            opts.interval.as_millis()
+        );
         tokio::time::sleep(opts.interval).await;
         diffs = again(source, target, &mapper, &diffs, source_dbs, seen, opts).await?;
         summary.rounds += 1;
@@ -241,9 +248,19 @@ async fn again(
 ) -> Result<Vec<Difference>> {
     let mut by_source: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
     let mut by_target: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
+    // Source key → where its image is.
+    let mut images: HashMap<(u32, Bytes), (u32, Bytes)> = HashMap::new();
     for d in diffs {
         match &d.subject {
-            Subject::Source { db, key, .. } => by_source.entry(*db).or_default().push(key.clone()),
+            Subject::Source {
+                db,
+                key,
+                target_db,
+                target_key,
+            } => {
+                by_source.entry(*db).or_default().push(key.clone());
+                images.insert((*db, key.clone()), (*target_db, target_key.clone()));
+            }
             Subject::Target { db, key } => by_target.entry(*db).or_default().push(key.clone()),
         }
     }
@@ -254,6 +271,13 @@ async fn again(
             pace.take(batch.len()).await;
             let c = compare::source_keys(source, target, mapper, db, batch, opts.limits).await?;
             out.extend(c.differences);
+            // A source key deleted since: its image on the target must go too, so it is
+            // looked at as a target key (extra if the deletion never arrives).
+            for gone in c.gone {
+                if let Some((tdb, tkey)) = images.get(&(db, gone)) {
+                    by_target.entry(*tdb).or_default().push(tkey.clone());
+                }
+            }
         }
     }
     for (db, keys) in by_target {
