@@ -747,3 +747,36 @@ fn a_cluster_source_is_verified_across_its_masters() {
     found.line(0, &json!("stray"), "extra");
     assert_eq!(found.lines.len(), 2, "{}", found.show());
 }
+
+/// Several targets are verified one after the other; each line names its target.
+#[test]
+fn each_of_several_targets_is_verified() {
+    let source = Server::start();
+    let (a, b) = (Server::start(), Server::start());
+    run(&source, 0, &["SET", "k", "v"]);
+    run(&source, 0, &["SADD", "s", "x", "y"]);
+    sync_once(&source, &a, &[]);
+    sync_once(&source, &b, &[]);
+    run(&b, 0, &["SREM", "s", "y"]);
+    let found = verify(
+        &source.url(),
+        &a.url(),
+        &["--rounds", "1", "--target", &b.url()],
+    );
+    assert_eq!(found.code, 1, "{}", found.show());
+    assert_eq!(
+        found.lines,
+        vec![json!({
+            "db": 0, "key": "s", "kind": "value", "target": b.addr(),
+            "detail": {"member": "y", "only_on": "source"},
+        })],
+        "{}",
+        found.show()
+    );
+    assert!(
+        found.stdout.contains(&format!("target {}:", a.addr()))
+            && found.stdout.contains(&format!("target {}:", b.addr())),
+        "{}",
+        found.show()
+    );
+}
