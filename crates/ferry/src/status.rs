@@ -100,7 +100,7 @@ pub struct Status {
     /// The task's limits, when it has any (shared with its writers).
     throttle: std::sync::OnceLock<Arc<Throttle>>,
     /// Continuous verification, when on: fed the keys the stream writes.
-    live_verify: std::sync::OnceLock<Arc<crate::verify::live::Live>>,
+    live_verify: std::sync::OnceLock<(Arc<crate::verify::live::Live>, usize)>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -204,15 +204,16 @@ impl Status {
         }
     }
 
-    /// Continuous verification is on: the keys the stream writes go to `live`.
-    pub fn watch_writes(&self, live: Arc<crate::verify::live::Live>) {
-        let _ = self.live_verify.set(live);
+    /// Continuous verification is on: the keys this status's stream (number `stream` of
+    /// `live`'s) writes go to `live`.
+    pub fn watch_writes(&self, live: Arc<crate::verify::live::Live>, stream: usize) {
+        let _ = self.live_verify.set((live, stream));
     }
 
     /// The stream carried a command for the target, ending at `offset`.
     pub fn wrote(&self, db: u32, args: &[Bytes], offset: u64) {
-        if let Some(live) = self.live_verify.get() {
-            live.wrote(db, args, offset);
+        if let Some((live, stream)) = self.live_verify.get() {
+            live.wrote(*stream, db, args, offset);
         }
     }
 
@@ -266,6 +267,10 @@ impl Status {
             return s.clone();
         }
         let s = Arc::new(Status::default());
+        // Each shard's stream feeds the continuous checks too.
+        if let Some((live, _)) = self.live_verify.get() {
+            s.watch_writes(live.clone(), live.add_stream(&s));
+        }
         parts.push((name.to_string(), s.clone()));
         s
     }
@@ -489,7 +494,12 @@ impl Status {
                 })
                 .collect(),
             limit: self.throttle.get().map(|t| t.status()),
-            verify: self.live_verify.get().map(|l| l.report()),
+            // Once, at the top (a shard's status would repeat the same figures).
+            verify: self
+                .live_verify
+                .get()
+                .filter(|(_, stream)| *stream == 0)
+                .map(|(l, _)| l.report()),
         }
     }
 }

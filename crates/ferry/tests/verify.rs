@@ -780,3 +780,47 @@ fn each_of_several_targets_is_verified() {
         found.show()
     );
 }
+
+/// A cluster source: each shard's stream feeds the continuous checks, each confirmed by its
+/// own offset.
+#[test]
+fn continuous_verification_samples_every_shard_of_a_cluster_source() {
+    let source = Cluster::start(3, 0);
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config_file(
+        dir.path(),
+        &source.url(),
+        &target.url(),
+        "[verify]\ncontinuous = true\ninterval_ms = 200\nsample = 50",
+    );
+    let mut ferry = Ferry::start_with_status(&["--config", &config]);
+    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    for i in 0..200 {
+        let key = format!("k:{i}");
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query::<()>(&mut source.conn_for(key.as_bytes()))
+            .unwrap();
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let st = ferry.wait_status(Duration::from_secs(60), "keys to be verified", |s| {
+        s["verify"]["compared"].as_u64().unwrap_or(0) >= 50
+    });
+    assert_eq!(st["verify"]["mismatched"], 0, "{st}");
+    // Once, at the top.
+    assert!(
+        st["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.get("verify").is_none()),
+        "{st}"
+    );
+    ferry.terminate(Duration::from_secs(30));
+}

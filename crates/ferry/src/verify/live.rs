@@ -8,9 +8,8 @@
 //! stops the sync: a failed check is logged and tried again at the next interval.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,8 +43,11 @@ const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// Recently written keys, and what the checks found. Shared with the source (which fills it)
 /// through the task's status.
 pub struct Live {
-    /// (db, key, offset just after the write): the newest at the back.
-    recent: Mutex<VecDeque<(u32, Bytes, u64)>>,
+    /// (db, key, stream, offset just after the write in that stream): the newest at the back.
+    recent: Mutex<VecDeque<(u32, Bytes, usize, u64)>>,
+    /// The status of each stream feeding the ring (one, or one per shard of a cluster
+    /// source), to know when the target has confirmed a write. Weak: the statuses hold this.
+    streams: Mutex<Vec<Weak<Status>>>,
     capacity: usize,
     /// What the checks found, updated as a whole so the status never shows half a check.
     found: Mutex<Report>,
@@ -68,6 +70,7 @@ impl Live {
         let capacity = settings.sample.saturating_mul(4).max(16);
         Live {
             recent: Mutex::new(VecDeque::with_capacity(capacity)),
+            streams: Mutex::new(Vec::new()),
             capacity,
             found: Mutex::new(Report {
                 compared: 0,
@@ -77,9 +80,16 @@ impl Live {
         }
     }
 
-    /// The stream carried `args` in `db`, ending at `offset`: the first key it writes is
-    /// remembered.
-    pub fn wrote(&self, db: u32, args: &[Bytes], offset: u64) {
+    /// Registers the status of a stream that feeds the ring; returns its number.
+    pub fn add_stream(&self, status: &Arc<Status>) -> usize {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.push(Arc::downgrade(status));
+        streams.len() - 1
+    }
+
+    /// Stream `stream` carried `args` in `db`, ending at `offset`: the first key it writes
+    /// is remembered.
+    pub fn wrote(&self, stream: usize, db: u32, args: &[Bytes], offset: u64) {
         let Keys::Keyed(keys) = ferry_keyspace::keys(args) else {
             return;
         };
@@ -90,22 +100,35 @@ impl Live {
         if recent.len() == self.capacity {
             recent.pop_front();
         }
-        recent.push_back((db, key.clone(), offset));
+        recent.push_back((db, key.clone(), stream, offset));
     }
 
-    /// Up to `n` distinct keys, the most recent first, and the offset that covers them all.
-    fn take(&self, n: usize) -> (Vec<(u32, Bytes)>, u64) {
+    /// Up to `n` distinct keys, the most recent first, and per stream the offset that covers
+    /// them all.
+    fn take(&self, n: usize) -> (Vec<(u32, Bytes)>, BTreeMap<usize, u64>) {
         let recent = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let mut offset = 0;
-        for (db, key, at) in recent.into_iter().rev() {
-            offset = offset.max(at);
+        let mut offsets = BTreeMap::new();
+        for (db, key, stream, at) in recent.into_iter().rev() {
             if out.len() < n && seen.insert((db, key.clone())) {
                 out.push((db, key));
+                let o = offsets.entry(stream).or_insert(0);
+                *o = at.max(*o);
             }
         }
-        (out, offset)
+        (out, offsets)
+    }
+
+    /// Whether the target has confirmed every stream up to `offsets`.
+    fn confirmed(&self, offsets: &BTreeMap<usize, u64>) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        offsets.iter().all(|(&i, &offset)| {
+            streams
+                .get(i)
+                .and_then(Weak::upgrade)
+                .is_some_and(|s| s.applied_offset.load(Relaxed) >= offset)
+        })
     }
 
     pub fn report(&self) -> Report {
@@ -131,7 +154,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> Result<()> {
     let live = Arc::new(Live::new(settings));
-    status.watch_writes(live.clone());
+    status.watch_writes(live.clone(), live.add_stream(&status));
     std::thread::Builder::new()
         .name("ferry-verify".into())
         .spawn(move || {
@@ -145,7 +168,7 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(opts, settings, live, status, cancel));
+            runtime.block_on(run(opts, settings, live, cancel));
         })
         .map_err(|e| crate::Error::Config(format!("cannot start the verification thread: {e}")))?;
     Ok(())
@@ -157,13 +180,7 @@ struct Sides {
     source_dbs: u32,
 }
 
-async fn run(
-    opts: Options,
-    settings: Settings,
-    live: Arc<Live>,
-    status: Arc<Status>,
-    cancel: CancellationToken,
-) {
+async fn run(opts: Options, settings: Settings, live: Arc<Live>, cancel: CancellationToken) {
     let mapper = match Mapper::new(
         opts.rules.clone(),
         opts.db_map.clone(),
@@ -181,8 +198,8 @@ async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(settings.interval) => {}
         }
-        let (sample, offset) = live.take(settings.sample);
-        if sample.is_empty() || !confirmed(&status, offset, &cancel).await {
+        let (sample, offsets) = live.take(settings.sample);
+        if sample.is_empty() || !confirmed(&live, &offsets, &cancel).await {
             continue;
         }
         if sides.is_none() {
@@ -224,11 +241,15 @@ async fn run(
     }
 }
 
-/// Waits until the target has confirmed the stream up to `offset`; false when it has not
+/// Waits until the target has confirmed the streams up to `offsets`; false when it has not
 /// within the wait (a lagging target: these keys are not checked this time).
-async fn confirmed(status: &Status, offset: u64, cancel: &CancellationToken) -> bool {
+async fn confirmed(
+    live: &Live,
+    offsets: &BTreeMap<usize, u64>,
+    cancel: &CancellationToken,
+) -> bool {
     let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
-    while status.applied_offset.load(Relaxed) < offset {
+    while !live.confirmed(offsets) {
         if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
             return false;
         }
@@ -298,12 +319,12 @@ mod tests {
         });
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         for i in 0..40u64 {
-            live.wrote(0, &[b("SET"), b(&format!("k{}", i % 20)), b("v")], i);
+            live.wrote(0, 0, &[b("SET"), b(&format!("k{}", i % 20)), b("v")], i);
         }
-        live.wrote(1, &[b("PING")], 99);
-        live.wrote(1, &[b("HSET"), b("h"), b("f"), b("v")], 100);
-        let (keys, offset) = live.take(4);
-        assert_eq!(offset, 100);
+        live.wrote(1, 1, &[b("PING")], 99);
+        live.wrote(1, 1, &[b("HSET"), b("h"), b("f"), b("v")], 100);
+        let (keys, offsets) = live.take(4);
+        assert_eq!(offsets, BTreeMap::from([(0, 39), (1, 100)]));
         let names: Vec<(u32, &[u8])> = keys.iter().map(|(d, k)| (*d, &k[..])).collect();
         assert_eq!(
             names,
