@@ -39,6 +39,48 @@ pub struct FileConfig {
     pub filter: FilterSection,
     #[serde(default)]
     pub transform: TransformSection,
+    #[serde(default)]
+    pub verify: VerifySection,
+}
+
+/// `[verify]`: checks made while `ferry sync` runs (`ferry verify` itself takes flags).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    /// Compare a sample of recently written keys on both sides every interval.
+    pub continuous: Option<bool>,
+    /// Time between checks, in ms (default 10000).
+    pub interval_ms: Option<u64>,
+    /// Keys compared per check, the most recently written (default 100).
+    pub sample: Option<usize>,
+}
+
+impl VerifySection {
+    /// The continuous checks' settings, or None when they are off.
+    pub fn live(&self) -> Result<Option<crate::verify::live::Settings>, Error> {
+        use crate::verify::live::{DEFAULT_INTERVAL, DEFAULT_SAMPLE, Settings};
+        if !self.continuous.unwrap_or(false) {
+            if self.interval_ms.is_some() || self.sample.is_some() {
+                return Err(Error::Config(
+                    "[verify] sets interval_ms or sample but not continuous = true".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let mut settings = Settings {
+            interval: DEFAULT_INTERVAL,
+            sample: DEFAULT_SAMPLE,
+        };
+        if let Some(ms) = self.interval_ms {
+            positive("verify.interval_ms", ms)?;
+            settings.interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(n) = self.sample {
+            positive("verify.sample", n as u64)?;
+            settings.sample = n;
+        }
+        Ok(Some(settings))
+    }
 }
 
 /// What to sync, with RedisShake's names: block rules win; an allow list, once given, lets

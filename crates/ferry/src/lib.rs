@@ -45,5 +45,6 @@ pub mod throttle;
 pub mod tls;
 pub mod topology;
 pub mod transform;
+pub mod verify;
 
 pub use error::{Error, Result};

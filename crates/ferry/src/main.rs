@@ -25,6 +25,11 @@ struct Cli {
 enum Command {
     /// Copy the source's data into the target, then apply every later write until stopped.
     Sync(Box<SyncArgs>),
+    /// Compare a target with its source, key by key, as the sync would have written it.
+    ///
+    /// Exit status: 0 when they are equal, 1 when differences remain after every round,
+    /// 2 when verification itself failed.
+    Verify(Box<VerifyArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
     Rdb(RdbArgs),
 }
@@ -249,6 +254,114 @@ struct SyncArgs {
     filter: FilterArgs,
 }
 
+#[derive(Args)]
+struct VerifyArgs {
+    /// Source server: redis://[user:password@]host:port (any node of a cluster)
+    #[arg(long)]
+    source: Option<String>,
+    /// Target server: redis://[user:password@]host:port; repeat to verify several targets
+    #[arg(long)]
+    target: Vec<String>,
+    /// The sync's TOML config file: its servers, TLS, [filter] and [transform] are used;
+    /// flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Rounds in all: the first compares every key, each later one only the keys that still
+    /// differ (writes in flight during a live sync settle in between).
+    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_ROUNDS)]
+    rounds: u32,
+    /// Pause before each later round, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    interval_ms: u64,
+    /// Keys read per second at most, on each side (default: no limit).
+    #[arg(long, value_name = "N")]
+    keys_per_sec: Option<f64>,
+    /// Largest gap between the source's and the target's expiry that still counts as equal, in ms.
+    #[arg(long, value_name = "MS", default_value_t = ferry::verify::DEFAULT_TTL_TOLERANCE_MS)]
+    ttl_tolerance_ms: i64,
+    /// Keys per SCAN call and per pipelined batch of reads.
+    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_BATCH)]
+    batch: usize,
+    /// Stop once this many differences are found (they are held in memory).
+    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_MAX_DIFFERENCES)]
+    max_differences: usize,
+    /// Write each remaining difference to FILE as one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Rewrite the target's differing keys from the source (DUMP + RESTORE, DEL for extra
+    /// keys), then compare them once more.
+    #[arg(long)]
+    repair: bool,
+    /// The sync's Lua transform script: keys are compared with what it makes of them.
+    #[arg(long, value_name = "FILE")]
+    transform: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// The TLS flags of both sides; each overrides the file's setting of the same name.
+#[derive(Args)]
+#[command(next_help_heading = "TLS (rediss:// URLs)")]
+struct TlsArgs {
+    /// PEM file of the CA that signs the source's certificate (default: public CAs).
+    #[arg(long, value_name = "FILE")]
+    source_tls_ca: Option<PathBuf>,
+    /// PEM file of ferry's client certificate for the source (needs --source-tls-key).
+    #[arg(long, value_name = "FILE")]
+    source_tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --source-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    source_tls_key: Option<PathBuf>,
+    /// Name the source's certificate must carry (default: the host in its URL).
+    #[arg(long, value_name = "NAME")]
+    source_tls_server_name: Option<String>,
+    /// Lowest TLS version offered to the source: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "1.2|1.3")]
+    source_tls_min_version: Option<TlsVersion>,
+    /// PEM file of the CA that signs the target's certificate (default: public CAs).
+    #[arg(long, value_name = "FILE")]
+    target_tls_ca: Option<PathBuf>,
+    /// PEM file of ferry's client certificate for the target (needs --target-tls-key).
+    #[arg(long, value_name = "FILE")]
+    target_tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --target-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    target_tls_key: Option<PathBuf>,
+    /// Name the target's certificate must carry (default: the host in its URL).
+    #[arg(long, value_name = "NAME")]
+    target_tls_server_name: Option<String>,
+    /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "1.2|1.3")]
+    target_tls_min_version: Option<TlsVersion>,
+}
+
+impl TlsArgs {
+    fn apply(self, file: &mut FileConfig) {
+        override_tls(
+            &mut file.source.tls,
+            self.source_tls_ca,
+            self.source_tls_cert,
+            self.source_tls_key,
+            self.source_tls_server_name,
+            self.source_tls_min_version,
+        );
+        for tls in std::iter::once(&mut file.target.tls)
+            .chain(file.more_targets.iter_mut().map(|t| &mut t.tls))
+        {
+            override_tls(
+                tls,
+                self.target_tls_ca.clone(),
+                self.target_tls_cert.clone(),
+                self.target_tls_key.clone(),
+                self.target_tls_server_name.clone(),
+                self.target_tls_min_version,
+            );
+        }
+    }
+}
+
 /// The common `[filter]` settings as flags; each replaces the file's list of the same name.
 #[derive(Args)]
 #[command(next_help_heading = "Filters (more in the config file's [filter])")]
@@ -366,6 +479,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sync(args) => sync(*args),
         Command::Rdb(args) => return rdb(args),
+        Command::Verify(args) => return verify(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -505,7 +619,12 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         );
     }
     args.filter.apply(&mut file.filter)?;
+    let live_verify = file.verify.live()?;
     let config = TaskConfig::build(file)?;
+    let live_verify = match live_verify {
+        Some(settings) => Some((ferry::verify::Options::from_task(&config)?, settings)),
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -520,6 +639,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
             None => None,
         };
         let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
+        if let Some((opts, settings)) = live_verify {
+            ferry::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
+        }
         tokio::spawn(stop_on_signal(cancel.clone()));
         let result = ferry::task::run(config, status, cancel).await;
         ui_cancel.cancel();
@@ -529,6 +651,98 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         }
         result
     })
+}
+
+/// `ferry verify`: exit 0 when equal, 1 when differences remain, 2 when it could not tell.
+fn verify(args: VerifyArgs) -> ExitCode {
+    match run_verify(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Whether every target equals the source.
+fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
+    let mut file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    if args.source.is_some() {
+        file.source.url = args.source;
+    }
+    let mut targets = args.target.into_iter();
+    if let Some(first) = targets.next() {
+        file.target.url = Some(first);
+        let more: Vec<String> = targets.collect();
+        file.more_targets.resize_with(more.len(), Default::default);
+        for (section, url) in file.more_targets.iter_mut().zip(more) {
+            section.url = Some(url);
+        }
+    }
+    if args.transform.is_some() {
+        file.transform.script = args.transform;
+    }
+    args.tls.apply(&mut file);
+    args.filter.apply(&mut file.filter)?;
+    // Verify writes nothing unless told to repair: the sync's conflict settings do not apply.
+    file.sync.on_conflict = None;
+    file.sync.confirm_flush = None;
+    let config = TaskConfig::build(file)?;
+    let mut opts = ferry::verify::Options::from_task(&config)?;
+    let positive = |name: &str, ok: bool| match ok {
+        true => Ok(()),
+        false => Err(ferry::Error::Config(format!(
+            "--{name} must be greater than 0"
+        ))),
+    };
+    positive("rounds", args.rounds > 0)?;
+    positive("batch", args.batch > 0)?;
+    positive("max-differences", args.max_differences > 0)?;
+    positive(
+        "keys-per-sec",
+        args.keys_per_sec.is_none_or(|r| r.is_finite() && r > 0.0),
+    )?;
+    if args.ttl_tolerance_ms < 0 {
+        return Err(ferry::Error::Config(
+            "--ttl-tolerance-ms must be 0 or more".into(),
+        ));
+    }
+    opts.rounds = args.rounds;
+    opts.interval = std::time::Duration::from_millis(args.interval_ms);
+    opts.keys_per_sec = args.keys_per_sec;
+    opts.limits.ttl_tolerance_ms = args.ttl_tolerance_ms;
+    opts.batch = args.batch;
+    opts.max_differences = args.max_differences;
+    opts.repair = args.repair;
+    // Created before the work starts, so a path that cannot be written fails at once.
+    let mut out = match &args.out {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| {
+                ferry::Error::Config(format!("cannot write --out {}: {e}", path.display()))
+            })?,
+        )),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let summaries = runtime.block_on(ferry::verify::run(&opts))?;
+    let mut stdout = std::io::stdout().lock();
+    for s in &summaries {
+        s.print(&mut stdout)
+            .map_err(|e| ferry::Error::Config(format!("cannot write to stdout: {e}")))?;
+    }
+    if let (Some(out), Some(path)) = (&mut out, &args.out) {
+        ferry::verify::write_lines(out, &summaries).map_err(|e| {
+            ferry::Error::Config(format!("cannot write --out {}: {e}", path.display()))
+        })?;
+    }
+    Ok(summaries.iter().all(|s| s.differences.is_empty()))
 }
 
 /// Ctrl-C or SIGTERM: stop reading the source; the writer finishes what is in flight.

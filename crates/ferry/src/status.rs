@@ -99,6 +99,8 @@ pub struct Status {
     targets: Mutex<Vec<(String, Arc<Status>)>>,
     /// The task's limits, when it has any (shared with its writers).
     throttle: std::sync::OnceLock<Arc<Throttle>>,
+    /// Continuous verification, when on: fed the keys the stream writes.
+    live_verify: std::sync::OnceLock<(Arc<crate::verify::live::Live>, usize)>,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -151,6 +153,9 @@ pub struct Snapshot {
     /// The configured limits and whether they hold the writers back, when any is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitStatus>,
+    /// Continuous verification of recently written keys, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::live::Report>,
 }
 
 impl Status {
@@ -196,6 +201,19 @@ impl Status {
     pub fn own_key_seen(&self, args: &[Bytes], offset: u64) {
         if self.latency.own_key_seen(args, offset) {
             self.probe_taken();
+        }
+    }
+
+    /// Continuous verification is on: the keys this status's stream (number `stream` of
+    /// `live`'s) writes go to `live`.
+    pub fn watch_writes(&self, live: Arc<crate::verify::live::Live>, stream: usize) {
+        let _ = self.live_verify.set((live, stream));
+    }
+
+    /// The stream carried a command for the target, ending at `offset`.
+    pub fn wrote(&self, db: u32, args: &[Bytes], offset: u64) {
+        if let Some((live, stream)) = self.live_verify.get() {
+            live.wrote(*stream, db, args, offset);
         }
     }
 
@@ -249,6 +267,10 @@ impl Status {
             return s.clone();
         }
         let s = Arc::new(Status::default());
+        // Each shard's stream feeds the continuous checks too.
+        if let Some((live, _)) = self.live_verify.get() {
+            s.watch_writes(live.clone(), live.add_stream(&s));
+        }
         parts.push((name.to_string(), s.clone()));
         s
     }
@@ -472,6 +494,12 @@ impl Status {
                 })
                 .collect(),
             limit: self.throttle.get().map(|t| t.status()),
+            // Once, at the top (a shard's status would repeat the same figures).
+            verify: self
+                .live_verify
+                .get()
+                .filter(|(_, stream)| *stream == 0)
+                .map(|(l, _)| l.report()),
         }
     }
 }

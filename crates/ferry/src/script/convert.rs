@@ -146,6 +146,16 @@ impl LuaTransform {
         Ok(())
     }
 
+    /// What the script makes of a snapshot key with this db, name, type and expiry: the key
+    /// the target should hold, or None when the script drops it. `ferry verify` asks this to
+    /// find each source key's image on the target.
+    pub fn key_image(&self, meta: &KeyMeta) -> Result<Option<KeyMeta>, ScriptError> {
+        if own(&meta.key) {
+            return Ok(Some(meta.clone()));
+        }
+        self.key(meta)
+    }
+
     /// A chunk or the end of the big key in hand follows what the script made of its start.
     fn big_part(&self, meta: Arc<KeyMeta>) -> Option<Arc<KeyMeta>> {
         match &self.big {

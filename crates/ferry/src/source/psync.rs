@@ -686,6 +686,7 @@ async fn follow_stream(
                 status.own_key_seen(&args, offset);
                 Entry::Offset { offset, db }
             } else {
+                status.wrote(db, &args, offset);
                 Entry::Command(Command {
                     db,
                     target_db: None,

@@ -1,0 +1,336 @@
+//! Continuous verification while `ferry sync` runs (`[verify] continuous = true`): the keys
+//! the stream wrote most recently are kept (a bounded ring filled as commands are read), and
+//! every interval a sample of them is compared on both sides once the target has confirmed
+//! those writes. A key that differs is compared again a second later (a newer write may have
+//! been in flight); the share that still differs is `GET /status`'s `verify.mismatch_ratio`.
+//!
+//! It runs on a thread of its own (the Lua transform's state stays on one thread) and never
+//! stops the sync: a failed check is logged and tried again at the next interval.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_keyspace::Keys;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Options;
+use super::compare::{self, Images};
+use super::image::Mapper;
+use super::report::{Difference, Subject};
+use super::side::Side;
+use crate::error::{Result, Role, escape};
+use crate::status::Status;
+
+/// Settings of `[verify]` for a running sync.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub interval: Duration,
+    /// Keys compared per interval, the most recently written first.
+    pub sample: usize,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_SAMPLE: usize = 100;
+/// How long a check waits for the target to confirm the sampled writes before it skips.
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
+/// The pause before a differing key is compared again.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Recently written keys, and what the checks found. Shared with the source (which fills it)
+/// through the task's status.
+pub struct Live {
+    /// (db, key, stream, offset just after the write in that stream): the newest at the back.
+    recent: Mutex<VecDeque<(u32, Bytes, usize, u64)>>,
+    /// The status of each stream feeding the ring (one, or one per shard of a cluster
+    /// source), to know when the target has confirmed a write. Weak: the statuses hold this.
+    streams: Mutex<Vec<Weak<Status>>>,
+    capacity: usize,
+    /// What the checks found, updated as a whole so the status never shows half a check.
+    found: Mutex<Report>,
+}
+
+/// `GET /status`'s `verify` object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Keys compared since the start.
+    pub compared: u64,
+    /// Of those, keys that still differed when compared again.
+    pub mismatched: u64,
+    /// The share of differing keys in the last check (null before the first).
+    pub mismatch_ratio: Option<f64>,
+}
+
+impl Live {
+    pub fn new(settings: Settings) -> Live {
+        // Room for a few samples' worth: the same key written over and over counts once.
+        let capacity = settings.sample.saturating_mul(4).max(16);
+        Live {
+            recent: Mutex::new(VecDeque::with_capacity(capacity)),
+            streams: Mutex::new(Vec::new()),
+            capacity,
+            found: Mutex::new(Report {
+                compared: 0,
+                mismatched: 0,
+                mismatch_ratio: None,
+            }),
+        }
+    }
+
+    /// Registers the status of a stream that feeds the ring; returns its number.
+    pub fn add_stream(&self, status: &Arc<Status>) -> usize {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.push(Arc::downgrade(status));
+        streams.len() - 1
+    }
+
+    /// Stream `stream` carried `args` in `db`, ending at `offset`: the first key it writes
+    /// is remembered.
+    pub fn wrote(&self, stream: usize, db: u32, args: &[Bytes], offset: u64) {
+        let Keys::Keyed(keys) = ferry_keyspace::keys(args) else {
+            return;
+        };
+        let Some(key) = keys.written().next().and_then(|p| args.get(p)) else {
+            return;
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == self.capacity {
+            recent.pop_front();
+        }
+        recent.push_back((db, key.clone(), stream, offset));
+    }
+
+    /// Up to `n` distinct keys, the most recent first, and per stream the offset that covers
+    /// them all.
+    fn take(&self, n: usize) -> (Vec<(u32, Bytes)>, BTreeMap<usize, u64>) {
+        let recent = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for (db, key, stream, at) in recent.into_iter().rev() {
+            if out.len() < n && seen.insert((db, key.clone())) {
+                out.push((db, key));
+                let o = offsets.entry(stream).or_insert(0);
+                *o = at.max(*o);
+            }
+        }
+        (out, offsets)
+    }
+
+    /// Whether the target has confirmed every stream up to `offsets`.
+    fn confirmed(&self, offsets: &BTreeMap<usize, u64>) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        offsets.iter().all(|(&i, &offset)| {
+            streams
+                .get(i)
+                .and_then(Weak::upgrade)
+                .is_some_and(|s| s.applied_offset.load(Relaxed) >= offset)
+        })
+    }
+
+    pub fn report(&self) -> Report {
+        self.found.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn checked(&self, compared: u64, mismatched: u64) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.compared += compared;
+        found.mismatched += mismatched;
+        found.mismatch_ratio = Some(match compared {
+            0 => 0.0,
+            n => mismatched as f64 / n as f64,
+        });
+    }
+}
+
+/// Starts the checks on a thread of their own; they end when `cancel` fires.
+pub fn spawn(
+    opts: Options,
+    settings: Settings,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let live = Arc::new(Live::new(settings));
+    status.watch_writes(live.clone(), live.add_stream(&status));
+    std::thread::Builder::new()
+        .name("ferry-verify".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("continuous verification cannot start: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(run(opts, settings, live, cancel));
+        })
+        .map_err(|e| crate::Error::Config(format!("cannot start the verification thread: {e}")))?;
+    Ok(())
+}
+
+struct Sides {
+    source: Side,
+    target: Side,
+    source_dbs: u32,
+}
+
+async fn run(opts: Options, settings: Settings, live: Arc<Live>, cancel: CancellationToken) {
+    let mapper = match Mapper::new(
+        opts.rules.clone(),
+        opts.db_map.clone(),
+        opts.script.as_deref(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("continuous verification cannot start: {e}");
+            return;
+        }
+    };
+    let mut sides: Option<Sides> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.interval) => {}
+        }
+        let (sample, offsets) = live.take(settings.sample);
+        if sample.is_empty() || !confirmed(&live, &offsets, &cancel).await {
+            continue;
+        }
+        if sides.is_none() {
+            match connect(&opts).await {
+                Ok(s) => sides = Some(s),
+                Err(e) => {
+                    tracing::warn!(
+                        "continuous verification: {e}; trying again in {:?}",
+                        settings.interval
+                    );
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sides.as_mut() else { continue };
+        match check(s, &mapper, &opts, &sample).await {
+            Ok((compared, left)) => {
+                live.checked(compared, left.len() as u64);
+                if let Some(d) = left.first() {
+                    let (db, key) = match &d.subject {
+                        Subject::Source { db, key, .. } | Subject::Target { db, key } => (db, key),
+                    };
+                    tracing::warn!(
+                        "continuous verification: {} of {compared} recently written keys differ on the target, e.g. {} in db {db} ({}); run ferry verify for the whole data",
+                        left.len(),
+                        escape(key),
+                        d.kind.name()
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "continuous verification: {e}; trying again in {:?}",
+                    settings.interval
+                );
+                sides = None;
+            }
+        }
+    }
+}
+
+/// Waits until the target has confirmed the streams up to `offsets`; false when it has not
+/// within the wait (a lagging target: these keys are not checked this time).
+async fn confirmed(
+    live: &Live,
+    offsets: &BTreeMap<usize, u64>,
+    cancel: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
+    while !live.confirmed(offsets) {
+        if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+async fn connect(opts: &Options) -> Result<Sides> {
+    let mut source = Side::connect(Role::Source, &opts.source).await?;
+    let target = Side::connect(Role::Target, &opts.targets[0]).await?;
+    let source_dbs = source.databases().await?;
+    Ok(Sides {
+        source,
+        target,
+        source_dbs,
+    })
+}
+
+/// Compares the sampled keys, and the differing ones once more after a pause: how many were
+/// compared and what still differs.
+async fn check(
+    s: &mut Sides,
+    mapper: &Mapper,
+    opts: &Options,
+    sample: &[(u32, Bytes)],
+) -> Result<(u64, Vec<Difference>)> {
+    let mut by_db: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
+    for (db, key) in sample {
+        by_db.entry(*db).or_default().push(key.clone());
+    }
+    let mut compared = 0;
+    let mut diffs = Vec::new();
+    for (db, keys) in by_db {
+        let c = compare::source_keys(&mut s.source, &mut s.target, mapper, db, &keys, opts.limits)
+            .await?;
+        compared += c.compared;
+        diffs.extend(c.differences);
+    }
+    if diffs.is_empty() {
+        return Ok((compared, diffs));
+    }
+    tokio::time::sleep(RECHECK_AFTER).await;
+    let seen: Option<&Images> = None;
+    let left = super::again(
+        &mut s.source,
+        &mut s.target,
+        mapper,
+        &diffs,
+        s.source_dbs,
+        seen,
+        opts,
+    )
+    .await?;
+    Ok((compared, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_newest_distinct_keys() {
+        let live = Live::new(Settings {
+            interval: Duration::from_secs(1),
+            sample: 4,
+        });
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        for i in 0..40u64 {
+            live.wrote(0, 0, &[b("SET"), b(&format!("k{}", i % 20)), b("v")], i);
+        }
+        live.wrote(1, 1, &[b("PING")], 99);
+        live.wrote(1, 1, &[b("HSET"), b("h"), b("f"), b("v")], 100);
+        let (keys, offsets) = live.take(4);
+        assert_eq!(offsets, BTreeMap::from([(0, 39), (1, 100)]));
+        let names: Vec<(u32, &[u8])> = keys.iter().map(|(d, k)| (*d, &k[..])).collect();
+        assert_eq!(
+            names,
+            vec![(1, &b"h"[..]), (0, b"k19"), (0, b"k18"), (0, b"k17")]
+        );
+        assert!(live.take(4).0.is_empty());
+        assert_eq!(live.report().mismatch_ratio, None);
+    }
+}
