@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub filter: FilterSection,
     #[serde(default)]
     pub transform: TransformSection,
+    #[serde(default)]
+    pub check: crate::check::CheckSection,
 }
 
 /// What to sync, with RedisShake's names: block rules win; an allow list, once given, lets
@@ -418,6 +420,8 @@ pub struct TaskConfig {
     pub forward_publish: bool,
     /// Measure end-to-end latency with a heartbeat key written on the source.
     pub heartbeat: bool,
+    /// The precheck `sync` runs first (`[check]`).
+    pub check: crate::check::CheckConfig,
 }
 
 impl TaskConfig {
@@ -567,6 +571,7 @@ impl TaskConfig {
             writer,
             read_from,
             on_conflict: Some(on_conflict),
+            check: crate::check::CheckConfig::build(&file.check)?,
             forward_publish,
         })
     }

@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Copy the source's data into the target, then apply every later write until stopped.
     Sync(Box<SyncArgs>),
+    /// Check that a sync would work, before running it: every item of the precheck, as a table
+    /// (item, pass/warn/fail, what was found, how to fix it). Takes the same settings as sync.
+    /// Exits 1 when an item fails.
+    Check(Box<CheckArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
     Rdb(RdbArgs),
 }
@@ -131,6 +135,15 @@ struct RdbStatsArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
     /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    sync: SyncArgs,
+    /// Print one JSON array of {"item","result","found","fix"} instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -245,6 +258,9 @@ struct SyncArgs {
     /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
     #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
     target_tls_min_version: Option<TlsVersion>,
+    /// Do not log the precheck's warnings (its failures still stop the sync).
+    #[arg(long)]
+    ignore_warnings: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -365,6 +381,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Sync(args) => sync(*args),
+        Command::Check(args) => return check(*args),
         Command::Rdb(args) => return rdb(args),
     };
     match result {
@@ -417,7 +434,65 @@ fn rdb(args: RdbArgs) -> ExitCode {
     }
 }
 
+fn check(args: CheckArgs) -> ExitCode {
+    let report = task_config(args.sync).and_then(|config| {
+        runtime()?.block_on(ferry::check::run(&config, ferry::check::Mode::Check))
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        report.write_json(&mut out)
+    } else {
+        report.write_table(&mut out)
+    };
+    if let Err(e) = written {
+        eprintln!("ferry: cannot write the report: {e}");
+        return ExitCode::FAILURE;
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn runtime() -> ferry::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))
+}
+
 fn sync(args: SyncArgs) -> ferry::Result<()> {
+    let config = task_config(args)?;
+    runtime()?.block_on(async move {
+        let status = Arc::new(Status::default());
+        let cancel = CancellationToken::new();
+        let ui_cancel = CancellationToken::new();
+        let api = match config.status_addr {
+            Some(addr) => Some(ferry::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
+            None => None,
+        };
+        let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        let result = ferry::task::run(config, status, cancel).await;
+        ui_cancel.cancel();
+        let _ = ui.await;
+        if let Some(api) = api {
+            let _ = api.await;
+        }
+        result
+    })
+}
+
+/// The settings of a sync (or of its check): the config file, then the flags over it.
+fn task_config(args: SyncArgs) -> ferry::Result<TaskConfig> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -505,30 +580,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         );
     }
     args.filter.apply(&mut file.filter)?;
-    let config = TaskConfig::build(file)?;
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
-        let status = Arc::new(Status::default());
-        let cancel = CancellationToken::new();
-        let ui_cancel = CancellationToken::new();
-        let api = match config.status_addr {
-            Some(addr) => Some(ferry::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
-            None => None,
-        };
-        let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = ferry::task::run(config, status, cancel).await;
-        ui_cancel.cancel();
-        let _ = ui.await;
-        if let Some(api) = api {
-            let _ = api.await;
-        }
-        result
-    })
+    let mut config = TaskConfig::build(file)?;
+    config.check.ignore_warnings = args.ignore_warnings;
+    Ok(config)
 }
 
 /// Ctrl-C or SIGTERM: stop reading the source; the writer finishes what is in flight.
