@@ -492,3 +492,31 @@ fn cluster_slots_are_checked_on_each_side() {
     let line = refused(&["--source", &source.url(), "--target", &cluster.url()]);
     assert!(line.contains("slot 777 has no master"), "{line}");
 }
+
+#[test]
+fn each_target_is_checked() {
+    let source = Server::start();
+    let first = Server::start();
+    let second =
+        Server::start_with(&["--maxmemory", "200mb", "--maxmemory-policy", "volatile-lru"]);
+    let (code, findings) = check(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &first.url(),
+        "--target",
+        &second.url(),
+    ]);
+    assert_eq!(code, 0, "{findings:#?}");
+    assert_eq!(of(&findings, "reachable").len(), 3, "{findings:#?}");
+    assert_eq!(of(&findings, "target_write").len(), 2, "{findings:#?}");
+    let policies = of(&findings, "eviction_policy");
+    assert_eq!(policies.len(), 2, "{findings:#?}");
+    assert_eq!(policies[0]["result"], "pass");
+    assert_eq!(policies[1]["result"], "warn");
+    let found = text(policies[1], "found");
+    assert!(
+        found.starts_with(&format!("target 2 {}", second.addr())),
+        "{found}"
+    );
+}

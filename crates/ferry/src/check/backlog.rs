@@ -1,6 +1,7 @@
 //! `backlog` and `output_buffer`: whether the source keeps enough of its stream for ferry.
 //!
-//! The write rate is the growth of `master_repl_offset` over a one-second sample. The backlog
+//! The write rate is the growth of `master_repl_offset` over a one-second sample (under `sync`,
+//! which must not wait, Redis's own `instantaneous_input_kbps`: an upper bound). The backlog
 //! (`repl-backlog-size`) should hold `[check] backlog_minutes` of it, so that ferry can resume
 //! after a break that long instead of copying everything again. While the snapshot is made and
 //! sent, the source buffers the writes for ferry up to `client-output-buffer-limit replica`;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::info::{self, config_size, number, size};
 use super::reach::Side;
-use super::{Finding, Item};
+use super::{Finding, Item, Mode};
 use crate::config::TaskConfig;
 use crate::error::Result;
 
@@ -22,8 +23,8 @@ struct Node {
     addr: String,
     /// Bytes of stream per second.
     rate: f64,
-    /// `rate` is measured on the stream; else it is the clients' input (no backlog yet).
-    stream: bool,
+    /// How `rate` was found.
+    measure: Measure,
     backlog: Option<u64>,
     /// (hard, soft, soft seconds) of the replica class.
     buffer: Option<(u64, u64, u64)>,
@@ -35,16 +36,14 @@ pub(super) async fn check(
     source: &mut Side,
     config: &TaskConfig,
     follows: bool,
+    mode: Mode,
 ) -> Result<Vec<Finding>> {
-    let mut first = Vec::new();
-    for conn in &mut source.nodes {
-        first.push((written(conn).await?, Instant::now()));
-    }
-    tokio::time::sleep(SAMPLE).await;
+    let rates = match mode {
+        Mode::Check => sampled(source).await?,
+        Mode::Sync => instantaneous(source).await?,
+    };
     let mut nodes = Vec::new();
-    for (conn, ((before, _), at)) in source.nodes.iter_mut().zip(first) {
-        let (after, stream) = written(conn).await?;
-        let rate = after.saturating_sub(before) as f64 / at.elapsed().as_secs_f64();
+    for (conn, (rate, measure)) in source.nodes.iter_mut().zip(rates) {
         let backlog = info::config_get(conn, "repl-backlog-size")
             .await?
             .and_then(|v| v.parse().ok());
@@ -64,7 +63,7 @@ pub(super) async fn check(
         nodes.push(Node {
             addr: conn.addr.clone(),
             rate,
-            stream,
+            measure,
             backlog,
             buffer,
             snapshot_secs: bgsave as f64 + data as f64 / SNAPSHOT_BYTES_PER_SEC + 1.0,
@@ -78,18 +77,63 @@ pub(super) async fn check(
     Ok(findings)
 }
 
+/// How a write rate was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// The growth of the stream offset over the sample: exact.
+    Stream,
+    /// The bytes clients sent over the sample, reads included (the source keeps no backlog
+    /// until a replica connects, so its offset does not move): an upper bound.
+    Input,
+    /// Redis's own `instantaneous_input_kbps`, reads included: an upper bound, at no wait.
+    Instantaneous,
+}
+
+/// Each node's write rate over a `SAMPLE` (`ferry check`).
+async fn sampled(source: &mut Side) -> Result<Vec<(f64, Measure)>> {
+    let mut first = Vec::new();
+    for conn in &mut source.nodes {
+        first.push((written(conn).await?, Instant::now()));
+    }
+    tokio::time::sleep(SAMPLE).await;
+    let mut rates = Vec::new();
+    for (conn, ((before, _), at)) in source.nodes.iter_mut().zip(first) {
+        let (after, measure) = written(conn).await?;
+        let rate = after.saturating_sub(before) as f64 / at.elapsed().as_secs_f64();
+        rates.push((rate, measure));
+    }
+    Ok(rates)
+}
+
+/// Each node's write rate as Redis last measured its input (`sync`: a restart that resumes
+/// must not wait, or the backlog it resumes from may move on meanwhile).
+async fn instantaneous(source: &mut Side) -> Result<Vec<(f64, Measure)>> {
+    let mut rates = Vec::new();
+    for conn in &mut source.nodes {
+        let fields = info::info(conn, "stats").await?;
+        let kbps: f64 = fields
+            .get("instantaneous_input_kbps")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        rates.push((kbps * 1024.0, Measure::Instantaneous));
+    }
+    Ok(rates)
+}
+
 /// `INFO` (its default sections, in one request): the stream offset, or where the source
-/// keeps no backlog yet (no replica since it started: the offset does not move), the bytes
-/// its clients sent, reads included, less this request itself.
-async fn written(conn: &mut crate::conn::Conn) -> Result<(u64, bool)> {
+/// keeps no backlog yet, the bytes its clients sent less this request itself.
+async fn written(conn: &mut crate::conn::Conn) -> Result<(u64, Measure)> {
     let reply = conn.request_ok(&[&b"INFO"[..]]).await?;
     let text = reply.as_bytes().cloned().unwrap_or_default();
     let fields = info::parse_info(&String::from_utf8_lossy(&text));
     if number(&fields, "repl_backlog_active") == Some(1) {
-        return Ok((number(&fields, "master_repl_offset").unwrap_or(0), true));
+        return Ok((
+            number(&fields, "master_repl_offset").unwrap_or(0),
+            Measure::Stream,
+        ));
     }
     let input = number(&fields, "total_net_input_bytes").unwrap_or(0);
-    Ok((input.saturating_sub(INFO_REQUEST_BYTES), false))
+    Ok((input.saturating_sub(INFO_REQUEST_BYTES), Measure::Input))
 }
 
 /// `*1\r\n$4\r\nINFO\r\n`.
@@ -113,19 +157,24 @@ fn backlog(nodes: &[Node], minutes: u64) -> Finding {
             );
         };
         if node.rate < 1.0 {
+            let when = match node.measure {
+                Measure::Instantaneous => "now".to_string(),
+                _ => format!("in a {} s sample", SAMPLE.as_secs()),
+            };
             lines.push(format!(
-                "source {}: backlog {}, no writes in a {} s sample",
+                "source {}: backlog {}, no writes {when}",
                 node.addr,
-                size(backlog),
-                SAMPLE.as_secs()
+                size(backlog)
             ));
             continue;
         }
         let covers = backlog as f64 / node.rate;
-        let measured = if node.stream {
-            ""
-        } else {
-            " (measured on all client input: the source keeps no backlog until a replica connects)"
+        let measured = match node.measure {
+            Measure::Stream => "",
+            Measure::Input => {
+                " (all client input, reads included: the source keeps no backlog until a replica connects)"
+            }
+            Measure::Instantaneous => " (Redis's instantaneous client input, reads included)",
         };
         let line = format!(
             "source {}: backlog {} holds {} of writes at {}/s{measured}",
@@ -243,7 +292,7 @@ mod tests {
         let node = |rate: f64, backlog: u64| Node {
             addr: "h:1".into(),
             rate,
-            stream: true,
+            measure: Measure::Stream,
             backlog: Some(backlog),
             buffer: Some((0, 0, 0)),
             snapshot_secs: 1.0,

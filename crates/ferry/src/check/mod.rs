@@ -287,7 +287,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     if let Some(source) = &mut source
         && (report.runs(Item::Backlog) || report.runs(Item::OutputBuffer))
     {
-        for finding in backlog::check(source, config, follows).await? {
+        for finding in backlog::check(source, config, follows, mode).await? {
             report.add(finding);
         }
     }
