@@ -520,3 +520,34 @@ fn each_target_is_checked() {
         "{found}"
     );
 }
+
+#[test]
+fn an_older_target_warns_what_it_cannot_take() {
+    let Some((_, bin)) = testkit::versions::cached("redis-6.2.14") else {
+        return;
+    };
+    let source = Server::start();
+    let older = Server::start_bin(&bin, &[]);
+    let (code, findings) = check(&["--source", &source.url(), "--target", &older.url()]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let versions = one(&findings, "versions", "warn");
+    assert!(
+        text(versions, "found").contains("rewritten as commands"),
+        "{versions:#}"
+    );
+    let _: () = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=lib\nredis.register_function('f', function() return 1 end)")
+        .query(&mut source.conn())
+        .unwrap();
+    let (code, findings) = check(&["--source", &source.url(), "--target", &older.url()]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let versions = one(&findings, "versions", "warn");
+    assert!(
+        text(versions, "found").contains("function libraries"),
+        "{versions:#}"
+    );
+    let newer = Server::start();
+    let (_, findings) = check(&["--source", &older.url(), "--target", &newer.url()]);
+    one(&findings, "versions", "pass");
+}

@@ -213,8 +213,9 @@ pub enum Mode {
     Sync,
 }
 
-/// Runs every item not ignored and returns the report. Errors only where `mode` is `Sync`
-/// and a server cannot be reached or logged in to (the error `sync` has always ended with).
+/// Runs every item not ignored and returns the report. Errors when a server stops answering
+/// midway, and under `Mode::Sync` where `sync` has always ended with an error of its own (a
+/// server that cannot be reached or logged in to, a cluster with unserved slots).
 pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     let mut report = Report::new(&config.check.ignore);
     let mut source = match &config.source {
@@ -346,4 +347,40 @@ pub async fn before_sync(config: &TaskConfig) -> Result<()> {
         .map(|f| format!("{}: {} (fix: {})", f.item.name(), f.found, f.fix))
         .collect();
     Err(Error::Precheck(words.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> std::result::Result<CheckSection, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn ignore_takes_item_names_and_refuses_the_connection_items() {
+        let s =
+            section("ignore = [\"eviction_policy\", \"backlog\"]\nbacklog_minutes = 3").unwrap();
+        let c = CheckConfig::build(&s).unwrap();
+        assert_eq!(c.ignore, vec![Item::EvictionPolicy, Item::Backlog]);
+        assert_eq!(c.backlog_minutes, 3);
+        let err = section("ignore = [\"eviction\"]").unwrap_err().to_string();
+        assert!(err.contains("eviction_policy"), "{err}");
+        let s = section("ignore = [\"reachable\"]").unwrap();
+        let err = CheckConfig::build(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("check.ignore cannot name \"reachable\""),
+            "{err}"
+        );
+        let s = section("backlog_minutes = 0").unwrap();
+        assert!(CheckConfig::build(&s).is_err());
+    }
+
+    #[test]
+    fn item_names_are_the_serialized_ones() {
+        for item in [Item::SourceReplication, Item::DbMap, Item::EvictionPolicy] {
+            let json = serde_json::to_string(&item).unwrap();
+            assert_eq!(json, format!("\"{}\"", item.name()));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `versions`: a target older than the source. Values in an encoding the target cannot read
-//! are rewritten as plain commands (slower, but they arrive); what the target cannot hold at
-//! all (streams before 5.0, function libraries before 7.0) fails.
+//! are rewritten as plain commands (slower, but they arrive). Function libraries a target
+//! before 7.0 cannot hold are dropped by the sync, counted: a warning. Streams a target before
+//! 5.0 cannot hold fail.
 
 use bytes::Bytes;
 use ferry_resp::Frame;
@@ -87,11 +88,12 @@ fn text(v: Version) -> String {
 
 fn judge(source: Version, target: Version, holds: &Holds) -> (super::Outcome, String, String) {
     use super::Outcome::{Fail, Pass, Warn};
+    // Ferry goes on without them (each is counted as dropped), so this is a warning.
     if holds.functions {
         return (
-            Fail,
-            "the source holds function libraries, which a target before 7.0 cannot hold".into(),
-            "upgrade the target to Redis 7.0 or later, or delete the libraries on the source (FUNCTION DELETE)".into(),
+            Warn,
+            "the source holds function libraries, which a target before 7.0 cannot hold: they are not copied (counted as dropped), and scripts calling them fail on the target".into(),
+            "upgrade the target to Redis 7.0 or later for the libraries to be copied".into(),
         );
     }
     match holds.streams {
@@ -146,7 +148,7 @@ mod tests {
             functions: true,
             streams: None,
         };
-        assert_eq!(judge((7, 0, 15), (6, 2, 14), &functions).0, Outcome::Fail);
+        assert_eq!(judge((7, 0, 15), (6, 2, 14), &functions).0, Outcome::Warn);
         let streams = Holds {
             functions: false,
             streams: Some(true),
