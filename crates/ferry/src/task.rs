@@ -42,8 +42,13 @@ pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationTo
     }
     // The precheck, once: a failure here is the user's to fix, not a break to retry.
     status.set_phase(Phase::Connecting);
-    if let Err(e) = crate::check::before_sync(&config).await {
-        return failed(&status, e);
+    tokio::select! {
+        checked = crate::check::before_sync(&config) => {
+            if let Err(e) = checked {
+                return failed(&status, e);
+            }
+        }
+        _ = cancel.cancelled() => return stopped(&status),
     }
     let mut window: Option<(Instant, String)> = None;
     let mut attempt: u32 = 0;
