@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub transform: TransformSection,
     #[serde(default)]
     pub verify: VerifySection,
+    #[serde(default)]
+    pub check: crate::check::CheckSection,
 }
 
 /// `[verify]`: checks made while `ferry sync` runs (`ferry verify` itself takes flags).
@@ -460,6 +462,8 @@ pub struct TaskConfig {
     pub forward_publish: bool,
     /// Measure end-to-end latency with a heartbeat key written on the source.
     pub heartbeat: bool,
+    /// The precheck `sync` runs first (`[check]`).
+    pub check: crate::check::CheckConfig,
 }
 
 impl TaskConfig {
@@ -609,6 +613,7 @@ impl TaskConfig {
             writer,
             read_from,
             on_conflict: Some(on_conflict),
+            check: crate::check::CheckConfig::build(&file.check)?,
             forward_publish,
         })
     }

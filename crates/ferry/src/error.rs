@@ -119,6 +119,12 @@ pub enum Error {
     #[error("cannot write {what} to the target: {why}")]
     CannotWrite { what: String, why: String },
 
+    /// The precheck's failed items, each with what was found and how to fix it.
+    #[error(
+        "precheck failed: {0}; `ferry check` with the same settings shows every item; to start anyway, name the item in [check] ignore"
+    )]
+    Precheck(String),
+
     #[error("status server on {addr}: {source}")]
     StatusServer { addr: String, source: io::Error },
 

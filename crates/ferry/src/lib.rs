@@ -16,11 +16,13 @@
 //! - [`heartbeat`]: a key written on the source every second; [`latency`]: the time each takes
 //!   to reach the target, as percentiles over the last minute.
 //! - [`checkpoint`]: where the target stands in the source's stream, kept in the target.
+//! - [`check`]: the precheck (`ferry check`, and `sync` before it starts): will this work?
 //! - [`config`]: TOML file and flags into a checked `TaskConfig`.
 //! - [`api`]: `GET /status`; [`progress`]: the terminal view.
 //! - [`rdbtool`]: `ferry rdb inspect` and `ferry rdb stats`, reading an RDB file offline.
 
 pub mod api;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod conn;

@@ -30,6 +30,10 @@ enum Command {
     /// Exit status: 0 when they are equal, 1 when differences remain after every round,
     /// 2 when verification itself failed.
     Verify(Box<VerifyArgs>),
+    /// Check that a sync would work, before running it: every item of the precheck, as a table
+    /// (item, pass/warn/fail, what was found, how to fix it). Takes the same settings as sync.
+    /// Exits 1 when an item fails.
+    Check(Box<CheckArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
     Rdb(RdbArgs),
 }
@@ -136,6 +140,15 @@ struct RdbStatsArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
     /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    sync: SyncArgs,
+    /// Print one JSON array of {"item","result","found","fix"} instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -250,6 +263,9 @@ struct SyncArgs {
     /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
     #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
     target_tls_min_version: Option<TlsVersion>,
+    /// Do not log the precheck's warnings (its failures still stop the sync).
+    #[arg(long)]
+    ignore_warnings: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -478,6 +494,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Sync(args) => sync(*args),
+        Command::Check(args) => return check(*args),
         Command::Rdb(args) => return rdb(args),
         Command::Verify(args) => return verify(*args),
     };
@@ -531,7 +548,75 @@ fn rdb(args: RdbArgs) -> ExitCode {
     }
 }
 
+fn check(args: CheckArgs) -> ExitCode {
+    let report = task_config(args.sync).and_then(|(config, _)| {
+        runtime()?.block_on(ferry::check::run(&config, ferry::check::Mode::Check))
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        report.write_json(&mut out)
+    } else {
+        report.write_table(&mut out)
+    };
+    if let Err(e) = written {
+        eprintln!("ferry: cannot write the report: {e}");
+        return ExitCode::FAILURE;
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn runtime() -> ferry::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))
+}
+
 fn sync(args: SyncArgs) -> ferry::Result<()> {
+    let (config, live_verify) = task_config(args)?;
+    let live_verify = match live_verify {
+        Some(settings) => Some((ferry::verify::Options::from_task(&config)?, settings)),
+        None => None,
+    };
+    runtime()?.block_on(async move {
+        let status = Arc::new(Status::default());
+        let cancel = CancellationToken::new();
+        let ui_cancel = CancellationToken::new();
+        let api = match config.status_addr {
+            Some(addr) => Some(ferry::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
+            None => None,
+        };
+        let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
+        if let Some((opts, settings)) = live_verify {
+            ferry::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
+        }
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        let result = ferry::task::run(config, status, cancel).await;
+        ui_cancel.cancel();
+        let _ = ui.await;
+        if let Some(api) = api {
+            let _ = api.await;
+        }
+        result
+    })
+}
+
+/// The settings of a sync (or of its check): the config file, then the flags over it.
+/// With them, the continuous verification's settings when `[verify] continuous` is on.
+fn task_config(
+    args: SyncArgs,
+) -> ferry::Result<(TaskConfig, Option<ferry::verify::live::Settings>)> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -620,37 +705,9 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
     }
     args.filter.apply(&mut file.filter)?;
     let live_verify = file.verify.live()?;
-    let config = TaskConfig::build(file)?;
-    let live_verify = match live_verify {
-        Some(settings) => Some((ferry::verify::Options::from_task(&config)?, settings)),
-        None => None,
-    };
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
-        let status = Arc::new(Status::default());
-        let cancel = CancellationToken::new();
-        let ui_cancel = CancellationToken::new();
-        let api = match config.status_addr {
-            Some(addr) => Some(ferry::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
-            None => None,
-        };
-        let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
-        if let Some((opts, settings)) = live_verify {
-            ferry::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
-        }
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = ferry::task::run(config, status, cancel).await;
-        ui_cancel.cancel();
-        let _ = ui.await;
-        if let Some(api) = api {
-            let _ = api.await;
-        }
-        result
-    })
+    let mut config = TaskConfig::build(file)?;
+    config.check.ignore_warnings = args.ignore_warnings;
+    Ok((config, live_verify))
 }
 
 /// `ferry verify`: exit 0 when equal, 1 when differences remain, 2 when it could not tell.

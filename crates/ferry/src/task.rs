@@ -34,10 +34,21 @@ const CHANNEL_BATCHES: usize = 8;
 /// attempt starting again from the checkpoint in the target (with exponential backoff and
 /// jitter); a window starts again once the sync makes progress. Until a source has accepted
 /// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
-/// On return the status holds the final phase and, on failure, the error.
+/// On return the status holds the final phase and, on failure, the error. The precheck
+/// (`check`) runs first and stops the task on a failed item.
 pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Result<()> {
     if let Some(throttle) = &config.writer.throttle {
         status.show_limits(throttle.clone());
+    }
+    // The precheck, once: a failure here is the user's to fix, not a break to retry.
+    status.set_phase(Phase::Connecting);
+    tokio::select! {
+        checked = crate::check::before_sync(&config) => {
+            if let Err(e) = checked {
+                return failed(&status, e);
+            }
+        }
+        _ = cancel.cancelled() => return stopped(&status),
     }
     let mut window: Option<(Instant, String)> = None;
     let mut attempt: u32 = 0;

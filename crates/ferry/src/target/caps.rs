@@ -96,7 +96,7 @@ impl Caps {
 }
 
 /// RDB version written by each Redis release line (Valkey up to 8.x reports 7.2.4 and writes 11).
-fn rdb_version_of(version: (u32, u32, u32)) -> u16 {
+pub(crate) fn rdb_version_of(version: (u32, u32, u32)) -> u16 {
     match (version.0, version.1) {
         (0..=2, _) => 6,
         (3, 0..=1) => 6,

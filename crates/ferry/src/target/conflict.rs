@@ -36,7 +36,7 @@ pub async fn before_copy(target: &mut Target, config: &TaskConfig, status: &Stat
 
 /// The target dbs the task writes into, when `[filter]` narrows or moves them (None: all).
 /// Keys in other target dbs are no conflict: the task never touches them.
-fn synced_dbs(config: &TaskConfig) -> Option<Vec<u32>> {
+pub(crate) fn synced_dbs(config: &TaskConfig) -> Option<Vec<u32>> {
     let rules = config.writer.filter.as_deref();
     if rules.is_none() && config.writer.db_map.is_identity() {
         return None;
@@ -74,19 +74,11 @@ pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Stat
 
 /// Looks for keys in the target's `dbs` (every db when None) and acts on them as `policy` says.
 pub async fn settle(target: &mut Target, policy: OnConflict, dbs: Option<&[u32]>) -> Result<()> {
-    let mut found = Vec::new();
-    let mut examples = Vec::new();
-    for conn in target.conns() {
-        survey(conn, dbs, &mut found, &mut examples).await?;
-    }
-    if found.is_empty() {
+    let Some(what) = holdings(target, dbs).await? else {
         return Ok(());
-    }
-    let what = describe(&found, &examples);
+    };
     match policy {
-        OnConflict::Fail => Err(Error::Config(format!(
-            "{what} that this new task did not write; to copy over them (keys of the same name replaced, the others kept) set [sync] on_conflict = \"overwrite\" (--on-conflict overwrite), or to empty the target first on_conflict = \"flush\" with confirm_flush = true (--on-conflict flush --yes-flush-target)"
-        ))),
+        OnConflict::Fail => Err(Error::Config(format!("{what} {REFUSAL_FIX}"))),
         OnConflict::Overwrite => {
             tracing::warn!(
                 "{what}; copying over them (on_conflict = \"overwrite\"): keys of the same name are replaced, the others stay"
@@ -101,6 +93,20 @@ pub async fn settle(target: &mut Target, policy: OnConflict, dbs: Option<&[u32]>
             Ok(())
         }
     }
+}
+
+/// Ends the refusal under `on_conflict = "fail"`: what the user can do.
+pub const REFUSAL_FIX: &str = "that this new task did not write; to copy over them (keys of the same name replaced, the others kept) set [sync] on_conflict = \"overwrite\" (--on-conflict overwrite), or to empty the target first on_conflict = \"flush\" with confirm_flush = true (--on-conflict flush --yes-flush-target)";
+
+/// What the target holds in `dbs` (every db when None) that ferry did not write, in words
+/// (`target A already holds 12 keys (...)`); None when nothing.
+pub async fn holdings(target: &mut Target, dbs: Option<&[u32]>) -> Result<Option<String>> {
+    let mut found = Vec::new();
+    let mut examples = Vec::new();
+    for conn in target.conns() {
+        survey(conn, dbs, &mut found, &mut examples).await?;
+    }
+    Ok((!found.is_empty()).then(|| describe(&found, &examples)))
 }
 
 /// Keys in one db of one server that ferry did not write.
