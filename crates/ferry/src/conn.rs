@@ -99,6 +99,11 @@ impl Conn {
         }
     }
 
+    /// The server's certificate (DER), on a `rediss://` connection.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.stream.peer_certificate()
+    }
+
     /// Sends one command and waits for its reply. An error reply is returned as a frame, not Err.
     pub async fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
         let mut out = BytesMut::new();

@@ -30,6 +30,18 @@ pub enum WriteHalf {
 }
 
 impl Socket {
+    /// The server's own certificate (DER) on a TLS socket; None on plain TCP.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            Socket::Tcp(_) => None,
+            Socket::Tls(s) => {
+                let (_, session) = s.get_ref();
+                let first = session.peer_certificates()?.first()?;
+                Some(first.as_ref().to_vec())
+            }
+        }
+    }
+
     /// Splits into halves that can be used from two tasks.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -354,7 +354,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Seconds since 1970 as `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(secs: u64) -> String {
+pub(crate) fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{Ferry, config_file, free_port};
 use serde_json::Value;
 use testkit::compare::{self, Options};
+use testkit::tls::TlsFiles;
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Server};
 
@@ -104,6 +105,7 @@ fn a_ready_pair_passes_every_item_and_the_table_says_so() {
         "modules",
         "db_map",
         "heartbeat",
+        "repl_timeout",
     ] {
         assert!(items.contains(&item), "{item} missing from {items:?}");
     }
@@ -550,4 +552,179 @@ fn an_older_target_warns_what_it_cannot_take() {
     let newer = Server::start();
     let (_, findings) = check(&["--source", &older.url(), "--target", &newer.url()]);
     one(&findings, "versions", "pass");
+}
+
+#[test]
+fn a_short_repl_timeout_or_a_source_timeout_within_the_ping_period_warns() {
+    let source = Server::start_with(&["--repl-timeout", "10"]);
+    let target = Server::start();
+    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let warn = one(&findings, "repl_timeout", "warn");
+    assert!(
+        text(warn, "found").contains("repl-timeout 10 s, less than Redis's default 60 s"),
+        "{warn:#}"
+    );
+    assert_eq!(
+        text(warn, "fix"),
+        "on the source: CONFIG SET repl-timeout 60"
+    );
+    // The sync logs the warning and copies.
+    let mut ferry = Ferry::start(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--full-only",
+    ]);
+    assert!(
+        ferry.wait(Duration::from_secs(120)).success(),
+        "{}",
+        ferry.log()
+    );
+    assert!(
+        ferry.log().contains("precheck repl_timeout"),
+        "{}",
+        ferry.log()
+    );
+
+    // The fix it gives passes.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "repl-timeout", "60"])
+        .query(&mut source.conn())
+        .unwrap();
+    let (_, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let pass = one(&findings, "repl_timeout", "pass");
+    assert!(
+        text(pass, "found").contains("repl-timeout 60 s"),
+        "{pass:#}"
+    );
+
+    // ferry's own silence limit within the source's ping period.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "repl-ping-replica-period", "30"])
+        .query(&mut source.conn())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        &source.url(),
+        &target.url(),
+        "on_conflict = \"overwrite\"\n[advanced]\nsource_timeout = 20",
+    );
+    let (code, findings) = check(&["--config", &path]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let warn = one(&findings, "repl_timeout", "warn");
+    assert!(
+        text(warn, "found")
+            .contains("ferry's source_timeout (20 s) is not longer than source 127.0.0.1")
+            && text(warn, "found").contains("repl-ping-replica-period (30 s)"),
+        "{warn:#}"
+    );
+    assert!(
+        text(warn, "fix").starts_with("set [advanced] source_timeout = 90"),
+        "{warn:#}"
+    );
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_certificate_near_its_end_warns_and_an_expired_one_fails_the_handshake() {
+    let files = TlsFiles::generate();
+    let source = Server::start_tls(&files, &[]);
+    let soon = Server::start_tls(
+        &files,
+        &[
+            "--tls-cert-file",
+            path(&files.soon_cert),
+            "--tls-key-file",
+            path(&files.soon_key),
+        ],
+    );
+    let plain = Server::start();
+    let ca = path(&files.ca);
+    let (code, findings) = check(&[
+        "--source",
+        &source.tls_url(),
+        "--source-tls-ca",
+        ca,
+        "--target",
+        &soon.tls_url(),
+        "--target-tls-ca",
+        ca,
+    ]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let tls = of(&findings, "tls");
+    assert_eq!(tls.len(), 2, "source and target: {findings:#?}");
+    assert_eq!(tls[0]["result"], "pass", "{:#}", tls[0]);
+    assert!(
+        text(tls[0], "found").contains("certificate valid until 2100-01-01"),
+        "{:#}",
+        tls[0]
+    );
+    assert_eq!(tls[1]["result"], "warn", "{:#}", tls[1]);
+    let found = text(tls[1], "found");
+    let days = testkit::tls::SOON_DAYS;
+    assert!(
+        found.starts_with("target 127.0.0.1:")
+            && found.contains("the server's certificate expires on")
+            && (found.contains(&format!("in {} days", days - 1))
+                || found.contains(&format!("in {days} days"))),
+        "{found}"
+    );
+    assert!(
+        text(tls[1], "fix").starts_with("renew the server's certificate"),
+        "{:#}",
+        tls[1]
+    );
+    // The sync logs the warning and copies.
+    let mut ferry = Ferry::start(&[
+        "--source",
+        &source.tls_url(),
+        "--source-tls-ca",
+        ca,
+        "--target",
+        &soon.tls_url(),
+        "--target-tls-ca",
+        ca,
+        "--full-only",
+    ]);
+    assert!(
+        ferry.wait(Duration::from_secs(120)).success(),
+        "{}",
+        ferry.log()
+    );
+    assert!(ferry.log().contains("precheck tls"), "{}", ferry.log());
+
+    // A plain target has no tls finding; an expired certificate fails the handshake under
+    // `reachable`, with the words the sync uses, and has no tls finding either.
+    let expired = Server::start_tls(
+        &files,
+        &[
+            "--tls-cert-file",
+            path(&files.expired_cert),
+            "--tls-key-file",
+            path(&files.expired_key),
+        ],
+    );
+    let (code, findings) = check(&[
+        "--source",
+        &plain.url(),
+        "--target",
+        &expired.tls_url(),
+        "--target-tls-ca",
+        ca,
+    ]);
+    assert_eq!(code, 1, "{findings:#?}");
+    assert!(of(&findings, "tls").is_empty(), "{findings:#?}");
+    let reachable = of(&findings, "reachable");
+    assert_eq!(reachable[1]["result"], "fail", "{findings:#?}");
+    let found = text(reachable[1], "found");
+    assert!(
+        found.contains("certificate has expired") && found.contains("2001-01-01"),
+        "{found}"
+    );
 }

@@ -2,8 +2,8 @@
 //! `redis-server --tls-port` ([`crate::Server::start_tls`]) and for ferry's TLS settings.
 //!
 //! One CA signs a server certificate for `127.0.0.1` and `localhost`, a client certificate, a
-//! server certificate that expired in 2001 and one for another name only (`redis.test`); a
-//! second, unrelated CA signs nothing the servers use.
+//! server certificate that expired in 2001, one that expires in [`SOON_DAYS`] days and one for
+//! another name only (`redis.test`); a second, unrelated CA signs nothing the servers use.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, date_time_ymd,
 };
+use time::OffsetDateTime;
+
+/// Days from now until [`TlsFiles::soon_cert`] expires.
+pub const SOON_DAYS: i64 = 10;
 
 /// The name the [`TlsFiles::named_cert`] certificate carries, and no other.
 pub const OTHER_NAME: &str = "redis.test";
@@ -28,6 +32,10 @@ pub struct TlsFiles {
     /// Server certificate for `127.0.0.1` and `localhost`, valid only in the year 2000.
     pub expired_cert: PathBuf,
     pub expired_key: PathBuf,
+    /// Server certificate for `127.0.0.1` and `localhost` that expires [`SOON_DAYS`] days
+    /// from when it was made.
+    pub soon_cert: PathBuf,
+    pub soon_key: PathBuf,
     /// Server certificate for [`OTHER_NAME`] only.
     pub named_cert: PathBuf,
     pub named_key: PathBuf,
@@ -52,10 +60,13 @@ impl TlsFiles {
         let (ca_pem, issuer) = new_ca("ferry test CA");
         let (other_ca_pem, _) = new_ca("unrelated test CA");
         let local = ["127.0.0.1", "localhost"];
-        let valid = (2020, 2100);
+        let valid = (ymd(2020), ymd(2100));
         let (server_cert, server_key) = leaf(&issuer, &local, Use::Server, valid);
         let (client_cert, client_key) = leaf(&issuer, &["ferry-client"], Use::Client, valid);
-        let (expired_cert, expired_key) = leaf(&issuer, &local, Use::Server, (2000, 2001));
+        let (expired_cert, expired_key) =
+            leaf(&issuer, &local, Use::Server, (ymd(2000), ymd(2001)));
+        let soon = OffsetDateTime::now_utc() + time::Duration::days(SOON_DAYS);
+        let (soon_cert, soon_key) = leaf(&issuer, &local, Use::Server, (ymd(2020), soon));
         let (named_cert, named_key) = leaf(&issuer, &[OTHER_NAME], Use::Server, valid);
         TlsFiles {
             ca: write("ca.pem", ca_pem),
@@ -65,6 +76,8 @@ impl TlsFiles {
             client_key: write("client-key.pem", client_key),
             expired_cert: write("expired.pem", expired_cert),
             expired_key: write("expired-key.pem", expired_key),
+            soon_cert: write("soon.pem", soon_cert),
+            soon_key: write("soon-key.pem", soon_key),
             named_cert: write("named.pem", named_cert),
             named_key: write("named-key.pem", named_key),
             other_ca: write("other-ca.pem", other_ca_pem),
@@ -102,13 +115,17 @@ fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-/// A certificate for `names`, valid from Jan 1 of the first year to Jan 1 of the second, and
-/// its key, as PEM.
+/// Jan 1 of `year`.
+fn ymd(year: i32) -> OffsetDateTime {
+    date_time_ymd(year, 1, 1)
+}
+
+/// A certificate for `names`, valid from the first time to the second, and its key, as PEM.
 fn leaf(
     issuer: &Issuer<'static, KeyPair>,
     names: &[&str],
     usage: Use,
-    (from, until): (i32, i32),
+    (from, until): (OffsetDateTime, OffsetDateTime),
 ) -> (String, String) {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names.clone())
@@ -125,8 +142,8 @@ fn leaf(
         Use::Server => ExtendedKeyUsagePurpose::ServerAuth,
         Use::Client => ExtendedKeyUsagePurpose::ClientAuth,
     }];
-    params.not_before = date_time_ymd(from, 1, 1);
-    params.not_after = date_time_ymd(until, 1, 1);
+    params.not_before = from;
+    params.not_after = until;
     let key = KeyPair::generate().unwrap_or_else(|e| panic!("cannot make a key: {e}"));
     let cert = params
         .signed_by(&key, issuer)

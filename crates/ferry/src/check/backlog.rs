@@ -50,23 +50,13 @@ pub(super) async fn check(
         let buffer = info::config_get(conn, "client-output-buffer-limit")
             .await?
             .and_then(|v| replica_limits(&v));
-        let memory = info::info(conn, "memory").await?;
-        let data = number(&memory, "used_memory_dataset")
-            .or_else(|| number(&memory, "used_memory"))
-            .unwrap_or(0);
-        let persistence = info::info(conn, "persistence").await?;
-        let bgsave = persistence
-            .get("rdb_last_bgsave_time_sec")
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|s| *s > 0)
-            .unwrap_or(0);
         nodes.push(Node {
             addr: conn.addr.clone(),
             rate,
             measure,
             backlog,
             buffer,
-            snapshot_secs: bgsave as f64 + data as f64 / SNAPSHOT_BYTES_PER_SEC + 1.0,
+            snapshot_secs: snapshot_secs(conn).await?,
         });
     }
     let mut findings = Vec::new();
@@ -75,6 +65,22 @@ pub(super) async fn check(
     }
     findings.push(output_buffer(&nodes));
     Ok(findings)
+}
+
+/// Estimated seconds from the start of a snapshot to ferry having it: the last BGSAVE's time,
+/// plus the data at `SNAPSHOT_BYTES_PER_SEC`.
+pub(super) async fn snapshot_secs(conn: &mut crate::conn::Conn) -> Result<f64> {
+    let memory = info::info(conn, "memory").await?;
+    let data = number(&memory, "used_memory_dataset")
+        .or_else(|| number(&memory, "used_memory"))
+        .unwrap_or(0);
+    let persistence = info::info(conn, "persistence").await?;
+    let bgsave = persistence
+        .get("rdb_last_bgsave_time_sec")
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(0);
+    Ok(bgsave as f64 + data as f64 / SNAPSHOT_BYTES_PER_SEC + 1.0)
 }
 
 /// How a write rate was found.
@@ -266,7 +272,7 @@ fn replica_limits(value: &str) -> Option<(u64, u64, u64)> {
     Some((number(1)?, number(2)?, number(3)?))
 }
 
-fn duration(secs: f64) -> String {
+pub(super) fn duration(secs: f64) -> String {
     if secs < 120.0 {
         format!("{secs:.0} s")
     } else if secs < 7200.0 {

@@ -10,7 +10,7 @@
 //! One file per thing checked: `reach` (reachable, authenticated), `acl` (source replication,
 //! target write), `versions`, `memory` (free memory, eviction policy), `keys` (keys already in
 //! the target), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
-//! `heartbeat`; `info` reads INFO and CONFIG GET.
+//! `heartbeat`, `timeouts` (repl_timeout), `tls`; `info` reads INFO and CONFIG GET.
 
 mod acl;
 mod backlog;
@@ -23,6 +23,8 @@ mod modules;
 mod reach;
 mod report;
 mod slots;
+mod timeouts;
+mod tls;
 mod versions;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,8 @@ pub enum Item {
     Modules,
     DbMap,
     Heartbeat,
+    ReplTimeout,
+    Tls,
 }
 
 impl Item {
@@ -88,6 +92,8 @@ impl Item {
             Item::Modules => "modules",
             Item::DbMap => "db_map",
             Item::Heartbeat => "heartbeat",
+            Item::ReplTimeout => "repl_timeout",
+            Item::Tls => "tls",
         }
     }
 }
@@ -238,6 +244,13 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
             targets.push(side);
         }
     }
+    if report.runs(Item::Tls) {
+        for side in source.iter().chain(&targets) {
+            if let Some(finding) = tls::check(side) {
+                report.add(finding);
+            }
+        }
+    }
     if let Some(source) = &mut source {
         slots::check(source, &mut report);
     }
@@ -291,6 +304,12 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         for finding in backlog::check(source, config, follows, mode).await? {
             report.add(finding);
         }
+    }
+    if let Some(source) = &mut source
+        && report.runs(Item::ReplTimeout)
+    {
+        let finding = timeouts::check(source, config).await?;
+        report.add(finding);
     }
     if let Some(source) = &mut source
         && report.runs(Item::Modules)
