@@ -266,20 +266,21 @@ impl Spool {
                 out.push(Entry::Offset { offset: end, db });
                 continue;
             }
-            let mut raw = BytesMut::zeroed(len as usize);
-            let path = self.path_of(cursor.segment);
+            let mut buf = BytesMut::zeroed(len as usize);
             cursor
                 .reader
-                .read_exact(&mut raw)
+                .read_exact(&mut buf)
                 .map_err(|source| SpoolError {
-                    path: path.clone(),
+                    path: self.path_of(cursor.segment),
                     source,
                 })?;
             cursor.pos += u64::from(len);
-            let raw = raw.freeze();
-            let args = self
-                .parse(&raw)
-                .ok_or_else(|| corrupt(&path, "a command that is not one RESP array"))?;
+            let (raw, args) = self.parse(buf).ok_or_else(|| {
+                corrupt(
+                    &self.path_of(cursor.segment),
+                    "a command that is not one RESP array",
+                )
+            })?;
             out.push(Entry::Command(Command {
                 db,
                 target_db: None,
@@ -292,13 +293,14 @@ impl Spool {
         Ok(())
     }
 
-    fn parse(&mut self, raw: &Bytes) -> Option<Vec<Bytes>> {
-        let mut buf = BytesMut::from(&raw[..]);
-        let (frame, used) = self.decoder.decode(&mut buf).ok()??;
-        if used.len() != raw.len() {
+    /// The command in `buf` (exactly one RESP frame): its bytes and its arguments, which
+    /// share the buffer.
+    fn parse(&mut self, mut buf: BytesMut) -> Option<(Bytes, Vec<Bytes>)> {
+        let (frame, raw) = self.decoder.decode(&mut buf).ok()??;
+        if !buf.is_empty() {
             return None;
         }
-        frame.command_args()
+        Some((raw, frame.command_args()?))
     }
 
     /// The next record's header, or None at the end of the segment's written data (a record
@@ -309,13 +311,12 @@ impl Spool {
         if cursor.pos + HEADER as u64 > written {
             return Ok(None);
         }
-        let path = self.path_of(cursor.segment);
         let mut header = [0u8; HEADER];
         cursor
             .reader
             .read_exact(&mut header)
             .map_err(|source| SpoolError {
-                path: path.clone(),
+                path: self.path_of(cursor.segment),
                 source,
             })?;
         cursor.pos += HEADER as u64;
@@ -329,7 +330,10 @@ impl Spool {
             _ => false,
         };
         if !valid || cursor.pos + u64::from(len) > written {
-            return Err(corrupt(&path, "a record header that makes no sense"));
+            return Err(corrupt(
+                &self.path_of(cursor.segment),
+                "a record header that makes no sense",
+            ));
         }
         Ok(Some((tag, db, end, len)))
     }
