@@ -377,6 +377,25 @@ fn a_tiny_backlog_under_writes_warns_and_the_sync_starts() {
         text(backlog, "fix").contains("CONFIG SET repl-backlog-size"),
         "{backlog:#}"
     );
+    one(&findings, "output_buffer", "pass");
+    // A replica output buffer that the writes during a snapshot would overflow.
+    let limit = |value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("client-output-buffer-limit")
+            .arg(value)
+            .query(&mut source.conn())
+            .unwrap();
+    };
+    limit("replica 1 1 0");
+    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let buffer = one(&findings, "output_buffer", "warn");
+    assert!(
+        text(buffer, "fix").contains("CONFIG SET client-output-buffer-limit"),
+        "{buffer:#}"
+    );
+    limit("replica 256mb 64mb 60");
     // The sync logs the warning and starts following the source.
     let mut ferry = Ferry::start(&["--source", &source.url(), "--target", &target.url()]);
     let started = testkit::wait_until(Duration::from_secs(120), || {
