@@ -80,7 +80,7 @@ pub fn plan(
     synced: bool,
     source: &str,
 ) -> Result<Plan> {
-    let skips = vec![0; targets.len()];
+    let none_skipped = || vec![0; targets.len()];
     let needs_resync = |why: String| -> Result<Plan> {
         if config.full_resync == FullResync::Stop {
             return Err(Error::ResyncNeeded {
@@ -92,14 +92,14 @@ pub fn plan(
         Ok(Plan {
             resume: None,
             resync_why: Some(why),
-            skips: vec![0; targets.len()],
+            skips: none_skipped(),
         })
     };
     if !config.checkpoint {
         return Ok(Plan {
             resume: None,
             resync_why: None,
-            skips,
+            skips: none_skipped(),
         });
     }
     let key = String::from_utf8_lossy(&Checkpoint::key(&config.name)).into_owned();
@@ -113,14 +113,14 @@ pub fn plan(
         return Ok(Plan {
             resume: targets[0].1.clone(),
             resync_why: None,
-            skips,
+            skips: none_skipped(),
         });
     }
     if targets.iter().all(|(_, c)| c.is_none()) {
         return Ok(Plan {
             resume: None,
             resync_why: None,
-            skips,
+            skips: none_skipped(),
         });
     }
     let applied: Vec<(&String, u64)> = targets
@@ -141,9 +141,9 @@ pub fn plan(
             })
             .collect();
         return needs_resync(format!(
-            "the targets are at places in the source's history that one stream cannot continue together ({}) ",
+            "the targets are at places in the source's history that one stream cannot continue together ({})",
             found.join(", ")
-        ).trim_end().to_string());
+        ));
     }
     let low = applied.iter().map(|(_, o)| *o).min().unwrap_or(0);
     let start = targets.iter().find_map(|(_, c)| match c {

@@ -233,39 +233,11 @@ struct SyncArgs {
     /// A Lua script that each key and command passes through: it defines transform(entry).
     #[arg(long, value_name = "FILE")]
     transform: Option<PathBuf>,
-    /// PEM file of the CA that signs the source's certificate (rediss://; default: public CAs).
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    source_tls_ca: Option<PathBuf>,
-    /// PEM file of ferry's client certificate for the source (mutual TLS; needs --source-tls-key).
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    source_tls_cert: Option<PathBuf>,
-    /// PEM file of the private key of --source-tls-cert.
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    source_tls_key: Option<PathBuf>,
-    /// Name the source's certificate must carry (default: the host in its URL).
-    #[arg(long, value_name = "NAME", help_heading = "TLS (rediss:// URLs)")]
-    source_tls_server_name: Option<String>,
-    /// Lowest TLS version offered to the source: 1.2 (default) or 1.3.
-    #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
-    source_tls_min_version: Option<TlsVersion>,
-    /// PEM file of the CA that signs the target's certificate (rediss://; default: public CAs).
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    target_tls_ca: Option<PathBuf>,
-    /// PEM file of ferry's client certificate for the target (mutual TLS; needs --target-tls-key).
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    target_tls_cert: Option<PathBuf>,
-    /// PEM file of the private key of --target-tls-cert.
-    #[arg(long, value_name = "FILE", help_heading = "TLS (rediss:// URLs)")]
-    target_tls_key: Option<PathBuf>,
-    /// Name the target's certificate must carry (default: the host in its URL).
-    #[arg(long, value_name = "NAME", help_heading = "TLS (rediss:// URLs)")]
-    target_tls_server_name: Option<String>,
-    /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
-    #[arg(long, value_name = "1.2|1.3", help_heading = "TLS (rediss:// URLs)")]
-    target_tls_min_version: Option<TlsVersion>,
     /// Do not log the precheck's warnings (its failures still stop the sync).
     #[arg(long)]
     ignore_warnings: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -324,7 +296,7 @@ struct TlsArgs {
     /// PEM file of the CA that signs the source's certificate (default: public CAs).
     #[arg(long, value_name = "FILE")]
     source_tls_ca: Option<PathBuf>,
-    /// PEM file of ferry's client certificate for the source (needs --source-tls-key).
+    /// PEM file of ferry's client certificate for the source (mutual TLS; needs --source-tls-key).
     #[arg(long, value_name = "FILE")]
     source_tls_cert: Option<PathBuf>,
     /// PEM file of the private key of --source-tls-cert.
@@ -339,7 +311,7 @@ struct TlsArgs {
     /// PEM file of the CA that signs the target's certificate (default: public CAs).
     #[arg(long, value_name = "FILE")]
     target_tls_ca: Option<PathBuf>,
-    /// PEM file of ferry's client certificate for the target (needs --target-tls-key).
+    /// PEM file of ferry's client certificate for the target (mutual TLS; needs --target-tls-key).
     #[arg(long, value_name = "FILE")]
     target_tls_cert: Option<PathBuf>,
     /// PEM file of the private key of --target-tls-cert.
@@ -351,6 +323,23 @@ struct TlsArgs {
     /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
     #[arg(long, value_name = "1.2|1.3")]
     target_tls_min_version: Option<TlsVersion>,
+}
+
+/// The `--source` and `--target` flags over the file's servers. Target flags name every target:
+/// they replace the file's further ones, keeping their TLS.
+fn set_servers(file: &mut FileConfig, source: Option<String>, targets: Vec<String>) {
+    if source.is_some() {
+        file.source.url = source;
+    }
+    let mut targets = targets.into_iter();
+    if let Some(first) = targets.next() {
+        file.target.url = Some(first);
+        let more: Vec<String> = targets.collect();
+        file.more_targets.resize_with(more.len(), Default::default);
+        for (section, url) in file.more_targets.iter_mut().zip(more) {
+            section.url = Some(url);
+        }
+    }
 }
 
 impl TlsArgs {
@@ -621,19 +610,7 @@ fn task_config(
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    if args.source.is_some() {
-        file.source.url = args.source;
-    }
-    let mut targets = args.target.into_iter();
-    if let Some(first) = targets.next() {
-        file.target.url = Some(first);
-        // Flags name every target: they replace the file's further ones, keeping their TLS.
-        let more: Vec<String> = targets.collect();
-        file.more_targets.resize_with(more.len(), Default::default);
-        for (section, url) in file.more_targets.iter_mut().zip(more) {
-            section.url = Some(url);
-        }
-    }
+    set_servers(&mut file, args.source, args.target);
     if args.full_only {
         file.sync.full_only = Some(true);
     }
@@ -682,27 +659,7 @@ fn task_config(
         .incremental_ops_per_sec
         .or(limit.incremental_ops_per_sec);
     limit.incremental_mb_per_sec = args.incremental_mb_per_sec.or(limit.incremental_mb_per_sec);
-    override_tls(
-        &mut file.source.tls,
-        args.source_tls_ca,
-        args.source_tls_cert,
-        args.source_tls_key,
-        args.source_tls_server_name,
-        args.source_tls_min_version,
-    );
-    // The target TLS flags apply to every target.
-    for tls in std::iter::once(&mut file.target.tls)
-        .chain(file.more_targets.iter_mut().map(|t| &mut t.tls))
-    {
-        override_tls(
-            tls,
-            args.target_tls_ca.clone(),
-            args.target_tls_cert.clone(),
-            args.target_tls_key.clone(),
-            args.target_tls_server_name.clone(),
-            args.target_tls_min_version,
-        );
-    }
+    args.tls.apply(&mut file);
     args.filter.apply(&mut file.filter)?;
     let live_verify = file.verify.live()?;
     let mut config = TaskConfig::build(file)?;
@@ -728,18 +685,7 @@ fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    if args.source.is_some() {
-        file.source.url = args.source;
-    }
-    let mut targets = args.target.into_iter();
-    if let Some(first) = targets.next() {
-        file.target.url = Some(first);
-        let more: Vec<String> = targets.collect();
-        file.more_targets.resize_with(more.len(), Default::default);
-        for (section, url) in file.more_targets.iter_mut().zip(more) {
-            section.url = Some(url);
-        }
-    }
+    set_servers(&mut file, args.source, args.target);
     if args.transform.is_some() {
         file.transform.script = args.transform;
     }
