@@ -116,6 +116,20 @@ pub enum Error {
     )]
     ResyncNeeded { addr: String, why: String },
 
+    /// Another process holds the task's lease and renews it.
+    #[error(
+        "task {task} is already running ({holder}) on target {target}; stop that copy first, or give this task another [sync] name"
+    )]
+    AlreadyRunning {
+        task: String,
+        target: String,
+        holder: String,
+    },
+
+    /// Another process took the task over: this one must not write again.
+    #[error("task {task} was taken over by another copy ({why}); this copy stops without writing")]
+    LeaseLost { task: String, why: String },
+
     #[error("cannot write {what} to the target: {why}")]
     CannotWrite { what: String, why: String },
 

@@ -47,6 +47,10 @@ pub async fn connect_all(config: &TaskConfig) -> Result<Vec<Connected>> {
     let mut out = Vec::new();
     for endpoint in std::iter::once(&config.target).chain(&config.more_targets) {
         let mut target = Target::connect(endpoint).await?;
+        // Before anything is read or written for the task there: one writer per task.
+        if let Some(fence) = &config.writer.fence {
+            fence.claim(&mut target, &endpoint.addr()).await?;
+        }
         tracing::info!(
             target = target.addr(),
             version = ?target.caps().version,

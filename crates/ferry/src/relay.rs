@@ -378,6 +378,9 @@ impl Relay {
     /// cannot continue the target (it lost more than the spool holds, or its data).
     async fn target_back(&mut self) -> Result<Option<Target>> {
         let mut target = Target::connect(&self.endpoint).await?;
+        if let Some(fence) = &self.config.writer.fence {
+            fence.claim(&mut target, &self.endpoint.addr()).await?;
+        }
         let checkpoint = target.read_checkpoint(&self.config.name).await?;
         let Some(spool) = &mut self.spool else {
             return Ok(None);

@@ -23,6 +23,7 @@ use crate::fanout;
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::status::{Phase, Status};
+use crate::target::lease::Fence;
 use crate::target::{Target, conflict};
 use crate::topology::Topology;
 
@@ -36,35 +37,75 @@ const CHANNEL_BATCHES: usize = 8;
 /// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
 /// On return the status holds the final phase and, on failure, the error. The precheck
 /// (`check`) runs first and stops the task on a failed item.
-pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationToken) -> Result<()> {
+pub async fn run(
+    mut config: TaskConfig,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> Result<()> {
     if let Some(throttle) = &config.writer.throttle {
         status.show_limits(throttle.clone());
     }
+    // One writer per task: a lease and a fence beside the checkpoint in each target.
+    let fence = match (&config.source, config.checkpoint) {
+        (Source::Redis(_), true) => Some(Arc::new(Fence::new(&config.name))),
+        _ => None,
+    };
+    config.writer.fence = fence.clone();
+    let targets: Vec<Endpoint> = std::iter::once(&config.target)
+        .chain(&config.more_targets)
+        .cloned()
+        .collect();
+    let keeper = fence.clone().map(|fence| {
+        let stop = CancellationToken::new();
+        let (task, targets, done) = (cancel.clone(), targets.clone(), stop.clone());
+        let handle = tokio::spawn(async move { fence.keep(targets, task, done).await });
+        (handle, stop)
+    });
+    let result = run_task(&config, &status, &cancel).await;
+    if let Some((handle, stop)) = keeper {
+        stop.cancel();
+        let _ = handle.await;
+    }
+    if let Some(fence) = &fence {
+        fence.release(&targets).await;
+    }
+    // A copy that was taken over ends with that, whatever interrupted it.
+    match (result, fence.as_ref().map(|f| f.check())) {
+        (_, Some(Err(lost))) => failed(&status, lost),
+        (result, _) => result,
+    }
+}
+
+async fn run_task(
+    config: &TaskConfig,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
     // The precheck, once: a failure here is the user's to fix, not a break to retry.
     status.set_phase(Phase::Connecting);
     tokio::select! {
-        checked = crate::check::before_sync(&config) => {
+        checked = crate::check::before_sync(config) => {
             if let Err(e) = checked {
-                return failed(&status, e);
+                return failed(status, e);
             }
         }
-        _ = cancel.cancelled() => return stopped(&status),
+        _ = cancel.cancelled() => return stopped(status),
     }
     let mut window: Option<(Instant, String)> = None;
     let mut attempt: u32 = 0;
     loop {
-        let before = progress(&status);
-        let err = match run_inner(&config, &status, &cancel).await {
-            Ok(()) => return stopped(&status),
+        let before = progress(status);
+        let err = match run_inner(config, status, cancel).await {
+            Ok(()) => return stopped(status),
             // Stopping may break a link mid-way: that is the stop, not a failure.
-            Err(_) if cancel.is_cancelled() => return stopped(&status),
+            Err(_) if cancel.is_cancelled() => return stopped(status),
             Err(e) => e,
         };
-        if progress(&status) != before {
+        if progress(status) != before {
             window = None;
             attempt = 0;
         }
-        let limit = retry_limit(&err, &config).filter(|_| status.has_synced());
+        let limit = retry_limit(&err, config).filter(|_| status.has_synced());
         let Some(limit) = limit else {
             let err = match (err, window) {
                 // Our own interrupted copy cannot be continued: say what interrupted it.
@@ -77,13 +118,13 @@ pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationTo
                 }
                 (e, _) => e,
             };
-            return failed(&status, err);
+            return failed(status, err);
         };
         let (started, _) = window.get_or_insert_with(|| (Instant::now(), err.to_string()));
         let elapsed = started.elapsed();
         if elapsed >= limit {
             return failed(
-                &status,
+                status,
                 Error::Config(format!(
                     "gave up after {} min of retries: {err}",
                     limit.as_secs() / 60
@@ -106,7 +147,7 @@ pub async fn run(config: TaskConfig, status: Arc<Status>, cancel: CancellationTo
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return stopped(&status),
+            _ = cancel.cancelled() => return stopped(status),
         }
         attempt = attempt.saturating_add(1);
     }

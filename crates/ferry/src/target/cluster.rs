@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::caps::Caps;
 use super::encode::SlotCheckpoints;
+use super::lease::{self, Fence};
 use super::standalone::{Options, StandaloneTarget};
 use crate::checkpoint::Checkpoint;
 use crate::conn::Conn;
@@ -123,6 +124,17 @@ impl ClusterTarget {
     /// One connection to each master, in topology order.
     pub fn control_mut(&mut self) -> &mut [Conn] {
         &mut self.control
+    }
+
+    /// The control connection to the master serving `key`'s slot.
+    pub fn conn_for_key(&mut self, key: &[u8]) -> &mut Conn {
+        let owner = self.topology.owner(slot(key));
+        &mut self.control[owner]
+    }
+
+    /// Which master (topology order) serves each slot.
+    pub fn slot_owners(&self) -> Vec<usize> {
+        (0..SLOTS as u16).map(|s| self.topology.owner(s)).collect()
     }
 
     pub fn masters(&self) -> usize {
@@ -273,13 +285,16 @@ impl ClusterTarget {
         let mut senders = Vec::new();
         let mut handles = Vec::new();
         let mut writer_status = Vec::new();
-        for (shard, writer) in self.topology.shards.iter().zip(self.writers) {
+        for (i, (shard, writer)) in self.topology.shards.iter().zip(self.writers).enumerate() {
             let (tx, rx) = mpsc::channel::<Batch>(4);
             let base = task.as_ref().map(|t| {
                 self.tags
                     .key_in_slot(&key_prefix(t, "base"), shard.first_slot(), b"")
             });
-            let writer = writer.for_cluster(slot_keys.clone());
+            let owned = (0..SLOTS as u16)
+                .filter(|&s| self.topology.owner(s) == i)
+                .collect();
+            let writer = writer.for_cluster(slot_keys.clone(), owned);
             let st = Arc::new(Status::default());
             st.set_phase(status.phase());
             writer_status.push(st.clone());
@@ -302,6 +317,7 @@ impl ClusterTarget {
             position: None,
             broadcast: 0,
             db_map,
+            fence: options.fence.clone().filter(|_| task.is_some()),
         };
         let mut seen = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -483,6 +499,8 @@ struct Router {
     broadcast: u64,
     /// Which target db each source db is written to: only those written to db 0 can be.
     db_map: crate::transform::DbMap,
+    /// The task's fence: the write-back transactions are fenced like the writers' own.
+    fence: Option<Arc<Fence>>,
 }
 
 impl Router {
@@ -907,6 +925,25 @@ impl Router {
         let shard = self.topology.owner(s);
         let mut out = BytesMut::new();
         let mut replies = 2;
+        // Fenced as the writers' transactions are (see `lease`).
+        if let (Some(fence), Some(keys)) = (&self.fence, &self.slot_keys) {
+            let fence_key = fence.slot_key(s);
+            let own = lease::own_key(&fence_key, fence.token());
+            ferry_resp::encode_command(&mut out, &[&b"WATCH"[..], &fence_key, &own]);
+            ferry_resp::encode_command(
+                &mut out,
+                &[
+                    &b"EVAL"[..],
+                    lease::GUARD_SCRIPT.as_bytes(),
+                    b"3",
+                    &fence_key,
+                    keys.key(s),
+                    &own,
+                    fence.token(),
+                    b"",
+                ],
+            );
+        }
         ferry_resp::encode_command(&mut out, &[&b"MULTI"[..]]);
         for (key, value) in &writes {
             ferry_resp::encode_command(&mut out, &[&b"DEL"[..], key]);
@@ -933,6 +970,18 @@ impl Router {
         ferry_resp::encode_command(&mut out, &[&b"EXEC"[..]]);
         let conn = &mut self.control[shard];
         conn.write_all(&out).await?;
+        if let Some(fence) = self.fence.as_ref().filter(|_| self.slot_keys.is_some()) {
+            conn.read_frame().await?;
+            if let (Frame::Integer(code), _) = conn.read_frame().await?
+                && code != 1
+            {
+                // EXEC answers nil: read what is left, then stop.
+                for _ in 0..replies {
+                    conn.read_frame().await?;
+                }
+                return Err(fence.refused(&conn.addr, code));
+            }
+        }
         let mut last = Frame::Null;
         for _ in 0..replies {
             let (frame, _) = conn.read_frame().await?;

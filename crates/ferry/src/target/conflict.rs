@@ -28,7 +28,8 @@ const SCAN_BUDGET: u64 = 100_000;
 pub async fn before_copy(target: &mut Target, config: &TaskConfig, status: &Status) -> Result<()> {
     match config.on_conflict {
         Some(policy) if !status.has_synced() => {
-            settle(target, policy, synced_dbs(config).as_deref()).await
+            settle(target, policy, synced_dbs(config).as_deref()).await?;
+            reclaim(target, config, policy).await
         }
         _ => Ok(()),
     }
@@ -59,6 +60,9 @@ pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Stat
     };
     for endpoint in std::iter::once(&config.target).chain(&config.more_targets) {
         let mut target = Target::connect(endpoint).await?;
+        if let Some(fence) = &config.writer.fence {
+            fence.claim(&mut target, &endpoint.addr()).await?;
+        }
         let mut resumed = false;
         if config.checkpoint {
             for name in shards {
@@ -67,9 +71,21 @@ pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Stat
         }
         if !resumed {
             settle(&mut target, policy, synced_dbs(config).as_deref()).await?;
+            reclaim(&mut target, config, policy).await?;
         }
     }
     Ok(())
+}
+
+/// A flush took the task's lease and fence with everything else: take them again.
+async fn reclaim(target: &mut Target, config: &TaskConfig, policy: OnConflict) -> Result<()> {
+    match &config.writer.fence {
+        Some(fence) if policy == OnConflict::Flush => {
+            let addr = target.addr();
+            fence.claim(target, &addr).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Looks for keys in the target's `dbs` (every db when None) and acts on them as `policy` says.

@@ -52,6 +52,23 @@ pub enum Expect {
     Discard,
     /// Everything before is confirmed: signal the one waiting.
     Barrier(crate::entry::Barrier),
+    /// The fence check before a transaction (`lease::GUARD_SCRIPT`): 1, or why the
+    /// transaction that follows applies nothing.
+    Guard,
+}
+
+/// What a fenced writer checks before each transaction: the fence keys and this process's
+/// token (see `lease`).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub token: Bytes,
+    /// The standalone target's fence; on a cluster master, the fence in the slot of its base
+    /// checkpoint.
+    pub own: Bytes,
+    /// On a cluster master, each slot's fence.
+    pub slots: Option<Arc<Vec<Bytes>>>,
+    /// On a cluster master, the slots it serves.
+    pub owned: Arc<Vec<u16>>,
 }
 
 /// Accumulates commands and their expectations between two flushes.
@@ -103,10 +120,21 @@ pub struct Encoder {
     /// Which target db each source db is written to. Entries keep the source's db (the
     /// checkpoint records it); only the SELECTs sent to the target are mapped.
     pub db_map: crate::transform::DbMap,
+    /// Every transaction is fenced (and, on a standalone target, the snapshot's writes go in
+    /// transactions too).
+    guard: Option<Guard>,
+    /// The offset of the checkpoint this writer wrote last: the next transaction applies only
+    /// if the target's checkpoint has reached it (an earlier one refused whole stops the rest).
+    chain: Option<u64>,
+    /// The same per slot, on a cluster master.
+    slot_chain: std::collections::HashMap<u16, u64>,
 }
 
 /// Sets KEYS[1] to ARGV[2] only if it still holds ARGV[1].
 const CHECKPOINT_IF_UNCHANGED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2]) end return 0";
+
+/// The same, and only while the fence KEYS[2] holds this writer's token ARGV[3].
+const CHECKPOINT_IF_UNCHANGED_FENCED: &str = "if redis.call('GET', KEYS[2]) == ARGV[3] and redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2]) end return 0";
 
 /// The per-slot checkpoint keys of a task on a cluster target: the key for slot `s` hashes to
 /// `s`, so it can share a transaction with that slot's writes.
@@ -138,6 +166,10 @@ struct Txn {
     /// Commands in it so far.
     commands: usize,
 }
+
+/// Snapshot writes per transaction on a fenced standalone target, at most (each flush ends
+/// one too): the target holds a transaction's commands until its EXEC.
+const SNAPSHOT_TXN_COMMANDS: usize = 256;
 
 /// Commands per ferry transaction, at most (a source transaction stays whole whatever its
 /// size): the EXEC reply is an array of one result each, and a small one is read in one go.
@@ -196,6 +228,42 @@ impl Encoder {
             last_write: None,
             txn_checkpoint: None,
             db_map: crate::transform::DbMap::default(),
+            guard: None,
+            chain: None,
+            slot_chain: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Fences every transaction (see `lease`); on a standalone target the snapshot's writes
+    /// then go in transactions too.
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Snapshot writes go in fenced transactions (a cluster's are spread over slots, which no
+    /// transaction can span).
+    fn fenced_snapshot(&self) -> bool {
+        self.guard.is_some() && !self.cluster
+    }
+
+    /// Opens a fenced transaction for snapshot writes if none is open.
+    fn snapshot_txn(&mut self) {
+        if self.fenced_snapshot() && self.txn.is_none() {
+            self.open_txn(None);
+        }
+    }
+
+    /// Ends a snapshot transaction that has grown to its bound.
+    fn snapshot_txn_bound(&mut self) {
+        if self.fenced_snapshot()
+            && !self.checkpointing
+            && self
+                .txn
+                .as_ref()
+                .is_some_and(|t| t.commands >= SNAPSHOT_TXN_COMMANDS)
+        {
+            self.close_txn();
         }
     }
 
@@ -235,7 +303,14 @@ impl Encoder {
                 self.write_idle_checkpoint(Some((offset, db)));
             }
             if let Some(offset) = self.confirmed.take() {
+                let fenced = self.guard.is_some();
+                if fenced {
+                    self.open_txn(None);
+                }
                 self.write_checkpoint(Some((offset, 0)));
+                if fenced {
+                    self.close_txn();
+                }
             }
         }
         self.replies = 0;
@@ -248,6 +323,12 @@ impl Encoder {
     /// Adds an entry's commands. Fails only for a value the target can neither RESTORE nor
     /// receive as plain commands (a module value in an encoding too new for it).
     pub fn push(&mut self, entry: Entry) -> Result<(), Error> {
+        self.push_entry(entry)?;
+        self.snapshot_txn_bound();
+        Ok(())
+    }
+
+    fn push_entry(&mut self, entry: Entry) -> Result<(), Error> {
         let entry = match entry {
             Entry::Key(record) => match plain_string(&record).filter(|_| !self.cluster) {
                 Some(value) => {
@@ -258,6 +339,16 @@ impl Encoder {
             },
             other => other,
         };
+        if matches!(
+            entry,
+            Entry::Key(_)
+                | Entry::BigStart(_)
+                | Entry::BigChunk(..)
+                | Entry::BigEnd(_)
+                | Entry::Function(_)
+        ) {
+            self.snapshot_txn();
+        }
         // A snapshot holds each key once, so gathered strings may wait while other snapshot
         // keys go ahead of them; anything after the snapshot must not overtake them.
         if !matches!(
@@ -285,11 +376,18 @@ impl Encoder {
                     });
                 }
                 if clear_target {
+                    // A cluster master's flush goes in a fenced transaction of its own.
+                    if self.cluster && self.guard.is_some() {
+                        self.open_txn(None);
+                    }
+                    self.snapshot_txn();
                     ferry_resp::encode_command(&mut self.out, &[&b"FLUSHALL"[..]]);
                     self.expect(Kind::Part, "FLUSHALL", Bytes::new(), self.db);
+                    self.refence_after(b"FLUSHALL");
                 }
                 if snapshot {
                     // Until the snapshot is whole, the target cannot be continued from.
+                    self.snapshot_txn();
                     self.write_checkpoint(None);
                 }
                 self.checkpointing = !snapshot && self.checkpoint_key.is_some();
@@ -371,7 +469,9 @@ impl Encoder {
                 // (A cluster master's base checkpoint follows confirmed replies instead.)
                 self.last_write = Some((offset, 0));
                 if !self.cluster {
+                    self.snapshot_txn();
                     self.write_checkpoint(Some((offset, 0)));
+                    self.close_txn();
                 }
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
                 self.expects.push(Expect::SnapshotApplied(offset));
@@ -535,21 +635,18 @@ impl Encoder {
                 self.close_txn();
             }
             if self.txn.is_none() {
-                self.open_txn();
-                if let Some(txn) = &mut self.txn {
-                    txn.slot = cmd.slot;
-                }
+                self.open_txn(cmd.slot);
             }
         }
         let name = cmd.args[0].as_ref();
         if name.eq_ignore_ascii_case(b"MULTI") {
             self.close_txn();
-            self.open_txn();
+            self.open_txn(cmd.slot.filter(|_| self.cluster));
             self.source_multi = true;
             return Ok(());
         }
         if self.txn.is_none() {
-            self.open_txn();
+            self.open_txn(cmd.slot.filter(|_| self.cluster));
         }
         if let Some(txn) = &mut self.txn {
             // The source's db, not the one written into: a resume selects it on the source.
@@ -578,6 +675,7 @@ impl Encoder {
             db: cmd.db_on_target(),
         });
         self.replies += 1;
+        self.refence_after(name);
         if let Some(txn) = &mut self.txn {
             txn.commands += 1;
             if txn.commands >= TXN_COMMANDS && !self.source_multi {
@@ -650,13 +748,90 @@ impl Encoder {
         self.close_txn();
     }
 
-    fn open_txn(&mut self) {
+    /// Opens a ferry transaction (on a cluster, of slot `slot`), fenced when guarded.
+    fn open_txn(&mut self, slot: Option<u16>) {
         // The transaction's checkpoint will name a later position.
         self.idle_position = None;
+        self.write_guard(slot);
         ferry_resp::encode_command(&mut self.out, &[&b"MULTI"[..]]);
         self.expects.push(Expect::Multi);
         self.replies += 1;
-        self.txn = Some(Txn::default());
+        self.txn = Some(Txn {
+            slot,
+            ..Txn::default()
+        });
+    }
+
+    /// A command that empties or swaps db 0 takes the fence with it: set it again in the same
+    /// transaction (a cluster master's are set again when the task claims them anew).
+    fn refence_after(&mut self, name: &[u8]) {
+        let emptied = [&b"FLUSHALL"[..], b"FLUSHDB", b"SWAPDB"]
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c));
+        let Some(guard) = self.guard.clone().filter(|_| emptied) else {
+            return;
+        };
+        self.select_target(0);
+        ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &guard.own, &guard.token]);
+        self.expect(Kind::Part, "SET (fence)", guard.own.clone(), 0);
+        // A cluster master's other slots: one fenced transaction each (a transaction cannot
+        // span slots). Inside a source's transaction they wait: the next transaction's guard
+        // finds a fence gone, and the task claims them all again.
+        if !self.cluster || self.source_multi {
+            return;
+        }
+        self.close_txn();
+        let Some(fences) = guard.slots.clone() else {
+            return;
+        };
+        for &slot in guard.owned.iter() {
+            let fence = &fences[slot as usize % fences.len().max(1)];
+            if *fence == guard.own {
+                continue;
+            }
+            self.open_txn(None);
+            ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], fence, &guard.token]);
+            self.expect(Kind::Part, "SET (fence)", fence.clone(), 0);
+            self.close_txn();
+        }
+    }
+
+    /// `WATCH <fence>` and the guard script, before a transaction's MULTI: the EXEC then
+    /// applies nothing unless the fence holds this writer's token and the checkpoint has
+    /// reached what this writer last wrote into it.
+    fn write_guard(&mut self, slot: Option<u16>) {
+        let Some(guard) = &self.guard else { return };
+        let (fence, checkpoint, chain) = match (slot, &guard.slots, &self.slot_checkpoints) {
+            (Some(s), Some(fences), Some(keys)) => (
+                fences[s as usize % fences.len().max(1)].clone(),
+                Some(keys.key(s).clone()),
+                self.slot_chain.get(&s).copied(),
+            ),
+            _ => (guard.own.clone(), self.checkpoint_key.clone(), self.chain),
+        };
+        let token = guard.token.clone();
+        // ferry's own keys live in db 0.
+        self.select_target(0);
+        let own = super::lease::own_key(&fence, &token);
+        ferry_resp::encode_command(&mut self.out, &[&b"WATCH"[..], &fence, &own]);
+        self.expect(Kind::Part, "WATCH", fence.clone(), 0);
+        let chain = chain.map(|o| o.to_string()).unwrap_or_default();
+        let checkpoint = checkpoint.unwrap_or_else(|| fence.clone());
+        ferry_resp::encode_command(
+            &mut self.out,
+            &[
+                &b"EVAL"[..],
+                super::lease::GUARD_SCRIPT.as_bytes(),
+                b"3",
+                &fence,
+                &checkpoint,
+                &own,
+                &token,
+                chain.as_bytes(),
+            ],
+        );
+        self.expects.push(Expect::Guard);
+        self.replies += 1;
     }
 
     /// Ends the open transaction with the checkpoint of its last command.
@@ -669,11 +844,16 @@ impl Encoder {
             match (&self.slot_checkpoints, txn.slot) {
                 (Some(slots), Some(slot)) => {
                     let key = Some(slots.key(slot).clone());
-                    self.write_checkpoint_to(key, Some((offset, db)));
+                    if self.write_checkpoint_to(key, Some((offset, db))).is_some() {
+                        self.slot_chain.insert(slot, offset);
+                    }
                 }
                 _ => {
                     let key = self.checkpoint_key.clone();
                     self.txn_checkpoint = self.write_checkpoint_to(key, Some((offset, db)));
+                    if self.txn_checkpoint.is_some() {
+                        self.chain = Some(offset);
+                    }
                 }
             }
         }
@@ -684,7 +864,12 @@ impl Encoder {
 
     /// `SET <checkpoint key> "<replid> <position>"` in db 0.
     fn write_checkpoint(&mut self, position: Option<(u64, u32)>) {
-        self.write_checkpoint_to(self.checkpoint_key.clone(), position);
+        if self
+            .write_checkpoint_to(self.checkpoint_key.clone(), position)
+            .is_some()
+        {
+            self.chain = position.map(|(offset, _)| offset);
+        }
         // A plain SET is no transaction's: an idle checkpoint after it needs no condition.
         self.txn_checkpoint = None;
     }
@@ -702,18 +887,40 @@ impl Encoder {
             return;
         };
         self.select_target(0);
-        ferry_resp::encode_command(
-            &mut self.out,
-            &[
-                &b"EVAL"[..],
-                CHECKPOINT_IF_UNCHANGED.as_bytes(),
-                b"1",
-                &key,
-                &expected,
-                &value,
-            ],
-        );
+        match self
+            .guard
+            .as_ref()
+            .map(|g| (g.own.clone(), g.token.clone()))
+        {
+            Some((fence, token)) => ferry_resp::encode_command(
+                &mut self.out,
+                &[
+                    &b"EVAL"[..],
+                    CHECKPOINT_IF_UNCHANGED_FENCED.as_bytes(),
+                    b"2",
+                    &key,
+                    &fence,
+                    &expected,
+                    &value,
+                    &token,
+                ],
+            ),
+            None => ferry_resp::encode_command(
+                &mut self.out,
+                &[
+                    &b"EVAL"[..],
+                    CHECKPOINT_IF_UNCHANGED.as_bytes(),
+                    b"1",
+                    &key,
+                    &expected,
+                    &value,
+                ],
+            ),
+        }
         self.expect(Kind::Part, "SET (checkpoint)", key, 0);
+        if let Some((offset, _)) = position {
+            self.chain = Some(offset);
+        }
         // The next one follows this one (which holds unless the transaction was refused).
         self.txn_checkpoint = Some(value);
     }
@@ -756,6 +963,7 @@ impl Encoder {
         if self.mset.keys == 0 {
             return;
         }
+        self.snapshot_txn();
         let db = self.mset.db;
         self.select(db);
         let keys = std::mem::take(&mut self.mset.keys);
@@ -767,6 +975,7 @@ impl Encoder {
         self.mset.body.clear();
         let key = std::mem::take(&mut self.mset.first_key);
         self.expect(Kind::Keys(keys), "MSET", key, db);
+        self.snapshot_txn_bound();
     }
 
     /// Selects the target db that source db `db` is written to.
@@ -793,6 +1002,16 @@ impl Encoder {
             db,
         });
         self.replies += 1;
+        self.count_snapshot_command();
+    }
+
+    /// Counts a command of a snapshot transaction (stream transactions count their own).
+    fn count_snapshot_command(&mut self) {
+        if !self.checkpointing
+            && let Some(txn) = &mut self.txn
+        {
+            txn.commands += 1;
+        }
     }
 
     fn command(&mut self, kind: Kind, label: &'static str, meta: &KeyMeta, args: &[&[u8]]) {
@@ -804,6 +1023,7 @@ impl Encoder {
             db: meta.db as u32,
         });
         self.replies += 1;
+        self.count_snapshot_command();
     }
 
     /// Module key metadata (RDB 13) rides only in a RESTORE payload: a key written as commands

@@ -1,12 +1,14 @@
 //! Targets: turn entries into commands and pipeline them. `encode` is the part every target
 //! shares (entry → RESP commands with what to expect back); `standalone` writes to one server;
 //! `cluster` routes to one standalone writer per master of a Redis Cluster; `conflict` deals
-//! with data already in the target before a new task's first copy.
+//! with data already in the target before a new task's first copy; `lease` keeps one writer
+//! per task.
 
 pub mod caps;
 pub mod cluster;
 pub mod conflict;
 pub mod encode;
+pub mod lease;
 pub mod standalone;
 
 use std::sync::Arc;
@@ -63,6 +65,14 @@ impl Target {
         match self {
             Target::Standalone(t) => vec![t.conn_mut()],
             Target::Cluster(t) => t.control_mut().iter_mut().collect(),
+        }
+    }
+
+    /// The connection to the server holding `key` (a cluster: the master serving its slot).
+    pub fn conn_for_key(&mut self, key: &[u8]) -> &mut Conn {
+        match self {
+            Target::Standalone(t) => t.conn_mut(),
+            Target::Cluster(t) => t.conn_for_key(key),
         }
     }
 

@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::caps::Caps;
-use super::encode::{Encoder, Expect, Kind, SlotCheckpoints};
+use super::encode::{Encoder, Expect, Guard, Kind, SlotCheckpoints};
+use super::lease::Fence;
 use crate::checkpoint::Checkpoint;
 use crate::config::OnError;
 use crate::conn::Conn;
@@ -47,6 +48,8 @@ pub struct Options {
     pub db_map: crate::transform::DbMap,
     /// A Lua script each entry passes through before it is written.
     pub transform: Option<Arc<crate::script::Script>>,
+    /// The task's lease and fence: with a checkpoint, every transaction is fenced.
+    pub fence: Option<Arc<Fence>>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             filter: None,
             db_map: crate::transform::DbMap::default(),
             transform: None,
+            fence: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct StandaloneTarget {
     /// Set when this server is one master of a cluster target (with the per-slot
     /// checkpoint keys, when checkpoints are kept).
     cluster: Option<Option<Arc<SlotCheckpoints>>>,
+    /// On a cluster, the slots this master serves (its fences are set again after a flush).
+    owned: Arc<Vec<u16>>,
 }
 
 impl StandaloneTarget {
@@ -102,12 +108,14 @@ impl StandaloneTarget {
             conn,
             caps,
             cluster: None,
+            owned: Arc::default(),
         })
     }
 
     /// Makes this the writer for one master of a cluster (see `Encoder::for_cluster`).
-    pub fn for_cluster(mut self, slots: Option<Arc<SlotCheckpoints>>) -> Self {
+    pub fn for_cluster(mut self, slots: Option<Arc<SlotCheckpoints>>, owned: Vec<u16>) -> Self {
         self.cluster = Some(slots);
+        self.owned = Arc::new(owned);
         self
     }
 
@@ -153,14 +161,19 @@ impl StandaloneTarget {
         let (rd, mut wr) = stream.into_split();
         let credit = Arc::new(Semaphore::new(options.max_in_flight));
         let (expect_tx, expect_rx) = mpsc::unbounded_channel::<Vec<Expect>>();
+        // Fenced only where a checkpoint is kept: the fence guards the checkpoint's writes.
+        let fence = options.fence.clone().filter(|_| checkpoint.is_some());
         let replies = tokio::spawn(read_replies(
             rd,
             buf,
             expect_rx,
             credit.clone(),
             status.clone(),
-            addr.clone(),
-            options.on_error,
+            Target {
+                addr: addr.clone(),
+                on_error: options.on_error,
+                fence: fence.clone(),
+            },
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
         enc.shared_target = options.shared_target;
@@ -176,6 +189,22 @@ impl StandaloneTarget {
             }
             _ => None,
         };
+        if let (Some(fence), Some(key)) = (&fence, &checkpoint) {
+            enc = enc.with_guard(match &self.cluster {
+                Some(_) => Guard {
+                    token: fence.token().clone(),
+                    own: fence.slot_key(ferry_keyspace::slot(key)),
+                    slots: Some(fence.slot_keys()),
+                    owned: self.owned.clone(),
+                },
+                None => Guard {
+                    token: fence.token().clone(),
+                    own: fence.key(),
+                    slots: None,
+                    owned: Arc::default(),
+                },
+            });
+        }
         if let Some(key) = checkpoint {
             enc = enc.with_checkpoint(key);
         }
@@ -185,6 +214,7 @@ impl StandaloneTarget {
         // Flush early enough that a flush never needs more credit than exists.
         let flush_replies = (options.max_in_flight / 4).max(1);
         let mut out = Out {
+            fence: fence.as_deref(),
             wr: &mut wr,
             expect_tx: &expect_tx,
             credit: &credit,
@@ -253,6 +283,8 @@ impl StandaloneTarget {
 
 /// Where a writer's output goes: the reply reader, the socket, through the task's limits.
 struct Out<'a> {
+    /// Checked before each write: a copy that lost its task writes nothing more.
+    fence: Option<&'a Fence>,
     wr: &'a mut WriteHalf,
     expect_tx: &'a mpsc::UnboundedSender<Vec<Expect>>,
     credit: &'a Semaphore,
@@ -321,6 +353,9 @@ impl Out<'_> {
         if enc.expects.is_empty() {
             return true;
         }
+        if self.fence.is_some_and(|f| f.check().is_err()) {
+            return false;
+        }
         let replies = enc.replies as u32;
         if replies > 0 {
             match self.credit.acquire_many(replies).await {
@@ -341,6 +376,13 @@ impl Out<'_> {
     }
 }
 
+/// The target a reply reader reads from, and what it does with refusals.
+struct Target {
+    addr: String,
+    on_error: OnError,
+    fence: Option<Arc<Fence>>,
+}
+
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
 async fn read_replies(
     mut rd: ReadHalf,
@@ -348,9 +390,13 @@ async fn read_replies(
     mut expects: mpsc::UnboundedReceiver<Vec<Expect>>,
     credit: Arc<Semaphore>,
     status: Arc<Status>,
-    addr: String,
-    on_error: OnError,
+    target: Target,
 ) -> Result<()> {
+    let Target {
+        addr,
+        on_error,
+        fence,
+    } = target;
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
         let mut settle = Settle {
@@ -358,6 +404,7 @@ async fn read_replies(
             addr: &addr,
             started: Instant::now(),
             on_error,
+            fence: fence.as_deref(),
         };
         // Expectations inside an open transaction, settled by its EXEC.
         let mut queued: Option<Vec<Expect>> = None;
@@ -366,7 +413,11 @@ async fn read_replies(
             for expect in batch {
                 let takes_reply = matches!(
                     expect,
-                    Expect::Reply { .. } | Expect::Multi | Expect::Exec | Expect::Discard
+                    Expect::Reply { .. }
+                        | Expect::Multi
+                        | Expect::Exec
+                        | Expect::Discard
+                        | Expect::Guard
                 );
                 let frame = if takes_reply {
                     replies += 1;
@@ -419,6 +470,7 @@ struct Settle<'a> {
     addr: &'a str,
     started: Instant,
     on_error: OnError,
+    fence: Option<&'a Fence>,
 }
 
 impl Settle<'_> {
@@ -539,6 +591,22 @@ impl Settle<'_> {
                 }
             }
             Expect::Barrier(barrier) => barrier.release(),
+            Expect::Guard => match (frame, self.fence) {
+                (Some(Frame::Integer(1)), _) | (_, None) => {}
+                (Some(Frame::Integer(code)), Some(fence)) => {
+                    return Err(fence.refused(self.addr, *code));
+                }
+                (other, _) => {
+                    return Err(Error::TargetRefused {
+                        addr: self.addr.to_string(),
+                        what: "the fence check before a transaction (EVAL)".into(),
+                        msg: other
+                            .and_then(refusal)
+                            .unwrap_or_else(|| format!("unexpected reply {other:?}")),
+                        retryable: false,
+                    });
+                }
+            },
             Expect::Multi | Expect::Exec | Expect::Discard => {}
         }
         Ok(())
@@ -548,6 +616,10 @@ impl Settle<'_> {
     fn exec(&mut self, inside: Vec<Expect>, frame: Frame) -> Result<()> {
         let results = match frame {
             Frame::Array(results) => results,
+            // A fenced transaction's WATCH fired after its check: another copy wrote the fence.
+            Frame::Null if let Some(fence) = self.fence => {
+                return Err(fence.refused(self.addr, -1));
+            }
             other => {
                 return Err(Error::TargetRefused {
                     addr: self.addr.to_string(),
