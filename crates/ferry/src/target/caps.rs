@@ -16,7 +16,8 @@ pub struct Caps {
     pub version: (u32, u32, u32),
     /// Newest RDB version its RESTORE accepts.
     pub rdb_version: u16,
-    /// Its `databases` setting, when it lets ferry read it (`CONFIG GET`).
+    /// Its `databases` setting (`CONFIG GET`, else found with SELECT); None only for a
+    /// target that is assumed, never asked.
     pub databases: Option<u32>,
 }
 
@@ -47,7 +48,6 @@ impl Caps {
             }
             _ => rdb_version_of(version),
         };
-        // Managed services often refuse CONFIG: then the db map is checked by the writes.
         let databases = match conn
             .request(&[&b"CONFIG"[..], b"GET", b"databases"])
             .await?
@@ -57,6 +57,12 @@ impl Caps {
                 .and_then(|f| f.as_bytes())
                 .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()),
             _ => None,
+        };
+        // Managed services often refuse CONFIG: SELECT tells too. A write into a db the
+        // target lacks must be refused before it is sent (see `Encoder::check_db`).
+        let databases = match databases {
+            Some(n) => Some(n),
+            None => Some(count_dbs(conn).await?),
         };
         Ok(Caps {
             version,
@@ -93,6 +99,33 @@ impl Caps {
     pub fn hash_field_ttl(&self) -> bool {
         self.at_least(7, 4)
     }
+}
+
+/// How many dbs the server has, found with SELECT (doubling, then halving), back on db 0.
+async fn count_dbs(conn: &mut Conn) -> Result<u32> {
+    let mut selectable = async |db: u32| -> Result<bool> {
+        let n = db.to_string();
+        Ok(!matches!(
+            conn.request(&[&b"SELECT"[..], n.as_bytes()]).await?,
+            Frame::Error(_)
+        ))
+    };
+    // db `lo` exists, db `hi` does not.
+    let (mut lo, mut hi) = (0u32, 1u32);
+    while hi < 1 << 30 && selectable(hi).await? {
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if selectable(mid).await? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    conn.request_ok(&[&b"SELECT"[..], b"0"]).await?;
+    Ok(lo + 1)
 }
 
 /// RDB version written by each Redis release line (Valkey up to 8.x reports 7.2.4 and writes 11).

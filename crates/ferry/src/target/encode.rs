@@ -130,6 +130,24 @@ pub struct Encoder {
     slot_chain: std::collections::HashMap<u16, u64>,
 }
 
+/// The highest db a command names in its arguments (`SWAPDB a b`, `MOVE key db`, `COPY ... DB
+/// db`), if any.
+fn db_argument(args: &[Bytes]) -> Option<u32> {
+    let num = |a: &Bytes| std::str::from_utf8(a).ok()?.parse::<u32>().ok();
+    let name = args.first()?;
+    if name.eq_ignore_ascii_case(b"SWAPDB") {
+        return args.get(1..3)?.iter().map(num).max().flatten();
+    }
+    if name.eq_ignore_ascii_case(b"MOVE") {
+        return args.get(2).and_then(num);
+    }
+    if name.eq_ignore_ascii_case(b"COPY") {
+        let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"DB"))?;
+        return args.get(at + 1).and_then(num);
+    }
+    None
+}
+
 /// Sets KEYS[1] to ARGV[2] only if it still holds ARGV[1].
 const CHECKPOINT_IF_UNCHANGED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2]) end return 0";
 
@@ -247,6 +265,46 @@ impl Encoder {
         self.guard.is_some() && !self.cluster
     }
 
+    /// Refuses an entry that would write into a db the target does not have, before anything
+    /// of it is written: inside a transaction the target would refuse only the SELECT, and
+    /// apply what follows it in the db selected before.
+    fn check_dbs(&self, entry: &Entry) -> Result<(), Error> {
+        let Some(dbs) = self.caps.databases.filter(|_| !self.cluster) else {
+            return Ok(());
+        };
+        let (db, mapped) = match entry {
+            Entry::Key(record) => (record.meta.db as u32, None),
+            Entry::BigStart(meta) => (meta.db as u32, None),
+            Entry::Command(cmd) => (cmd.db_on_target(), db_argument(&cmd.args)),
+            _ => return Ok(()),
+        };
+        let target = self.db_map.target(db);
+        let Some(missing) = [Some(target), mapped]
+            .into_iter()
+            .flatten()
+            .find(|&d| d >= dbs)
+        else {
+            return Ok(());
+        };
+        let what = match entry {
+            Entry::Command(cmd) => format!(
+                "{} from the source's db {db}",
+                String::from_utf8_lossy(&cmd.args[0]).to_ascii_uppercase()
+            ),
+            Entry::Key(record) => {
+                format!("key {} of the source's db {db}", escape(&record.meta.key))
+            }
+            Entry::BigStart(meta) => format!("key {} of the source's db {db}", escape(&meta.key)),
+            _ => String::new(),
+        };
+        Err(Error::CannotWrite {
+            what,
+            why: format!(
+                "it goes to db {missing} and the target has {dbs} dbs (its `databases` setting); nothing from it on was written and the checkpoint names the position before it: raise `databases` on the target (a restart of it), or map the db to one the target has with [filter] db_map, then run ferry again"
+            ),
+        })
+    }
+
     /// Opens a fenced transaction for snapshot writes if none is open.
     fn snapshot_txn(&mut self) {
         if self.fenced_snapshot() && self.txn.is_none() {
@@ -329,6 +387,7 @@ impl Encoder {
     }
 
     fn push_entry(&mut self, entry: Entry) -> Result<(), Error> {
+        self.check_dbs(&entry)?;
         let entry = match entry {
             Entry::Key(record) => match plain_string(&record).filter(|_| !self.cluster) {
                 Some(value) => {

@@ -262,7 +262,9 @@ impl StandaloneTarget {
             }
         }
         if failure.is_some() {
-            // Write out what came before the failure, and wait for its replies.
+            // Write out what came before the failure (a source transaction it cut off is
+            // discarded, never applied in part), and wait for its replies.
+            enc.finish();
             out.flush(&mut enc).await;
         }
         drop(expect_tx);
