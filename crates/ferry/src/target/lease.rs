@@ -44,13 +44,16 @@ const POLL: Duration = Duration::from_millis(250);
 /// Renews the lease if it is ours; takes it again if it ran out while the fence is still ours
 /// (the target was away for longer than the lease) or both are gone (the target lost its data
 /// or was emptied, e.g. by a FLUSHALL the source sent). Returns 1 (renewed), 2 (taken again),
-/// or the value of the lease another holds (or 0: gone, and the fence names another).
+/// or the value of the lease another holds (or 0: gone, and the fence names another). A fence
+/// that is already ours is not written: that would abort this process's own transactions
+/// between their WATCH and EXEC.
 const RENEW_SCRIPT: &str = "\
 local v = redis.call('GET', KEYS[1]) \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
 if v then return v end \
 local f = redis.call('GET', KEYS[2]) \
-if f == ARGV[3] or not f then \
+if f == ARGV[3] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end \
+if not f then \
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
   redis.call('SET', KEYS[2], ARGV[3]) return 2 end \
 return 0";
