@@ -7,7 +7,8 @@
 //! password, an unreachable host, a cluster with uncovered slots, a db map beyond the target's
 //! dbs), the finding carries that error and `sync` ends with it unchanged.
 //!
-//! One file per thing checked: `reach` (reachable, authenticated), `acl` (source replication,
+//! One file per thing checked: `reach` (reachable, authenticated), `distinct` (the target is
+//! not the source, a replica or master of it, nor where its data comes from), `acl` (source replication,
 //! target write), `versions`, `memory` (free memory, eviction policy), `keys` (keys already in
 //! the target), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
 //! `heartbeat`, `timeouts` (repl_timeout), `tls`; `info` reads INFO and CONFIG GET.
@@ -15,6 +16,7 @@
 mod acl;
 mod backlog;
 mod dbs;
+mod distinct;
 mod heartbeat;
 mod info;
 mod keys;
@@ -59,6 +61,7 @@ impl Outcome {
 pub enum Item {
     Reachable,
     Authenticated,
+    Distinct,
     SourceReplication,
     TargetWrite,
     Versions,
@@ -80,6 +83,7 @@ impl Item {
         match self {
             Item::Reachable => "reachable",
             Item::Authenticated => "authenticated",
+            Item::Distinct => "distinct",
             Item::SourceReplication => "source_replication",
             Item::TargetWrite => "target_write",
             Item::Versions => "versions",
@@ -203,6 +207,11 @@ impl CheckConfig {
                 )));
             }
         }
+        if section.ignore.contains(&Item::Distinct) {
+            return Err(Error::Config(
+                "check.ignore cannot name \"distinct\": a target that is the source (or replicates it) would have ferry write into the data it reads".into(),
+            ));
+        }
         Ok(CheckConfig {
             ignore: section.ignore.clone(),
             backlog_minutes,
@@ -256,6 +265,15 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     }
     for target in &mut targets {
         slots::check(target, &mut report);
+    }
+    // Before anything else is asked or written: a target that is the source ends it here.
+    for finding in distinct::check(source.as_mut(), &mut targets).await? {
+        if mode == Mode::Sync
+            && let Some(error) = finding.error
+        {
+            return Err(error);
+        }
+        report.add(finding);
     }
     if let Some(source) = &mut source
         && report.runs(Item::SourceReplication)
