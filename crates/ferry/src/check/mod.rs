@@ -10,7 +10,7 @@
 //! One file per thing checked: `reach` (reachable, authenticated), `distinct` (the target is
 //! not the source, a replica or master of it, nor where its data comes from), `acl` (source replication,
 //! target write), `versions`, `memory` (free memory, eviction policy), `keys` (keys already in
-//! the target), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
+//! the target), `start` (new copy, resume or full resync), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
 //! `heartbeat`, `timeouts` (repl_timeout), `tls`; `info` reads INFO and CONFIG GET.
 
 mod acl;
@@ -25,6 +25,7 @@ mod modules;
 mod reach;
 mod report;
 mod slots;
+mod start;
 mod timeouts;
 mod tls;
 mod versions;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
+pub use info::parse_info;
 pub use reach::Side;
 pub use report::Report;
 
@@ -68,6 +70,7 @@ pub enum Item {
     Memory,
     EvictionPolicy,
     TargetKeys,
+    Start,
     Backlog,
     OutputBuffer,
     Slots,
@@ -90,6 +93,7 @@ impl Item {
             Item::Memory => "memory",
             Item::EvictionPolicy => "eviction_policy",
             Item::TargetKeys => "target_keys",
+            Item::Start => "start",
             Item::Backlog => "backlog",
             Item::OutputBuffer => "output_buffer",
             Item::Slots => "slots",
@@ -312,6 +316,14 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     if mode == Mode::Check && report.runs(Item::TargetKeys) {
         for target in &targets {
             let finding = keys::check(target, source.as_ref(), config).await;
+            report.add(finding);
+        }
+    }
+    if mode == Mode::Check
+        && report.runs(Item::Start)
+        && let Some(source) = &mut source
+    {
+        for finding in start::check(source, &targets, config).await {
             report.add(finding);
         }
     }
