@@ -271,7 +271,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         slots::check(target, &mut report);
     }
     // Before anything else is asked or written: a target that is the source ends it here.
-    for finding in distinct::check(source.as_mut(), &mut targets).await? {
+    for finding in distinct::check(source.as_mut(), &mut targets, config, mode).await? {
         if mode == Mode::Sync
             && let Some(error) = finding.error
         {
