@@ -267,3 +267,59 @@ fn a_cluster_source_is_decided_per_shard() {
         "check said {said:?}, sync said {line:?}"
     );
 }
+
+/// Two targets, one holding the task's copy and one new: one stream cannot continue both, so
+/// check fails with the reason sync stops with.
+#[test]
+fn targets_one_stream_cannot_continue_together_fail_as_sync_does() {
+    let source = Server::start();
+    let first = Server::start();
+    let second = Server::start();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 12,
+            keys_per_db: 100,
+            ..Spec::default()
+        },
+    );
+    let mut ferry = Ferry::start(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &first.url(),
+        "--full-only",
+    ]);
+    assert!(
+        ferry.wait(Duration::from_secs(60)).success(),
+        "{}",
+        ferry.log()
+    );
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &first.url(),
+        "--target",
+        &second.url(),
+    ];
+    let (code, found) = check(&args, "start");
+    assert_eq!(code, 1, "{found:#?}");
+    let said = text(&found[0], "found");
+    assert!(
+        said.contains("one stream cannot continue together")
+            && said.contains(&format!("{} holds none", second.addr())),
+        "{said}"
+    );
+    let mut refused = Ferry::start(&args);
+    assert_eq!(refused.wait(Duration::from_secs(60)).code(), Some(1));
+    let log = refused.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("ferry: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        said.ends_with(line.trim_start_matches("ferry: ")),
+        "check said {said:?}, sync said {line:?}"
+    );
+}
