@@ -336,3 +336,52 @@ fn a_promoted_former_replica_is_a_target_like_any_other() {
     testkit::compare::compare(&source, &target, &Default::default())
         .unwrap_or_else(|r| panic!("{r}"));
 }
+
+/// A cluster source read from its replicas: the checkpoints of other tasks are read there too.
+/// One naming the target's replication id is a loop; one naming another server is not.
+#[test]
+fn a_cluster_source_read_from_replicas_is_looked_at_through_them() {
+    let cluster = Cluster::start(3, 1);
+    let target = Server::start();
+    let key = "__ferry:checkpoint:upstream";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nread_from = \"replica\"\n[target]\nurl = \"{}\"\n",
+            cluster.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let owner = cluster.owner(Cluster::slot(key.as_bytes()));
+    let replica = cluster.replicas_of(owner)[0];
+    for (replid, result) in [
+        (
+            "8de1787ba490483314a4d30f1c628bc5025eb761".to_string(),
+            "pass",
+        ),
+        (target.info("replication")["master_replid"].clone(), "fail"),
+    ] {
+        let value = format!("{replid} 100 0");
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(&value)
+            .query(&mut cluster.conn_for(key.as_bytes()))
+            .unwrap();
+        assert!(testkit::wait_until(Duration::from_secs(10), || {
+            let mut c = replica.conn();
+            let _: () = redis::cmd("READONLY").query(&mut c).unwrap();
+            redis::cmd("GET")
+                .arg(key)
+                .query::<Option<String>>(&mut c)
+                .unwrap()
+                == Some(value.clone())
+        }));
+        let (_, found) = check(&["--config", config]);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0]["result"], result, "{found:#?}");
+    }
+}

@@ -102,7 +102,13 @@ pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
     let prefix = [OWN_KEY_PREFIX, b"checkpoint:"].concat();
     let pattern = [&prefix[..], b"*"].concat();
     let mut out = Vec::new();
+    let cluster = source.is_cluster();
     for conn in &mut source.nodes {
+        if cluster {
+            // A cluster replica (read_from = "replica") answers reads of its own slots only
+            // after READONLY; a master takes it as a no-op.
+            conn.request(&[&b"READONLY"[..]]).await?;
+        }
         for key in scan(conn, &pattern).await? {
             let Frame::Bulk(value) = conn.request_ok(&[&b"GET"[..], &key]).await? else {
                 continue;
