@@ -76,8 +76,17 @@ pub async fn connect_all(config: &TaskConfig) -> Result<Vec<Connected>> {
     Ok(out)
 }
 
-/// Decides where the stream starts. `synced`: this process has synced before, so a target
-/// without a checkpoint lost its data. `source` names the source in errors.
+/// Why a target that holds part of a snapshot cannot be continued.
+pub const INTERRUPTED: &str = "the previous full copy into the target was interrupted";
+
+/// Decides where the stream starts: the one decision for `sync` (which acts on it) and
+/// `ferry check` (which reports it). A new copy when no target holds a checkpoint; else the
+/// least advanced checkpoint, if one stream can continue every target from it; else a full
+/// resync, which `full_resync` either refuses (the error `sync` stops with) or allows (the
+/// targets are emptied first). Whether the source can still continue from the checkpoint is
+/// the source's to say, at `PSYNC` (`psync::can_continue` predicts it from `INFO`).
+/// `synced`: this process has synced before, so a target without a checkpoint lost its data.
+/// `source` names the source in errors.
 pub fn plan(
     targets: &[(String, Option<Checkpoint>)],
     config: &TaskConfig,
@@ -112,6 +121,16 @@ pub fn plan(
         return needs_resync(format!(
             "target {addr} no longer holds the checkpoint {key} that this task wrote: it lost its data (restarted without persistence, or flushed)"
         ));
+    }
+    // Part of a snapshot cannot be continued, whatever the other targets hold.
+    if let Some((addr, _)) = targets
+        .iter()
+        .find(|(_, c)| matches!(c, Some(Checkpoint::Loading { .. })))
+    {
+        return needs_resync(match targets.len() {
+            1 => INTERRUPTED.to_string(),
+            _ => format!("the previous full copy into target {addr} was interrupted"),
+        });
     }
     if targets.len() == 1 {
         return Ok(Plan {
@@ -331,6 +350,29 @@ mod tests {
         let plan = plan(&targets, &config("flush"), false, "src").unwrap();
         assert_eq!(plan.resume, None);
         assert!(plan.resync_why.is_some());
+    }
+
+    #[test]
+    fn an_interrupted_copy_needs_a_full_resync_by_full_resync() {
+        let loading = Some(Checkpoint::Loading {
+            replid: "a".repeat(40),
+        });
+        let one = vec![("t1".to_string(), loading.clone())];
+        let err = plan(&one, &config("stop"), false, "src").unwrap_err();
+        assert!(
+            matches!(err, Error::ResyncNeeded { ref why, .. } if why == INTERRUPTED),
+            "{err}"
+        );
+        let flush = plan(&one, &config("flush"), false, "src").unwrap();
+        assert_eq!(flush.resume, None);
+        assert_eq!(flush.resync_why.as_deref(), Some(INTERRUPTED));
+        let two = vec![("t1".to_string(), at(500)), ("t2".to_string(), loading)];
+        let err = plan(&two, &config("stop"), false, "src").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("full copy into target t2 was interrupted"),
+            "{err}"
+        );
     }
 
     #[test]

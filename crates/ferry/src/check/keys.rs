@@ -1,7 +1,7 @@
 //! `target_keys`: keys already in the target's synced dbs, which a new task's first copy
 //! meets as `[sync] on_conflict` says. The survey is the one `sync` does itself
 //! (`target::conflict`); `sync` acts on it right before its copy, so this item runs only
-//! under `ferry check`.
+//! under `ferry check`. What a task that finds its checkpoint does is the `start` item's.
 
 use super::reach::{Cluster, Side};
 use super::{Finding, Item};
@@ -37,7 +37,7 @@ pub(super) async fn check(target: &Side, source: Option<&Side>, config: &TaskCon
                     return Finding::pass(
                         item,
                         format!(
-                            "{name} holds the checkpoint of task {task}: the sync resumes from it"
+                            "{name} holds the checkpoint of task {task}: not a new task, so on_conflict does not apply (whether it resumes: see start)"
                         ),
                     );
                 }

@@ -7,14 +7,16 @@
 //! password, an unreachable host, a cluster with uncovered slots, a db map beyond the target's
 //! dbs), the finding carries that error and `sync` ends with it unchanged.
 //!
-//! One file per thing checked: `reach` (reachable, authenticated), `acl` (source replication,
+//! One file per thing checked: `reach` (reachable, authenticated), `distinct` (the target is
+//! not the source, a replica or master of it, nor where its data comes from), `acl` (source replication,
 //! target write), `versions`, `memory` (free memory, eviction policy), `keys` (keys already in
-//! the target), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
+//! the target), `start` (new copy, resume or full resync), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
 //! `heartbeat`, `timeouts` (repl_timeout), `tls`; `info` reads INFO and CONFIG GET.
 
 mod acl;
 mod backlog;
 mod dbs;
+mod distinct;
 mod heartbeat;
 mod info;
 mod keys;
@@ -23,6 +25,7 @@ mod modules;
 mod reach;
 mod report;
 mod slots;
+mod start;
 mod timeouts;
 mod tls;
 mod versions;
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
+pub use info::parse_info;
 pub use reach::Side;
 pub use report::Report;
 
@@ -59,12 +63,14 @@ impl Outcome {
 pub enum Item {
     Reachable,
     Authenticated,
+    Distinct,
     SourceReplication,
     TargetWrite,
     Versions,
     Memory,
     EvictionPolicy,
     TargetKeys,
+    Start,
     Backlog,
     OutputBuffer,
     Slots,
@@ -80,12 +86,14 @@ impl Item {
         match self {
             Item::Reachable => "reachable",
             Item::Authenticated => "authenticated",
+            Item::Distinct => "distinct",
             Item::SourceReplication => "source_replication",
             Item::TargetWrite => "target_write",
             Item::Versions => "versions",
             Item::Memory => "memory",
             Item::EvictionPolicy => "eviction_policy",
             Item::TargetKeys => "target_keys",
+            Item::Start => "start",
             Item::Backlog => "backlog",
             Item::OutputBuffer => "output_buffer",
             Item::Slots => "slots",
@@ -203,6 +211,11 @@ impl CheckConfig {
                 )));
             }
         }
+        if section.ignore.contains(&Item::Distinct) {
+            return Err(Error::Config(
+                "check.ignore cannot name \"distinct\": a target that is the source (or replicates it) would have ferry write into the data it reads".into(),
+            ));
+        }
         Ok(CheckConfig {
             ignore: section.ignore.clone(),
             backlog_minutes,
@@ -257,6 +270,15 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     for target in &mut targets {
         slots::check(target, &mut report);
     }
+    // Before anything else is asked or written: a target that is the source ends it here.
+    for finding in distinct::check(source.as_mut(), &mut targets, config, mode).await? {
+        if mode == Mode::Sync
+            && let Some(error) = finding.error
+        {
+            return Err(error);
+        }
+        report.add(finding);
+    }
     if let Some(source) = &mut source
         && report.runs(Item::SourceReplication)
     {
@@ -294,6 +316,14 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     if mode == Mode::Check && report.runs(Item::TargetKeys) {
         for target in &targets {
             let finding = keys::check(target, source.as_ref(), config).await;
+            report.add(finding);
+        }
+    }
+    if mode == Mode::Check
+        && report.runs(Item::Start)
+        && let Some(source) = &mut source
+    {
+        for finding in start::check(source, &targets, config).await {
             report.add(finding);
         }
     }

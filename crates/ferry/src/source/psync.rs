@@ -1,6 +1,7 @@
 //! Acts as a replica of the source: handshake, `PSYNC`, the snapshot (as `$<len>` or as the
 //! diskless `$EOF:<mark>` form), then the command stream, acknowledged every second.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::entry::{Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::error::{Error, Result, Role};
+use crate::fanout::INTERRUPTED;
 use crate::socket::{ReadHalf, WriteHalf};
 use crate::status::Status;
 
@@ -163,13 +165,10 @@ impl PsyncSource {
             (PsyncReply::Full { replid, offset }, _, resume) => {
                 let why = match (resume, asked) {
                     (None, _) => options.resync_why.clone(),
-                    (Some(Checkpoint::Loading { .. }), _) => {
-                        Some("the previous full copy into the target was interrupted".to_string())
+                    (Some(Checkpoint::Loading { .. }), _) => Some(INTERRUPTED.to_string()),
+                    (Some(_), Some((old_id, old_offset))) => {
+                        Some(cannot_continue(&old_id, old_offset))
                     }
-                    (Some(_), Some((old_id, old_offset))) => Some(format!(
-                        "the source cannot continue from the target's checkpoint ({old_id} at offset {old_offset}): \
-                         its backlog no longer holds those writes, or it is another dataset"
-                    )),
                     (Some(_), None) => None,
                 };
                 if let Some(why) = &why {
@@ -356,6 +355,46 @@ impl PsyncSource {
 /// followed. If only such bytes lie beyond the promotion point, continuing from the last
 /// write loses nothing (those bytes change no data).
 async fn resume_point(conn: &mut Conn, checkpoint: &Checkpoint) -> Result<Checkpoint> {
+    if !matches!(
+        checkpoint,
+        Checkpoint::Applied {
+            last_write: Some(_),
+            ..
+        }
+    ) {
+        return Ok(checkpoint.clone());
+    }
+    let info = conn
+        .request_ok(&[&b"INFO"[..], b"replication"])
+        .await?
+        .as_bytes()
+        .cloned()
+        .unwrap_or_default();
+    let info = crate::check::parse_info(&String::from_utf8_lossy(&info));
+    let point = resume_at(&info, checkpoint);
+    if let (
+        Checkpoint::Applied { offset: from, .. },
+        Checkpoint::Applied {
+            offset: write,
+            last_write: None,
+            ..
+        },
+    ) = (checkpoint, &point)
+        && from != write
+        && let Some(next) = info.get("second_repl_offset")
+    {
+        tracing::info!(
+            "the source took over the stream at offset {next}, before the last {} bytes the target followed (no writes in them): continuing from the last write at {write}",
+            from - write
+        );
+    }
+    Ok(point)
+}
+
+/// Where to ask the source to continue from, given its `INFO replication`: the checkpoint
+/// itself, or its last write when the source took over the stream (a promoted replica) after
+/// that write but before the writeless bytes that followed it, which it may never have had.
+pub fn resume_at(info: &HashMap<String, String>, checkpoint: &Checkpoint) -> Checkpoint {
     let Checkpoint::Applied {
         replid,
         offset,
@@ -363,35 +402,58 @@ async fn resume_point(conn: &mut Conn, checkpoint: &Checkpoint) -> Result<Checkp
         ..
     } = checkpoint
     else {
-        return Ok(checkpoint.clone());
+        return checkpoint.clone();
     };
-    let info = conn
-        .request_ok(&[&b"INFO"[..], b"replication"])
-        .await?
-        .as_bytes()
-        .cloned()
-        .unwrap_or_default();
-    let info = String::from_utf8_lossy(&info);
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-    };
-    let promoted_at = field("second_repl_offset").and_then(|o| o.parse::<u64>().ok());
-    match (field("master_replid2"), promoted_at) {
+    let promoted_at = info
+        .get("second_repl_offset")
+        .and_then(|o| o.parse::<u64>().ok());
+    match (info.get("master_replid2"), promoted_at) {
         (Some(id2), Some(next)) if id2 == replid && offset + 1 > next && *write < next => {
-            tracing::info!(
-                "the source took over the stream at offset {next}, before the last {} bytes the target followed (no writes in them): continuing from the last write at {write}",
-                offset + 1 - next
-            );
-            Ok(Checkpoint::Applied {
+            Checkpoint::Applied {
                 replid: replid.clone(),
                 offset: *write,
                 db: *write_db,
                 last_write: None,
-            })
+            }
         }
-        _ => Ok(checkpoint.clone()),
+        _ => checkpoint.clone(),
+    }
+}
+
+/// Why the source cannot continue from a checkpoint: the words `sync` stops with.
+pub fn cannot_continue(replid: &str, offset: u64) -> String {
+    format!(
+        "the source cannot continue from the target's checkpoint ({replid} at offset {offset}): \
+         its backlog no longer holds those writes, or it is another dataset"
+    )
+}
+
+/// Whether the source, by its `INFO replication`, will continue the stream from `checkpoint`
+/// (Redis's own test for a partial resync: the same history, or the one it took over up to
+/// `second_repl_offset`, and the next offset still in its backlog). Ok: the checkpoint `PSYNC`
+/// asks from; Err: why it will answer with a full resync instead.
+pub fn can_continue(
+    info: &HashMap<String, String>,
+    checkpoint: &Checkpoint,
+) -> std::result::Result<Checkpoint, String> {
+    let point = resume_at(info, checkpoint);
+    let Checkpoint::Applied { replid, offset, .. } = &point else {
+        return Err(INTERRUPTED.to_string());
+    };
+    let number = |name: &str| info.get(name).and_then(|v| v.parse::<i64>().ok());
+    let next = *offset as i64 + 1;
+    let field = |name: &str| info.get(name).map(String::as_str);
+    let same_history = field("master_replid") == Some(replid.as_str())
+        || (field("master_replid2") == Some(replid.as_str())
+            && number("second_repl_offset").is_some_and(|s| next <= s));
+    let first = number("repl_backlog_first_byte_offset").unwrap_or(0);
+    let held = number("repl_backlog_active") == Some(1)
+        && next >= first
+        && next <= first + number("repl_backlog_histlen").unwrap_or(0);
+    if same_history && held {
+        Ok(point)
+    } else {
+        Err(cannot_continue(replid, *offset))
     }
 }
 
