@@ -1074,6 +1074,9 @@ impl Encoder {
     }
 
     fn command(&mut self, kind: Kind, label: &'static str, meta: &KeyMeta, args: &[&[u8]]) {
+        // The key's db may no longer be selected: a fenced transaction that ended between two
+        // of a big key's chunks went back to db 0 for the next one's fence check.
+        self.select(meta.db as u32);
         ferry_resp::encode_command(&mut self.out, args);
         self.expects.push(Expect::Reply {
             kind,
@@ -1844,6 +1847,81 @@ mod tests {
             type_byte: ferry_rdb::TypeByte::STREAM_LISTPACKS_4,
             key_metadata,
         })
+    }
+
+    /// Fenced, a standalone target's snapshot goes in transactions, each after `WATCH` and the
+    /// guard script; a big key in db 1 whose chunks span several transactions has every chunk
+    /// written in db 1, though each guard goes back to db 0.
+    #[test]
+    fn fenced_snapshot_transactions_keep_each_chunk_in_its_db() {
+        let guard = Guard {
+            token: Bytes::from_static(b"tok"),
+            own: Bytes::from_static(b"__ferry:fence:t"),
+            slots: None,
+            owned: Arc::default(),
+        };
+        let mut enc = Encoder::new()
+            .with_checkpoint(b"cp".to_vec())
+            .with_guard(guard);
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from("a".repeat(40)),
+            offset: 0,
+            snapshot: true,
+            clear_target: false,
+        })
+        .unwrap();
+        let meta = Arc::new(KeyMeta {
+            db: 1,
+            key: Bytes::from_static(b"big"),
+            expire_ms: None,
+            idle: None,
+            freq: None,
+            type_byte: ferry_rdb::TypeByte::LIST_QUICKLIST_2,
+            key_metadata: None,
+        });
+        enc.push(Entry::BigStart(meta.clone())).unwrap();
+        for i in 0..600 {
+            let item = Bytes::from(format!("item{i}"));
+            enc.push(Entry::BigChunk(meta.clone(), Chunk::ListItems(vec![item])))
+                .unwrap();
+        }
+        enc.push(Entry::BigEnd(meta)).unwrap();
+        enc.push(Entry::SnapshotEnd { offset: 10 }).unwrap();
+        let (out, _) = enc.take();
+        let (mut db, mut in_multi, mut pushes, mut guards) = (0, false, 0, 0);
+        for c in commands(&out) {
+            match c[0].as_slice() {
+                b"SELECT" => db = String::from_utf8_lossy(&c[1]).parse().unwrap(),
+                b"WATCH" => {
+                    assert!(!in_multi && db == 0);
+                    assert_eq!(c[1], b"__ferry:fence:t");
+                }
+                b"EVAL" => {
+                    assert!(!in_multi && db == 0);
+                    guards += 1;
+                }
+                b"MULTI" => in_multi = true,
+                b"EXEC" => in_multi = false,
+                b"RPUSH" | b"DEL" => {
+                    assert!(in_multi, "snapshot writes are in transactions");
+                    assert_eq!(
+                        db,
+                        1,
+                        "{:?} went to db {db}",
+                        String::from_utf8_lossy(&c[0])
+                    );
+                    pushes += usize::from(c[0] == b"RPUSH");
+                }
+                b"SET" => assert!(in_multi && db == 0),
+                other => panic!("unexpected {}", String::from_utf8_lossy(other)),
+            }
+        }
+        assert_eq!(pushes, 600);
+        assert!(
+            guards >= 3,
+            "the chunks span several transactions: {guards}"
+        );
+        assert!(!in_multi);
     }
 
     /// A big type-26 stream's IDMP chunks, after its entries and meta.
