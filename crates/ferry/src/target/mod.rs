@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cluster;
 pub mod conflict;
 pub mod encode;
+pub mod rewrite;
 pub mod standalone;
 
 use std::sync::Arc;
