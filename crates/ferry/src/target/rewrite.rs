@@ -63,7 +63,6 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
         b"XADD" => xadd(args, t),
         b"XTRIM" => xtrim(args, t),
         b"XSETID" if !t.at_least(7, 0) => xsetid(args),
-        b"XCLAIM" if !t.at_least(7, 0) && args.len() > 5 => xclaim(args),
         b"XGROUP" => xgroup(args, t),
         b"COPY" if !t.at_least(6, 2) => copy(args),
         b"ZRANGESTORE" if !t.at_least(6, 2) => zrangestore(args),
@@ -458,30 +457,6 @@ fn xsetid(args: &[Bytes]) -> Form {
     }
     Form::Commands(vec![args[..3].to_vec()])
 }
-
-/// `XCLAIM key group consumer min-idle id... [options]`: from 7.0 a claimed id whose entry
-/// was deleted leaves the group's pending list (what `XAUTOCLAIM` propagates for such ids);
-/// before 7.0 it stays there, so the same is done with `XACK`.
-fn xclaim(args: &[Bytes]) -> Form {
-    let option = |a: &Bytes| {
-        ["IDLE", "TIME", "RETRYCOUNT", "FORCE", "JUSTID", "LASTID"]
-            .iter()
-            .any(|o| is(a, o))
-    };
-    let ids_end = (5..args.len())
-        .find(|&i| option(&args[i]))
-        .unwrap_or(args.len());
-    if ids_end == 5 {
-        return Form::Same;
-    }
-    let mut argv = vec![n(ids_end - 5)];
-    argv.extend_from_slice(&args[2..]);
-    Form::Commands(vec![eval(XCLAIM_GONE, &[args[1].clone()], &argv)])
-}
-
-/// ARGV: the number of ids, then XCLAIM's arguments after the key (group consumer min-idle
-/// ids... options).
-const XCLAIM_GONE: &str = "local ids = tonumber(ARGV[1]) redis.call('XCLAIM', KEYS[1], unpack(ARGV, 2)) for i = 5, 4 + ids do   if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then redis.call('XACK', KEYS[1], ARGV[2], ARGV[i]) end end return 0";
 
 /// `XGROUP CREATE|SETID ... ENTRIESREAD n` (7.0) without the counter; `XGROUP
 /// CREATECONSUMER` (6.2: XREADGROUP's consumer with nothing pending) dropped before 6.2.
