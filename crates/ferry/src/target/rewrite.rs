@@ -326,15 +326,36 @@ struct Trim {
     limit: Option<Bytes>,
 }
 
-/// Arguments of `XADD`/`XTRIM` after the key, split into the trim clause, `NOMKSTREAM` and
-/// the rest (`XADD`'s id and fields). None when the command does not parse.
-fn parse_trim(args: &[Bytes], xadd: bool) -> Option<(Option<Trim>, bool, usize)> {
+/// The options of `XADD`/`XTRIM` before the id: the trim clause, `NOMKSTREAM`, options kept
+/// as they are (`KEEPREF|DELREF|ACKED` from 8.2, `IDMP`/`IDMPAUTO` from 8.6), and where the
+/// rest (`XADD`'s id and fields) starts. None when the command does not parse.
+struct AddOptions {
+    trim: Option<Trim>,
+    nomkstream: bool,
+    kept: Vec<Bytes>,
+    rest: usize,
+}
+
+fn parse_trim(args: &[Bytes], xadd: bool) -> Option<AddOptions> {
     let mut trim = None;
     let mut nomkstream = false;
+    let mut kept = Vec::new();
     let mut i = 2;
     while i < args.len() {
         let a = &args[i];
-        if is(a, "MAXLEN") || is(a, "MINID") {
+        let takes = if is(a, "KEEPREF") || is(a, "DELREF") || is(a, "ACKED") {
+            Some(0)
+        } else if is(a, "IDMPAUTO") && xadd {
+            Some(1)
+        } else if is(a, "IDMP") && xadd {
+            Some(2)
+        } else {
+            None
+        };
+        if let Some(takes) = takes {
+            kept.extend_from_slice(args.get(i..=i + takes)?);
+            i += takes;
+        } else if is(a, "MAXLEN") || is(a, "MINID") {
             i += 1;
             let mark = args
                 .get(i)
@@ -360,7 +381,12 @@ fn parse_trim(args: &[Bytes], xadd: bool) -> Option<(Option<Trim>, bool, usize)>
         }
         i += 1;
     }
-    Some((trim, nomkstream, i))
+    Some(AddOptions {
+        trim,
+        nomkstream,
+        kept,
+        rest: i,
+    })
 }
 
 /// The trim clause as a target of this version takes it: `LIMIT` only with `~` (a replica
@@ -393,7 +419,13 @@ fn trim_changes(trim: &Trim, t: Target) -> bool {
 
 /// `XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] n [LIMIT k]] id field value...`.
 fn xadd(args: &[Bytes], t: Target) -> Form {
-    let Some((trim, nomkstream, rest)) = parse_trim(args, true) else {
+    let Some(AddOptions {
+        trim,
+        nomkstream,
+        kept,
+        rest,
+    }) = parse_trim(args, true)
+    else {
         return Form::Same;
     };
     let old = !t.at_least(6, 2);
@@ -407,6 +439,7 @@ fn xadd(args: &[Bytes], t: Target) -> Form {
         // The source wrote, so the stream existed: kept for the same reply only.
         cmd.push(b("NOMKSTREAM"));
     }
+    cmd.extend(kept);
     let mut script_minid = None;
     if let Some(tr) = &trim {
         match trim_clause(tr, t) {
@@ -423,10 +456,16 @@ fn xadd(args: &[Bytes], t: Target) -> Form {
 
 /// `XTRIM key MAXLEN|MINID [=|~] n [LIMIT k]`.
 fn xtrim(args: &[Bytes], t: Target) -> Form {
-    let Some((Some(trim), _, _)) = parse_trim(args, false) else {
+    let Some(AddOptions {
+        trim: Some(trim),
+        kept,
+        rest,
+        ..
+    }) = parse_trim(args, false)
+    else {
         return Form::Same;
     };
-    if !trim_changes(&trim, t) {
+    if rest < args.len() || !trim_changes(&trim, t) {
         return Form::Same;
     }
     let key = args[1].clone();
@@ -434,6 +473,7 @@ fn xtrim(args: &[Bytes], t: Target) -> Form {
         Some(clause) => {
             let mut cmd = vec![b("XTRIM"), key];
             cmd.extend(clause);
+            cmd.extend(kept);
             Form::Commands(vec![cmd])
         }
         None => Form::Commands(vec![eval(XTRIM_MINID, &[key], &[trim.threshold])]),
@@ -840,6 +880,16 @@ mod tests {
         );
         assert_eq!(form("XADD s MAXLEN ~ 3 LIMIT 2 1-1 f v", v7), Form::Same);
         assert_eq!(form("XADD s MAXLEN = 3 1-1 f v", v7), Form::Same);
+        // 8.2's reference options and 8.6's idempotent producers stay as they are.
+        let v86 = (8, 6, 0);
+        assert_eq!(
+            form("XADD s ACKED IDMP p i1 MAXLEN = 3 LIMIT 2 1-1 f v", v86),
+            commands(&["XADD s ACKED IDMP p i1 MAXLEN = 3 1-1 f v"])
+        );
+        assert_eq!(
+            form("XTRIM s MAXLEN = 3 LIMIT 2 DELREF", v86),
+            commands(&["XTRIM s MAXLEN = 3 DELREF"])
+        );
         assert_eq!(form("XADD s 1-1 f v", v7), Form::Same);
         // 5.0 knows neither `=` nor LIMIT nor MINID.
         let v5 = (5, 0, 6);
