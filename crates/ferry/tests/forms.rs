@@ -29,6 +29,8 @@ struct Case {
     since: (u32, u32, u32),
     /// Valkey 8 reports 7.2.4 but has no hash field TTLs.
     redis_only: bool,
+    /// Only on Valkey, from this version (which its `redis_version` does not tell).
+    valkey: Option<(u32, u32, u32)>,
     /// Lines to run: arguments split on spaces, or on `|` when the line starts with one.
     lines: fn(now_ms: u64) -> Vec<String>,
 }
@@ -41,6 +43,7 @@ fn cases() -> Vec<Case> {
             name: "XADD MAXLEN ~ (propagated as MAXLEN = n)",
             since: (5, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 let mut l: Vec<String> =
                     (1..=60).map(|i| format!("XADD xa {i}-1 f v{i}")).collect();
@@ -52,6 +55,7 @@ fn cases() -> Vec<Case> {
             name: "XADD MAXLEN ~ LIMIT (propagated as MAXLEN = n LIMIT k)",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 let mut l: Vec<String> =
                     (1..=60).map(|i| format!("XADD xl {i}-1 f v{i}")).collect();
@@ -64,6 +68,7 @@ fn cases() -> Vec<Case> {
             name: "XTRIM MAXLEN ~ LIMIT",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 let mut l: Vec<String> =
                     (1..=60).map(|i| format!("XADD xt {i}-1 f v{i}")).collect();
@@ -76,6 +81,7 @@ fn cases() -> Vec<Case> {
             name: "XADD/XTRIM MINID ~ LIMIT, NOMKSTREAM",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 let mut l: Vec<String> =
                     (1..=60).map(|i| format!("XADD xm {i}-1 f v{i}")).collect();
@@ -91,6 +97,7 @@ fn cases() -> Vec<Case> {
             name: "SET EX/PX, SETEX, PSETEX, GETSET (SET PXAT from 7.0)",
             since: (5, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "SET s1 a EX 100",
@@ -112,6 +119,7 @@ fn cases() -> Vec<Case> {
             name: "SET KEEPTTL, INCRBYFLOAT of a key with a TTL",
             since: (6, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "SET sk a EX 100",
@@ -128,6 +136,7 @@ fn cases() -> Vec<Case> {
             name: "SET GET/EXAT/PXAT, GETEX, GETDEL",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |now| {
                 vec![
                     format!("SET sg a EXAT {}", now / 1000 + 100),
@@ -145,9 +154,21 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "SET IFEQ (Valkey 8.1)",
+            since: (7, 2, 0),
+            redis_only: false,
+            valkey: Some((8, 1, 0)),
+            lines: |_| {
+                ["SET si a", "SET si b IFEQ a", "SET si c IFEQ b GET EX 100"]
+                    .map(String::from)
+                    .to_vec()
+            },
+        },
+        Case {
             name: "SET NX GET",
             since: (7, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 ["SET sn a NX GET", "SET sn b XX GET EX 100"]
                     .map(String::from)
@@ -158,6 +179,7 @@ fn cases() -> Vec<Case> {
             name: "EXPIRE, PEXPIRE, EXPIREAT (PEXPIREAT from 7.0)",
             since: (5, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |now| {
                 vec![
                     "SET e1 a".into(),
@@ -175,6 +197,7 @@ fn cases() -> Vec<Case> {
             name: "EXPIRE NX/XX/GT/LT",
             since: (7, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "SET ex a",
@@ -192,6 +215,7 @@ fn cases() -> Vec<Case> {
             name: "BLPOP, BRPOP, BRPOPLPUSH, SPOP count, HINCRBYFLOAT, ZPOPMIN, BZPOPMAX",
             since: (5, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "RPUSH bl 1 2 3 4 5",
@@ -215,6 +239,7 @@ fn cases() -> Vec<Case> {
             name: "LMOVE, BLMOVE, LPOP/RPOP count",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "RPUSH lm 1 2 3 4 5 6 7 8",
@@ -235,6 +260,7 @@ fn cases() -> Vec<Case> {
             name: "LMPOP, BLMPOP, ZMPOP, BZMPOP",
             since: (7, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "RPUSH lp 1 2 3 4 5 6",
@@ -252,6 +278,7 @@ fn cases() -> Vec<Case> {
             name: "ZADD GT/LT (INCR, XX, CH)",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "ZADD zg 1 a 5 b 0.1 e",
@@ -269,6 +296,7 @@ fn cases() -> Vec<Case> {
             name: "ZRANGESTORE, ZDIFFSTORE, GEOSEARCHSTORE, COPY",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "ZADD zr 1 a 2 b 3 c 4 d 5 e 6 f 7 g 8 h",
@@ -299,6 +327,7 @@ fn cases() -> Vec<Case> {
             name: "XREADGROUP, XCLAIM, XACK (XCLAIM ... LASTID, XGROUP SETID)",
             since: (5, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "XADD xg 1-1 f v",
@@ -319,6 +348,7 @@ fn cases() -> Vec<Case> {
             name: "XAUTOCLAIM, XGROUP CREATECONSUMER",
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "XADD xc 1-1 f v",
@@ -340,6 +370,7 @@ fn cases() -> Vec<Case> {
             name: DELETED_CLAIM,
             since: (6, 2, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "XADD xd 1-1 f v",
@@ -357,6 +388,7 @@ fn cases() -> Vec<Case> {
             name: "XSETID ENTRIESADDED/MAXDELETEDID, XGROUP CREATE/SETID ENTRIESREAD",
             since: (7, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "XADD xs 1-1 f v",
@@ -374,6 +406,7 @@ fn cases() -> Vec<Case> {
             name: "EVAL (its writes), FUNCTION LOAD/FCALL/DELETE",
             since: (7, 0, 0),
             redis_only: false,
+            valkey: None,
             lines: |_| {
                 [
                     "|EVAL|redis.call('INCR', KEYS[1]) redis.call('LPUSH', KEYS[2], 'x') return 1|2|ev:a|ev:b",
@@ -389,6 +422,7 @@ fn cases() -> Vec<Case> {
             name: "HEXPIRE, HPEXPIREAT, HPERSIST",
             since: (7, 4, 0),
             redis_only: true,
+            valkey: None,
             lines: |now| {
                 vec![
                     "HSET hx a 1 b 2 c 3".into(),
@@ -404,6 +438,7 @@ fn cases() -> Vec<Case> {
             name: "HSETEX, HGETEX, HGETDEL",
             since: (8, 0, 0),
             redis_only: true,
+            valkey: None,
             lines: |_| {
                 [
                     "HSETEX hs PX 100000 FIELDS 2 a 1 b 2",
@@ -486,6 +521,12 @@ fn run_cases(
         if source_v.redis_version < case.since || (case.redis_only && source_v.product != "redis") {
             continue;
         }
+        if case
+            .valkey
+            .is_some_and(|v| source_v.product != "valkey" || source_v.version < v)
+        {
+            continue;
+        }
         if case.name == DELETED_CLAIM
             && (source_v.redis_version >= (7, 0, 0)) != (target_v >= (7, 0, 0))
         {
@@ -542,6 +583,8 @@ fn newer_forms_are_rewritten_for_older_targets() {
         ("redis-7.0.15", "redis-5.0.6", true),
         ("redis-8.0.2", "redis-6.2.14", true),
         ("redis-8.0.2", "redis-7.0.15", true),
+        ("valkey-8.1.1", "valkey-8.0.1", false),
+        ("valkey-8.1.1", "redis-6.2.14", true),
     ] {
         let (Some((source_v, source_bin)), Some((_, target_bin))) =
             (versions::cached(from), versions::cached(into))

@@ -156,7 +156,10 @@ fn eval(script: &'static str, keys: &[Bytes], argv: &[Bytes]) -> Vec<Bytes> {
 /// 7.0) only changes the reply; `EXAT`/`PXAT` (6.2) become `PEXPIREAT`; `KEEPTTL` (6.0,
 /// also what `INCRBYFLOAT` propagates as) keeps the TTL through a script.
 fn set(args: &[Bytes], t: Target) -> Form {
-    if args.len() <= 3 || t.at_least(7, 0) {
+    // `IFEQ` (Valkey 8.1) cannot be told from the version (Valkey reports 7.2.4): since the
+    // source wrote, it held, and it goes whatever the target.
+    let ifeq = || args[3..].iter().any(|a| is(a, "IFEQ"));
+    if args.len() <= 3 || (t.at_least(7, 0) && !ifeq()) {
         return Form::Same;
     }
     let (key, value) = (&args[1], &args[2]);
@@ -169,6 +172,9 @@ fn set(args: &[Bytes], t: Target) -> Form {
         let a = &args[i];
         if is(a, "GET") {
             changed = true;
+        } else if is(a, "IFEQ") && i + 1 < args.len() {
+            changed = true;
+            i += 1;
         } else if is(a, "KEEPTTL") {
             keepttl = true;
             kept.push(a.clone());
@@ -933,6 +939,14 @@ mod tests {
         };
         assert_eq!(c[0][0], "EVAL");
         assert_eq!(form("SET k v NX GET", (7, 0, 15)), Form::Same);
+        assert_eq!(
+            form("SET k v IFEQ old GET", (7, 2, 4)),
+            commands(&["SET k v"])
+        );
+        assert_eq!(
+            form("SET k v IFEQ old PXAT 17", (5, 0, 6)),
+            commands(&["SET k v", "PEXPIREAT k 17"])
+        );
     }
 
     #[test]
