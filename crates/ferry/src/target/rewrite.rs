@@ -83,18 +83,16 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
             cmd[0] = Bytes::from_static(b"PUBLISH");
             Form::Commands(vec![cmd])
         }
-        b"HPEXPIREAT" | b"HPEXPIRE" | b"HEXPIREAT" | b"HEXPIRE" | b"HPERSIST"
-            if !t.hash_field_ttl() =>
-        {
-            dropped(
-                "hash field TTL",
-                format!(
-                    "{} of hash {}: the target is older than 7.4 and keeps no TTL per hash field (the fields are deleted when the source sends their expiry)",
-                    String::from_utf8_lossy(&name),
-                    arg_text(args, 1)
-                ),
-            )
-        }
+        // Nothing to remove where no field has a TTL.
+        b"HPERSIST" if !t.hash_field_ttl() => Form::Commands(Vec::new()),
+        b"HPEXPIREAT" | b"HPEXPIRE" | b"HEXPIREAT" | b"HEXPIRE" if !t.hash_field_ttl() => dropped(
+            "hash field TTL",
+            format!(
+                "{} of hash {}: the target is older than 7.4 and keeps no TTL per hash field (the fields are deleted when the source sends their expiry)",
+                String::from_utf8_lossy(&name),
+                arg_text(args, 1)
+            ),
+        ),
         b"HSETEX" if !t.hash_field_commands() => hsetex(args, t),
         b"HGETEX" if !t.hash_field_commands() => hgetex(args, t),
         b"HGETDEL" if !t.hash_field_commands() => hgetdel(args),
@@ -820,11 +818,16 @@ fn hgetex(args: &[Bytes], t: Target) -> Form {
     let Some((at, names)) = fields(args, 2, false) else {
         return Form::Same;
     };
+    let expiry = field_expiry(args, at);
     if !t.hash_field_ttl() {
-        return dropped("hash field TTL", field_ttl_lost("HGETEX", args));
+        return match expiry {
+            Some(_) => dropped("hash field TTL", field_ttl_lost("HGETEX", args)),
+            // PERSIST, or a plain read: nothing where no field has a TTL.
+            None => Form::Commands(Vec::new()),
+        };
     }
     let key = args[1].clone();
-    let (command, when) = match field_expiry(args, at) {
+    let (command, when) = match expiry {
         Some((command, when)) => (command, Some(when)),
         None if args[2..at].iter().any(|a| is(a, "PERSIST")) => ("HPERSIST", None),
         None => return Form::Commands(Vec::new()),
@@ -1012,6 +1015,10 @@ mod tests {
             panic!()
         };
         assert_eq!(c, vec![args("HSET h a 1")]);
+        assert_eq!(
+            form("HPERSIST h FIELDS 1 a", (7, 2, 4)),
+            Form::Commands(Vec::new())
+        );
         assert!(matches!(
             form("HPEXPIREAT h 99 FIELDS 1 a", (7, 2, 4)),
             Form::Lossy { ref commands, .. } if commands.is_empty()
