@@ -50,9 +50,14 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
     if name.len() > 16 {
         return Form::Same;
     }
-    let name = name.to_ascii_uppercase();
+    // Every stream command passes here: its name is upper-cased on the stack.
+    let mut upper = [0u8; 16];
+    let name = &mut upper[..name.len()];
+    name.copy_from_slice(args[0].as_ref());
+    name.make_ascii_uppercase();
+    let name = &*name;
     let t = Target(caps);
-    match name.as_slice() {
+    match name {
         b"SET" => set(args, t),
         b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" if !t.at_least(7, 0) => {
             expire_flags(args)
@@ -89,7 +94,7 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
             "hash field TTL",
             format!(
                 "{} of hash {}: the target is older than 7.4 and keeps no TTL per hash field (the fields are deleted when the source sends their expiry)",
-                String::from_utf8_lossy(&name),
+                String::from_utf8_lossy(name),
                 arg_text(args, 1)
             ),
         ),
