@@ -101,6 +101,14 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
         b"HSETEX" if !t.hash_field_commands() => hsetex(args, t),
         b"HGETEX" if !t.hash_field_commands() => hgetex(args, t),
         b"HGETDEL" if !t.hash_field_commands() => hgetdel(args),
+        // Conditional deletes (Valkey 9, Redis 8.4): propagated only when they deleted. Valkey's
+        // version does not tell who has DELIFEQ, so it always goes as DEL.
+        b"DELIFEQ" if args.len() == 3 => Form::Commands(vec![vec![b("DEL"), args[1].clone()]]),
+        b"DELEX" if args.len() >= 2 && !t.at_least(8, 4) => {
+            Form::Commands(vec![vec![b("DEL"), args[1].clone()]])
+        }
+        b"MSETEX" if !t.at_least(8, 4) => msetex(args, t),
+        b"XDELEX" | b"XACKDEL" if !t.at_least(8, 2) => xdelex(args, name == b"XACKDEL"),
         _ => Form::Same,
     }
 }
@@ -845,6 +853,104 @@ fn hgetex(args: &[Bytes], t: Target) -> Form {
     Form::Commands(vec![cmd])
 }
 
+/// `MSETEX numkeys key value... [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]` (8.4): `MSET`,
+/// then each key's expiry (or `SET ... KEEPTTL` per key).
+fn msetex(args: &[Bytes], t: Target) -> Form {
+    let Some(count) = args.get(1).and_then(|a| num::<usize>(a)) else {
+        return Form::Same;
+    };
+    let Some(pairs) = args.get(2..2 + 2 * count) else {
+        return Form::Same;
+    };
+    let options = &args[2 + 2 * count..];
+    let mut expiry: Option<(&'static str, i64)> = None;
+    let mut keepttl = false;
+    let mut i = 0;
+    while i < options.len() {
+        let a = &options[i];
+        let value = || options.get(i + 1).and_then(|v| num::<i64>(v));
+        if is(a, "NX") || is(a, "XX") {
+        } else if is(a, "KEEPTTL") {
+            keepttl = true;
+        } else if is(a, "EX") || is(a, "PX") || is(a, "EXAT") || is(a, "PXAT") {
+            let Some(v) = value() else {
+                return Form::Same;
+            };
+            expiry = Some(if is(a, "EX") {
+                ("PEXPIRE", v.saturating_mul(1000))
+            } else if is(a, "PX") {
+                ("PEXPIRE", v)
+            } else if is(a, "EXAT") {
+                ("PEXPIREAT", v.saturating_mul(1000))
+            } else {
+                ("PEXPIREAT", v)
+            });
+            i += 1;
+        } else {
+            return Form::Same;
+        }
+        i += 1;
+    }
+    if keepttl {
+        let cmds = pairs
+            .chunks(2)
+            .map(
+                |kv| match set(&[b("SET"), kv[0].clone(), kv[1].clone(), b("KEEPTTL")], t) {
+                    Form::Commands(mut c) if c.len() == 1 => c.remove(0),
+                    _ => vec![b("SET"), kv[0].clone(), kv[1].clone(), b("KEEPTTL")],
+                },
+            )
+            .collect();
+        return Form::Commands(cmds);
+    }
+    let mut mset = vec![b("MSET")];
+    mset.extend_from_slice(pairs);
+    let mut cmds = vec![mset];
+    if let Some((command, value)) = expiry {
+        for kv in pairs.chunks(2) {
+            cmds.push(vec![b(command), kv[0].clone(), n(value)]);
+        }
+    }
+    Form::Commands(cmds)
+}
+
+/// `XDELEX key [KEEPREF|DELREF|ACKED] IDS n id...` and `XACKDEL key group [...] IDS n id...`
+/// (8.2): with `KEEPREF` (the default) `XDEL` (after `XACK` for `XACKDEL`); the other modes
+/// depend on every group's pending lists and have no older form.
+fn xdelex(args: &[Bytes], ack: bool) -> Form {
+    let from = if ack { 3 } else { 2 };
+    let Some(at) = (from..args.len()).find(|&i| is(&args[i], "IDS")) else {
+        return Form::Same;
+    };
+    let Some(count) = args.get(at + 1).and_then(|a| num::<usize>(a)) else {
+        return Form::Same;
+    };
+    let Some(ids) = args.get(at + 2..at + 2 + count) else {
+        return Form::Same;
+    };
+    if args[from..at].iter().any(|a| !is(a, "KEEPREF")) {
+        return dropped(
+            "XDELEX/XACKDEL DELREF|ACKED",
+            format!(
+                "{} of stream {} with DELREF or ACKED: the target is older than 8.2",
+                if ack { "XACKDEL" } else { "XDELEX" },
+                arg_text(args, 1)
+            ),
+        );
+    }
+    let key = args[1].clone();
+    let mut cmds = Vec::new();
+    if ack {
+        let mut xack = vec![b("XACK"), key.clone(), args[2].clone()];
+        xack.extend_from_slice(ids);
+        cmds.push(xack);
+    }
+    let mut xdel = vec![b("XDEL"), key];
+    xdel.extend_from_slice(ids);
+    cmds.push(xdel);
+    Form::Commands(cmds)
+}
+
 /// `HGETDEL key FIELDS n f...` (8.0): `HDEL`.
 fn hgetdel(args: &[Bytes]) -> Form {
     let Some((_, names)) = fields(args, 2, false) else {
@@ -998,6 +1104,39 @@ mod tests {
             form("SPUBLISH ch m", (6, 2, 14)),
             commands(&["PUBLISH ch m"])
         );
+    }
+
+    #[test]
+    fn commands_of_8_2_and_later_for_older_targets() {
+        let v80 = (8, 0, 2);
+        assert_eq!(form("DELIFEQ k v", v80), commands(&["DEL k"]));
+        assert_eq!(form("DELEX k IFEQ v", v80), commands(&["DEL k"]));
+        assert_eq!(form("DELEX k IFEQ v", (8, 4, 0)), Form::Same);
+        assert_eq!(
+            form("MSETEX 2 a 1 b 2 NX PXAT 99", v80),
+            commands(&["MSET a 1 b 2", "PEXPIREAT a 99", "PEXPIREAT b 99"])
+        );
+        assert_eq!(
+            form("MSETEX 1 a 1 EX 9", v80),
+            commands(&["MSET a 1", "PEXPIRE a 9000"])
+        );
+        assert_eq!(
+            form("MSETEX 1 a 1 KEEPTTL", v80),
+            commands(&["SET a 1 KEEPTTL"])
+        );
+        assert_eq!(
+            form("XDELEX s KEEPREF IDS 2 1-1 2-1", v80),
+            commands(&["XDEL s 1-1 2-1"])
+        );
+        assert_eq!(
+            form("XACKDEL s g IDS 1 1-1", v80),
+            commands(&["XACK s g 1-1", "XDEL s 1-1"])
+        );
+        assert!(matches!(
+            form("XACKDEL s g ACKED IDS 1 1-1", v80),
+            Form::Lossy { ref commands, .. } if commands.is_empty()
+        ));
+        assert_eq!(form("XDELEX s IDS 1 1-1", (8, 2, 0)), Form::Same);
     }
 
     #[test]
