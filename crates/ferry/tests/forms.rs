@@ -620,3 +620,50 @@ fn newer_forms_without_a_checkpoint() {
     );
     assert!(dropped > 0);
 }
+
+/// Into a cluster of an older version, commands whose keys span slots are computed by one
+/// master on copies of their keys (see README, Clusters): there too in a form it takes. A
+/// 7.0 source into a 3-master Redis 5.0 cluster.
+#[test]
+fn cross_slot_forms_into_an_older_cluster() {
+    let (Some((_, v7)), Some((_, v5))) = (
+        versions::cached("redis-7.0.15"),
+        versions::cached("redis-5.0.6"),
+    ) else {
+        return;
+    };
+    let source = Server::start_bin(&v7, &["--repl-diskless-sync-delay", "0"]);
+    let target = testkit::Cluster::start_bin(&v5, 3, 0, &[]);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut conn = source.conn();
+    for line in [
+        "RPUSH la 1 2 3 4 5 6",
+        "LMOVE la lb LEFT RIGHT",
+        "LMOVE la lb RIGHT LEFT",
+        "ZADD za 1 a 2 b 3 c 4 d",
+        "ZADD zb 0 b",
+        "ZRANGESTORE zc za 1 3 BYSCORE",
+        "ZDIFFSTORE zd 2 za zb",
+        "SET ca v EX 100",
+        "COPY ca cb",
+        "SET {t}a v EX 100",
+        "LPOP la 2",
+    ] {
+        run_line(&mut conn, line);
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let st = ferry.status().unwrap();
+    assert!(st["cross_slot_commands"].as_u64().unwrap() >= 4, "{st}");
+    compare::eventually_equal_sides(
+        &testkit::compare::Side::from(&source),
+        &testkit::compare::Side::from(&target),
+        &Options::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
+}
