@@ -236,7 +236,7 @@ impl Conn {
                     msg: format!("line longer than 64 KiB while waiting for {context}"),
                 });
             }
-            self.fill(context).await?;
+            self.fill(&format!(" while waiting for {context}")).await?;
         }
     }
 

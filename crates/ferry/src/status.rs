@@ -93,6 +93,9 @@ pub struct Status {
     pub latency: Latency,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
+    /// A source accepted ferry's login and replica handshake in this process: a link lost
+    /// after that is a lost connection to retry, not a wrong address or password.
+    source_accepted: std::sync::atomic::AtomicBool,
     /// A cluster source: one status per shard, by name.
     parts: Mutex<Vec<(String, Arc<Status>)>>,
     /// Several targets fed from one stream: one status per target, by address.
@@ -183,6 +186,23 @@ impl Status {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// The source took the login and the replica handshake (REPLCONF).
+    pub fn accept_source(&self) {
+        self.source_accepted.store(true, Relaxed);
+    }
+
+    /// Whether a source (this one, or a shard's) took the login and the replica handshake in
+    /// this process.
+    pub fn source_accepted(&self) -> bool {
+        self.source_accepted.load(Relaxed)
+            || self
+                .parts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(_, s)| s.source_accepted())
     }
 
     pub fn set_replid(&self, replid: String) {

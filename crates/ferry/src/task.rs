@@ -33,8 +33,10 @@ const CHANNEL_BATCHES: usize = 8;
 /// Runs the task until it fails, the source ends (full-only), or `cancel` fires. A lost
 /// connection is retried for `retry.connection`, a retryable refusal for `retry.other`, each
 /// attempt starting again from the checkpoint in the target (with exponential backoff and
-/// jitter); a window starts again once the sync makes progress. Until a source has accepted
-/// PSYNC, failures end the task at once: a wrong address or password is the user's to fix.
+/// jitter); a window starts again once the sync makes progress. Until a source has taken the
+/// login and the replica handshake, failures end the task at once: a wrong address or password
+/// is the user's to fix. After it, a link dropped even before the source answered PSYNC (a
+/// replica killed while a diskless source waits out its delay) is a lost connection.
 /// On return the status holds the final phase and, on failure, the error. The precheck
 /// (`check`) runs first and stops the task on a failed item.
 pub async fn run(
@@ -105,7 +107,8 @@ async fn run_task(
             window = None;
             attempt = 0;
         }
-        let limit = retry_limit(&err, config).filter(|_| status.has_synced());
+        let limit =
+            retry_limit(&err, config).filter(|_| status.has_synced() || status.source_accepted());
         let Some(limit) = limit else {
             let err = match (err, window) {
                 // Our own interrupted copy cannot be continued: say what interrupted it.
@@ -275,6 +278,7 @@ async fn run_source(
         None => cancel.clone(),
     };
     let source = PsyncSource::connect(endpoint).await?;
+    status.accept_source();
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
     let _heartbeat = crate::heartbeat::start(config, endpoint, status, cancel);
     let options = psync::Options {

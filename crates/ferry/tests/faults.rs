@@ -625,3 +625,83 @@ fn a_silent_source_link_is_taken_for_dead_and_resumed() {
     assert!(partial >= 1, "{}", source.log_tail(30));
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 }
+
+/// A diskless source waiting out its `repl-diskless-sync-delay` has taken ferry's handshake and
+/// PSYNC but not answered it yet; dropping the replica link then (`CLIENT KILL TYPE replica`,
+/// `TYPE slave` on 5.0) is a lost connection: ferry says what it was waiting for, retries, and
+/// copies everything. Against the default server and Redis 5.0 when cached.
+#[test]
+fn link_dropped_before_fullresync_is_retried() {
+    let mut builds: Vec<Option<std::path::PathBuf>> = vec![None];
+    if let Some((_, bin)) = testkit::versions::cached("redis-5.0.6") {
+        builds.push(Some(bin));
+    }
+    for bin in builds {
+        let args = [
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "30",
+        ];
+        let source = match &bin {
+            Some(bin) => Server::start_bin(bin, &args),
+            None => Server::start_with(&args),
+        };
+        let target = Server::start();
+        let spec = Spec {
+            seed: 17,
+            keys_per_db: 300,
+            ..Spec::default()
+        };
+        match &bin {
+            Some(_) => testkit::versions::populate(
+                &source,
+                &spec,
+                &testkit::versions::Version::named("redis-5.0.6").unwrap(),
+            ),
+            None => workload::populate(&source, &spec),
+        }
+        let version = source.version();
+        let mut ferry =
+            Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+        // The source holds ferry as a replica waiting for its snapshot to start.
+        assert!(
+            testkit::wait_until(Duration::from_secs(60), || {
+                source
+                    .info("replication")
+                    .get("slave0")
+                    .is_some_and(|s| s.contains("wait_bgsave"))
+            }),
+            "{version:?}: ferry never waited for the snapshot; log:\n{}",
+            ferry.log()
+        );
+        let kind = if bin.is_some() { "slave" } else { "replica" };
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .query(&mut source.conn())
+            .unwrap();
+        assert_eq!(killed, 1, "{version:?}");
+        // The next attempt need not wait the whole delay again.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg("0")
+            .query(&mut source.conn())
+            .unwrap();
+        ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+            s["phase"] == "incremental"
+        });
+        let log = ferry.log();
+        assert!(
+            log.contains("closed the connection while waiting for the reply to PSYNC; retrying"),
+            "{version:?}: {log}"
+        );
+        compare::eventually_equal(&source, &target, &stream_options(), Duration::from_secs(10))
+            .unwrap_or_else(|r| panic!("{version:?}: {r}\nferry log:\n{}", ferry.log()));
+        let st = ferry.status().unwrap();
+        assert!(st["retries"].as_u64().unwrap() >= 1, "{st}");
+        assert!(ferry.terminate(Duration::from_secs(30)).success());
+    }
+}

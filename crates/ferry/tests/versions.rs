@@ -2,8 +2,9 @@
 //! into Redis 7.0, Redis 7.0 into each, and Redis 8.0 into 5.0, checked key by key. Versions
 //! the cache lacks are skipped with a note, so a machine without the cache passes.
 //!
-//! Into older targets only the full copy is checked: a newer source's stream carries commands
-//! an older server does not know (7.0 propagates `SET ... PXAT`, which 5.0 refuses).
+//! Older targets get the stream too: the commands a newer source sends in forms they do not
+//! know (7.0 propagates `SET ... PXAT`, which 5.0 refuses) are rewritten for them (see
+//! `tests/forms.rs` for each form).
 
 mod common;
 
@@ -25,12 +26,13 @@ fn spec(seed: u64) -> Spec {
     }
 }
 
-fn options(source: &Version) -> Options {
+fn options(source: &Version, target: &Server) -> Options {
     Options {
         group_read_counters: false,
         // From 7.2 on (Redis 8, Valkey) consumers created without pending entries are not
         // replicated; the servers' own replicas lack them too (Options::idle_consumers).
-        idle_consumers: source.redis_version < (7, 2, 0),
+        // Before 6.2 a target cannot create them (XGROUP CREATECONSUMER is dropped, counted).
+        idle_consumers: source.redis_version < (7, 2, 0) && target.version() >= (6, 2, 0),
         ..Options::default()
     }
 }
@@ -62,10 +64,15 @@ fn sync_and_compare(
         let mut workload = Workload::new(&spec(22));
         workload.run(source, 1500);
         wait_caught_up(&mut ferry, source, Duration::from_secs(60));
+        if target.version() < (6, 2, 0) {
+            forget_geo_searches(source, &spec(22));
+            wait_caught_up(&mut ferry, source, Duration::from_secs(60));
+            forget_geo_searches(target, &spec(22));
+        }
         compare::eventually_equal(
             source,
             target,
-            &options(source_version),
+            &options(source_version, target),
             Duration::from_secs(10),
         )
         .unwrap_or_else(|r| panic!("{label}: {r}\nferry log:\n{}", ferry.log()));
@@ -77,8 +84,23 @@ fn sync_and_compare(
         let mut ferry = Ferry::start(&args);
         let code = ferry.wait(Duration::from_secs(120));
         assert!(code.success(), "{label}: {code}; log:\n{}", ferry.log());
-        compare::compare(source, target, &options(source_version))
+        compare::compare(source, target, &options(source_version, target))
             .unwrap_or_else(|r| panic!("{label}: {r}\nferry log:\n{}", ferry.log()));
+    }
+}
+
+/// A target before 6.2 computes `GEORADIUS ... STORE` (and the `GEOSEARCHSTORE` rewritten
+/// into it) with its own search, which finds other members than 6.2's near the poles and
+/// across the antimeridian (seen: 200 random searches over 200 points, 10 result lines
+/// differ between 5.0.6 and 6.2.14/7.0.15): the stream carries the search, not its result.
+/// Those keys are deleted on the source, then on the target, before comparing.
+fn forget_geo_searches(server: &Server, spec: &Spec) {
+    for db in &spec.dbs {
+        let mut conn = server.conn_db(*db);
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("wl:g:*").query(&mut conn).unwrap();
+        for key in keys {
+            let _: i64 = redis::cmd("DEL").arg(key).query(&mut conn).unwrap();
+        }
     }
 }
 
@@ -117,13 +139,12 @@ fn redis_7_0_into_each_version() {
         };
         let source = Server::start();
         let target = Server::start_bin(&bin, &[]);
-        // Newer targets take 7.0's stream as it is; older ones get the full copy, rewritten.
-        let follow = version.redis_version >= (7, 0, 0);
+        // Older targets get the full copy and the stream, rewritten where they need it.
         sync_and_compare(
             &source,
             &reference,
             &target,
-            follow,
+            true,
             &format!("7.0 -> {version}"),
         );
     }
@@ -139,5 +160,5 @@ fn redis_8_0_into_5_0() {
     };
     let source = Server::start_bin(&bin8, &[]);
     let target = Server::start_bin(&bin5, &[]);
-    sync_and_compare(&source, &v8, &target, false, "8.0 -> 5.0");
+    sync_and_compare(&source, &v8, &target, true, "8.0 -> 5.0");
 }

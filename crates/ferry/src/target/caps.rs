@@ -95,9 +95,10 @@ impl Caps {
         self.at_least(7, 0)
     }
 
-    /// Per-field hash expiry, `HPEXPIREAT` (7.4).
+    /// Per-field hash expiry, `HPEXPIREAT` (Redis 7.4; Valkey 9.0, which reports
+    /// `redis_version` 7.2.4 but writes RDB 80).
     pub fn hash_field_ttl(&self) -> bool {
-        self.at_least(7, 4)
+        self.at_least(7, 4) || self.rdb_version >= 80
     }
 }
 

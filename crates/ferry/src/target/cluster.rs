@@ -302,6 +302,7 @@ impl ClusterTarget {
             senders.push(tx);
         }
         let mut router = Router {
+            caps: self.caps,
             topology: self.topology,
             pending: vec![Vec::new(); senders.len()],
             senders,
@@ -501,6 +502,8 @@ struct Router {
     db_map: crate::transform::DbMap,
     /// The task's fence: the write-back transactions are fenced like the writers' own.
     fence: Option<Arc<Fence>>,
+    /// For the commands computed here, in the form the masters take (see `rewrite`).
+    caps: Caps,
 }
 
 impl Router {
@@ -845,13 +848,15 @@ impl Router {
             };
             args[p] = copy;
         }
-        let reply = self.control[home_shard].request(&args).await?;
-        let refused = match &reply {
-            Frame::Error(msg) | Frame::BulkError(msg) => {
-                Some(String::from_utf8_lossy(msg).into_owned())
+        let mut refused = None;
+        for args in self.rewritten(args) {
+            if let Frame::Error(msg) | Frame::BulkError(msg) =
+                self.control[home_shard].request(&args).await?
+            {
+                refused = Some(String::from_utf8_lossy(&msg).into_owned());
+                break;
             }
-            _ => None,
-        };
+        }
         if let Some(msg) = refused {
             self.cleanup(home_shard, &copies).await?;
             return self.refused(cmd, msg);
@@ -1031,6 +1036,23 @@ impl Router {
 
     /// The target refused a cross-slot command's computation: `on_error` decides, as for any
     /// refused write.
+    /// A command computed on one master, in the form it takes (see `rewrite`); what it
+    /// cannot hold is counted and logged, as the writers do.
+    fn rewritten(&self, args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+        use super::rewrite::Form;
+        match super::rewrite::for_target(&args, &self.caps) {
+            Form::Same => vec![args],
+            Form::Commands(commands) => commands,
+            Form::Lossy { commands, why, .. } => {
+                self.status
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("left out {why}");
+                commands
+            }
+        }
+    }
+
     fn refused(&self, cmd: &Command, msg: String) -> Result<()> {
         let what = format!(
             "{} of key {} (cross-slot, computed on the target)",

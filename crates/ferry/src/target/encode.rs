@@ -128,6 +128,9 @@ pub struct Encoder {
     chain: Option<u64>,
     /// The same per slot, on a cluster master.
     slot_chain: std::collections::HashMap<u16, u64>,
+    /// Kinds of stream command this target cannot hold that have been reported (each kind is
+    /// said once, every one counted).
+    said: std::collections::HashSet<&'static str>,
 }
 
 /// The highest db a command names in its arguments (`SWAPDB a b`, `MOVE key db`, `COPY ... DB
@@ -249,6 +252,7 @@ impl Encoder {
             guard: None,
             chain: None,
             slot_chain: std::collections::HashMap::new(),
+            said: Default::default(),
         }
     }
 
@@ -722,6 +726,13 @@ impl Encoder {
             self.expects.push(Expect::Offset(cmd.end_offset));
             return Ok(());
         }
+        if let Some(written) = self.rewritten(&cmd, Some(cmd.end_offset)) {
+            if let Some(txn) = &mut self.txn {
+                txn.commands += written;
+            }
+            self.refence_after(name);
+            return Ok(());
+        }
         self.select(cmd.db_on_target());
         self.out.extend_from_slice(&cmd.raw);
         let key = cmd.args.get(1).cloned().unwrap_or_default();
@@ -764,6 +775,9 @@ impl Encoder {
         } else {
             Some(cmd.end_offset)
         };
+        if self.rewritten(&cmd, offset).is_some() {
+            return Ok(());
+        }
         self.out.extend_from_slice(&cmd.raw);
         let key = cmd.args.get(1).cloned().unwrap_or_default();
         self.expects.push(Expect::Reply {
@@ -774,6 +788,71 @@ impl Encoder {
         });
         self.replies += 1;
         Ok(())
+    }
+
+    /// Writes `cmd` in the form this target takes when that is not the form received (see
+    /// `rewrite`): several commands go in one transaction (the open one, if any), and what
+    /// cannot be held is counted. Returns the commands written, or None when `cmd` is to be
+    /// passed as it is.
+    fn rewritten(&mut self, cmd: &Command, offset: Option<u64>) -> Option<usize> {
+        let (commands, lost) = match super::rewrite::for_target(&cmd.args, &self.caps) {
+            super::rewrite::Form::Same => return None,
+            super::rewrite::Form::Commands(commands) => (commands, None),
+            super::rewrite::Form::Lossy {
+                commands,
+                form,
+                why,
+            } => (commands, Some((form, why))),
+        };
+        if let Some((form, why)) = lost {
+            let said = !self.said.insert(form);
+            self.expects.push(Expect::Dropped(if said {
+                String::new()
+            } else {
+                format!("{why} (said once for {form}; each later one is counted in dropped)")
+            }));
+        }
+        let db = cmd.db_on_target();
+        self.select(db);
+        let wrap = commands.len() > 1 && self.txn.is_none() && !self.in_multi;
+        if wrap {
+            ferry_resp::encode_command(&mut self.out, &[&b"MULTI"[..]]);
+            self.expects.push(Expect::Multi);
+            self.replies += 1;
+        }
+        let last = commands.len().saturating_sub(1);
+        for (i, args) in commands.iter().enumerate() {
+            ferry_resp::encode_command(&mut self.out, args);
+            self.expects.push(Expect::Reply {
+                kind: if i == last {
+                    Kind::Stream { offset }
+                } else {
+                    Kind::Part
+                },
+                // Named as received, for a refusal's message.
+                command: if args[0] == cmd.args[0] {
+                    args[0].clone()
+                } else {
+                    Bytes::from(format!(
+                        "{} (as {})",
+                        String::from_utf8_lossy(&cmd.args[0]),
+                        String::from_utf8_lossy(&args[0])
+                    ))
+                },
+                key: cmd.args.get(1).cloned().unwrap_or_default(),
+                db,
+            });
+            self.replies += 1;
+        }
+        if wrap {
+            ferry_resp::encode_command(&mut self.out, &[&b"EXEC"[..]]);
+            self.expects.push(Expect::Exec);
+            self.replies += 1;
+        }
+        if let (true, Some(offset)) = (commands.is_empty(), offset) {
+            self.expects.push(Expect::Offset(offset));
+        }
+        Some(commands.len())
     }
 
     fn mset_add(&mut self, meta: &KeyMeta, value: &[u8]) {

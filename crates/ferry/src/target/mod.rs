@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod conflict;
 pub mod encode;
 pub mod lease;
+pub mod rewrite;
 pub mod standalone;
 
 use std::sync::Arc;

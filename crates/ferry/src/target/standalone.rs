@@ -564,7 +564,10 @@ impl Settle<'_> {
             }
             Expect::Dropped(what) => {
                 status.dropped.fetch_add(1, Relaxed);
-                tracing::warn!("left out {what}");
+                // Empty: a kind already said once, counted only.
+                if !what.is_empty() {
+                    tracing::warn!("left out {what}");
+                }
             }
             Expect::SnapshotApplied(offset) => {
                 status.applied(offset);
