@@ -332,7 +332,11 @@ impl ClusterTarget {
                             None => batch,
                         };
                         for entry in batch {
-                            router.entry(entry).await?;
+                            if let Err(e) = router.entry(entry).await {
+                                // What came before it is written (and checkpointed) first.
+                                router.send_all().await;
+                                return Err(e);
+                            }
                         }
                         router.broadcast_position().await?;
                         if rx.is_empty() && !router.send_all().await {
