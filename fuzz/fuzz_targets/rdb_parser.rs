@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| ferry_fuzz::capped(data.len(), || {
         chunk_elements: 3,
         chunk_bytes: 32,
         verify_checksum: true,
+        validate_values: true,
     };
     for options in [Options::default(), tiny] {
         let Ok(mut parser) = Parser::new(data, options) else {
