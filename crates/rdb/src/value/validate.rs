@@ -52,19 +52,48 @@ impl<'a> Member<'a> {
     }
 }
 
-/// Remembers members to refuse a duplicate. Never sized from a count the bytes claim.
-struct Unique<'a>(HashSet<Member<'a>>);
+/// Members compared one by one while there are few of them, hashed past that.
+const FEW: usize = 16;
+
+/// Remembers members to refuse a duplicate. Most values are small: their members are
+/// compared in place, without allocating; a set is built only for more than [`FEW`]. Never
+/// sized from a count the bytes claim.
+// The inline variant is the point: it lives on the stack for one value's check.
+#[allow(clippy::large_enum_variant)]
+enum Unique<'a> {
+    Few([Option<Member<'a>>; FEW], usize),
+    Many(HashSet<Member<'a>>),
+}
 
 impl<'a> Unique<'a> {
     fn new() -> Self {
-        Unique(HashSet::new())
+        Unique::Few([const { None }; FEW], 0)
     }
 
     fn add(&mut self, m: Member<'a>, at: usize, what: &'static str) -> Result<(), Bad> {
-        if self.0.insert(m) {
-            Ok(())
-        } else {
-            Err((at, what))
+        match self {
+            Unique::Few(few, n) => {
+                if few[..*n].iter().any(|x| x.as_ref() == Some(&m)) {
+                    return Err((at, what));
+                }
+                if *n < FEW {
+                    few[*n] = Some(m);
+                    *n += 1;
+                } else {
+                    let mut all: HashSet<Member<'a>> =
+                        few.iter_mut().filter_map(Option::take).collect();
+                    all.insert(m);
+                    *self = Unique::Many(all);
+                }
+                Ok(())
+            }
+            Unique::Many(all) => {
+                if all.insert(m) {
+                    Ok(())
+                } else {
+                    Err((at, what))
+                }
+            }
         }
     }
 }
@@ -359,27 +388,7 @@ pub(crate) fn validate(ty: TypeByte, raw: &[u8], version: u16) -> Result<(), Bad
 
 /// A compact blob value (zipmap, ziplist, intset, listpack) with its type's element rules.
 fn blob_value(ty: u8, b: &[u8]) -> Result<(), Bad> {
-    // Elements with their offsets, for listpack and ziplist values.
-    fn lp_elems(b: &[u8]) -> Result<Vec<(usize, Elem<'_>)>, Bad> {
-        let n = listpack::validate(b, true)?;
-        let mut it = listpack::iter_validated(b);
-        let mut out = Vec::with_capacity(n as usize);
-        loop {
-            let at = it.pos();
-            match it.next() {
-                Some(Ok(e)) => out.push((at, e)),
-                Some(Err(e)) => return Err((at, e)),
-                None => return Ok(out),
-            }
-        }
-    }
-    fn zl_elems(b: &[u8]) -> Result<Vec<(usize, Elem<'_>)>, Bad> {
-        ziplist::validate(b)?;
-        // The ziplist iterator does not say where each entry starts: name the blob.
-        let it = ziplist::iter_validated(b);
-        it.map(|e| e.map(|e| (0, e)).map_err(|e| (0, e))).collect()
-    }
-    let elems = match ty {
+    match ty {
         9 => {
             zipmap::validate(b)?;
             let mut seen = Unique::new();
@@ -393,56 +402,77 @@ fn blob_value(ty: u8, b: &[u8]) -> Result<(), Bad> {
                     "duplicate hash field",
                 )?;
             }
-            return Ok(());
+            Ok(())
         }
-        11 => return intset::validate(b).map(|_| ()),
-        10 => {
+        11 => intset::validate(b).map(|_| ()),
+        10 => ziplist::validate(b).map(|_| ()),
+        12 | 13 => {
             ziplist::validate(b)?;
-            return Ok(());
+            // The ziplist iterator does not say where each entry starts: name the blob.
+            let mut it = ziplist::iter_validated(b);
+            tuples(ty, || {
+                it.next().map(|e| e.map(|e| (0, e)).map_err(|e| (0, e)))
+            })
         }
-        12 | 13 => zl_elems(b)?,
-        _ => lp_elems(b)?,
-    };
+        _ => {
+            listpack::validate(b, true)?;
+            let mut it = listpack::iter_validated(b);
+            tuples(ty, || {
+                let at = it.pos();
+                it.next().map(|e| e.map(|e| (at, e)).map_err(|e| (at, e)))
+            })
+        }
+    }
+}
+
+/// The elements of a ziplist or listpack value, as its type's tuples: member (or field)
+/// unique, a zset's score a number, a listpack-ex hash's expiry a valid time in Redis's
+/// order.
+fn tuples<'a>(
+    ty: u8,
+    mut next: impl FnMut() -> Option<Result<(usize, Elem<'a>), Bad>>,
+) -> Result<(), Bad> {
     let tuple = match ty {
         20 => 1,
         23 | 25 => 3,
         _ => 2,
     };
-    if elems.len() % tuple != 0 {
+    let what = match ty {
+        20 => "duplicate set member",
+        12 | 17 => "duplicate zset member",
+        _ => "duplicate hash field",
+    };
+    let mut seen = Unique::new();
+    let mut last_ttl = -1i64;
+    let mut i = 0usize;
+    while let Some(e) = next() {
+        let (at, e) = e?;
+        match i % tuple {
+            0 => seen.add(Member::from_elem(e), at, what)?,
+            1 if matches!(ty, 12 | 17) => match e.as_f64() {
+                Some(s) if !s.is_nan() => {}
+                _ => return Err((at, "zset score is not a number")),
+            },
+            2 => {
+                let ttl = e
+                    .strict_i64()
+                    .filter(|t| (0..=EB_EXPIRE_TIME_MAX).contains(t))
+                    .ok_or((at, "hash field expiry is not a valid time"))?;
+                // Fields with an expiry come first, in ascending expiry (Redis's own order).
+                if ttl != 0 && (last_ttl == 0 || ttl < last_ttl) {
+                    return Err((at, "hash field expiries are out of order"));
+                }
+                last_ttl = ttl;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if i % tuple != 0 {
         return Err((
             0,
             "compact encoding has an element count that is not whole tuples",
         ));
-    }
-    let mut seen = Unique::new();
-    let mut last_ttl = -1i64;
-    for t in elems.chunks_exact(tuple) {
-        let (at, first) = t[0];
-        let what = match ty {
-            20 => "duplicate set member",
-            12 | 17 => "duplicate zset member",
-            _ => "duplicate hash field",
-        };
-        seen.add(Member::from_elem(first), at, what)?;
-        if matches!(ty, 12 | 17) {
-            let (at, score) = t[1];
-            match score.as_f64() {
-                Some(s) if !s.is_nan() => {}
-                _ => return Err((at, "zset score is not a number")),
-            }
-        }
-        if tuple == 3 {
-            let (at, ttl) = t[2];
-            let ttl = ttl
-                .strict_i64()
-                .filter(|t| (0..=EB_EXPIRE_TIME_MAX).contains(t))
-                .ok_or((at, "hash field expiry is not a valid time"))?;
-            // Fields with an expiry come first, in ascending expiry (Redis's own order).
-            if ttl != 0 && (last_ttl == 0 || ttl < last_ttl) {
-                return Err((at, "hash field expiries are out of order"));
-            }
-            last_ttl = ttl;
-        }
     }
     Ok(())
 }
