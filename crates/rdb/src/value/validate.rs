@@ -468,7 +468,7 @@ fn tuples<'a>(
         }
         i += 1;
     }
-    if i % tuple != 0 {
+    if !i.is_multiple_of(tuple) {
         return Err((
             0,
             "compact encoding has an element count that is not whole tuples",
