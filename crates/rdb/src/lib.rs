@@ -18,11 +18,17 @@
 //! - `length`: length encodings and fixed-width numbers.
 //! - `string`: integer and LZF strings, old text doubles, the element size cap.
 //! - `value`: per-encoding code: `listpack`, `ziplist`, `intset`, `zipmap`, `stream`,
-//!   `walk` (find a value's end, decide "big") and `decode` (the chunk state machine).
+//!   `walk` (find a value's end, decide "big"), `validate` (the deep check of a whole value,
+//!   as Redis's `sanitize-dump-payload yes`) and `decode` (the chunk state machine).
 //! - `module`: [`ModuleType`], a module type's name and version from its id.
 //! - `chunk`: [`Chunk`] and the stream types.
 //! - `parser`: [`Parser`], [`Event`], [`Options`].
 //! - [`dump`]: DUMP payloads and [`crc64`].
+//!
+//! Damaged values: every small value is validated before it is returned (see
+//! [`validate_value`] and [`Options::validate_values`]), so a snapshot whose CRC is right but
+//! whose values are damaged fails at the damaged key, naming it, its db and the byte; a big
+//! value's blobs and stream nodes are validated as they are decoded.
 //!
 //! Limits: one element read whole (a string in a big collection, a listpack or quicklist
 //! node, an LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
