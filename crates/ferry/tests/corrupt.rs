@@ -315,7 +315,7 @@ fn differential(server: &Server, extra: &[&[&str]], extra_keys: &[&str]) {
                 (true, Ok(_)) => both_take += 1,
             }
         }
-        assert_eq!(ping(&server), "PONG");
+        assert_eq!(ping(server), "PONG");
     }
     assert!(
         both_refuse > 100 && both_take > 100,
