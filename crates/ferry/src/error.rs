@@ -161,7 +161,6 @@ fn refusal_hint(msg: &str) -> &'static str {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
 /// What to do about a value damaged inside a snapshot whose framing is sound.
 fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
     match (e.kind(), e.key()) {
@@ -172,6 +171,7 @@ fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
     }
 }
 
+/// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);
     out.push('"');
