@@ -363,3 +363,53 @@ fn validation_agrees_with_other_versions_sanitize_yes() {
         );
     }
 }
+
+/// The way it happens: an application RESTOREs a damaged payload into a source that does not
+/// check payloads deeply; later a sync starts and the source's snapshot carries the damaged
+/// value as it is. ferry refuses the snapshot at that key; the target answers and lacks it.
+#[test]
+fn damaged_value_in_a_source_snapshot_is_refused() {
+    for diskless in ["no", "yes"] {
+        let source = Server::start_with(&[
+            "--sanitize-dump-payload",
+            "no",
+            "--repl-diskless-sync",
+            diskless,
+            "--repl-diskless-sync-delay",
+            "0",
+        ]);
+        let target = Server::start();
+        let mut c = source.conn_db(5);
+        redis::cmd("SET")
+            .arg("good")
+            .arg("1")
+            .query::<()>(&mut c)
+            .unwrap();
+        let (ty, value) = damaged_value("hash-listpack-entry-2g");
+        let payload = dump::payload(TypeByte(ty), &value, 10);
+        redis::cmd("RESTORE")
+            .arg("bad")
+            .arg(0)
+            .arg(&payload[..])
+            .query::<()>(&mut c)
+            .expect("the source takes it: it checks only the listpack's header");
+        let mut ferry = Ferry::start(&["--source", &source.url(), "--target", &target.url()]);
+        let code = ferry.wait(Duration::from_secs(60));
+        let log = ferry.log();
+        assert_eq!(code.code(), Some(1), "diskless {diskless}: {log}");
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("ferry: "))
+            .unwrap_or_default();
+        assert!(
+            line.contains("is unreadable: corrupt snapshot: listpack entry runs past its end in key \"bad\" in db 5 at byte "),
+            "diskless {diskless}: {log}"
+        );
+        assert_eq!(ping(&target), "PONG");
+        assert!(
+            !exists(&target, 5, "bad"),
+            "diskless {diskless}: the damaged key reached the target"
+        );
+        assert_eq!(ping(&source), "PONG");
+    }
+}
