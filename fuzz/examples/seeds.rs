@@ -46,6 +46,12 @@ fn main() {
 
     let mut paths = Vec::new();
     files(&fixtures, &mut paths);
+    // The project's own damaged-value files and the hand-built Valkey 9 snapshot go in whole.
+    let mut own = Vec::new();
+    files(&root.join("../crates/rdb/tests/data"), &mut own);
+    for p in own.iter().filter(|p| p.extension().is_some_and(|e| e == "rdb")) {
+        write(&rdb, &fs::read(p).expect("read"));
+    }
     // At most this many values of each type byte: enough variety, a corpus that loads fast.
     let mut per_type = [0usize; 256];
     let mut values = 0;

@@ -94,7 +94,10 @@ pub enum Error {
         source: ferry_resp::Error,
     },
 
-    #[error("snapshot from source {addr} is unreadable: {source}")]
+    #[error(
+        "snapshot from source {addr} is unreadable: {source}{}",
+        snapshot_hint(source)
+    )]
     Snapshot {
         addr: String,
         source: ferry_rdb::Error,
@@ -171,6 +174,16 @@ fn refusal_hint(msg: &str) -> &'static str {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about a value damaged inside a snapshot whose framing is sound.
+fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
+    match (e.kind(), e.key()) {
+        (ferry_rdb::ErrorKind::Corrupt(_), Some(_)) => {
+            " (that value is damaged; a server that restores it can crash: repair or delete that key on the source, then copy again)"
+        }
+        _ => "",
+    }
+}
 
 /// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
 pub fn escape(bytes: &[u8]) -> String {

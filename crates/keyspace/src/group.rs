@@ -142,7 +142,7 @@ pub fn group(name: &[u8]) -> Option<Group> {
         | b"HPEXPIRE" | b"HEXPIREAT" | b"HPEXPIREAT" | b"HPERSIST" | b"HGETDEL" | b"HGETEX"
         | b"HSETEX" | b"HGETF" | b"HSETF" => Hash,
         b"XADD" | b"XDEL" | b"XDELEX" | b"XSETID" | b"XTRIM" | b"XACK" | b"XACKDEL" | b"XCLAIM"
-        | b"XAUTOCLAIM" | b"XGROUP" | b"XREAD" | b"XREADGROUP" => Stream,
+        | b"XAUTOCLAIM" | b"XGROUP" | b"XREAD" | b"XREADGROUP" | b"XCFGSET" => Stream,
         b"PFADD" | b"PFCOUNT" | b"PFDEBUG" | b"PFMERGE" => Hyperloglog,
         b"GEOADD" | b"GEORADIUS" | b"GEORADIUSBYMEMBER" | b"GEOSEARCHSTORE" => Geo,
         b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" | b"SCRIPT"

@@ -1,7 +1,7 @@
 //! Which arguments of a command are keys, which of them it writes, and whether the command
 //! can be cut per slot.
 //!
-//! The table covers every command a Redis (2.8 to 8.x) or Valkey (7.2 to 8.x) primary can
+//! The table covers every command a Redis (2.8 to 8.6) or Valkey (7.2 to 9.x) primary can
 //! put in its replication stream, plus the read commands whose keys move with their
 //! arguments (`SINTERCARD`, `ZUNION`, `XREAD`, `EVAL_RO`...). The facts (positions, arity,
 //! which key is written) are those of the servers' own command tables; the integration
@@ -389,6 +389,8 @@ fn rule(name: &[u8]) -> Option<(i8, Shape)> {
         b"XDEL" | b"XSETID" => one(-3),
         b"XTRIM" | b"XACK" => one(-4),
         b"XCLAIM" | b"XAUTOCLAIM" | b"XACKDEL" => one(-6),
+        // Redis 8.6: a stream's idempotent-producer settings (`src/commands/xcfgset.json`).
+        b"XCFGSET" => one(-2),
         b"XGROUP" => Some((-2, Parse(Special::XGroup))),
         // HyperLogLog. PFCOUNT of one key rewrites its cached cardinality, and that change
         // is replicated; PFDEBUG can convert the encoding.

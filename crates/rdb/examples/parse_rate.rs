@@ -1,5 +1,6 @@
 //! Parses an RDB file and prints the parse rate: `cargo run --release -p ferry-rdb
-//! --example parse_rate -- FILE [-v]` (`-v` prints every event).
+//! --example parse_rate -- FILE [-v] [--no-validate]` (`-v` prints every event;
+//! `--no-validate` turns off [`Options::validate_values`], to measure what validation costs).
 
 use std::time::Instant;
 
@@ -11,10 +12,15 @@ fn main() {
         eprintln!("usage: parse_rate FILE [-v]");
         std::process::exit(2);
     };
-    let verbose = args.next().as_deref() == Some("-v");
+    let rest: Vec<String> = args.collect();
+    let verbose = rest.iter().any(|a| a == "-v");
+    let options = Options {
+        validate_values: !rest.iter().any(|a| a == "--no-validate"),
+        ..Options::default()
+    };
     let file = std::fs::File::open(&path).expect("open");
     let start = Instant::now();
-    let mut parser = Parser::new(file, Options::default()).expect("header");
+    let mut parser = Parser::new(file, options).expect("header");
     let (mut keys, mut big) = (0u64, 0u64);
     loop {
         match parser.next_event() {

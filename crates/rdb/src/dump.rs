@@ -97,6 +97,17 @@ pub fn parse_payload(p: &[u8]) -> Result<(TypeByte, &[u8], u16), Error> {
     Ok((ty, &body[1..body.len() - 2], version))
 }
 
+/// [`parse_payload`], then the value checked as deeply as Redis's `sanitize-dump-payload
+/// yes` checks it ([`validate_value`](crate::validate_value)): what a `RESTORE` arriving in a
+/// replication stream must pass before it is sent on. The error's offset is the byte in the
+/// payload.
+pub fn validate_payload(p: &[u8]) -> Result<(TypeByte, &[u8], u16), Error> {
+    let (ty, raw, version) = parse_payload(p)?;
+    crate::value::validate::validate(ty, raw, version)
+        .map_err(|(at, what)| Error::new(ErrorKind::Corrupt(what), 1 + at as u64))?;
+    Ok((ty, raw, version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,12 +32,36 @@ pub enum ErrorKind {
     BadPayload(&'static str),
 }
 
+/// What went wrong, without where: "listpack entry runs past its end".
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ErrorKind::Truncated(what) => write!(f, "input ends inside {what}"),
+            ErrorKind::Io(kind) => write!(f, "read error ({kind})"),
+            ErrorKind::BadMagic => f.write_str("not an RDB file (bad magic)"),
+            ErrorKind::UnsupportedVersion(v) => write!(f, "unsupported RDB version {v}"),
+            ErrorKind::UnknownType(t) => write!(f, "unknown value type {t:#04x}"),
+            ErrorKind::UnknownModuleOpcode(op) => write!(f, "unknown module opcode {op}"),
+            ErrorKind::ChecksumMismatch { file, computed } => write!(
+                f,
+                "checksum mismatch: says {file:#018x}, computed {computed:#018x}"
+            ),
+            ErrorKind::Corrupt(what) => f.write_str(what),
+            ErrorKind::EmptyValue(what) => write!(f, "empty {what} (Redis never writes one)"),
+            ErrorKind::Unsupported(what) => write!(f, "unsupported: {what}"),
+            ErrorKind::TooLarge(what) => write!(f, "{what} exceeds the hard size cap"),
+            ErrorKind::BadPayload(what) => write!(f, "bad DUMP payload: {what}"),
+        }
+    }
+}
+
 /// An error with the byte offset it was found at and, when known, the key being read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     offset: u64,
     key: Option<Box<[u8]>>,
+    db: Option<u64>,
 }
 
 impl Error {
@@ -46,7 +70,21 @@ impl Error {
             kind,
             offset,
             key: None,
+            db: None,
         }
+    }
+
+    /// The db of the key being read, when the error names a key of a snapshot.
+    pub fn db(&self) -> Option<u64> {
+        self.db
+    }
+
+    /// Names the db of the key (a snapshot's; a DUMP payload has none).
+    pub(crate) fn in_db(mut self, db: u64) -> Self {
+        if self.key.is_some() && self.db.is_none() {
+            self.db = Some(db);
+        }
+        self
     }
 
     /// What went wrong.
@@ -107,6 +145,9 @@ impl fmt::Display for Error {
                 if let Some(key) = &self.key {
                     f.write_str(" ")?;
                     write_key(f, key)?;
+                    if let Some(db) = self.db {
+                        write!(f, " in db {db}")?;
+                    }
                 }
                 return write!(f, " at byte {}", self.offset);
             }
@@ -130,6 +171,9 @@ impl fmt::Display for Error {
         if let Some(key) = &self.key {
             f.write_str(" in key ")?;
             write_key(f, key)?;
+            if let Some(db) = self.db {
+                write!(f, " in db {db}")?;
+            }
         }
         write!(f, " at byte {}", self.offset)
     }

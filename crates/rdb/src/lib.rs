@@ -1,4 +1,4 @@
-//! Streaming parser for Redis RDB snapshots (RDB 1-13, Valkey 80) and DUMP payloads.
+//! Streaming parser for Redis RDB snapshots (RDB 1-13, Valkey 80-81) and DUMP payloads.
 //!
 //! Built for replication tools: a [`Parser`] reads any [`std::io::Read`] (a file, a socket
 //! in the middle of a PSYNC) and yields [`Event`]s. A small value comes out as a
@@ -18,11 +18,17 @@
 //! - `length`: length encodings and fixed-width numbers.
 //! - `string`: integer and LZF strings, old text doubles, the element size cap.
 //! - `value`: per-encoding code: `listpack`, `ziplist`, `intset`, `zipmap`, `stream`,
-//!   `walk` (find a value's end, decide "big") and `decode` (the chunk state machine).
+//!   `walk` (find a value's end, decide "big"), `validate` (the deep check of a whole value,
+//!   as Redis's `sanitize-dump-payload yes`) and `decode` (the chunk state machine).
 //! - `module`: [`ModuleType`], a module type's name and version from its id.
 //! - `chunk`: [`Chunk`] and the stream types.
 //! - `parser`: [`Parser`], [`Event`], [`Options`].
 //! - [`dump`]: DUMP payloads and [`crc64`].
+//!
+//! Damaged values: every small value is validated before it is returned (see
+//! [`validate_value`] and [`Options::validate_values`]), so a snapshot whose CRC is right but
+//! whose values are damaged fails at the damaged key, naming it, its db and the byte; a big
+//! value's blobs and stream nodes are validated as they are decoded.
 //!
 //! Limits: one element read whole (a string in a big collection, a listpack or quicklist
 //! node, an LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
@@ -53,6 +59,16 @@ pub use module::ModuleType;
 pub use parser::{Event, KeyMeta, Options, Parser, Record};
 pub use string::MAX_ELEMENT_BYTES;
 pub use types::{Kind, TypeByte};
+
+/// Checks a value's raw bytes (as in [`Record::raw`]) as deeply as Redis's
+/// `sanitize-dump-payload yes` does: every blob entry inside its blob, counts that match, no
+/// duplicate members, no NaN score, LZF data that decompresses, stream nodes and consumer
+/// groups consistent. The error's offset is the byte in `raw`. [`Parser`] runs this on every
+/// small value unless [`Options::validate_values`] is off.
+pub fn validate_value(type_byte: TypeByte, raw: &[u8], rdb_version: u16) -> Result<(), Error> {
+    value::validate::validate(type_byte, raw, rdb_version)
+        .map_err(|(at, what)| Error::new(ErrorKind::Corrupt(what), at as u64))
+}
 
 /// Decodes a small value's raw bytes (as in [`Record::raw`]) into chunks, with the
 /// default chunk sizes.

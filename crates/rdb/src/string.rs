@@ -40,6 +40,11 @@ pub(crate) fn read_lzf_lens<R: Read>(rd: &mut Reader<R>) -> Result<(u64, u64), E
 }
 
 pub(crate) fn lzf_decompress(data: &[u8], ulen: u64, offset: u64) -> Result<Vec<u8>, Error> {
+    // Redis takes any data that claims 0 bytes as the empty string (its `lzf_decompress`
+    // then fails with 0, which equals the length it wanted).
+    if ulen == 0 {
+        return Ok(Vec::new());
+    }
     let bad = || Error::new(ErrorKind::Corrupt("LZF data does not decompress"), offset);
     let out = lzf::decompress(data, ulen as usize).map_err(|_| bad())?;
     if out.len() as u64 != ulen {

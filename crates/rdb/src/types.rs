@@ -126,9 +126,14 @@ impl fmt::Display for TypeByte {
 
 /// Opcodes that may appear where a value type byte is expected.
 pub(crate) mod opcode {
+    /// Valkey RDB 81 (`RDB_OPCODE_UPDATE`): a replication command written inline by a
+    /// forkless save.
+    pub const INLINE_COMMAND: u8 = 0xF2;
     /// Redis 8.6 (RDB 13): module key metadata for the key that follows. In a Valkey file
-    /// the same number is Valkey's slot-import opcode, which this parser does not read.
+    /// (RDB 80+) the same number is [`SLOT_IMPORT`].
     pub const KEY_META: u8 = 0xF3;
+    /// Valkey 9 (RDB 80+, `RDB_OPCODE_SLOT_IMPORT`): a slot import in progress.
+    pub const SLOT_IMPORT: u8 = 0xF3;
     pub const SLOT_INFO: u8 = 0xF4;
     pub const FUNCTION2: u8 = 0xF5;
     pub const FUNCTION_PRE_GA: u8 = 0xF6;

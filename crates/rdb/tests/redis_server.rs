@@ -494,7 +494,7 @@ fn real_server_round_trip() {
                 let want = s.cmd(&[&b"DUMP"[..], &r.meta.key]).bytes();
                 let got = dump::payload(r.meta.type_byte, &r.raw, 10);
                 assert!(got[..] == want[..], "DUMP differs for {:?}", r.meta.key);
-                let (t, raw, v) = dump::parse_payload(&want).unwrap();
+                let (t, raw, v) = dump::validate_payload(&want).unwrap();
                 assert_eq!((t, raw, v), (r.meta.type_byte, &r.raw[..], 10));
                 let pttl = s.cmd(&[&b"PTTL"[..], &r.meta.key]).int();
                 assert_eq!(pttl > 0, r.meta.expire_ms.is_some(), "{:?}", r.meta.key);

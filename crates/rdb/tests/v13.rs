@@ -494,11 +494,12 @@ fn unknown_and_misplaced_opcodes_are_clear_errors() {
     assert_eq!(err.kind(), ErrorKind::UnknownType(0xF3), "{err}");
     assert_eq!(err.offset(), meta_at as u64);
 
-    // Nor does Valkey's RDB 80, where 243 means something else.
+    // Nor does Valkey's RDB 80, where 243 is a slot import record (tests/valkey9.rs): read
+    // as one, Redis's key metadata leaves the rest of the file unreadable.
     let mut valkey = b"VALKEY080".to_vec();
     valkey.extend_from_slice(&f[9..]);
     let err = parse_all(&recrc(valkey), Options::default()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::UnknownType(0xF3), "{err}");
+    assert_ne!(err.kind(), ErrorKind::UnknownType(0xF3), "{err}");
 
     // Key metadata must be followed by a value type.
     let type_at = meta_at + key_metadata().len();

@@ -65,6 +65,7 @@ impl Limits {
             chunk_elements: 1000,
             chunk_bytes: self.chunk_bytes.unwrap_or(256 * 1024).max(1),
             verify_checksum: true,
+            validate_values: true,
         }
     }
 }

@@ -264,7 +264,11 @@ pub fn collect(opts: &StatsOptions) -> Result<Report, Error> {
                 r.module_aux += 1;
                 None
             }
-            Event::SelectDb(_) | Event::ResizeDb { .. } | Event::End { .. } => None,
+            Event::SelectDb(_)
+            | Event::ResizeDb { .. }
+            | Event::SlotImport { .. }
+            | Event::SlotInfo { .. }
+            | Event::End { .. } => None,
         };
         if let Some((meta, bytes)) = key_done {
             top.seq += 1;

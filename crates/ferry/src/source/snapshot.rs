@@ -99,6 +99,19 @@ pub fn parse_into<R: Read>(
                 "aux data of module type {}: no command can write it",
                 ferry_rdb::ModuleType::from_id(module_id)
             )),
+            // A cluster node's own state (Valkey 9's slot imports, slot size hints): no data.
+            Some(Event::SlotImport { job, ranges }) => {
+                tracing::debug!(
+                    job = %String::from_utf8_lossy(&job),
+                    ranges = ?ranges,
+                    "snapshot: skipped a slot import record (the source node's migration state, no data)"
+                );
+                continue;
+            }
+            Some(Event::SlotInfo { slot, keys, .. }) => {
+                tracing::debug!(slot, keys, "snapshot: skipped a slot size hint (no data)");
+                continue;
+            }
             // Aux fields, SELECTDB and RESIZEDB: each key carries its db; nothing to write.
             Some(_) => continue,
         };

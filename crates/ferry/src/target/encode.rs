@@ -662,6 +662,23 @@ impl Encoder {
             // Let the target judge a payload ferry cannot read either.
             return Ok(false);
         };
+        // A source with sanitize-dump-payload no keeps a damaged payload and passes it on; a
+        // target that trusts it can crash on its first read.
+        if let Err(e) = ferry_rdb::validate_value(type_byte, raw, version) {
+            return Err(Error::CannotWrite {
+                what: format!(
+                    "RESTORE of key {} in db {} (the command ending at replication offset {})",
+                    escape(&args[1]),
+                    cmd.db,
+                    cmd.end_offset
+                ),
+                why: format!(
+                    "its payload is damaged at byte {} of the payload ({}); the source took it (its sanitize-dump-payload is not yes), a target can crash reading it: delete or rewrite that key on the source, then copy anew (a resume applies this command again)",
+                    e.offset() + 1,
+                    e.kind()
+                ),
+            });
+        }
         if version <= self.caps.rdb_version && !self.rewrite_all {
             return Ok(false);
         }

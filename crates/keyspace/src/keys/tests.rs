@@ -238,6 +238,10 @@ fn streams() {
         "XSETID s 1-1",
         "XDELEX s ACKED IDS 1 1-1",
         "XACKDEL s g KEEPREF IDS 1 1-1",
+        // Redis 8.6 (newer than the matrix: from src/commands/xcfgset.json).
+        "XCFGSET s IDMP-DURATION 100 IDMP-MAXSIZE 100",
+        "XCFGSET s",
+        "XADD s IDMP p i1 * f v",
         "XGROUP CREATE s g $ MKSTREAM",
         "xgroup setid s g 0",
         "XGROUP DESTROY s g",

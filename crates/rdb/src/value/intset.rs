@@ -23,13 +23,38 @@ pub(crate) fn count_from_header(b: &[u8]) -> Option<u64> {
     Some(u64::from(u32::from_le_bytes(b.get(4..8)?.try_into().ok()?)))
 }
 
-/// The integers of a valid intset.
-pub(crate) fn values(b: &[u8]) -> Result<impl Iterator<Item = i64> + '_, &'static str> {
-    check(b)?;
+fn raw_values(b: &[u8]) -> impl Iterator<Item = i64> + '_ {
     let width = b[0] as usize;
-    Ok(b[HEADER..].chunks_exact(width).map(move |c| match width {
+    b[HEADER..].chunks_exact(width).map(move |c| match width {
         2 => i64::from(i16::from_le_bytes([c[0], c[1]])),
         4 => i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         _ => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
-    }))
+    })
+}
+
+/// Redis's `intsetValidateIntegrity` with `deep` set: the layout, at least one element, and
+/// the elements strictly ascending (no duplicates). Errors carry the offset in the blob.
+pub(crate) fn validate(b: &[u8]) -> Result<u64, (usize, &'static str)> {
+    let n = check(b).map_err(|e| (0, e))?;
+    if n == 0 {
+        return Err((4, "intset has no elements"));
+    }
+    let width = b[0] as usize;
+    let mut prev = None;
+    for (i, v) in raw_values(b).enumerate() {
+        if prev.is_some_and(|p| v <= p) {
+            return Err((
+                HEADER + i * width,
+                "intset elements are not strictly ascending",
+            ));
+        }
+        prev = Some(v);
+    }
+    Ok(n)
+}
+
+/// The integers of a valid intset.
+pub(crate) fn values(b: &[u8]) -> Result<impl Iterator<Item = i64> + '_, &'static str> {
+    validate(b).map_err(|(_, e)| e)?;
+    Ok(raw_values(b))
 }

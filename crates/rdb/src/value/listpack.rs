@@ -5,22 +5,6 @@ use super::Elem;
 
 pub(crate) const HEADER: usize = 6;
 
-/// Checks the header and terminator; returns the element count (`None` if >= 65535).
-pub(crate) fn check(b: &[u8]) -> Result<Option<u64>, &'static str> {
-    if b.len() < HEADER + 1 {
-        return Err("listpack shorter than its header");
-    }
-    let total = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    if total != b.len() {
-        return Err("listpack header length differs from its size");
-    }
-    if b[b.len() - 1] != 0xFF {
-        return Err("listpack lacks its terminator");
-    }
-    Ok(count_from_header(b))
-}
-
-/// Element count from the first bytes of a listpack (if it fits in the u16 field).
 pub(crate) fn count_from_header(b: &[u8]) -> Option<u64> {
     let n = u16::from_le_bytes([*b.get(4)?, *b.get(5)?]);
     (n != u16::MAX).then_some(u64::from(n))
@@ -33,8 +17,9 @@ pub(crate) struct Iter<'a> {
     done: bool,
 }
 
+/// An iterator over a listpack that passed [`validate`] (header count included).
 pub(crate) fn iter(b: &[u8]) -> Result<Iter<'_>, &'static str> {
-    check(b)?;
+    validate(b, true).map_err(|(_, e)| e)?;
     Ok(Iter {
         b,
         pos: HEADER,
@@ -42,20 +27,138 @@ pub(crate) fn iter(b: &[u8]) -> Result<Iter<'_>, &'static str> {
     })
 }
 
-fn backlen_size(l: usize) -> usize {
+/// Bytes of the backward length of an entry of `l` bytes. The bounds are Redis's own
+/// (`lpEncodeBacklen`: exclusive at 16383, 2097151 and 268435455), which a validator must
+/// follow exactly or it refuses entries Redis wrote.
+fn backlen_size(l: u64) -> u64 {
     match l {
         0..=127 => 1,
-        128..=16383 => 2,
-        16384..=2_097_151 => 3,
-        2_097_152..=268_435_455 => 4,
+        128..=16382 => 2,
+        16383..=2_097_150 => 3,
+        2_097_151..=268_435_454 => 4,
         _ => 5,
     }
+}
+
+/// Size of the encoding byte plus length bytes, and of the data after them; `None` for an
+/// encoding byte nobody defined.
+fn entry_sizes(b: &[u8], p: usize) -> Option<(u64, Option<u64>)> {
+    let e = b[p];
+    let len = |n: usize| b.get(p + 1..p + 1 + n);
+    Some(match e {
+        0x00..=0x7F => (1, Some(0)),
+        0x80..=0xBF => (1, Some(u64::from(e & 0x3F))),
+        0xC0..=0xDF => (1, Some(1)),
+        0xE0..=0xEF => (
+            2,
+            len(1).map(|l| (u64::from(e & 0x0F) << 8) | u64::from(l[0])),
+        ),
+        0xF0 => (
+            5,
+            len(4).map(|l| u64::from(u32::from_le_bytes([l[0], l[1], l[2], l[3]]))),
+        ),
+        0xF1 => (1, Some(2)),
+        0xF2 => (1, Some(3)),
+        0xF3 => (1, Some(4)),
+        0xF4 => (1, Some(8)),
+        _ => return None,
+    })
+}
+
+/// Redis's `lpValidateIntegrity` with `deep` set: header size and terminator, then every
+/// entry inside the blob with a backward length that matches it, the entries ending
+/// exactly at the terminator, and (with `check_count`) the header's count right unless it
+/// is the "unknown" 65535. Stream nodes are checked by Redis without the count. Returns the
+/// number of entries; an error carries the offset in the blob where it was found.
+pub(crate) fn validate(b: &[u8], check_count: bool) -> Result<u64, (usize, &'static str)> {
+    if b.len() < HEADER + 1 {
+        return Err((0, "listpack shorter than its header"));
+    }
+    if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize != b.len() {
+        return Err((0, "listpack header length differs from its size"));
+    }
+    let last = b.len() - 1;
+    if b[last] != 0xFF {
+        return Err((last, "listpack lacks its terminator"));
+    }
+    let mut p = HEADER;
+    let mut count = 0u64;
+    while b[p] != 0xFF {
+        let Some((head, data)) = entry_sizes(b, p) else {
+            return Err((p, "listpack entry has an unknown encoding"));
+        };
+        let Some(data) = data.filter(|_| p as u64 + head <= last as u64) else {
+            return Err((p, "listpack entry header runs past its end"));
+        };
+        let len = head + data;
+        let back = backlen_size(len);
+        let end = p as u64 + len + back;
+        if end > last as u64 {
+            return Err((p, "listpack entry runs past its end"));
+        }
+        let end = end as usize;
+        // The backward length, read from its last byte towards the entry.
+        let mut val = 0u64;
+        let mut shift = 0;
+        let mut i = end - 1;
+        loop {
+            val |= u64::from(b[i] & 127) << shift;
+            if b[i] & 128 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 || i == p {
+                return Err((p, "listpack entry has a bad backward length"));
+            }
+            i -= 1;
+        }
+        if val != len {
+            return Err((p, "listpack entry's backward length differs from its size"));
+        }
+        p = end;
+        count += 1;
+    }
+    if p != last {
+        return Err((p, "listpack terminator before its end"));
+    }
+    if check_count
+        && let Some(n) = count_from_header(b)
+        && n != count
+    {
+        return Err((4, "listpack header count differs from its entries"));
+    }
+    Ok(count)
+}
+
+/// An iterator over a listpack the caller has just run [`validate`] on.
+pub(crate) fn iter_validated(b: &[u8]) -> Iter<'_> {
+    Iter {
+        b,
+        pos: HEADER,
+        done: false,
+    }
+}
+
+/// An iterator over a listpack whose entries passed [`validate`] without the count (a
+/// stream node).
+pub(crate) fn iter_any_count(b: &[u8]) -> Result<Iter<'_>, (usize, &'static str)> {
+    validate(b, false)?;
+    Ok(Iter {
+        b,
+        pos: HEADER,
+        done: false,
+    })
 }
 
 /// The smallest listpack entry: an encoding byte and a one-byte backward length.
 pub(crate) const MIN_ENTRY: usize = 2;
 
 impl<'a> Iter<'a> {
+    /// Offset in the blob of the next entry.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// Bytes not yet read (the terminator included): at most `remaining() / MIN_ENTRY`
     /// more elements can follow.
     pub(crate) fn remaining(&self) -> usize {
@@ -117,8 +220,8 @@ impl<'a> Iter<'a> {
             }
             _ => return Err("listpack entry has an unknown encoding"),
         };
-        let l = self.pos - start;
-        self.take(backlen_size(l))?;
+        let l = (self.pos - start) as u64;
+        self.take(backlen_size(l) as usize)?;
         Ok(Some(elem))
     }
 }
