@@ -77,7 +77,8 @@ fn killed_mid_stream_continues_exactly_once() {
         (1, 3),
         "the source should serve one full sync, then only partial ones"
     );
-    assert!(ferry.terminate(Duration::from_secs(30)).success());
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
 
 /// Killed in the middle of the snapshot: the target holds part of a copy. By default ferry

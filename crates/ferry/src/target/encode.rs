@@ -69,6 +69,9 @@ pub struct Guard {
     pub slots: Option<Arc<Vec<Bytes>>>,
     /// On a cluster master, the slots it serves.
     pub owned: Arc<Vec<u16>>,
+    /// The task's lease key, and this process's lease value.
+    pub lease: Bytes,
+    pub lease_value: Bytes,
 }
 
 /// Accumulates commands and their expectations between two flushes.
@@ -446,7 +449,7 @@ impl Encoder {
                     self.snapshot_txn();
                     ferry_resp::encode_command(&mut self.out, &[&b"FLUSHALL"[..]]);
                     self.expect(Kind::Part, "FLUSHALL", Bytes::new(), self.db);
-                    self.refence_after(b"FLUSHALL");
+                    self.refence_after(&[Bytes::from_static(b"FLUSHALL")]);
                 }
                 if snapshot {
                     // Until the snapshot is whole, the target cannot be continued from.
@@ -747,7 +750,7 @@ impl Encoder {
             if let Some(txn) = &mut self.txn {
                 txn.commands += written;
             }
-            self.refence_after(name);
+            self.refence_after(&cmd.args);
             return Ok(());
         }
         self.select(cmd.db_on_target());
@@ -762,7 +765,7 @@ impl Encoder {
             db: cmd.db_on_target(),
         });
         self.replies += 1;
-        self.refence_after(name);
+        self.refence_after(&cmd.args);
         if let Some(txn) = &mut self.txn {
             txn.commands += 1;
             if txn.commands >= TXN_COMMANDS && !self.source_multi {
@@ -919,13 +922,55 @@ impl Encoder {
 
     /// A command that empties or swaps db 0 takes the fence with it: set it again in the same
     /// transaction (a cluster master's are set again when the task claims them anew).
-    fn refence_after(&mut self, name: &[u8]) {
+    fn refence_after(&mut self, args: &[Bytes]) {
+        let name = args.first().map_or(&b""[..], |a| a);
         let emptied = [&b"FLUSHALL"[..], b"FLUSHDB", b"SWAPDB"]
             .iter()
             .any(|c| name.eq_ignore_ascii_case(c));
         let Some(guard) = self.guard.clone().filter(|_| emptied) else {
             return;
         };
+        // A swap with db 0 took ferry's keys of this task (lease, fence, checkpoint) to the
+        // other db: delete them there, or a later swap would bring a stale lease back.
+        if name.eq_ignore_ascii_case(b"SWAPDB") && !self.cluster {
+            let db = |i: usize| {
+                args.get(i)
+                    .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u32>().ok())
+            };
+            let other = match (db(1), db(2)) {
+                (Some(0), Some(b)) | (Some(b), Some(0)) if b != 0 => Some(b),
+                _ => None,
+            };
+            if let Some(other) = other {
+                self.select_target(other);
+                let mut del: Vec<&[u8]> = vec![b"DEL", &guard.lease, &guard.own];
+                let checkpoint = self.checkpoint_key.clone();
+                if let Some(key) = &checkpoint {
+                    del.push(key);
+                }
+                ferry_resp::encode_command(&mut self.out, &del);
+                self.expect(
+                    Kind::Part,
+                    "DEL (ferry's keys swapped out of db 0)",
+                    guard.own.clone(),
+                    other,
+                );
+                // What came into db 0 in their place is not this task's: its lease again.
+                self.select_target(0);
+                let ms = super::lease::LEASE.as_millis().to_string();
+                ferry_resp::encode_command(
+                    &mut self.out,
+                    &[
+                        &b"SET"[..],
+                        &guard.lease,
+                        &guard.lease_value,
+                        b"PX",
+                        ms.as_bytes(),
+                    ],
+                );
+                self.expect(Kind::Part, "SET (lease)", guard.lease.clone(), 0);
+            }
+        }
         self.select_target(0);
         ferry_resp::encode_command(&mut self.out, &[&b"SET"[..], &guard.own, &guard.token]);
         self.expect(Kind::Part, "SET (fence)", guard.own.clone(), 0);
@@ -1955,6 +2000,8 @@ mod tests {
             own: Bytes::from_static(b"__ferry:fence:t"),
             slots: None,
             owned: Arc::default(),
+            lease: Bytes::from_static(b"__ferry:lease:t"),
+            lease_value: Bytes::from_static(b"tok 1 0 host machine"),
         };
         let mut enc = Encoder::new()
             .with_checkpoint(b"cp".to_vec())

@@ -134,6 +134,11 @@ impl Fence {
         &self.token
     }
 
+    /// This process's lease value.
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+
     pub fn lease_key(&self) -> Bytes {
         Bytes::from([OWN_KEY_PREFIX, b"lease:", self.task.as_bytes()].concat())
     }

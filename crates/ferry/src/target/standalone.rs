@@ -196,12 +196,16 @@ impl StandaloneTarget {
                     own: fence.slot_key(ferry_keyspace::slot(key)),
                     slots: Some(fence.slot_keys()),
                     owned: self.owned.clone(),
+                    lease: fence.lease_key(),
+                    lease_value: fence.value().clone(),
                 },
                 None => Guard {
                     token: fence.token().clone(),
                     own: fence.key(),
                     slots: None,
                     owned: Arc::default(),
+                    lease: fence.lease_key(),
+                    lease_value: fence.value().clone(),
                 },
             });
         }
