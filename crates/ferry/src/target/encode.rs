@@ -52,6 +52,13 @@ pub enum Expect {
     Discard,
     /// Everything before is confirmed: signal the one waiting.
     Barrier(crate::entry::Barrier),
+    /// A pass over one list of held TTLs (see `hold`): its reply is what the list holds after.
+    Hold {
+        list: super::hold::ListId,
+        pass: u64,
+        key: Bytes,
+        db: u32,
+    },
 }
 
 /// Accumulates commands and their expectations between two flushes.
@@ -103,6 +110,8 @@ pub struct Encoder {
     /// Which target db each source db is written to. Entries keep the source's db (the
     /// checkpoint records it); only the SELECTs sent to the target are mapped.
     pub db_map: crate::transform::DbMap,
+    /// TTLs of snapshot keys held until the stream can renew or delete the keys.
+    hold: Option<super::hold::Hold>,
 }
 
 /// Sets KEYS[1] to ARGV[2] only if it still holds ARGV[1].
@@ -196,6 +205,7 @@ impl Encoder {
             last_write: None,
             txn_checkpoint: None,
             db_map: crate::transform::DbMap::default(),
+            hold: None,
         }
     }
 
@@ -245,9 +255,76 @@ impl Encoder {
         )
     }
 
+    /// Holds the TTLs of snapshot keys (see `hold`).
+    pub fn with_hold(mut self, hold: super::hold::Hold) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Where the reply reader reports what each pass over a held list left.
+    pub fn hold_reports(&self) -> Option<Arc<super::hold::Reports>> {
+        self.hold.as_ref().map(|h| h.reports())
+    }
+
     /// Adds an entry's commands. Fails only for a value the target can neither RESTORE nor
     /// receive as plain commands (a module value in an encoding too new for it).
-    pub fn push(&mut self, entry: Entry) -> Result<(), Error> {
+    pub fn push(&mut self, mut entry: Entry) -> Result<(), Error> {
+        let held = match &mut self.hold {
+            Some(hold) => hold_entry(hold, &mut entry, &self.db_map, self.cluster),
+            None => None,
+        };
+        if matches!(entry, Entry::SnapshotEnd { .. }) {
+            self.flush_mset();
+            self.hold_passes(true);
+        }
+        self.push_entry(entry)?;
+        if let (Some((db, key, t0)), Some(hold)) = (held, &mut self.hold) {
+            let write = hold.add(db, &key, t0);
+            self.select_target(db);
+            ferry_resp::encode_command(&mut self.out, &write.args);
+            self.expect(Kind::Part, "ZADD (ttl hold)", write.key, db);
+        }
+        Ok(())
+    }
+
+    /// The passes over held lists that are due (at most one a second), written before what
+    /// is gathered goes out; none inside a source transaction.
+    pub fn hold_tick(&mut self) {
+        self.hold_passes(false);
+    }
+
+    fn hold_passes(&mut self, end_of_copy: bool) {
+        if self.source_multi || self.hold.is_none() {
+            return;
+        }
+        let writes = match &mut self.hold {
+            Some(hold) => hold.due(
+                std::time::Instant::now(),
+                crate::latency::unix_ms(),
+                end_of_copy,
+            ),
+            None => return,
+        };
+        if writes.is_empty() {
+            return;
+        }
+        // A pass is no part of a ferry transaction (on a cluster it would span slots).
+        self.close_txn();
+        for w in writes {
+            let db = w.list.0;
+            self.select_target(db);
+            ferry_resp::encode_command(&mut self.out, &w.args);
+            self.expects.push(Expect::Hold {
+                list: w.list,
+                pass: w.pass.unwrap_or_default(),
+                key: w.key,
+                db,
+            });
+            self.replies += 1;
+        }
+    }
+
+    fn push_entry(&mut self, entry: Entry) -> Result<(), Error> {
         let entry = match entry {
             Entry::Key(record) => match plain_string(&record).filter(|_| !self.cluster) {
                 Some(value) => {
@@ -1087,6 +1164,40 @@ fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
         [Chunk::StringPart(value)] => Some(value.clone()),
         _ => None,
     }
+}
+
+/// Gives a snapshot key with a TTL its held expiry, if the hold takes it, and says which key
+/// (target db, key, its own expiry) is to be listed once written. Starts and ends the hold
+/// with the snapshot, and on a continued stream looks at the lists an earlier run left.
+fn hold_entry(
+    hold: &mut super::hold::Hold,
+    entry: &mut Entry,
+    db_map: &crate::transform::DbMap,
+    cluster: bool,
+) -> Option<(u32, Bytes, i64)> {
+    let target_db = |db: u64| if cluster { 0 } else { db_map.target(db as u32) };
+    match entry {
+        Entry::SyncStart {
+            snapshot: false, ..
+        } => hold.resume(),
+        Entry::SnapshotStart { .. } => hold.copying(true),
+        Entry::SnapshotEnd { .. } => hold.copying(false),
+        Entry::Key(record) => {
+            let t0 = record.meta.expire_ms?;
+            record.meta.expire_ms = Some(hold.held_expiry(t0)?);
+            return Some((target_db(record.meta.db), record.meta.key.clone(), t0));
+        }
+        Entry::BigEnd(meta) => {
+            let t0 = meta.expire_ms?;
+            let held = hold.held_expiry(t0)?;
+            let mut m = (**meta).clone();
+            m.expire_ms = Some(held);
+            *meta = Arc::new(m);
+            return Some((target_db(meta.db), meta.key.clone(), t0));
+        }
+        _ => {}
+    }
+    None
 }
 
 /// When a rewritten value expires.

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cluster;
 pub mod conflict;
 pub mod encode;
+pub mod hold;
 pub mod standalone;
 
 use std::sync::Arc;
@@ -109,6 +110,11 @@ impl Target {
             }
             None => (rx, None, options),
         };
+        // Held TTLs wait for the stream's lag, measured on the task's status.
+        let mut options = options;
+        if let Some(setup) = &mut options.ttl_hold {
+            setup.clock = Some(status.clone());
+        }
         let written = match self {
             Target::Standalone(t) => {
                 t.run(rx, status, options, task.map(|t| Checkpoint::key(&t)))

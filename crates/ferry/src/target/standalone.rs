@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_resp::{Decoder, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -47,6 +47,8 @@ pub struct Options {
     pub db_map: crate::transform::DbMap,
     /// A Lua script each entry passes through before it is written.
     pub transform: Option<Arc<crate::script::Script>>,
+    /// Hold the TTLs of snapshot keys until the stream can renew or delete them (see `hold`).
+    pub ttl_hold: Option<super::hold::Setup>,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             filter: None,
             db_map: crate::transform::DbMap::default(),
             transform: None,
+            ttl_hold: None,
         }
     }
 }
@@ -142,13 +145,30 @@ impl StandaloneTarget {
     /// Writes every entry from `rx` until it closes, then waits for the last reply. With a
     /// `checkpoint` key, stream writes go in transactions that update it.
     pub async fn run(
-        self,
+        mut self,
         mut rx: mpsc::Receiver<Batch>,
         status: Arc<Status>,
         options: Options,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<()> {
         let addr = self.conn.addr.clone();
+        // On a cluster, the slots this master serves: where an earlier run may have held TTLs.
+        let hold_slots = match (&options.ttl_hold, &self.cluster) {
+            (Some(_), Some(_)) => own_slots(&mut self.conn).await?,
+            _ => Vec::new(),
+        };
+        let mut hold = options.ttl_hold.clone().map(|setup| {
+            super::hold::Hold::new(
+                setup,
+                self.cluster.is_some(),
+                self.caps.version >= (7, 0, 0),
+                (options.max_in_flight / 8).max(1),
+            )
+        });
+        if let Some(hold) = &mut hold {
+            hold.set_own_slots(hold_slots, self.caps.databases.unwrap_or(16));
+        }
+        let hold_reports = hold.as_ref().map(|h| h.reports());
         let (stream, buf) = self.conn.into_parts();
         let (rd, mut wr) = stream.into_split();
         let credit = Arc::new(Semaphore::new(options.max_in_flight));
@@ -161,8 +181,12 @@ impl StandaloneTarget {
             status.clone(),
             addr.clone(),
             options.on_error,
+            hold_reports,
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
+        if let Some(hold) = hold {
+            enc = enc.with_hold(hold);
+        }
         enc.shared_target = options.shared_target;
         enc.db_map = options.db_map.clone();
         // A cluster's masters get entries from the router, which applied the filter already.
@@ -317,6 +341,7 @@ impl Out<'_> {
     /// Hands what the encoder holds to the reply reader and the socket, after waiting as long
     /// as the limits say. False when the reply reader has stopped (its result says why).
     async fn flush(&mut self, enc: &mut Encoder) -> bool {
+        enc.hold_tick();
         enc.confirmed(self.status.applied_offset.load(Relaxed));
         if enc.expects.is_empty() {
             return true;
@@ -342,6 +367,7 @@ impl Out<'_> {
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
+#[allow(clippy::too_many_arguments)]
 async fn read_replies(
     mut rd: ReadHalf,
     mut buf: BytesMut,
@@ -350,6 +376,7 @@ async fn read_replies(
     status: Arc<Status>,
     addr: String,
     on_error: OnError,
+    hold: Option<Arc<super::hold::Reports>>,
 ) -> Result<()> {
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
@@ -358,6 +385,7 @@ async fn read_replies(
             addr: &addr,
             started: Instant::now(),
             on_error,
+            hold,
         };
         // Expectations inside an open transaction, settled by its EXEC.
         let mut queued: Option<Vec<Expect>> = None;
@@ -366,7 +394,11 @@ async fn read_replies(
             for expect in batch {
                 let takes_reply = matches!(
                     expect,
-                    Expect::Reply { .. } | Expect::Multi | Expect::Exec | Expect::Discard
+                    Expect::Reply { .. }
+                        | Expect::Multi
+                        | Expect::Exec
+                        | Expect::Discard
+                        | Expect::Hold { .. }
                 );
                 let frame = if takes_reply {
                     replies += 1;
@@ -419,6 +451,8 @@ struct Settle<'a> {
     addr: &'a str,
     started: Instant,
     on_error: OnError,
+    /// Where passes over held TTLs report what they left.
+    hold: Option<Arc<super::hold::Reports>>,
 }
 
 impl Settle<'_> {
@@ -539,6 +573,25 @@ impl Settle<'_> {
                 }
             }
             Expect::Barrier(barrier) => barrier.release(),
+            Expect::Hold {
+                list,
+                pass,
+                key,
+                db,
+            } => {
+                let label = Expect::Reply {
+                    kind: Kind::Part,
+                    command: Bytes::from_static(b"EVAL (ttl hold)"),
+                    key,
+                    db,
+                };
+                if let Some(frame) = frame {
+                    self.reply(&label, frame, false)?;
+                    if let (Frame::Integer(left), Some(hold)) = (frame, &self.hold) {
+                        hold.report(list, pass, *left);
+                    }
+                }
+            }
             Expect::Multi | Expect::Exec | Expect::Discard => {}
         }
         Ok(())
@@ -576,6 +629,16 @@ impl Settle<'_> {
         }
         Ok(())
     }
+}
+
+/// The slot ranges the server (a cluster master) serves, from `CLUSTER NODES`.
+async fn own_slots(conn: &mut Conn) -> Result<Vec<(u16, u16)>> {
+    let nodes = conn.request_ok(&[&b"CLUSTER"[..], b"NODES"]).await?;
+    let text = match &nodes {
+        Frame::Verbatim { text, .. } => String::from_utf8_lossy(text).into_owned(),
+        other => String::from_utf8_lossy(other.as_bytes().map_or(&b""[..], |b| b)).into_owned(),
+    };
+    Ok(super::hold::own_slots(&text))
 }
 
 /// What a refused command was about, for the one-line error.

@@ -1,0 +1,445 @@
+//! Held TTLs: a snapshot key is written with its expiry pushed a day later while the copy
+//! runs, and gets its own expiry back once that is safe.
+//!
+//! A replica never expires a key by itself: it waits for its master's `DEL`. The target of a
+//! sync is a master, so a snapshot key whose TTL (absolute expiry T0) runs out while the copy
+//! or the catch-up after it is still running would be expired by the target's clock (or
+//! skipped by `RESTORE ... ABSTTL` as already expired), and a renewal the source made after
+//! the snapshot (`PEXPIRE`, `PERSIST`, `SET`, `GETEX`, coming later in the stream) would find
+//! no key. So while the copy runs, every key with a TTL is written to expire at T0 + `HOLD_MS`
+//! and recorded as `T0 → key` in a sorted set in the target itself, beside the key (one per db,
+//! or one per slot on a cluster, so a script touches one slot):
+//! `__ferry:hold:<task>` (`__ferry:hold:<task>:{tag}` on a cluster). ferry never copies its
+//! own keys, and the list is bounded by the target's memory, not ferry's.
+//!
+//! Once the snapshot is applied, every second the writer sends one small script per list, in
+//! stream order with its other writes. For each held key, if the key still expires at
+//! T0 + `HOLD_MS` (the stream has not set its TTL since: any stream command that does wins):
+//! - T0 later than now + 2 × the current lag + `MARGIN_MS`: any renewal still in flight is
+//!   applied before T0, so the key gets `PEXPIREAT T0` and leaves the list;
+//! - otherwise it keeps its held expiry, as a replica would: the source expires it at T0 and
+//!   propagates a `DEL`, which removes it on the target too; a renewal changes its TTL. The
+//!   next pass then finds it gone or changed and drops it from the list.
+//!
+//! A task stopped for good leaves each held key to expire a day after the source's expiry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_keyspace::SlotTags;
+
+use crate::entry::OWN_KEY_PREFIX;
+use crate::status::Status;
+
+/// How much later than the source's a held key expires on the target.
+pub const HOLD_MS: i64 = 24 * 60 * 60 * 1000;
+/// A held key gets its own expiry back only when that is this much further away than twice
+/// the current lag.
+const MARGIN_MS: i64 = 5_000;
+/// How often the held lists are looked at.
+const EVERY: Duration = Duration::from_secs(1);
+/// Keys looked at per list and pass (the script blocks the target while it runs).
+const BATCH: u64 = 1000;
+
+/// What a writer needs to hold TTLs: the task's name, and where the stream's lag is measured.
+#[derive(Clone)]
+pub struct Setup {
+    pub task: String,
+    /// The task's status, whose latency probes say how far the target is behind.
+    pub clock: Option<Arc<Status>>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup").field("task", &self.task).finish()
+    }
+}
+
+/// For the held keys of one list whose expiry is later than `ARGV[1]` and still the held one
+/// (T0 + `ARGV[2]`), sets T0 back and drops them from the list; drops the keys the stream has
+/// deleted or given another TTL. `ARGV[3]`: keys per pass; `ARGV[4]`: "1" when the target has
+/// PEXPIRETIME (7.0), else the expiry is read as PTTL + TIME; `ARGV[5]`: "0" to look only at
+/// the keys to release. Returns what the list holds after.
+const RELEASE: &str = r#"
+local hold = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if redis.replicate_commands then redis.replicate_commands() end
+local function held(k, t0)
+  local e
+  if ARGV[4] == '1' then
+    e = redis.call('PEXPIRETIME', k)
+  else
+    e = redis.call('PTTL', k)
+    if e >= 0 then
+      local t = redis.call('TIME')
+      e = e + tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+  end
+  return e >= 0 and math.abs(e - (t0 + hold)) <= 1000
+end
+local late = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #late, 2 do
+  if held(late[i], tonumber(late[i + 1])) then
+    redis.call('PEXPIREAT', late[i], late[i + 1])
+  end
+  redis.call('ZREM', KEYS[1], late[i])
+end
+if ARGV[5] == '1' then
+  local early = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #early, 2 do
+    if not held(early[i], tonumber(early[i + 1])) then
+      redis.call('ZREM', KEYS[1], early[i])
+    end
+  end
+end
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// One held list: the target db and, on a cluster, the slot.
+pub type ListId = (u32, u16);
+
+/// What the target said of each pass: the list, the pass's number, the keys left in it.
+#[derive(Debug, Default)]
+pub struct Reports(Mutex<Vec<(ListId, u64, i64)>>);
+
+impl Reports {
+    pub fn report(&self, list: ListId, pass: u64, left: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((list, pass, left));
+    }
+
+    fn take(&self) -> Vec<(ListId, u64, i64)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One command for the encoder to write: its arguments, the list it is about.
+pub struct Write {
+    pub list: ListId,
+    pub key: Bytes,
+    pub args: Vec<Bytes>,
+    /// The pass's number, for a release (None: the ZADD of a held key).
+    pub pass: Option<u64>,
+}
+
+/// A writer's held lists.
+pub struct Hold {
+    setup: Setup,
+    cluster: bool,
+    pexpiretime: bool,
+    /// The snapshot is being written: keys with a TTL are held.
+    copying: bool,
+    /// The lists that may hold keys, each with the number of the last pass written before
+    /// its last key was added.
+    lists: HashMap<ListId, u64>,
+    /// Keys added to each list during the copy, not yet looked at.
+    copied: HashMap<ListId, u64>,
+    /// Passes written so far.
+    passes: u64,
+    /// Scripts written at most per call to `due` (the writer's replies in flight are bounded).
+    budget: usize,
+    /// Where the next pass starts, when the budget cut the last one short.
+    cursor: Option<ListId>,
+    last_pass: Option<Instant>,
+    reports: Arc<Reports>,
+    /// Keys held since the writer started, for the log.
+    pub held: u64,
+    own_slots: Vec<(u16, u16)>,
+    dbs: u32,
+}
+
+fn tags() -> &'static SlotTags {
+    static TAGS: OnceLock<SlotTags> = OnceLock::new();
+    TAGS.get_or_init(SlotTags::new)
+}
+
+impl Hold {
+    /// `budget`: scripts written at once, at most.
+    pub fn new(setup: Setup, cluster: bool, pexpiretime: bool, budget: usize) -> Hold {
+        Hold {
+            setup,
+            cluster,
+            pexpiretime,
+            copying: false,
+            lists: HashMap::new(),
+            copied: HashMap::new(),
+            passes: 0,
+            budget: budget.max(1),
+            cursor: None,
+            last_pass: None,
+            reports: Arc::new(Reports::default()),
+            held: 0,
+            own_slots: Vec::new(),
+            dbs: 16,
+        }
+    }
+
+    /// Where the reply reader tells what each pass left.
+    pub fn reports(&self) -> Arc<Reports> {
+        self.reports.clone()
+    }
+
+    /// The list's key: `__ferry:hold:<task>` in its db, or `...:<task>:{tag}` in its slot.
+    fn list_key(&self, (_, slot): ListId) -> Bytes {
+        let prefix = [OWN_KEY_PREFIX, b"hold:", self.setup.task.as_bytes()].concat();
+        if self.cluster {
+            Bytes::from(tags().key_in_slot(&[&prefix[..], b":"].concat(), slot, b""))
+        } else {
+            Bytes::from(prefix)
+        }
+    }
+
+    fn list_of(&self, db: u32, key: &[u8]) -> ListId {
+        if self.cluster {
+            (0, ferry_keyspace::slot(key))
+        } else {
+            (db, 0)
+        }
+    }
+
+    /// A snapshot starts (or ends): while it is written, keys with a TTL are held.
+    pub fn copying(&mut self, on: bool) {
+        self.copying = on;
+    }
+
+    /// The expiry to write instead of `t0` for a snapshot key, if it is to be held.
+    pub fn held_expiry(&self, t0: i64) -> Option<i64> {
+        self.copying.then(|| t0.saturating_add(HOLD_MS))
+    }
+
+    /// Records `key` (in target db `db`) as held until `t0`: the ZADD to write after the key.
+    pub fn add(&mut self, db: u32, key: &Bytes, t0: i64) -> Write {
+        let list = self.list_of(db, key);
+        self.lists.insert(list, self.passes);
+        *self.copied.entry(list).or_default() += 1;
+        self.held += 1;
+        let list_key = self.list_key(list);
+        Write {
+            list,
+            key: list_key.clone(),
+            args: vec![
+                Bytes::from_static(b"ZADD"),
+                list_key,
+                Bytes::from(t0.to_string()),
+                key.clone(),
+            ],
+            pass: None,
+        }
+    }
+
+    /// Where an earlier run may have left lists: the slots this master serves (on a cluster),
+    /// the number of dbs (standalone).
+    pub fn set_own_slots(&mut self, slots: Vec<(u16, u16)>, dbs: u32) {
+        self.own_slots = slots;
+        self.dbs = dbs;
+    }
+
+    /// A writer continuing an earlier run's stream: the lists it may have left are looked at
+    /// too (every db of a standalone target; on a cluster, the slots this master serves).
+    pub fn resume(&mut self) {
+        if self.cluster {
+            for &(a, b) in &self.own_slots {
+                for slot in a..=b {
+                    self.lists.entry((0, slot)).or_insert(0);
+                }
+            }
+        } else {
+            for db in 0..self.dbs {
+                self.lists.entry((db, 0)).or_insert(0);
+            }
+        }
+    }
+
+    /// The releases due now: one script per list that may hold keys, at most once a second,
+    /// never while the snapshot is written; with `end_of_copy`, as many as the keys held
+    /// during the copy need (within the budget), so those whose expiry is far enough away
+    /// have it back by the time the snapshot counts as applied.
+    pub fn due(&mut self, now: Instant, unix_ms: u64, end_of_copy: bool) -> Vec<Write> {
+        for (list, pass, left) in self.reports.take() {
+            // Empty after a pass written after its last key was added: nothing left to do.
+            if left == 0 && self.lists.get(&list).is_some_and(|&added| added < pass) {
+                self.lists.remove(&list);
+            }
+        }
+        if self.copying
+            || self.lists.is_empty()
+            || (!end_of_copy
+                && self
+                    .last_pass
+                    .is_some_and(|t| now.saturating_duration_since(t) < EVERY))
+        {
+            return Vec::new();
+        }
+        self.last_pass = Some(now);
+        self.passes += 1;
+        let pass = self.passes;
+        let after = match self.lag(now) {
+            Some(lag) => {
+                let lag = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX / 4);
+                (unix_ms as i64 + 2 * lag + MARGIN_MS).to_string()
+            }
+            // Without a measure of the lag, no key gets its expiry back before the source's
+            // DEL or renewal: a replica's behaviour.
+            None => "+inf".to_string(),
+        };
+        let mut lists: Vec<ListId> = self.lists.keys().copied().collect();
+        lists.sort_unstable();
+        // Round robin from where the budget stopped the last time.
+        let start = self
+            .cursor
+            .take()
+            .map_or(0, |c| lists.partition_point(|&l| l < c));
+        lists.rotate_left(start);
+        let copied = if end_of_copy {
+            std::mem::take(&mut self.copied)
+        } else {
+            HashMap::new()
+        };
+        let mut writes = Vec::new();
+        for list in lists {
+            if writes.len() >= self.budget {
+                self.cursor = Some(list);
+                break;
+            }
+            let passes = copied.get(&list).map_or(1, |n| n.div_ceil(BATCH).max(1));
+            let key = self.list_key(list);
+            for n in 0..passes {
+                if writes.len() >= self.budget {
+                    break;
+                }
+                writes.push(Write {
+                    list,
+                    key: key.clone(),
+                    args: vec![
+                        Bytes::from_static(b"EVAL"),
+                        Bytes::from_static(RELEASE.as_bytes()),
+                        Bytes::from_static(b"1"),
+                        key.clone(),
+                        Bytes::from(after.clone()),
+                        Bytes::from(HOLD_MS.to_string()),
+                        Bytes::from(BATCH.to_string()),
+                        Bytes::from_static(if self.pexpiretime { b"1" } else { b"0" }),
+                        // The keys left waiting are looked at once per list and call.
+                        Bytes::from_static(if n == 0 { b"1" } else { b"0" }),
+                    ],
+                    pass: Some(pass),
+                });
+            }
+        }
+        writes
+    }
+
+    fn lag(&self, now: Instant) -> Option<Duration> {
+        self.setup.clock.as_ref()?.latency.lag_bound(now)
+    }
+}
+
+/// The slot ranges of the node marked `myself` in a `CLUSTER NODES` reply (slots being
+/// migrated, `[...]`, left out).
+pub fn own_slots(nodes: &str) -> Vec<(u16, u16)> {
+    let Some(line) = nodes.lines().find(|l| {
+        l.split(' ')
+            .nth(2)
+            .is_some_and(|f| f.split(',').any(|f| f == "myself"))
+    }) else {
+        return Vec::new();
+    };
+    line.split(' ')
+        .skip(8)
+        .filter(|r| !r.starts_with('['))
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => r.parse().ok().map(|s| (s, s)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> Setup {
+        Setup {
+            task: "t".into(),
+            clock: None,
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_copy_releases_in_batches_within_the_budget() {
+        let mut hold = Hold::new(setup(), false, true, 4);
+        hold.copying(true);
+        for i in 0..2500 {
+            hold.add(0, &Bytes::from(format!("a{i}")), 1);
+        }
+        hold.add(1, &Bytes::from_static(b"b"), 1);
+        hold.add(2, &Bytes::from_static(b"c"), 1);
+        hold.copying(false);
+        let now = Instant::now();
+        let writes = hold.due(now, 0, true);
+        let lists: Vec<ListId> = writes.iter().map(|w| w.list).collect();
+        // db 0 needs three passes (1000 keys each), the budget leaves one for db 1.
+        assert_eq!(lists, vec![(0, 0), (0, 0), (0, 0), (1, 0)]);
+        let early: Vec<&[u8]> = writes.iter().map(|w| &w.args[8][..]).collect();
+        assert_eq!(early, vec![&b"1"[..], b"0", b"0", b"1"]);
+        // The next call goes on from db 2.
+        let writes = hold.due(now + EVERY, 0, false);
+        let lists: Vec<ListId> = writes.iter().map(|w| w.list).collect();
+        assert_eq!(lists, vec![(2, 0), (0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn own_slots_come_from_the_myself_line() {
+        let nodes = "a 127.0.0.1:1@2 master - 0 0 1 connected 0-10\n\
+                     b 127.0.0.1:3@4 myself,master - 0 0 2 connected 11-20 25 [30->-a]\n";
+        assert_eq!(own_slots(nodes), vec![(11, 20), (25, 25)]);
+    }
+
+    #[test]
+    fn only_keys_of_the_copy_are_held() {
+        let mut hold = Hold::new(setup(), false, true, 100);
+        assert_eq!(hold.held_expiry(1000), None);
+        hold.copying(true);
+        assert_eq!(hold.held_expiry(1000), Some(1000 + HOLD_MS));
+        let w = hold.add(3, &Bytes::from_static(b"k"), 1000);
+        assert_eq!(w.list, (3, 0));
+        assert_eq!(
+            w.args,
+            vec![
+                Bytes::from_static(b"ZADD"),
+                Bytes::from_static(b"__ferry:hold:t"),
+                Bytes::from_static(b"1000"),
+                Bytes::from_static(b"k"),
+            ]
+        );
+        // Nothing is released while the copy runs.
+        assert!(hold.due(Instant::now(), 0, false).is_empty());
+    }
+
+    #[test]
+    fn a_list_is_looked_at_until_a_later_pass_finds_it_empty() {
+        let mut hold = Hold::new(setup(), true, false, 100);
+        hold.copying(true);
+        let key = Bytes::from_static(b"{a}x");
+        let w = hold.add(0, &key, 5);
+        assert_eq!(w.list, (0, ferry_keyspace::slot(b"a")));
+        assert_eq!(ferry_keyspace::slot(&w.key), ferry_keyspace::slot(b"a"));
+        hold.copying(false);
+        let now = Instant::now();
+        let passes = hold.due(now, 0, true);
+        assert_eq!(passes.len(), 1);
+        // Unknown lag: nothing gets its expiry back.
+        assert_eq!(&passes[0].args[4][..], b"+inf");
+        // Added again after the pass: its "empty" does not count.
+        hold.add(0, &key, 6);
+        hold.reports().report(w.list, 1, 0);
+        let passes = hold.due(now + EVERY, 0, false);
+        assert_eq!(passes.len(), 1);
+        hold.reports().report(w.list, 2, 0);
+        assert!(hold.due(now + 2 * EVERY, 0, false).is_empty());
+    }
+}
