@@ -19,8 +19,9 @@ const FILLER: usize = 12_000;
 /// The short TTL: it passes early in the copy.
 const SHORT_MS: u64 = 4000;
 
-/// The renewals, each on its own group of short-TTL keys.
-const RENEWED: [&str; 4] = ["pexpire", "persist", "set", "getex"];
+/// The renewals, each on its own group of short-TTL keys; "twice" keys have no TTL in the
+/// snapshot and get a short one then a long one after it, both behind the copy in the stream.
+const RENEWED: [&str; 5] = ["pexpire", "persist", "set", "getex", "twice"];
 
 fn key(group: &str, i: usize) -> String {
     format!("{group}:{{{i}}}")
@@ -37,13 +38,14 @@ fn populate(source: &Server) {
         .unwrap();
     let mut pipe = redis::pipe();
     for i in 0..N {
+        pipe.cmd("SET").arg(key("twice", i)).arg(i).ignore();
         pipe.cmd("SET")
             .arg(key("long", i))
             .arg(i)
             .arg("EX")
             .arg(3600)
             .ignore();
-        for group in RENEWED.iter().chain(&["gone"]) {
+        for group in ["pexpire", "persist", "set", "getex", "gone"] {
             pipe.cmd("SET")
                 .arg(key(group, i))
                 .arg(i)
@@ -67,6 +69,10 @@ fn renew(source: &Server) {
             .arg(format!("new {i}"))
             .arg("XX");
         pipe.cmd("GETEX").arg(key("getex", i)).arg("EX").arg(900);
+        pipe.cmd("PEXPIRE").arg(key("twice", i)).arg(SHORT_MS / 2);
+    }
+    for i in 0..N {
+        pipe.cmd("PEXPIRE").arg(key("twice", i)).arg(700_000);
     }
     let replies: Vec<redis::Value> = pipe.query(&mut source.conn()).unwrap();
     let missed = replies
@@ -198,4 +204,64 @@ fn ttls_renewed_during_the_copy_survive_on_a_standalone_target() {
 #[test]
 fn ttls_renewed_during_the_copy_survive_on_a_cluster_target() {
     run(&Target::Cluster(Cluster::start(3, 0)), &[]);
+}
+
+/// ferry killed (SIGKILL) once the copy is applied, while keys are still held: the next run
+/// continues the stream from the checkpoint, finds the lists the first one left and finishes
+/// them (keys get their TTL back or go with the source's DEL), and the target ends equal.
+#[test]
+fn held_keys_are_finished_by_the_next_run() {
+    let source = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let target = Target::One(Server::start());
+    populate(&source);
+    // Still alive when the copy ends, too close for their TTL to be given back at once.
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        pipe.cmd("SET")
+            .arg(key("mid", i))
+            .arg(i)
+            .arg("EX")
+            .arg(40)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut source.conn()).unwrap();
+    let source_url = source.url();
+    let target_url = target.url();
+    let args = [
+        "--source",
+        &source_url,
+        "--target",
+        &target_url,
+        "--full-keys-per-sec",
+        "1000",
+    ];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(60), "the copy to start", |s| {
+        s["keys_written"].as_u64().unwrap_or(0) > 0
+    });
+    renew(&source);
+    ferry.wait_status(Duration::from_secs(120), "the copy to end", |s| {
+        s["phase"] == "incremental"
+    });
+    ferry.kill();
+    assert!(target.hold_lists() > 0, "no key held when ferry was killed");
+
+    let mut ferry = Ferry::start_with_status(&args);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    assert!(
+        ferry
+            .log()
+            .contains("source continues the stream from the checkpoint"),
+        "the second run did not continue the stream:\n{}",
+        ferry.log()
+    );
+    compare::eventually_equal_sides(
+        &Side::from(&source),
+        &target.side(),
+        &Options::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    wait_released(&target, &ferry);
+    assert!(ferry.terminate(Duration::from_secs(30)).success());
 }

@@ -1195,6 +1195,16 @@ fn hold_entry(
             *meta = Arc::new(m);
             return Some((target_db(meta.db), meta.key.clone(), t0));
         }
+        Entry::Command(cmd) => {
+            let (key, t0) =
+                hold.hold_command(cmd, std::time::Instant::now(), crate::latency::unix_ms())?;
+            let db = if cluster {
+                0
+            } else {
+                db_map.target(cmd.db_on_target())
+            };
+            return Some((db, key, t0));
+        }
         _ => {}
     }
     None

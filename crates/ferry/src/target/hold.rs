@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_keyspace::SlotTags;
 
-use crate::entry::OWN_KEY_PREFIX;
+use crate::entry::{Command, OWN_KEY_PREFIX};
 use crate::status::Status;
 
 /// How much later than the source's a held key expires on the target.
@@ -261,7 +261,8 @@ impl Hold {
     pub fn due(&mut self, now: Instant, unix_ms: u64, end_of_copy: bool) -> Vec<Write> {
         for (list, pass, left) in self.reports.take() {
             // Empty after a pass written after its last key was added: nothing left to do.
-            if left == 0 && self.lists.get(&list).is_some_and(|&added| added < pass) {
+            // Negative: the list is no longer on this master (its slot moved).
+            if left < 0 || (left == 0 && self.lists.get(&list).is_some_and(|&added| added < pass)) {
                 self.lists.remove(&list);
             }
         }
@@ -336,6 +337,64 @@ impl Hold {
     fn lag(&self, now: Instant) -> Option<Duration> {
         self.setup.clock.as_ref()?.latency.lag_bound(now)
     }
+
+    /// A stream command that sets an absolute expiry (what a 7.0+ source propagates for
+    /// every TTL it sets) closer than twice the lag: written with the held expiry instead,
+    /// so a renewal still behind it in the stream finds the key. Returns the key and its own
+    /// expiry, to list once the command is written. Nothing while the lag is not measured.
+    pub fn hold_command(
+        &self,
+        cmd: &mut Command,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Option<(Bytes, i64)> {
+        let (index, seconds) = absolute_expiry(&cmd.args)?;
+        let at: i64 = std::str::from_utf8(&cmd.args[index]).ok()?.parse().ok()?;
+        let t0 = if seconds { at.checked_mul(1000)? } else { at };
+        let lag = i64::try_from(self.lag(now)?.as_millis()).ok()?;
+        if t0 <= 0 || t0 >= unix_ms as i64 + 2 * lag {
+            return None;
+        }
+        // Seconds become milliseconds: EXPIREAT → PEXPIREAT, EXAT → PXAT.
+        if seconds {
+            if cmd.args[0].eq_ignore_ascii_case(b"EXPIREAT") {
+                cmd.args[0] = Bytes::from_static(b"PEXPIREAT");
+            } else {
+                cmd.args[index - 1] = Bytes::from_static(b"PXAT");
+            }
+        }
+        cmd.args[index] = Bytes::from(t0.saturating_add(HOLD_MS).to_string());
+        let mut raw = bytes::BytesMut::new();
+        ferry_resp::encode_command(&mut raw, &cmd.args);
+        cmd.raw = raw.freeze();
+        Some((cmd.args[1].clone(), t0))
+    }
+}
+
+/// Where a command's absolute expiry is (argument index, in seconds rather than ms):
+/// `PEXPIREAT k ms`, `EXPIREAT k s` (without NX/XX/GT/LT), `SET`/`GETEX` with `PXAT`/`EXAT`,
+/// `RESTORE k ms payload ... ABSTTL`.
+fn absolute_expiry(args: &[Bytes]) -> Option<(usize, bool)> {
+    let name = args.first()?;
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    if (is(b"PEXPIREAT") || is(b"EXPIREAT")) && args.len() == 3 {
+        return Some((2, is(b"EXPIREAT")));
+    }
+    if is(b"RESTORE") && args.len() >= 5 {
+        let abs = args[4..].iter().any(|a| a.eq_ignore_ascii_case(b"ABSTTL"));
+        return abs.then_some((2, false));
+    }
+    let from = if is(b"SET") {
+        3
+    } else if is(b"GETEX") {
+        2
+    } else {
+        return None;
+    };
+    let i = (from..args.len().saturating_sub(1)).find(|&i| {
+        args[i].eq_ignore_ascii_case(b"PXAT") || args[i].eq_ignore_ascii_case(b"EXAT")
+    })?;
+    Some((i + 1, args[i].eq_ignore_ascii_case(b"EXAT")))
 }
 
 /// The slot ranges of the node marked `myself` in a `CLUSTER NODES` reply (slots being
@@ -390,6 +449,29 @@ mod tests {
         let writes = hold.due(now + EVERY, 0, false);
         let lists: Vec<ListId> = writes.iter().map(|w| w.list).collect();
         assert_eq!(lists, vec![(2, 0), (0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn absolute_expiries_are_found_where_each_command_has_them() {
+        let args = |s: &str| -> Vec<Bytes> {
+            s.split(' ')
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect()
+        };
+        assert_eq!(absolute_expiry(&args("PEXPIREAT k 5")), Some((2, false)));
+        assert_eq!(absolute_expiry(&args("expireat k 5")), Some((2, true)));
+        assert_eq!(absolute_expiry(&args("PEXPIREAT k 5 GT")), None);
+        assert_eq!(absolute_expiry(&args("SET k v PXAT 5")), Some((4, false)));
+        assert_eq!(absolute_expiry(&args("SET k v NX exat 5")), Some((5, true)));
+        // A value that reads "PXAT" is a value.
+        assert_eq!(absolute_expiry(&args("SET k PXAT")), None);
+        assert_eq!(absolute_expiry(&args("SET k v PX 5")), None);
+        assert_eq!(absolute_expiry(&args("GETEX k PXAT 5")), Some((3, false)));
+        assert_eq!(
+            absolute_expiry(&args("RESTORE k 5 p REPLACE ABSTTL")),
+            Some((2, false))
+        );
+        assert_eq!(absolute_expiry(&args("RESTORE k 5 p REPLACE")), None);
     }
 
     #[test]

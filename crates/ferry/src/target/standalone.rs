@@ -586,9 +586,25 @@ impl Settle<'_> {
                     db,
                 };
                 if let Some(frame) = frame {
-                    self.reply(&label, frame, false)?;
-                    if let (Frame::Integer(left), Some(hold)) = (frame, &self.hold) {
-                        hold.report(list, pass, *left);
+                    // The slot moved to another master, its list with it: not this writer's
+                    // to look at any more (its keys wait for the source's DEL or renewal).
+                    // A cluster busy with a change (TRYAGAIN, CLUSTERDOWN): the next pass.
+                    let refused = refusal(frame);
+                    let moved = refused
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("MOVED ") || m.starts_with("ASK "));
+                    let redirect = refused
+                        .as_deref()
+                        .is_some_and(|m| crate::topology::is_redirect(m.as_bytes()));
+                    if !redirect {
+                        self.reply(&label, frame, false)?;
+                    }
+                    if let Some(hold) = &self.hold {
+                        match frame {
+                            Frame::Integer(left) => hold.report(list, pass, *left),
+                            _ if moved => hold.report(list, pass, -1),
+                            _ => {}
+                        }
                     }
                 }
             }
