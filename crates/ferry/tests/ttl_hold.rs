@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Ferry, wait_caught_up};
 use testkit::compare::{self, Options, Side};
-use testkit::{Cluster, Server};
+use testkit::{Cluster, Server, versions};
 
 /// Keys of each kind.
 const N: usize = 500;
@@ -204,6 +204,29 @@ fn ttls_renewed_during_the_copy_survive_on_a_standalone_target() {
 #[test]
 fn ttls_renewed_during_the_copy_survive_on_a_cluster_target() {
     run(&Target::Cluster(Cluster::start(3, 0)), &[]);
+}
+
+/// A 6.2 target: no PEXPIRETIME (the script reads PTTL + TIME), and 7.0's encodings are
+/// rewritten as commands (SET, RPUSH..., then PEXPIREAT with the held expiry).
+#[test]
+fn ttls_renewed_during_the_copy_survive_on_a_6_2_target() {
+    run_on_version("redis-6.2.14");
+}
+
+/// A newer server than the source: RESTORE as it is, PEXPIRETIME.
+#[test]
+fn ttls_renewed_during_the_copy_survive_on_a_valkey_8_1_target() {
+    run_on_version("valkey-8.1.1");
+}
+
+fn run_on_version(name: &str) {
+    let (_, bin) = versions::cached(name).unwrap_or_else(|| {
+        panic!(
+            "{}",
+            versions::missing_note(&versions::Version::named(name).unwrap())
+        )
+    });
+    run(&Target::One(Server::start_bin(&bin, &[])), &[]);
 }
 
 /// ferry killed (SIGKILL) once the copy is applied, while keys are still held: the next run

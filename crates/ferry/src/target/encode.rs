@@ -273,11 +273,28 @@ impl Encoder {
             Some(hold) => hold_entry(hold, &mut entry, &self.db_map, self.cluster),
             None => None,
         };
+        let follow = match (&mut self.hold, &entry) {
+            (Some(hold), Entry::Command(cmd)) => {
+                let db_map = &self.db_map;
+                let db = if self.cluster {
+                    0
+                } else {
+                    db_map.target(cmd.db_on_target())
+                };
+                hold.follow(cmd, db, |d| db_map.target(d))
+            }
+            _ => None,
+        };
         if matches!(entry, Entry::SnapshotEnd { .. }) {
             self.flush_mset();
             self.hold_passes(true);
         }
         self.push_entry(entry)?;
+        if let Some(write) = follow {
+            self.select_target(write.list.0);
+            ferry_resp::encode_command(&mut self.out, &write.args);
+            self.expect(Kind::Part, "EVAL (ttl hold)", write.key, write.list.0);
+        }
         if let (Some((db, key, t0)), Some(hold)) = (held, &mut self.hold) {
             let write = hold.add(db, &key, t0);
             self.select_target(db);

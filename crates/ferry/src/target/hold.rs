@@ -97,6 +97,18 @@ end
 return redis.call('ZCARD', KEYS[1])
 "#;
 
+/// After a stream command that moves or copies a key with its TTL: if the source key
+/// (`ARGV[1]`) is listed in `KEYS[1]`, lists the destination (`ARGV[2]`) in `KEYS[2]` with the
+/// same expiry, in db `ARGV[3]` when not empty (MOVE, COPY ... DB).
+const FOLLOW: &str = r#"
+local t = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if t then
+  if ARGV[3] ~= '' then redis.call('SELECT', ARGV[3]) end
+  redis.call('ZADD', KEYS[2], t, ARGV[2])
+end
+return 0
+"#;
+
 /// One held list: the target db and, on a cluster, the slot.
 pub type ListId = (u32, u16);
 
@@ -338,6 +350,59 @@ impl Hold {
         self.setup.clock.as_ref()?.latency.lag_bound(now)
     }
 
+    /// A stream command that gives a key's TTL to another key (`RENAME`, `RENAMENX`, `COPY`,
+    /// `MOVE`) while keys are held: the script that lists the destination too, to write
+    /// right after it, in the command's db (`db`; `target_db` maps a source db).
+    pub fn follow(
+        &mut self,
+        cmd: &Command,
+        db: u32,
+        target_db: impl Fn(u32) -> u32,
+    ) -> Option<Write> {
+        if self.lists.is_empty() {
+            return None;
+        }
+        let args = &cmd.args;
+        let is = |n: &[u8]| args[0].eq_ignore_ascii_case(n);
+        let (from, to, to_db) = if (is(b"RENAME") || is(b"RENAMENX")) && args.len() == 3 {
+            (&args[1], &args[2], None)
+        } else if is(b"COPY") && args.len() >= 3 {
+            let at =
+                (3..args.len().saturating_sub(1)).find(|&i| args[i].eq_ignore_ascii_case(b"DB"));
+            let to_db = match at {
+                Some(i) => Some(std::str::from_utf8(&args[i + 1]).ok()?.parse().ok()?),
+                None => None,
+            };
+            (&args[1], &args[2], to_db)
+        } else if is(b"MOVE") && args.len() == 3 && !self.cluster {
+            let to_db: u32 = std::str::from_utf8(&args[2]).ok()?.parse().ok()?;
+            (&args[1], &args[1], Some(to_db))
+        } else {
+            return None;
+        };
+        let to_db = to_db.map(target_db).filter(|&d| d != db);
+        let from_list = self.list_of(db, from);
+        let to_list = self.list_of(to_db.unwrap_or(db), to);
+        // The destination's list is looked at from now on (its number: no pass saw it yet).
+        self.lists.insert(to_list, self.passes);
+        let from_key = self.list_key(from_list);
+        Some(Write {
+            list: from_list,
+            key: from_key.clone(),
+            args: vec![
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(FOLLOW.as_bytes()),
+                Bytes::from_static(b"2"),
+                from_key,
+                self.list_key(to_list),
+                from.clone(),
+                to.clone(),
+                Bytes::from(to_db.map(|d| d.to_string()).unwrap_or_default()),
+            ],
+            pass: None,
+        })
+    }
+
     /// A stream command that sets an absolute expiry (what a 7.0+ source propagates for
     /// every TTL it sets) closer than twice the lag: written with the held expiry instead,
     /// so a renewal still behind it in the stream finds the key. Returns the key and its own
@@ -472,6 +537,99 @@ mod tests {
             Some((2, false))
         );
         assert_eq!(absolute_expiry(&args("RESTORE k 5 p REPLACE")), None);
+    }
+
+    fn command(s: &str) -> Command {
+        let args: Vec<Bytes> = s
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let mut raw = bytes::BytesMut::new();
+        ferry_resp::encode_command(&mut raw, &args);
+        Command {
+            db: 0,
+            target_db: None,
+            args,
+            raw: raw.freeze(),
+            end_offset: 1,
+            slot: None,
+        }
+    }
+
+    #[test]
+    fn a_moved_or_copied_key_is_listed_where_it_went() {
+        let mut hold = Hold::new(setup(), false, true, 100);
+        // Nothing held: nothing to follow.
+        assert!(hold.follow(&command("RENAME a b"), 0, |d| d).is_none());
+        hold.copying(true);
+        hold.add(0, &Bytes::from_static(b"a"), 5);
+        let w = hold.follow(&command("RENAME a b"), 0, |d| d).unwrap();
+        assert_eq!(&w.args[5][..], b"a");
+        assert_eq!(&w.args[6][..], b"b");
+        assert_eq!(&w.args[7][..], b"");
+        // MOVE to db 3, which the db map writes into db 4: that db's list is looked at too.
+        let w = hold.follow(&command("MOVE a 3"), 0, |d| d + 1).unwrap();
+        assert_eq!(&w.args[7][..], b"4");
+        assert!(hold.lists.contains_key(&(4, 0)));
+        let w = hold
+            .follow(&command("COPY a b DB 2 REPLACE"), 0, |d| d)
+            .unwrap();
+        assert_eq!(&w.args[7][..], b"2");
+        assert!(hold.follow(&command("SET a b"), 0, |d| d).is_none());
+    }
+
+    #[test]
+    fn held_stream_expiries_are_rewritten_in_milliseconds() {
+        let status = Arc::new(Status::default());
+        let mut hold = Hold::new(
+            Setup {
+                task: "t".into(),
+                clock: Some(status.clone()),
+            },
+            false,
+            true,
+            100,
+        );
+        hold.copying(false);
+        let mut cmd = command("EXPIREAT k 100");
+        // No lag measured yet: written as it is.
+        assert!(
+            hold.hold_command(&mut cmd, Instant::now(), 200_000)
+                .is_none()
+        );
+        status.latency.begin();
+        status.latency.confirmed(0);
+        let lat = &status.latency;
+        // One probe waiting: the lag is its age.
+        lat.set_key(1, Bytes::from_static(b"__ferry:heartbeat:t"));
+        lat.own_key_seen(
+            &[
+                Bytes::from_static(b"SET"),
+                Bytes::from_static(b"__ferry:heartbeat:t"),
+                Bytes::from(crate::latency::unix_ms().saturating_sub(10_000).to_string()),
+            ],
+            50,
+        );
+        let (key, t0) = hold
+            .hold_command(&mut cmd, Instant::now(), 200_000)
+            .unwrap();
+        assert_eq!((&key[..], t0), (&b"k"[..], 100_000));
+        assert_eq!(&cmd.args[0][..], b"PEXPIREAT");
+        assert_eq!(cmd.args[2], Bytes::from((100_000 + HOLD_MS).to_string()));
+        assert_eq!(
+            &cmd.raw[..],
+            &command(&format!("PEXPIREAT k {}", 100_000 + HOLD_MS)).raw[..]
+        );
+        // Far enough away: as it is.
+        let mut far = command("SET k v PXAT 999999999");
+        assert!(
+            hold.hold_command(&mut far, Instant::now(), 200_000)
+                .is_none()
+        );
+        let mut near = command("SET k v EXAT 210");
+        hold.hold_command(&mut near, Instant::now(), 200_000)
+            .unwrap();
+        assert_eq!(&near.args[3][..], b"PXAT");
     }
 
     #[test]

@@ -110,10 +110,11 @@ impl Target {
             }
             None => (rx, None, options),
         };
-        // Held TTLs wait for the stream's lag, measured on the task's status.
+        // Held TTLs wait for the stream's lag, measured on the stream's status (set by the
+        // relay when it feeds several targets).
         let mut options = options;
         if let Some(setup) = &mut options.ttl_hold {
-            setup.clock = Some(status.clone());
+            setup.clock.get_or_insert_with(|| status.clone());
         }
         let written = match self {
             Target::Standalone(t) => {
