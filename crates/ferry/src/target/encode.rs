@@ -285,8 +285,14 @@ impl Encoder {
             }
             _ => None,
         };
+        let from_stream = matches!(entry, Entry::Command(_));
         if matches!(entry, Entry::SnapshotEnd { .. }) {
             self.flush_mset();
+            if let Some(hold) = &mut self.hold {
+                for write in hold.gathered() {
+                    self.hold_write(write);
+                }
+            }
             self.hold_passes(true);
         }
         self.push_entry(entry)?;
@@ -296,12 +302,19 @@ impl Encoder {
             self.expect(Kind::Part, "EVAL (ttl hold)", write.key, write.list.0);
         }
         if let (Some((db, key, t0)), Some(hold)) = (held, &mut self.hold) {
-            let write = hold.add(db, &key, t0);
-            self.select_target(db);
-            ferry_resp::encode_command(&mut self.out, &write.args);
-            self.expect(Kind::Part, "ZADD (ttl hold)", write.key, db);
+            for write in hold.add(db, &key, t0, !from_stream) {
+                self.hold_write(write);
+            }
         }
         Ok(())
+    }
+
+    /// A ZADD listing held keys.
+    fn hold_write(&mut self, write: super::hold::Write) {
+        let db = write.list.0;
+        self.select_target(db);
+        ferry_resp::encode_command(&mut self.out, &write.args);
+        self.expect(Kind::Part, "ZADD (ttl hold)", write.key, db);
     }
 
     /// The passes over held lists that are due (at most one a second), written before what

@@ -42,6 +42,9 @@ const MARGIN_MS: i64 = 5_000;
 const EVERY: Duration = Duration::from_secs(1);
 /// Keys looked at per list and pass (the script blocks the target while it runs).
 const BATCH: u64 = 1000;
+/// Keys of the copy listed per ZADD, at most; and gathered in all, at most.
+const GATHER: usize = 128;
+const GATHER_ALL: usize = 1024;
 
 /// What a writer needs to hold TTLs: the task's name, and where the stream's lag is measured.
 #[derive(Clone)]
@@ -79,13 +82,14 @@ local function held(k, t0)
   end
   return e >= 0 and math.abs(e - (t0 + hold)) <= 1000
 end
-local late = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+local late = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit)
 for i = 1, #late, 2 do
   if held(late[i], tonumber(late[i + 1])) then
     redis.call('PEXPIREAT', late[i], late[i + 1])
   end
-  redis.call('ZREM', KEYS[1], late[i])
 end
+-- They are the highest-ranked.
+if #late > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], -(#late / 2), -1) end
 if ARGV[5] == '1' then
   local early = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit)
   for i = 1, #early, 2 do
@@ -150,6 +154,9 @@ pub struct Hold {
     lists: HashMap<ListId, u64>,
     /// Keys added to each list during the copy, not yet looked at.
     copied: HashMap<ListId, u64>,
+    /// Keys of the copy not yet listed: `expiry, key` pairs per list, `gathered` in all.
+    gathering: HashMap<ListId, Vec<Bytes>>,
+    gathered: usize,
     /// Passes written so far.
     passes: u64,
     /// Scripts written at most per call to `due` (the writer's replies in flight are bounded).
@@ -179,6 +186,8 @@ impl Hold {
             copying: false,
             lists: HashMap::new(),
             copied: HashMap::new(),
+            gathering: HashMap::new(),
+            gathered: 0,
             passes: 0,
             budget: budget.max(1),
             cursor: None,
@@ -223,22 +232,53 @@ impl Hold {
         self.copying.then(|| t0.saturating_add(HOLD_MS))
     }
 
-    /// Records `key` (in target db `db`) as held until `t0`: the ZADD to write after the key.
-    pub fn add(&mut self, db: u32, key: &Bytes, t0: i64) -> Write {
+    /// Records `key` (in target db `db`) as held until `t0`: the ZADDs to write after the key.
+    /// With `gather` (a snapshot key: nothing reads the lists before the copy ends), keys are
+    /// listed many per ZADD; `gathered` writes out the rest.
+    pub fn add(&mut self, db: u32, key: &Bytes, t0: i64, gather: bool) -> Vec<Write> {
         let list = self.list_of(db, key);
         self.lists.insert(list, self.passes);
         *self.copied.entry(list).or_default() += 1;
         self.held += 1;
-        let list_key = self.list_key(list);
+        let pair = [Bytes::from(t0.to_string()), key.clone()];
+        if !gather {
+            return vec![self.zadd(list, pair.to_vec())];
+        }
+        let members = self.gathering.entry(list).or_default();
+        members.extend(pair);
+        self.gathered += 1;
+        if members.len() / 2 >= GATHER {
+            let members = self.gathering.remove(&list).unwrap_or_default();
+            self.gathered -= members.len() / 2;
+            return vec![self.zadd(list, members)];
+        }
+        if self.gathered >= GATHER_ALL {
+            return self.gathered();
+        }
+        Vec::new()
+    }
+
+    /// The ZADDs of every key gathered and not yet listed.
+    pub fn gathered(&mut self) -> Vec<Write> {
+        self.gathered = 0;
+        let mut lists: Vec<(ListId, Vec<Bytes>)> = self.gathering.drain().collect();
+        lists.sort_unstable_by_key(|(l, _)| *l);
+        lists
+            .into_iter()
+            .map(|(list, members)| self.zadd(list, members))
+            .collect()
+    }
+
+    fn zadd(&self, list: ListId, members: Vec<Bytes>) -> Write {
+        let key = self.list_key(list);
+        let mut args = Vec::with_capacity(2 + members.len());
+        args.push(Bytes::from_static(b"ZADD"));
+        args.push(key.clone());
+        args.extend(members);
         Write {
             list,
-            key: list_key.clone(),
-            args: vec![
-                Bytes::from_static(b"ZADD"),
-                list_key,
-                Bytes::from(t0.to_string()),
-                key.clone(),
-            ],
+            key,
+            args,
             pass: None,
         }
     }
@@ -497,11 +537,15 @@ mod tests {
     fn the_end_of_the_copy_releases_in_batches_within_the_budget() {
         let mut hold = Hold::new(setup(), false, true, 4);
         hold.copying(true);
+        let mut zadds = 0;
         for i in 0..2500 {
-            hold.add(0, &Bytes::from(format!("a{i}")), 1);
+            zadds += hold.add(0, &Bytes::from(format!("a{i}")), 1, true).len();
         }
-        hold.add(1, &Bytes::from_static(b"b"), 1);
-        hold.add(2, &Bytes::from_static(b"c"), 1);
+        // 128 keys per ZADD.
+        assert_eq!(zadds, 2500 / GATHER);
+        assert_eq!(hold.gathered().len(), 1);
+        hold.add(1, &Bytes::from_static(b"b"), 1, false);
+        hold.add(2, &Bytes::from_static(b"c"), 1, false);
         hold.copying(false);
         let now = Instant::now();
         let writes = hold.due(now, 0, true);
@@ -562,7 +606,7 @@ mod tests {
         // Nothing held: nothing to follow.
         assert!(hold.follow(&command("RENAME a b"), 0, |d| d).is_none());
         hold.copying(true);
-        hold.add(0, &Bytes::from_static(b"a"), 5);
+        hold.add(0, &Bytes::from_static(b"a"), 5, false);
         let w = hold.follow(&command("RENAME a b"), 0, |d| d).unwrap();
         assert_eq!(&w.args[5][..], b"a");
         assert_eq!(&w.args[6][..], b"b");
@@ -645,7 +689,11 @@ mod tests {
         assert_eq!(hold.held_expiry(1000), None);
         hold.copying(true);
         assert_eq!(hold.held_expiry(1000), Some(1000 + HOLD_MS));
-        let w = hold.add(3, &Bytes::from_static(b"k"), 1000);
+        assert!(
+            hold.add(3, &Bytes::from_static(b"k"), 1000, true)
+                .is_empty()
+        );
+        let w = hold.gathered().pop().unwrap();
         assert_eq!(w.list, (3, 0));
         assert_eq!(
             w.args,
@@ -665,7 +713,7 @@ mod tests {
         let mut hold = Hold::new(setup(), true, false, 100);
         hold.copying(true);
         let key = Bytes::from_static(b"{a}x");
-        let w = hold.add(0, &key, 5);
+        let w = hold.add(0, &key, 5, false).pop().unwrap();
         assert_eq!(w.list, (0, ferry_keyspace::slot(b"a")));
         assert_eq!(ferry_keyspace::slot(&w.key), ferry_keyspace::slot(b"a"));
         hold.copying(false);
@@ -675,7 +723,7 @@ mod tests {
         // Unknown lag: nothing gets its expiry back.
         assert_eq!(&passes[0].args[4][..], b"+inf");
         // Added again after the pass: its "empty" does not count.
-        hold.add(0, &key, 6);
+        hold.add(0, &key, 6, false);
         hold.reports().report(w.list, 1, 0);
         let passes = hold.due(now + EVERY, 0, false);
         assert_eq!(passes.len(), 1);
