@@ -167,6 +167,8 @@ pub struct Hold {
     reports: Arc<Reports>,
     /// Keys held since the writer started, for the log.
     pub held: u64,
+    /// When the last copy started.
+    copy_started: Option<Instant>,
     own_slots: Vec<(u16, u16)>,
     dbs: u32,
 }
@@ -194,6 +196,7 @@ impl Hold {
             last_pass: None,
             reports: Arc::new(Reports::default()),
             held: 0,
+            copy_started: None,
             own_slots: Vec::new(),
             dbs: 16,
         }
@@ -225,6 +228,9 @@ impl Hold {
     /// A snapshot starts (or ends): while it is written, keys with a TTL are held.
     pub fn copying(&mut self, on: bool) {
         self.copying = on;
+        if on {
+            self.copy_started = Some(Instant::now());
+        }
     }
 
     /// The expiry to write instead of `t0` for a snapshot key, if it is to be held.
@@ -330,13 +336,19 @@ impl Hold {
         self.last_pass = Some(now);
         self.passes += 1;
         let pass = self.passes;
-        let after = match self.lag(now) {
+        // Before the first latency probe comes back (a short copy) or without any (no
+        // heartbeat): the time since the copy started, which no position after the snapshot
+        // can lag by more.
+        let lag = self
+            .lag(now)
+            .or_else(|| Some(now.saturating_duration_since(self.copy_started?)));
+        let after = match lag {
             Some(lag) => {
                 let lag = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX / 4);
                 (unix_ms as i64 + 2 * lag + MARGIN_MS).to_string()
             }
-            // Without a measure of the lag, no key gets its expiry back before the source's
-            // DEL or renewal: a replica's behaviour.
+            // A run that continued a stream, without a measure of the lag: no key gets its
+            // expiry back before the source's DEL or renewal, a replica's behaviour.
             None => "+inf".to_string(),
         };
         let mut lists: Vec<ListId> = self.lists.keys().copied().collect();
@@ -446,7 +458,7 @@ impl Hold {
     /// A stream command that sets an absolute expiry (what a 7.0+ source propagates for
     /// every TTL it sets) closer than twice the lag: written with the held expiry instead,
     /// so a renewal still behind it in the stream finds the key. Returns the key and its own
-    /// expiry, to list once the command is written. Nothing while the lag is not measured.
+    /// expiry, to list once the command is written.
     pub fn hold_command(
         &self,
         cmd: &mut Command,
@@ -456,8 +468,14 @@ impl Hold {
         let (index, seconds) = absolute_expiry(&cmd.args)?;
         let at: i64 = std::str::from_utf8(&cmd.args[index]).ok()?.parse().ok()?;
         let t0 = if seconds { at.checked_mul(1000)? } else { at };
-        let lag = i64::try_from(self.lag(now)?.as_millis()).ok()?;
-        if t0 <= 0 || t0 >= unix_ms as i64 + 2 * lag {
+        // Twice the lag; before it is measured (a run continuing a stream, no heartbeat), the
+        // margin: a source never sends an expiry already past (it sends DEL), so one that is
+        // past here, or close, lags.
+        let horizon = match self.lag(now) {
+            Some(lag) => 2 * i64::try_from(lag.as_millis()).unwrap_or(i64::MAX / 4),
+            None => MARGIN_MS,
+        };
+        if t0 <= 0 || t0 >= (unix_ms as i64).saturating_add(horizon) {
             return None;
         }
         // Seconds become milliseconds: EXPIREAT → PEXPIREAT, EXAT → PXAT.
@@ -635,11 +653,16 @@ mod tests {
             100,
         );
         hold.copying(false);
-        let mut cmd = command("EXPIREAT k 100");
-        // No lag measured yet: written as it is.
+        // No lag measured yet: held when past or within the margin.
+        let mut later = command("EXPIREAT k 300");
         assert!(
-            hold.hold_command(&mut cmd, Instant::now(), 200_000)
+            hold.hold_command(&mut later, Instant::now(), 200_000)
                 .is_none()
+        );
+        let mut cmd = command("EXPIREAT k 100");
+        assert!(
+            hold.hold_command(&mut cmd.clone(), Instant::now(), 200_000)
+                .is_some()
         );
         status.latency.begin();
         status.latency.confirmed(0);
@@ -720,8 +743,16 @@ mod tests {
         let now = Instant::now();
         let passes = hold.due(now, 0, true);
         assert_eq!(passes.len(), 1);
-        // Unknown lag: nothing gets its expiry back.
-        assert_eq!(&passes[0].args[4][..], b"+inf");
+        // No lag measured: at most the time since the copy started, plus the margin.
+        let after: i64 = std::str::from_utf8(&passes[0].args[4])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((MARGIN_MS..MARGIN_MS + 60_000).contains(&after), "{after}");
+        // A run that continued a stream and measured no lag releases nothing.
+        let mut resumed = Hold::new(setup(), false, true, 100);
+        resumed.resume();
+        assert_eq!(&resumed.due(now, 0, false)[0].args[4][..], b"+inf");
         // Added again after the pass: its "empty" does not count.
         hold.add(0, &key, 6, false);
         hold.reports().report(w.list, 1, 0);

@@ -166,7 +166,8 @@ impl StandaloneTarget {
             )
         });
         if let Some(hold) = &mut hold {
-            hold.set_own_slots(hold_slots, self.caps.databases.unwrap_or(16));
+            // A server that does not say how many dbs it has may refuse SELECT: db 0 only.
+            hold.set_own_slots(hold_slots, self.caps.databases.unwrap_or(1));
         }
         let hold_reports = hold.as_ref().map(|h| h.reports());
         let (stream, buf) = self.conn.into_parts();
