@@ -360,6 +360,13 @@ impl Hold {
             .map_or(0, |c| lists.partition_point(|&l| l < c));
         lists.rotate_left(start);
         let copied = if end_of_copy {
+            if self.held > 0 {
+                tracing::info!(
+                    keys = self.held,
+                    release_after = %after,
+                    "TTLs held during the copy: those expiring after release_after (unix ms) get theirs back now, the others wait for the stream"
+                );
+            }
             std::mem::take(&mut self.copied)
         } else {
             HashMap::new()
