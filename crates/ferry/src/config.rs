@@ -579,6 +579,13 @@ impl TaskConfig {
             (None, Source::RdbFile(p)) => p.display().to_string(),
         };
         writer.transform = transform(&file.transform)?;
+        // TTLs are held only where a stream follows the copy to renew or delete the keys.
+        if !full_only {
+            writer.ttl_hold = Some(crate::target::hold::Setup {
+                task: name.clone(),
+                clock: None,
+            });
+        }
         let size_mb = file.spool.size_mb.unwrap_or(1024);
         let spool = SpoolConfig {
             data_dir: file

@@ -194,6 +194,13 @@ pub async fn relay_all(
     status: &Arc<Status>,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    // Held TTLs wait for the stream's lag, measured on the stream's status (each target's
+    // own has no latency probes).
+    let mut config = config.clone();
+    if let Some(setup) = &mut config.writer.ttl_hold {
+        setup.clock = Some(status.clone());
+    }
+    let config = &config;
     if targets.len() == 1 {
         let Connected {
             endpoint, target, ..

@@ -318,6 +318,19 @@ impl Latency {
         inner.window.prune(now);
     }
 
+    /// How far behind the target may be now: the age of the oldest probe it has not
+    /// confirmed, or the longest latency of the last minute if that is more. None before
+    /// any probe.
+    pub fn lag_bound(&self, now: Instant) -> Option<Duration> {
+        let inner = self.inner();
+        let waiting = inner
+            .waiting
+            .front()
+            .map(|p| now.saturating_duration_since(p.since));
+        let recent = inner.window.recent(now).map(|s| s.latency).max();
+        waiting.max(recent)
+    }
+
     /// The samples of the last minute.
     pub fn samples(&self, now: Instant) -> Vec<Sample> {
         self.inner().window.recent(now).copied().collect()

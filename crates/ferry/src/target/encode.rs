@@ -55,6 +55,13 @@ pub enum Expect {
     /// The fence check before a transaction (`lease::GUARD_SCRIPT`): 1, or why the
     /// transaction that follows applies nothing.
     Guard,
+    /// A pass over one list of held TTLs (see `hold`): its reply is what the list holds after.
+    Hold {
+        list: super::hold::ListId,
+        pass: u64,
+        key: Bytes,
+        db: u32,
+    },
 }
 
 /// What a fenced writer checks before each transaction: the fence keys and this process's
@@ -134,6 +141,8 @@ pub struct Encoder {
     /// Kinds of stream command this target cannot hold that have been reported (each kind is
     /// said once, every one counted).
     said: std::collections::HashSet<&'static str>,
+    /// TTLs of snapshot keys held until the stream can renew or delete the keys.
+    hold: Option<super::hold::Hold>,
 }
 
 /// The highest db a command names in its arguments (`SWAPDB a b`, `MOVE key db`, `COPY ... DB
@@ -256,6 +265,7 @@ impl Encoder {
             chain: None,
             slot_chain: std::collections::HashMap::new(),
             said: Default::default(),
+            hold: None,
         }
     }
 
@@ -385,16 +395,121 @@ impl Encoder {
         )
     }
 
+    /// Holds the TTLs of snapshot keys (see `hold`).
+    pub fn with_hold(mut self, hold: super::hold::Hold) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Where the reply reader reports what each pass over a held list left.
+    pub fn hold_reports(&self) -> Option<Arc<super::hold::Reports>> {
+        self.hold.as_ref().map(|h| h.reports())
+    }
+
     /// Adds an entry's commands. Fails only for a value the target can neither RESTORE nor
     /// receive as plain commands (a module value in an encoding too new for it).
-    pub fn push(&mut self, entry: Entry) -> Result<(), Error> {
+    pub fn push(&mut self, mut entry: Entry) -> Result<(), Error> {
+        // Before anything of it, the hold's writes included, is written.
+        self.check_dbs(&entry)?;
+        let held = match &mut self.hold {
+            Some(hold) => hold_entry(hold, &mut entry, &self.db_map, self.cluster),
+            None => None,
+        };
+        let follow = match (&mut self.hold, &entry) {
+            (Some(hold), Entry::Command(cmd)) => {
+                let db_map = &self.db_map;
+                let db = if self.cluster {
+                    0
+                } else {
+                    db_map.target(cmd.db_on_target())
+                };
+                hold.follow(cmd, db, |d| db_map.target(d))
+            }
+            _ => None,
+        };
+        let from_stream = matches!(entry, Entry::Command(_));
+        if matches!(entry, Entry::SnapshotEnd { .. }) {
+            self.flush_mset();
+            if let Some(hold) = &mut self.hold {
+                for write in hold.gathered() {
+                    self.hold_write(write);
+                }
+            }
+            self.hold_passes(true);
+        }
         self.push_entry(entry)?;
+        if let Some(write) = follow {
+            self.select_target(write.list.0);
+            ferry_resp::encode_command(&mut self.out, &write.args);
+            self.expect(Kind::Part, "EVAL (ttl hold)", write.key, write.list.0);
+        }
+        if let (Some((db, key, t0)), Some(hold)) = (held, &mut self.hold) {
+            for write in hold.add(db, &key, t0, !from_stream) {
+                self.hold_write(write);
+            }
+        }
         self.snapshot_txn_bound();
         Ok(())
     }
 
+    /// A ZADD listing held keys.
+    fn hold_write(&mut self, write: super::hold::Write) {
+        // In the fenced transaction of the snapshot's writes, while they go on.
+        if !self.checkpointing {
+            self.snapshot_txn();
+        }
+        let db = write.list.0;
+        self.select_target(db);
+        ferry_resp::encode_command(&mut self.out, &write.args);
+        self.expect(Kind::Part, "ZADD (ttl hold)", write.key, db);
+    }
+
+    /// The passes over held lists that are due (at most one a second), written before what
+    /// is gathered goes out; none inside a source transaction.
+    pub fn hold_tick(&mut self) {
+        self.hold_passes(false);
+    }
+
+    fn hold_passes(&mut self, end_of_copy: bool) {
+        if self.source_multi || self.hold.is_none() {
+            return;
+        }
+        let writes = match &mut self.hold {
+            Some(hold) => hold.due(
+                std::time::Instant::now(),
+                crate::latency::unix_ms(),
+                end_of_copy,
+            ),
+            None => return,
+        };
+        if writes.is_empty() {
+            return;
+        }
+        // A pass is no part of a ferry transaction (on a cluster it would span slots); fenced,
+        // each goes in a transaction of its own, in its list's slot.
+        self.close_txn();
+        let fenced = self.guard.is_some();
+        for w in writes {
+            if fenced {
+                self.open_txn(self.cluster.then_some(w.list.1));
+            }
+            let db = w.list.0;
+            self.select_target(db);
+            ferry_resp::encode_command(&mut self.out, &w.args);
+            self.expects.push(Expect::Hold {
+                list: w.list,
+                pass: w.pass.unwrap_or_default(),
+                key: w.key,
+                db,
+            });
+            self.replies += 1;
+            if fenced {
+                self.close_txn();
+            }
+        }
+    }
+
     fn push_entry(&mut self, entry: Entry) -> Result<(), Error> {
-        self.check_dbs(&entry)?;
         let entry = match entry {
             Entry::Key(record) => match plain_string(&record).filter(|_| !self.cluster) {
                 Some(value) => {
@@ -1510,6 +1625,50 @@ fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
         [Chunk::StringPart(value)] => Some(value.clone()),
         _ => None,
     }
+}
+
+/// Gives a snapshot key with a TTL its held expiry, if the hold takes it, and says which key
+/// (target db, key, its own expiry) is to be listed once written. Starts and ends the hold
+/// with the snapshot, and on a continued stream looks at the lists an earlier run left.
+fn hold_entry(
+    hold: &mut super::hold::Hold,
+    entry: &mut Entry,
+    db_map: &crate::transform::DbMap,
+    cluster: bool,
+) -> Option<(u32, Bytes, i64)> {
+    let target_db = |db: u64| if cluster { 0 } else { db_map.target(db as u32) };
+    match entry {
+        Entry::SyncStart {
+            snapshot: false, ..
+        } => hold.resume(),
+        Entry::SnapshotStart { .. } => hold.copying(true),
+        Entry::SnapshotEnd { .. } => hold.copying(false),
+        Entry::Key(record) => {
+            let t0 = record.meta.expire_ms?;
+            record.meta.expire_ms = Some(hold.held_expiry(t0)?);
+            return Some((target_db(record.meta.db), record.meta.key.clone(), t0));
+        }
+        Entry::BigEnd(meta) => {
+            let t0 = meta.expire_ms?;
+            let held = hold.held_expiry(t0)?;
+            let mut m = (**meta).clone();
+            m.expire_ms = Some(held);
+            *meta = Arc::new(m);
+            return Some((target_db(meta.db), meta.key.clone(), t0));
+        }
+        Entry::Command(cmd) => {
+            let (key, t0) =
+                hold.hold_command(cmd, std::time::Instant::now(), crate::latency::unix_ms())?;
+            let db = if cluster {
+                0
+            } else {
+                db_map.target(cmd.db_on_target())
+            };
+            return Some((db, key, t0));
+        }
+        _ => {}
+    }
+    None
 }
 
 /// When a rewritten value expires.

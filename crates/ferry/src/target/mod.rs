@@ -8,6 +8,7 @@ pub mod caps;
 pub mod cluster;
 pub mod conflict;
 pub mod encode;
+pub mod hold;
 pub mod lease;
 pub mod rewrite;
 pub mod standalone;
@@ -120,6 +121,12 @@ impl Target {
             }
             None => (rx, None, options),
         };
+        // Held TTLs wait for the stream's lag, measured on the stream's status (set by the
+        // relay when it feeds several targets).
+        let mut options = options;
+        if let Some(setup) = &mut options.ttl_hold {
+            setup.clock.get_or_insert_with(|| status.clone());
+        }
         let written = match self {
             Target::Standalone(t) => {
                 t.run(rx, status, options, task.map(|t| Checkpoint::key(&t)))

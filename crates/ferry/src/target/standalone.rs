@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_resp::{Decoder, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -50,6 +50,8 @@ pub struct Options {
     pub transform: Option<Arc<crate::script::Script>>,
     /// The task's lease and fence: with a checkpoint, every transaction is fenced.
     pub fence: Option<Arc<Fence>>,
+    /// Hold the TTLs of snapshot keys until the stream can renew or delete them (see `hold`).
+    pub ttl_hold: Option<super::hold::Setup>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             db_map: crate::transform::DbMap::default(),
             transform: None,
             fence: None,
+            ttl_hold: None,
         }
     }
 }
@@ -150,13 +153,31 @@ impl StandaloneTarget {
     /// Writes every entry from `rx` until it closes, then waits for the last reply. With a
     /// `checkpoint` key, stream writes go in transactions that update it.
     pub async fn run(
-        self,
+        mut self,
         mut rx: mpsc::Receiver<Batch>,
         status: Arc<Status>,
         options: Options,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<()> {
         let addr = self.conn.addr.clone();
+        // On a cluster, the slots this master serves: where an earlier run may have held TTLs.
+        let hold_slots = match (&options.ttl_hold, &self.cluster) {
+            (Some(_), Some(_)) => own_slots(&mut self.conn).await?,
+            _ => Vec::new(),
+        };
+        let mut hold = options.ttl_hold.clone().map(|setup| {
+            super::hold::Hold::new(
+                setup,
+                self.cluster.is_some(),
+                self.caps.version >= (7, 0, 0),
+                (options.max_in_flight / 8).max(1),
+            )
+        });
+        if let Some(hold) = &mut hold {
+            // A server that does not say how many dbs it has may refuse SELECT: db 0 only.
+            hold.set_own_slots(hold_slots, self.caps.databases.unwrap_or(1));
+        }
+        let hold_reports = hold.as_ref().map(|h| h.reports());
         let (stream, buf) = self.conn.into_parts();
         let (rd, mut wr) = stream.into_split();
         let credit = Arc::new(Semaphore::new(options.max_in_flight));
@@ -173,9 +194,13 @@ impl StandaloneTarget {
                 addr: addr.clone(),
                 on_error: options.on_error,
                 fence: fence.clone(),
+                hold: hold_reports,
             },
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
+        if let Some(hold) = hold {
+            enc = enc.with_hold(hold);
+        }
         enc.shared_target = options.shared_target;
         enc.db_map = options.db_map.clone();
         // A cluster's masters get entries from the router, which applied the filter already.
@@ -355,6 +380,7 @@ impl Out<'_> {
     /// Hands what the encoder holds to the reply reader and the socket, after waiting as long
     /// as the limits say. False when the reply reader has stopped (its result says why).
     async fn flush(&mut self, enc: &mut Encoder) -> bool {
+        enc.hold_tick();
         enc.confirmed(self.status.applied_offset.load(Relaxed));
         if enc.expects.is_empty() {
             return true;
@@ -387,6 +413,8 @@ struct Target {
     addr: String,
     on_error: OnError,
     fence: Option<Arc<Fence>>,
+    /// Where passes over held TTLs report what they left.
+    hold: Option<Arc<super::hold::Reports>>,
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
@@ -402,6 +430,7 @@ async fn read_replies(
         addr,
         on_error,
         fence,
+        hold,
     } = target;
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
@@ -411,6 +440,7 @@ async fn read_replies(
             started: Instant::now(),
             on_error,
             fence: fence.as_deref(),
+            hold,
         };
         // Expectations inside an open transaction, settled by its EXEC.
         let mut queued: Option<Vec<Expect>> = None;
@@ -424,6 +454,7 @@ async fn read_replies(
                         | Expect::Exec
                         | Expect::Discard
                         | Expect::Guard
+                        | Expect::Hold { .. }
                 );
                 let frame = if takes_reply {
                     replies += 1;
@@ -444,7 +475,11 @@ async fn read_replies(
                         let inside = queued.take().unwrap_or_default();
                         settle.exec(inside, frame)?;
                     }
-                    (expect @ Expect::Reply { .. }, Some(frame), Some(inside)) => {
+                    (
+                        expect @ (Expect::Reply { .. } | Expect::Hold { .. }),
+                        Some(frame),
+                        Some(inside),
+                    ) => {
                         // Queued: a refusal now is a command the target does not accept at all.
                         settle.reply(&expect, &frame, true)?;
                         inside.push(expect);
@@ -477,6 +512,8 @@ struct Settle<'a> {
     started: Instant,
     on_error: OnError,
     fence: Option<&'a Fence>,
+    /// Where passes over held TTLs report what they left.
+    hold: Option<Arc<super::hold::Reports>>,
 }
 
 impl Settle<'_> {
@@ -616,6 +653,41 @@ impl Settle<'_> {
                     });
                 }
             },
+            Expect::Hold {
+                list,
+                pass,
+                key,
+                db,
+            } => {
+                let label = Expect::Reply {
+                    kind: Kind::Part,
+                    command: Bytes::from_static(b"EVAL (ttl hold)"),
+                    key,
+                    db,
+                };
+                if let Some(frame) = frame {
+                    // The slot moved to another master, its list with it: not this writer's
+                    // to look at any more (its keys wait for the source's DEL or renewal).
+                    // A cluster busy with a change (TRYAGAIN, CLUSTERDOWN): the next pass.
+                    let refused = refusal(frame);
+                    let moved = refused
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("MOVED ") || m.starts_with("ASK "));
+                    let redirect = refused
+                        .as_deref()
+                        .is_some_and(|m| crate::topology::is_redirect(m.as_bytes()));
+                    if !redirect {
+                        self.reply(&label, frame, false)?;
+                    }
+                    if let Some(hold) = &self.hold {
+                        match frame {
+                            Frame::Integer(left) => hold.report(list, pass, *left),
+                            _ if moved => hold.report(list, pass, -1),
+                            _ => {}
+                        }
+                    }
+                }
+            }
             Expect::Multi | Expect::Exec | Expect::Discard => {}
         }
         Ok(())
@@ -641,7 +713,7 @@ impl Settle<'_> {
         };
         let mut results = results.into_iter();
         for expect in inside {
-            if matches!(expect, Expect::Reply { .. }) {
+            if matches!(expect, Expect::Reply { .. } | Expect::Hold { .. }) {
                 let Some(result) = results.next() else {
                     return Err(Error::TargetRefused {
                         addr: self.addr.to_string(),
@@ -657,6 +729,16 @@ impl Settle<'_> {
         }
         Ok(())
     }
+}
+
+/// The slot ranges the server (a cluster master) serves, from `CLUSTER NODES`.
+async fn own_slots(conn: &mut Conn) -> Result<Vec<(u16, u16)>> {
+    let nodes = conn.request_ok(&[&b"CLUSTER"[..], b"NODES"]).await?;
+    let text = match &nodes {
+        Frame::Verbatim { text, .. } => String::from_utf8_lossy(text).into_owned(),
+        other => String::from_utf8_lossy(other.as_bytes().map_or(&b""[..], |b| b)).into_owned(),
+    };
+    Ok(super::hold::own_slots(&text))
 }
 
 /// What a refused command was about, for the one-line error.
