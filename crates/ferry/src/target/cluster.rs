@@ -610,10 +610,12 @@ impl Router {
     /// The error of a writer that stopped, for the one-line message.
     async fn writer_gone(&mut self) -> Error {
         for handle in &mut self.handles {
-            if handle.is_finished()
-                && let Ok(Err(e)) = handle.await
-            {
-                return e;
+            if handle.is_finished() {
+                // Taken out: the teardown awaits every handle once more.
+                let done = std::mem::replace(handle, tokio::spawn(async { Ok(()) }));
+                if let Ok(Err(e)) = done.await {
+                    return e;
+                }
             }
         }
         Error::Config("a target writer stopped".into())
