@@ -520,26 +520,20 @@ impl Encoder {
             },
             other => other,
         };
-        if matches!(
+        let snapshot_data = matches!(
             entry,
             Entry::Key(_)
                 | Entry::BigStart(_)
                 | Entry::BigChunk(..)
                 | Entry::BigEnd(_)
                 | Entry::Function(_)
-        ) {
+        );
+        if snapshot_data {
             self.snapshot_txn();
-        }
-        // A snapshot holds each key once, so gathered strings may wait while other snapshot
-        // keys go ahead of them; anything after the snapshot must not overtake them.
-        if !matches!(
-            entry,
-            Entry::Key(_)
-                | Entry::BigStart(_)
-                | Entry::BigChunk(..)
-                | Entry::BigEnd(_)
-                | Entry::Function(_)
-        ) {
+        } else {
+            // A snapshot holds each key once, so gathered strings may wait while other
+            // snapshot keys go ahead of them; anything after the snapshot must not overtake
+            // them.
             self.flush_mset();
         }
         match entry {
