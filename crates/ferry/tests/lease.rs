@@ -157,3 +157,25 @@ fn a_frozen_copy_into_a_cluster_writes_nothing_after_a_takeover() {
     };
     frozen_copy_is_fenced(&target.url(), &mut counts, Side::from(&target));
 }
+
+/// A lease set by hand (no expiry) would make every start wait forever: it is named instead.
+#[test]
+fn a_lease_without_expiry_is_named() {
+    let source = Server::start_with(NO_DELAY);
+    let target = Server::start();
+    let lease = format!("__ferry:lease:{}", source.addr());
+    let _: () = target
+        .conn()
+        .set(&lease, "abc 1 978307200000 elsewhere 0123")
+        .unwrap();
+    let mut ferry = Ferry::start(&["--source", &source.url(), "--target", &target.url()]);
+    let code = ferry.wait(Duration::from_secs(30));
+    let log = ferry.log();
+    assert!(!code.success(), "{log}");
+    assert!(
+        log.contains(&format!("holds {lease} without an expiry")),
+        "{log}"
+    );
+    let keys: Vec<String> = target.conn().keys("*").unwrap();
+    assert_eq!(keys, vec![lease], "nothing else was written");
+}

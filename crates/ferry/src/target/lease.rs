@@ -259,6 +259,13 @@ impl Fence {
             let Some((held, mut ttl)) = lease_state(conn, &lease).await? else {
                 continue;
             };
+            if ttl > 2 * LEASE.as_millis() as i64 {
+                return Err(Error::Config(format!(
+                    "target {addr} holds {} without an expiry, which ferry never writes; if no copy of task {} runs, delete it (DEL {0}) and start again",
+                    String::from_utf8_lossy(&lease),
+                    self.task
+                )));
+            }
             if held == self.value {
                 conn.request_ok(&[
                     &b"PEXPIRE"[..],
