@@ -1,0 +1,120 @@
+//! Huge values through every path that streams them in pieces: a big LZF-compressed string in
+//! the snapshot (decompressed a chunk at a time), a big plain one, a list of big elements,
+//! and big values written in the command stream. Checked key by key; the memory these paths
+//! take is measured by `scripts/bench --huge-values`, not here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, wait_caught_up};
+use testkit::Server;
+use testkit::compare::{self, Options};
+
+/// `n` bytes of text from a small vocabulary: LZF compresses it to about half, so the
+/// snapshot stores it compressed and still far above the big-value threshold.
+fn words(n: usize, seed: u64) -> Vec<u8> {
+    const VOCAB: [&str; 16] = [
+        "ferry", "redis", "stream", "value", "huge", "chunk", "window", "literal", "offset",
+        "replica", "master", "append", "snapshot", "bounded", "memory", "piece",
+    ];
+    let mut x = seed;
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        out.extend_from_slice(VOCAB[(x >> 60) as usize].as_bytes());
+        out.push(b' ' + ((x >> 20) % 8) as u8);
+    }
+    out.truncate(n);
+    out
+}
+
+/// `n` bytes LZF cannot compress (the snapshot stores them plain).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn huge_values_in_the_snapshot_and_the_stream() {
+    let source = Server::start();
+    let target = Server::start();
+    {
+        let mut c = source.conn();
+        let mut p = redis::pipe();
+        p.cmd("SET").arg("huge:lzf").arg(words(3 << 20, 1)).ignore();
+        p.cmd("SET")
+            .arg("huge:repeat")
+            .arg(b"abcdefgh".repeat(3 << 17))
+            .ignore();
+        p.cmd("SET")
+            .arg("huge:plain")
+            .arg(noise(3 << 20, 2))
+            .ignore();
+        for i in 0..8 {
+            p.cmd("RPUSH")
+                .arg("huge:list")
+                .arg(words(512 << 10, 10 + i))
+                .ignore();
+        }
+        p.cmd("SET").arg("small").arg("x").ignore();
+        p.query::<()>(&mut c).unwrap();
+    }
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--big-value-bytes",
+        "262144",
+    ]);
+    let st = ferry.wait_status(Duration::from_secs(180), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    // huge:repeat compresses below the threshold and goes whole, as RESTORE.
+    assert_eq!(
+        st["big_keys"], 3,
+        "lzf, plain and list should be chunked: {st}"
+    );
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+
+    {
+        let mut c = source.conn();
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg("stream:lzf")
+            .arg(words(3 << 20, 3))
+            .ignore();
+        p.cmd("SET")
+            .arg("stream:plain")
+            .arg(noise(3 << 20, 4))
+            .ignore();
+        p.cmd("APPEND")
+            .arg("stream:plain")
+            .arg(noise(1 << 20, 5))
+            .ignore();
+        p.cmd("RPUSH")
+            .arg("huge:list")
+            .arg(noise(2 << 20, 6))
+            .ignore();
+        p.query::<()>(&mut c).unwrap();
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    let len: usize = redis::cmd("STRLEN")
+        .arg("stream:plain")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(len, 4 << 20, "the APPEND was applied once");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
