@@ -57,6 +57,17 @@ pub enum Expect {
     Guard,
 }
 
+/// The name or key a reply is reported under. Of a big command, a copy: a slice would keep the
+/// whole command's bytes alive until the reply, which inside a transaction is its EXEC (a
+/// 256 MiB SET in 256 KiB pieces read back from the spool was held whole that way).
+fn reply_arg(cmd: &Command, i: usize) -> Bytes {
+    match cmd.args.get(i) {
+        Some(k) if cmd.raw.len() >= RAW_BY_REFERENCE => Bytes::copy_from_slice(k),
+        Some(k) => k.clone(),
+        None => Bytes::new(),
+    }
+}
+
 /// A stream command at least this long is written from the bytes it came in, not copied.
 const RAW_BY_REFERENCE: usize = 64 * 1024;
 
@@ -769,12 +780,12 @@ impl Encoder {
         }
         self.select(cmd.db_on_target());
         self.put_raw(&cmd.raw);
-        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        let key = reply_arg(&cmd, 1);
         self.expects.push(Expect::Reply {
             kind: Kind::Stream {
                 offset: Some(cmd.end_offset),
             },
-            command: cmd.args[0].clone(),
+            command: reply_arg(&cmd, 0),
             key,
             db: cmd.db_on_target(),
         });
@@ -810,10 +821,10 @@ impl Encoder {
             Some(cmd.end_offset)
         };
         self.put_raw(&cmd.raw);
-        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        let key = reply_arg(&cmd, 1);
         self.expects.push(Expect::Reply {
             kind: Kind::Stream { offset },
-            command: cmd.args[0].clone(),
+            command: reply_arg(&cmd, 0),
             key,
             db: cmd.db_on_target(),
         });
