@@ -118,3 +118,47 @@ fn huge_values_in_the_snapshot_and_the_stream() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// Big APPENDs go in pieces inside one transaction with their checkpoint: ferry killed while
+/// they are written and started again applies each exactly once, wherever the kill lands.
+#[test]
+fn big_appends_in_pieces_survive_a_kill_exactly_once() {
+    // A backlog that holds all the APPENDs: the restart continues from the checkpoint.
+    let source = Server::start_with(&["--repl-backlog-size", "128mb"]);
+    let target = Server::start();
+    redis::cmd("SET")
+        .arg("log")
+        .arg("start")
+        .query::<()>(&mut source.conn())
+        .unwrap();
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut c = source.conn();
+    let mut want = 5usize;
+    for i in 0..12u64 {
+        let piece = noise(3 << 20, 100 + i);
+        want += piece.len();
+        redis::cmd("APPEND")
+            .arg("log")
+            .arg(piece)
+            .query::<()>(&mut c)
+            .unwrap();
+        if i == 5 {
+            // Mid-way through the writes (where exactly does not matter to what is checked).
+            ferry.kill();
+            ferry = Ferry::start_with_status(&args);
+        }
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let len: usize = redis::cmd("STRLEN")
+        .arg("log")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(len, want, "each APPEND applied exactly once");
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
