@@ -162,3 +162,42 @@ fn big_appends_in_pieces_survive_a_kill_exactly_once() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// The pieces of a big SET and APPEND into a cluster target: each transaction in its key's
+/// slot, the values equal key by key.
+#[test]
+fn big_writes_in_pieces_into_a_cluster() {
+    let source = Server::start();
+    let target = testkit::Cluster::start(3, 0);
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut c = source.conn();
+    let mut p = redis::pipe();
+    for i in 0..4u64 {
+        let key = format!("big:{i}");
+        p.cmd("SET").arg(&key).arg(words(2 << 20, i)).ignore();
+        p.cmd("APPEND").arg(&key).arg(noise(1 << 20, i)).ignore();
+        p.cmd("MULTI").ignore();
+        p.cmd("APPEND")
+            .arg(&key)
+            .arg(noise(1 << 20, 10 + i))
+            .ignore();
+        p.cmd("INCR").arg(format!("n{{{key}}}")).ignore();
+        p.cmd("EXEC").ignore();
+    }
+    p.query::<()>(&mut c).unwrap();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let n = compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &compare::Side::from(&target),
+        &Options::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(n, 8);
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
