@@ -383,6 +383,11 @@ impl Retry {
 /// after 512 KiB plus at most one value, this keeps the worst case near 25 MiB in all.
 pub const DEFAULT_BIG_VALUE_BYTES: usize = 2 * 1024 * 1024;
 
+/// A big string's parts (one APPEND each): half a batch, so a batch of them is cut at 512 KiB
+/// like any other; with 1 MiB parts each of the ~24 batches queued between the snapshot and
+/// the target held twice that (measured: 64 MiB peak with 256 MiB strings, debug build).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
 /// Where the data comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -499,6 +504,7 @@ impl TaskConfig {
         };
         let mut rdb = ferry_rdb::Options {
             big_value_bytes: DEFAULT_BIG_VALUE_BYTES,
+            chunk_bytes: CHUNK_BYTES,
             ..ferry_rdb::Options::default()
         };
         let adv = file.advanced;

@@ -24,6 +24,9 @@ const TAG_COMMAND: u8 = 1;
 const TAG_OFFSET: u8 = 2;
 /// A stream command is one RESP frame; the source's own limit on a bulk is 512 MiB.
 const MAX_RECORD: u32 = 1 << 30;
+/// Bytes of commands read back at a time (at least one command), like a batch from the
+/// source: 512 pieces of a huge SET were 128 MiB.
+const READ_BYTES: usize = 512 * 1024;
 
 /// What went wrong with the spool's files; names the file.
 #[derive(thiserror::Error, Debug)]
@@ -237,8 +240,8 @@ impl Spool {
         Ok(())
     }
 
-    /// Up to `max` entries from the cursor on, in stream order, and the position the last one
-    /// ends at; empty when everything appended has been read.
+    /// Up to `max` entries (and about `READ_BYTES`) from the cursor on, in stream order, and
+    /// the position the last one ends at; empty when everything appended has been read.
     pub fn read(&mut self, max: usize) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         let Some(mut cursor) = self.cursor.take() else {
@@ -250,7 +253,8 @@ impl Spool {
     }
 
     fn read_into(&mut self, cursor: &mut Cursor, max: usize, out: &mut Vec<Entry>) -> Result<()> {
-        while out.len() < max {
+        let mut bytes = 0;
+        while out.len() < max && bytes < READ_BYTES {
             let Some((tag, db, end, len)) = self.read_header(cursor)? else {
                 // The end of this segment: on to the next one, if there is one.
                 match self.segments.iter().find(|s| s.first > cursor.segment) {
@@ -266,6 +270,7 @@ impl Spool {
                 out.push(Entry::Offset { offset: end, db });
                 continue;
             }
+            bytes += len as usize;
             let mut buf = BytesMut::zeroed(len as usize);
             cursor
                 .reader

@@ -31,8 +31,9 @@
 //! value's blobs and stream nodes are validated as they are decoded.
 //!
 //! Limits: one element read whole (a string in a big collection, a listpack or quicklist
-//! node, an LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
-//! string is streamed in parts without that cap. Module values are never chunked. Empty
+//! node, a small LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
+//! string is streamed in parts without that cap, and a big LZF string is decompressed a
+//! chunk at a time (its length still capped at 512 MiB). Module values are never chunked. Empty
 //! collections are rejected (Redis never writes them). The pre-GA module type 6 cannot be
 //! skipped without the module and is reported as unsupported.
 

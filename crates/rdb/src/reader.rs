@@ -175,6 +175,20 @@ impl<R: Read> Reader<R> {
         Ok(out)
     }
 
+    /// Appends exactly `n` bytes to `out`.
+    pub(crate) fn extend_into(&mut self, out: &mut Vec<u8>, mut n: usize) -> Result<(), Error> {
+        while n > 0 {
+            if self.pos == self.end {
+                self.fill(1)?;
+            }
+            let take = (self.end - self.pos).min(n);
+            out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+            n -= take;
+        }
+        Ok(())
+    }
+
     /// True when the input has no more bytes (used to reject trailing bytes in a payload).
     pub(crate) fn at_end(&mut self) -> bool {
         self.fill(1).is_err()

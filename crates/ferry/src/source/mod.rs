@@ -3,3 +3,4 @@
 
 pub mod psync;
 pub mod snapshot;
+pub mod split;

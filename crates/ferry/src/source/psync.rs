@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::{self, BATCH_BYTES, BATCH_ENTRIES, ChunkReader, Outcome};
+use super::split::Split;
 use crate::checkpoint::Checkpoint;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
@@ -26,6 +27,8 @@ use crate::status::Status;
 /// without a byte means the link is dead, as a replica's own `repl-timeout` would say.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
+/// The command stream's read buffer is replaced when its room passes this.
+const READ_BUFFER_CAP: usize = 4 * 1024 * 1024;
 
 /// The channel sentinels announce themselves on, through the master they watch.
 const SENTINEL_HELLO: &[u8] = b"__sentinel__:hello";
@@ -698,8 +701,47 @@ async fn follow_stream(
         addr: addr.to_string(),
         msg,
     };
+    // A huge SET/APPEND being passed on in pieces, and whether the source is inside a MULTI.
+    let mut split: Option<Split> = None;
+    let mut in_multi = false;
     loop {
         loop {
+            let mut pieces = Vec::new();
+            if let Some(s) = &mut split {
+                s.feed(&mut pending, &mut offset, &mut pieces)
+                    .map_err(&protocol)?;
+            } else {
+                // Before the decoder, which would wait for the whole value.
+                split = Split::start(&mut pending, &mut offset, db, in_multi, &mut pieces);
+                if let Some(s) = &mut split {
+                    s.feed(&mut pending, &mut offset, &mut pieces)
+                        .map_err(&protocol)?;
+                }
+            }
+            if split.as_ref().is_some_and(Split::done) {
+                split = None;
+            }
+            if split.is_some() || !pieces.is_empty() {
+                let waiting = pieces.is_empty();
+                for entry in pieces {
+                    if let Entry::Command(c) = &entry {
+                        status.wrote(db, &c.args, c.end_offset);
+                    }
+                    batch_bytes += weight(&entry);
+                    batch.push(entry);
+                }
+                if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
+                    status.source_offset.store(offset, Relaxed);
+                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        return Ok(());
+                    }
+                    batch_bytes = 0;
+                }
+                if waiting {
+                    break;
+                }
+                continue;
+            }
             let (frame, raw) = match decoder.decode(&mut pending) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -748,6 +790,11 @@ async fn follow_stream(
                 status.own_key_seen(&args, offset);
                 Entry::Offset { offset, db }
             } else {
+                if name.eq_ignore_ascii_case(b"MULTI") {
+                    in_multi = true;
+                } else if name.eq_ignore_ascii_case(b"EXEC") {
+                    in_multi = false;
+                }
                 status.wrote(db, &args, offset);
                 Entry::Command(Command {
                     db,
@@ -776,6 +823,12 @@ async fn follow_stream(
                 return Ok(());
             }
             batch_bytes = 0;
+        }
+        if pending.capacity() > READ_BUFFER_CAP && pending.len() < READ_BUFFER_CAP / 4 {
+            // Consumed a piece at a time, the buffer's room for what was consumed is not
+            // reclaimed while the unread part is larger, and each reserve then doubles it:
+            // 274 MiB for one 256 MiB SET passed on in pieces. Start a small one.
+            pending = BytesMut::from(&pending[..]);
         }
         pending.reserve(64 * 1024);
         let read = tokio::select! {

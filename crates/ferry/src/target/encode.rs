@@ -64,6 +64,20 @@ pub enum Expect {
     },
 }
 
+/// The name or key a reply is reported under. Of a big command, a copy: a slice would keep the
+/// whole command's bytes alive until the reply, which inside a transaction is its EXEC (a
+/// 256 MiB SET in 256 KiB pieces read back from the spool was held whole that way).
+fn reply_arg(cmd: &Command, i: usize) -> Bytes {
+    match cmd.args.get(i) {
+        Some(k) if cmd.raw.len() >= RAW_BY_REFERENCE => Bytes::copy_from_slice(k),
+        Some(k) => k.clone(),
+        None => Bytes::new(),
+    }
+}
+
+/// A stream command at least this long is written from the bytes it came in, not copied.
+const RAW_BY_REFERENCE: usize = 64 * 1024;
+
 /// What a fenced writer checks before each transaction: the fence keys and this process's
 /// token (see `lease`).
 #[derive(Clone, Debug)]
@@ -84,6 +98,10 @@ pub struct Guard {
 /// Accumulates commands and their expectations between two flushes.
 pub struct Encoder {
     pub out: BytesMut,
+    /// Output before `out`: pieces of it, each big stream command among them as the bytes it
+    /// came in (not copied: a 256 MiB SET would otherwise be held twice). See `put_raw`.
+    parts: Vec<Bytes>,
+    parts_len: usize,
     pub expects: Vec<Expect>,
     /// Replies among `expects`.
     pub replies: usize,
@@ -237,6 +255,8 @@ impl Encoder {
     pub fn for_target(caps: Caps, rewrite_all: bool) -> Self {
         Encoder {
             out: BytesMut::with_capacity(1 << 20),
+            parts: Vec::new(),
+            parts_len: 0,
             expects: Vec::with_capacity(4096),
             replies: 0,
             db: 0,
@@ -370,6 +390,21 @@ impl Encoder {
     /// Hands over the output so far. Strings still being gathered stay for the next call;
     /// `finish` first when nothing more will come.
     pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
+        let (parts, expects) = self.take_parts();
+        let out = match parts.len() {
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(parts.concat()),
+        };
+        (out, expects)
+    }
+
+    /// Bytes held for the next write.
+    pub fn pending_len(&self) -> usize {
+        self.parts_len + self.out.len()
+    }
+
+    /// As `take`, the output in pieces to be written one after the other.
+    pub fn take_parts(&mut self) -> (Vec<Bytes>, Vec<Expect>) {
         // A source transaction stays whole in one ferry transaction, even across writes.
         if !self.source_multi {
             self.close_txn();
@@ -389,8 +424,13 @@ impl Encoder {
             }
         }
         self.replies = 0;
+        let mut parts = std::mem::take(&mut self.parts);
+        self.parts_len = 0;
+        if !self.out.is_empty() || parts.is_empty() {
+            parts.push(self.out.split().freeze());
+        }
         (
-            self.out.split().freeze(),
+            parts,
             std::mem::replace(&mut self.expects, Vec::with_capacity(4096)),
         )
     }
@@ -404,6 +444,22 @@ impl Encoder {
     /// Where the reply reader reports what each pass over a held list left.
     pub fn hold_reports(&self) -> Option<Arc<super::hold::Reports>> {
         self.hold.as_ref().map(|h| h.reports())
+    }
+
+    /// A stream command's bytes as received: a big one is kept by reference, after what is
+    /// gathered so far.
+    fn put_raw(&mut self, raw: &Bytes) {
+        if raw.len() < RAW_BY_REFERENCE {
+            self.out.extend_from_slice(raw);
+            return;
+        }
+        if !self.out.is_empty() {
+            let before = self.out.split().freeze();
+            self.parts_len += before.len();
+            self.parts.push(before);
+        }
+        self.parts_len += raw.len();
+        self.parts.push(raw.clone());
     }
 
     /// Adds an entry's commands. Fails only for a value the target can neither RESTORE nor
@@ -863,13 +919,13 @@ impl Encoder {
             return Ok(());
         }
         self.select(cmd.db_on_target());
-        self.out.extend_from_slice(&cmd.raw);
-        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        self.put_raw(&cmd.raw);
+        let key = reply_arg(&cmd, 1);
         self.expects.push(Expect::Reply {
             kind: Kind::Stream {
                 offset: Some(cmd.end_offset),
             },
-            command: cmd.args[0].clone(),
+            command: reply_arg(&cmd, 0),
             key,
             db: cmd.db_on_target(),
         });
@@ -907,11 +963,11 @@ impl Encoder {
         if self.rewritten(&cmd, offset).is_some() {
             return Ok(());
         }
-        self.out.extend_from_slice(&cmd.raw);
-        let key = cmd.args.get(1).cloned().unwrap_or_default();
+        self.put_raw(&cmd.raw);
+        let key = reply_arg(&cmd, 1);
         self.expects.push(Expect::Reply {
             kind: Kind::Stream { offset },
-            command: cmd.args[0].clone(),
+            command: reply_arg(&cmd, 0),
             key,
             db: cmd.db_on_target(),
         });
@@ -2005,6 +2061,58 @@ mod tests {
         // Expects the transaction's value, sets the new one (with the last write's position).
         assert!(text.contains(&format!("{id} 10 0\r\n")), "{text}");
         assert!(text.ends_with(&format!("{id} 24 0 10 0\r\n")), "{text}");
+    }
+
+    /// A big stream command is written from the bytes it came in (the same allocation), in
+    /// its place between the commands around it, inside the checkpointed transaction.
+    #[test]
+    fn a_big_stream_command_is_written_from_its_own_bytes() {
+        let mut enc = Encoder::new().with_checkpoint(b"cp".to_vec());
+        let id = "0123456789012345678901234567890123456789";
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from(id),
+            offset: 5,
+            snapshot: false,
+            clear_target: false,
+        })
+        .unwrap();
+        let mut end = 5;
+        let mut raws = Vec::new();
+        for value in [vec![b'a'; 3], vec![b'b'; RAW_BY_REFERENCE], vec![b'c'; 3]] {
+            let args = vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from_static(b"k"),
+                Bytes::from(value),
+            ];
+            let mut raw = BytesMut::new();
+            ferry_resp::encode_command(&mut raw, &args);
+            let raw = raw.freeze();
+            end += raw.len() as u64;
+            raws.push(raw.clone());
+            enc.push(Entry::Command(Command {
+                db: 0,
+                target_db: None,
+                args,
+                raw,
+                end_offset: end,
+                slot: None,
+            }))
+            .unwrap();
+        }
+        assert!(enc.pending_len() > RAW_BY_REFERENCE);
+        let (parts, _) = enc.take_parts();
+        assert_eq!(parts.len(), 3, "before, the big command, after");
+        assert_eq!(parts[1].as_ptr(), raws[1].as_ptr(), "not copied");
+        let text = String::from_utf8_lossy(&parts.concat()).into_owned();
+        let a = text.find("$3\r\naaa").unwrap();
+        let c = text.find("$3\r\nccc").unwrap();
+        assert!(
+            text.starts_with("*1\r\n$5\r\nMULTI\r\n") && a < c,
+            "{text:.200}"
+        );
+        let cp = text.find(&format!("{id} {end} 0")).unwrap();
+        assert!(c < cp && text.ends_with("*1\r\n$4\r\nEXEC\r\n"));
+        assert_eq!(enc.pending_len(), 0);
     }
 
     /// A command a transform moved to another db is written there, while the checkpoint

@@ -278,7 +278,7 @@ impl StandaloneTarget {
                     failure = Some(e);
                     break 'run;
                 }
-                let full = enc.out.len() >= options.flush_bytes
+                let full = enc.pending_len() >= options.flush_bytes
                     || enc.replies >= flush_replies
                     || out.paced_write_due(&enc);
                 if full && !out.flush(&mut enc).await {
@@ -374,7 +374,7 @@ impl Out<'_> {
             return false;
         };
         let (units, bytes) = throttle.write_size(stage);
-        self.pending.units >= units || enc.out.len() >= bytes
+        self.pending.units >= units || enc.pending_len() >= bytes
     }
 
     /// Hands what the encoder holds to the reply reader and the socket, after waiting as long
@@ -395,16 +395,22 @@ impl Out<'_> {
                 Err(_) => return false,
             }
         }
-        let (out, expects) = enc.take();
+        let (parts, expects) = enc.take_parts();
         if let (Some(throttle), Some(stage)) = (self.throttle, self.pending.stage) {
             let units = std::mem::take(&mut self.pending.units);
-            throttle.wait(stage, units, out.len() as u64).await;
+            let len = parts.iter().map(Bytes::len).sum::<usize>();
+            throttle.wait(stage, units, len as u64).await;
         }
         if self.expect_tx.send(expects).is_err() {
             return false;
         }
         // With TLS the last bytes may wait in the TLS layer until flushed (a no-op on plain TCP).
-        self.wr.write_all(&out).await.is_ok() && self.wr.flush().await.is_ok()
+        for part in parts {
+            if self.wr.write_all(&part).await.is_err() {
+                return false;
+            }
+        }
+        self.wr.flush().await.is_ok()
     }
 }
 

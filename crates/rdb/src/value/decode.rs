@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind};
 use crate::length::{Len, read_f64, read_len, read_len_id, read_length, read_ms, read_raw_id};
 use crate::reader::Reader;
 use crate::string::{
-    MAX_ELEMENT_BYTES, lzf_decompress, read_int, read_lzf_lens, read_string, read_string_vec,
+    LzfStream, MAX_ELEMENT_BYTES, read_int, read_lzf_lens, read_string, read_string_vec,
     read_text_double,
 };
 use crate::types::TypeByte;
@@ -36,6 +36,8 @@ enum State {
     Str {
         remaining: u64,
     },
+    /// An LZF-compressed string, decompressed a chunk at a time.
+    Lzf(LzfStream),
     Seq {
         remaining: u64,
         min_expire: i64,
@@ -291,6 +293,10 @@ impl Decoder {
                     };
                     return Ok(Some(Chunk::StringPart(part.into())));
                 }
+                State::Lzf(ref mut lzf) => match lzf.next_part(rd, self.lim.bytes)? {
+                    Some(part) => return Ok(Some(Chunk::StringPart(part.into()))),
+                    None => self.state = State::Done,
+                },
                 State::Seq {
                     remaining,
                     min_expire,
@@ -397,17 +403,8 @@ impl Decoder {
                         .push_back(Chunk::StringPart(Bytes::from(v.to_string())));
                 }
                 Len::Lzf => {
-                    // Decompressed whole: bounded by MAX_ELEMENT_BYTES (512 MiB).
                     let (clen, ulen) = read_lzf_lens(rd)?;
-                    let at = rd.offset();
-                    let data = rd.vec(clen)?;
-                    let out = Bytes::from(lzf_decompress(&data, ulen, at)?);
-                    let mut i = 0;
-                    while i < out.len() {
-                        let j = (i + lim.bytes).min(out.len());
-                        self.pending.push_back(Chunk::StringPart(out.slice(i..j)));
-                        i = j;
-                    }
+                    self.state = State::Lzf(LzfStream::new(clen, ulen, rd.offset()));
                 }
             },
             1..=5 | 22 => {

@@ -183,7 +183,8 @@ impl<'a> Cur<'a> {
                     lzf_check(data, ulen).map_err(|e| (at, e))?;
                     return Ok((at, Cow::Borrowed(&[][..])));
                 }
-                let out = lzf::decompress(data, ulen as usize)
+                let mut rd = crate::reader::Reader::new(data, false);
+                let out = crate::string::lzf_whole(&mut rd, clen, ulen)
                     .ok()
                     .filter(|o| o.len() as u64 == ulen)
                     .ok_or((at, "LZF data does not decompress to its stated length"))?;

@@ -1,0 +1,203 @@
+//! Huge values through every path that streams them in pieces: a big LZF-compressed string in
+//! the snapshot (decompressed a chunk at a time), a big plain one, a list of big elements,
+//! and big values written in the command stream. Checked key by key; the memory these paths
+//! take is measured by `scripts/bench --huge-values`, not here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, wait_caught_up};
+use testkit::Server;
+use testkit::compare::{self, Options};
+
+/// `n` bytes of text from a small vocabulary: LZF compresses it to about half, so the
+/// snapshot stores it compressed and still far above the big-value threshold.
+fn words(n: usize, seed: u64) -> Vec<u8> {
+    const VOCAB: [&str; 16] = [
+        "ferry", "redis", "stream", "value", "huge", "chunk", "window", "literal", "offset",
+        "replica", "master", "append", "snapshot", "bounded", "memory", "piece",
+    ];
+    let mut x = seed;
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        out.extend_from_slice(VOCAB[(x >> 60) as usize].as_bytes());
+        out.push(b' ' + ((x >> 20) % 8) as u8);
+    }
+    out.truncate(n);
+    out
+}
+
+/// `n` bytes LZF cannot compress (the snapshot stores them plain).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn huge_values_in_the_snapshot_and_the_stream() {
+    let source = Server::start();
+    let target = Server::start();
+    {
+        let mut c = source.conn();
+        let mut p = redis::pipe();
+        p.cmd("SET").arg("huge:lzf").arg(words(3 << 20, 1)).ignore();
+        p.cmd("SET")
+            .arg("huge:repeat")
+            .arg(b"abcdefgh".repeat(3 << 17))
+            .ignore();
+        p.cmd("SET")
+            .arg("huge:plain")
+            .arg(noise(3 << 20, 2))
+            .ignore();
+        for i in 0..8 {
+            p.cmd("RPUSH")
+                .arg("huge:list")
+                .arg(words(512 << 10, 10 + i))
+                .ignore();
+        }
+        p.cmd("SET").arg("small").arg("x").ignore();
+        p.query::<()>(&mut c).unwrap();
+    }
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--big-value-bytes",
+        "262144",
+    ]);
+    let st = ferry.wait_status(Duration::from_secs(180), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    // huge:repeat compresses below the threshold and goes whole, as RESTORE.
+    assert_eq!(
+        st["big_keys"], 3,
+        "lzf, plain and list should be chunked: {st}"
+    );
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+
+    {
+        let mut c = source.conn();
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg("stream:lzf")
+            .arg(words(3 << 20, 3))
+            .ignore();
+        p.cmd("SET")
+            .arg("stream:plain")
+            .arg(noise(3 << 20, 4))
+            .ignore();
+        p.cmd("APPEND")
+            .arg("stream:plain")
+            .arg(noise(1 << 20, 5))
+            .ignore();
+        p.cmd("RPUSH")
+            .arg("huge:list")
+            .arg(noise(2 << 20, 6))
+            .ignore();
+        p.query::<()>(&mut c).unwrap();
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    let len: usize = redis::cmd("STRLEN")
+        .arg("stream:plain")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(len, 4 << 20, "the APPEND was applied once");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// Big APPENDs go in pieces inside one transaction with their checkpoint: ferry killed while
+/// they are written and started again applies each exactly once, wherever the kill lands.
+#[test]
+fn big_appends_in_pieces_survive_a_kill_exactly_once() {
+    // A backlog that holds all the APPENDs: the restart continues from the checkpoint.
+    let source = Server::start_with(&["--repl-backlog-size", "128mb"]);
+    let target = Server::start();
+    redis::cmd("SET")
+        .arg("log")
+        .arg("start")
+        .query::<()>(&mut source.conn())
+        .unwrap();
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut c = source.conn();
+    let mut want = 5usize;
+    for i in 0..12u64 {
+        let piece = noise(3 << 20, 100 + i);
+        want += piece.len();
+        redis::cmd("APPEND")
+            .arg("log")
+            .arg(piece)
+            .query::<()>(&mut c)
+            .unwrap();
+        if i == 5 {
+            // Mid-way through the writes (where exactly does not matter to what is checked).
+            ferry.kill();
+            ferry = Ferry::start_with_status(&args);
+        }
+    }
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let len: usize = redis::cmd("STRLEN")
+        .arg("log")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(len, want, "each APPEND applied exactly once");
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// The pieces of a big SET and APPEND into a cluster target: each transaction in its key's
+/// slot, the values equal key by key.
+#[test]
+fn big_writes_in_pieces_into_a_cluster() {
+    let source = Server::start();
+    let target = testkit::Cluster::start(3, 0);
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut c = source.conn();
+    let mut p = redis::pipe();
+    for i in 0..4u64 {
+        let key = format!("big:{i}");
+        p.cmd("SET").arg(&key).arg(words(2 << 20, i)).ignore();
+        p.cmd("APPEND").arg(&key).arg(noise(1 << 20, i)).ignore();
+        p.cmd("MULTI").ignore();
+        p.cmd("APPEND")
+            .arg(&key)
+            .arg(noise(1 << 20, 10 + i))
+            .ignore();
+        p.cmd("INCR").arg(format!("n{{{key}}}")).ignore();
+        p.cmd("EXEC").ignore();
+    }
+    p.query::<()>(&mut c).unwrap();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let n = compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &compare::Side::from(&target),
+        &Options::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(n, 8);
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
