@@ -106,9 +106,39 @@ fn huge_values_in_the_snapshot_and_the_stream() {
             .arg("huge:list")
             .arg(noise(2 << 20, 6))
             .ignore();
+        // SETs with options after the value (Redis 7 propagates an expiry as PXAT): in pieces
+        // too, the expiry given once the options are in.
+        p.cmd("SET")
+            .arg("stream:ex")
+            .arg(noise(2 << 20, 7))
+            .arg("EX")
+            .arg(1000)
+            .ignore();
+        p.cmd("SET").arg("stream:keep").arg("x").arg("EX").arg(2000).ignore();
+        p.cmd("SET")
+            .arg("stream:keep")
+            .arg(noise(2 << 20, 8))
+            .arg("KEEPTTL")
+            .ignore();
+        p.cmd("SET").arg("stream:drop").arg("x").arg("EX").arg(3000).ignore();
+        p.cmd("SET")
+            .arg("stream:drop")
+            .arg(noise(2 << 20, 9))
+            .arg("XX")
+            .arg("GET")
+            .ignore();
         p.query::<()>(&mut c).unwrap();
     }
     wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let mut t = target.conn();
+    for (key, lo, hi) in [
+        ("stream:ex", 990_000, 1_000_000),
+        ("stream:keep", 1_990_000, 2_000_000),
+        ("stream:drop", -1, -1),
+    ] {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut t).unwrap();
+        assert!((lo..=hi).contains(&ttl), "{key}: PTTL {ttl} on the target");
+    }
     compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
     let len: usize = redis::cmd("STRLEN")
         .arg("stream:plain")

@@ -8,8 +8,13 @@
 //! attempt never applied). Inside a source transaction the pieces go without their own
 //! `MULTI`/`EXEC`: the source's already holds them together.
 //!
-//! Only the plain 3-argument forms: a `SET` with options (`PXAT`, `KEEPTTL`, `GET`, ...) or
-//! any other command with a huge argument is still read whole.
+//! A `SET` with options after its value (`PXAT t`, how Redis 7 propagates any `SET` with an
+//! expiry; `EX`, `PX`, `EXAT`, `KEEPTTL`, `NX`, `XX`, `GET`, `IFEQ v`) goes the same way: its
+//! first piece is `SET key <piece> KEEPTTL`, and once the options have arrived one command
+//! after the last piece gives the key the expiry they name (`PEXPIREAT`, ...), keeps it
+//! (`KEEPTTL`) or removes it (`PERSIST`, what a plain `SET` does). `NX`, `XX`, `GET` and `IFEQ`
+//! were decided by the source, which propagates a `SET` only when it wrote. Any other
+//! command with a huge argument is still read whole.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -21,6 +26,8 @@ pub const SPLIT_BYTES: u64 = 1024 * 1024;
 pub const PIECE_BYTES: u64 = 256 * 1024;
 /// A key longer than this is not looked for (the command is then read whole).
 const MAX_KEY: usize = 64 * 1024;
+/// A `SET` option longer than this (only `IFEQ`'s value can be) is refused.
+const MAX_OPTION: usize = 64 * 1024;
 
 /// What is left of a command being passed on in pieces.
 pub struct Split {
@@ -32,6 +39,10 @@ pub struct Split {
     /// Wrapped in a MULTI/EXEC of its own (not inside a source transaction).
     wrap: bool,
     db: u32,
+    /// Arguments after the value (a `SET`'s options), still to come once it is passed on.
+    options: usize,
+    /// The value is passed on; the options (if any) are what is left.
+    value_done: bool,
     done: bool,
 }
 
@@ -71,13 +82,14 @@ impl Split {
         in_multi: bool,
         out: &mut Vec<Entry>,
     ) -> Option<Split> {
-        if !buf.starts_with(b"*3\r\n") {
+        if buf.first() != Some(&b'*') {
             return None;
         }
-        let (name, at) = bulk(buf, 4, 6)?;
-        let append = if name.eq_ignore_ascii_case(b"SET") {
+        let (argc, at) = number(buf, 1)?;
+        let (name, at) = bulk(buf, at, 6)?;
+        let append = if name.eq_ignore_ascii_case(b"SET") && (3..=9).contains(&argc) {
             false
-        } else if name.eq_ignore_ascii_case(b"APPEND") {
+        } else if name.eq_ignore_ascii_case(b"APPEND") && argc == 3 {
             true
         } else {
             return None;
@@ -103,6 +115,8 @@ impl Split {
             first: true,
             wrap: !in_multi,
             db,
+            options: argc as usize - 3,
+            value_done: false,
             done: false,
         })
     }
@@ -116,6 +130,9 @@ impl Split {
         out: &mut Vec<Entry>,
     ) -> Result<(), String> {
         while !self.done {
+            if self.value_done {
+                return self.finish(buf, offset, out);
+            }
             let n = self.left.min(PIECE_BYTES) as usize;
             let last = n as u64 == self.left;
             let need = if last { n + 2 } else { n };
@@ -131,24 +148,104 @@ impl Split {
                 }
                 buf.advance(2);
                 *offset += 2;
-                self.done = true;
+                self.value_done = true;
             }
             let name: &'static [u8] = if self.first && !self.append {
                 b"SET"
             } else {
                 b"APPEND"
             };
-            self.first = false;
-            out.push(command(
-                self.db,
-                vec![Bytes::from_static(name), self.key.clone(), piece],
-                *offset,
-            ));
-            if self.done && self.wrap {
-                out.push(command(self.db, vec![Bytes::from_static(b"EXEC")], *offset));
+            let mut args = vec![Bytes::from_static(name), self.key.clone(), piece];
+            if self.first && self.options > 0 {
+                // Whether the key keeps its expiry is known only once the options are in.
+                args.push(Bytes::from_static(b"KEEPTTL"));
             }
+            self.first = false;
+            out.push(command(self.db, args, *offset));
         }
         Ok(())
+    }
+
+    /// After the value: reads the options (once all have arrived), gives the key the expiry
+    /// they say, and ends the transaction.
+    fn finish(
+        &mut self,
+        buf: &mut BytesMut,
+        offset: &mut u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), String> {
+        let mut options = Vec::with_capacity(self.options);
+        let mut at = 0;
+        for _ in 0..self.options {
+            if buf.get(at).is_some_and(|&b| b != b'$') {
+                return Err("a SET option in the stream is not a bulk string".into());
+            }
+            match bulk(buf, at, MAX_OPTION) {
+                Some((option, next)) => {
+                    options.push(Bytes::copy_from_slice(option));
+                    at = next;
+                }
+                // Not all here yet (or an option too long to wait for).
+                None if buf.len() < at + MAX_OPTION + 32 => return Ok(()),
+                None => return Err("a SET option in the stream is too long".into()),
+            }
+        }
+        buf.advance(at);
+        *offset += at as u64;
+        // A plain SET cleared the expiry with its first piece; an APPEND keeps it.
+        if let Some(args) = self.expiry(&options)?.filter(|_| self.options > 0) {
+            out.push(command(self.db, args, *offset));
+        }
+        if self.wrap {
+            out.push(command(self.db, vec![Bytes::from_static(b"EXEC")], *offset));
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    /// The command that leaves the key with the expiry `options` give it, if one is needed
+    /// (the first piece kept the one it had).
+    fn expiry(&self, options: &[Bytes]) -> Result<Option<Vec<Bytes>>, String> {
+        let mut keep = false;
+        let mut i = 0;
+        while i < options.len() {
+            let o = options[i].to_ascii_uppercase();
+            let command: &'static [u8] = match o.as_slice() {
+                b"NX" | b"XX" | b"GET" => {
+                    i += 1;
+                    continue;
+                }
+                b"KEEPTTL" => {
+                    keep = true;
+                    i += 1;
+                    continue;
+                }
+                b"IFEQ" => {
+                    i += 2;
+                    continue;
+                }
+                b"EX" => b"EXPIRE",
+                b"PX" => b"PEXPIRE",
+                b"EXAT" => b"EXPIREAT",
+                b"PXAT" => b"PEXPIREAT",
+                _ => {
+                    return Err(format!(
+                        "a SET in the stream has an option ferry does not know: {}",
+                        String::from_utf8_lossy(&options[i])
+                    ));
+                }
+            };
+            let at = options
+                .get(i + 1)
+                .filter(|n| std::str::from_utf8(n).is_ok_and(|t| t.parse::<i64>().is_ok()))
+                .ok_or_else(|| "a SET expiry in the stream is not a number".to_string())?;
+            return Ok(Some(vec![
+                Bytes::from_static(command),
+                self.key.clone(),
+                at.clone(),
+            ]));
+        }
+        Ok((!keep).then(|| vec![Bytes::from_static(b"PERSIST"), self.key.clone()]))
     }
 
     /// The whole command has been passed on.
@@ -225,6 +322,60 @@ mod tests {
             assert_eq!(sum, value.len());
             assert!(got.windows(2).all(|w| w[0].2 <= w[1].2));
             assert!(got.iter().all(|g| g.1 as u64 <= PIECE_BYTES));
+        }
+    }
+
+    #[test]
+    fn a_huge_set_with_options_keeps_its_expiry_for_the_end() {
+        let value = vec![b'v'; SPLIT_BYTES as usize];
+        for (options, last) in [
+            (
+                vec![&b"PXAT"[..], b"1700000000000"],
+                vec!["PEXPIREAT", "k", "1700000000000"],
+            ),
+            (vec![&b"ex"[..], b"100", b"NX"], vec!["EXPIRE", "k", "100"]),
+            (vec![&b"KEEPTTL"[..]], vec![]),
+            (vec![&b"XX"[..], b"GET"], vec!["PERSIST", "k"]),
+        ] {
+            let mut args = vec![&b"SET"[..], b"k", &value];
+            args.extend(options.iter().copied());
+            let mut wire = BytesMut::new();
+            ferry_resp::encode_command(&mut wire, &args);
+            let total = wire.len() as u64;
+            for cut in [1000usize, wire.len()] {
+                let (mut buf, mut offset, mut out) = (BytesMut::new(), 0, Vec::new());
+                let mut split = None;
+                for part in wire.chunks(cut) {
+                    buf.extend_from_slice(part);
+                    if split.is_none() {
+                        split = Split::start(&mut buf, &mut offset, 0, false, &mut out);
+                    }
+                    if let Some(s) = &mut split {
+                        s.feed(&mut buf, &mut offset, &mut out).unwrap();
+                    }
+                }
+                assert!(split.unwrap().done() && buf.is_empty() && offset == total);
+                let cmds: Vec<Vec<String>> = out
+                    .iter()
+                    .map(|e| match e {
+                        Entry::Command(c) => c
+                            .args
+                            .iter()
+                            .map(|a| String::from_utf8_lossy(&a[..a.len().min(20)]).into_owned())
+                            .collect(),
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                assert_eq!(cmds[1][0], "SET");
+                assert_eq!(cmds[1].last().unwrap(), "KEEPTTL");
+                assert_eq!(cmds.last().unwrap(), &vec!["EXEC".to_string()]);
+                let before_exec = &cmds[cmds.len() - 2];
+                if last.is_empty() {
+                    assert_eq!(before_exec[0], "APPEND");
+                } else {
+                    assert_eq!(before_exec, &last);
+                }
+            }
         }
     }
 
