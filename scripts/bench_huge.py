@@ -8,7 +8,8 @@ Source (repl-diskless-sync no) holds, before the sync:
   huge:list   a list of 1 MiB text elements adding up to the same size,
   small       one small key;
 then, once both copies are in their incremental phase,
-  huge:stream one SET of a text value of the same size, in the command stream.
+  huge:stream one SET of a text value of the same size with EX (propagated as SET ... PXAT),
+              in the command stream.
 A native replica (REPLICAOF) and ferry (sync, into its own target) run at the same time;
 each one's snapshot time and the time until the SET is visible are printed, with ferry's
 peak RSS after the snapshot and overall. Values are compared key by key with DEBUG
@@ -125,10 +126,11 @@ def run(args, ferry):
         res["native_snapshot_s"] = native_loaded
         res["ferry_snapshot_s"] = ferry_loaded
 
-        # one huge SET in the command stream
+        # one huge SET with an expiry in the command stream (Redis 7 propagates it as
+        # SET ... PXAT: options after the value)
         value = b"".join(blocks[(i * 5 + 2) % 8] for i in range(args.huge_mib))
         t1 = time.monotonic()
-        src.cmd("SET", "huge:stream", value)
+        src.cmd("SET", "huge:stream", value, "EX", "36000")
         del value
         n_at = f_at = None
         want = args.huge_mib << 20
