@@ -114,13 +114,23 @@ fn huge_values_in_the_snapshot_and_the_stream() {
             .arg("EX")
             .arg(1000)
             .ignore();
-        p.cmd("SET").arg("stream:keep").arg("x").arg("EX").arg(2000).ignore();
+        p.cmd("SET")
+            .arg("stream:keep")
+            .arg("x")
+            .arg("EX")
+            .arg(2000)
+            .ignore();
         p.cmd("SET")
             .arg("stream:keep")
             .arg(noise(2 << 20, 8))
             .arg("KEEPTTL")
             .ignore();
-        p.cmd("SET").arg("stream:drop").arg("x").arg("EX").arg(3000).ignore();
+        p.cmd("SET")
+            .arg("stream:drop")
+            .arg("x")
+            .arg("EX")
+            .arg(3000)
+            .ignore();
         p.cmd("SET")
             .arg("stream:drop")
             .arg(noise(2 << 20, 9))

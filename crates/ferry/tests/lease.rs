@@ -179,3 +179,33 @@ fn a_lease_without_expiry_is_named() {
     let keys: Vec<String> = target.conn().keys("*").unwrap();
     assert_eq!(keys, vec![lease], "nothing else was written");
 }
+
+/// A FLUSHALL from the source empties ferry's fences too: they are set again in the same
+/// stream (on a cluster target, one fenced transaction per slot of each master) and the
+/// sync goes on, counts exact.
+#[test]
+fn a_flushall_in_the_stream_keeps_the_task_fenced() {
+    let source = Server::start_with(NO_DELAY);
+    let target = Cluster::start(3, 0);
+    writes(&source, 100);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    ferry.wait_status(Duration::from_secs(60), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let _: () = redis::cmd("FLUSHALL").query(&mut source.conn()).unwrap();
+    writes(&source, 700);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
+    let counter: Option<i64> = target.conn_for(b"counter").get("counter").unwrap();
+    let list: usize = target.conn_for(b"list").llen("list").unwrap();
+    assert_eq!((counter, list), (Some(700), 700), "{}", ferry.log());
+    compare::eventually_equal_sides(
+        &Side::from(&source),
+        &Side::from(&target),
+        &Default::default(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    let st = ferry.status().unwrap();
+    assert!(st["last_error"].is_null() && st["retries"] == 0, "{st}");
+}

@@ -195,6 +195,7 @@ impl StandaloneTarget {
                 on_error: options.on_error,
                 fence: fence.clone(),
                 hold: hold_reports,
+                credit_max: options.max_in_flight,
             },
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
@@ -247,6 +248,7 @@ impl StandaloneTarget {
             wr: &mut wr,
             expect_tx: &expect_tx,
             credit: &credit,
+            credit_max: options.max_in_flight as u32,
             status: &status,
             throttle: options.throttle.as_deref(),
             pending: Pending::default(),
@@ -319,6 +321,9 @@ struct Out<'a> {
     wr: &'a mut WriteHalf,
     expect_tx: &'a mpsc::UnboundedSender<Vec<Expect>>,
     credit: &'a Semaphore,
+    /// All the credit there is: a batch with more replies (one entry can make many: a flush
+    /// of a cluster master sets its slots' fences again) takes all of it.
+    credit_max: u32,
     status: &'a Status,
     throttle: Option<&'a Throttle>,
     /// Gathered since the last write, to count against the limits.
@@ -388,7 +393,7 @@ impl Out<'_> {
         if self.fence.is_some_and(|f| f.check().is_err()) {
             return false;
         }
-        let replies = enc.replies as u32;
+        let replies = (enc.replies as u32).min(self.credit_max);
         if replies > 0 {
             match self.credit.acquire_many(replies).await {
                 Ok(permit) => permit.forget(),
@@ -421,6 +426,8 @@ struct Target {
     fence: Option<Arc<Fence>>,
     /// Where passes over held TTLs report what they left.
     hold: Option<Arc<super::hold::Reports>>,
+    /// All the credit there is (see `Out::credit_max`).
+    credit_max: usize,
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
@@ -437,6 +444,7 @@ async fn read_replies(
         on_error,
         fence,
         hold,
+        credit_max,
     } = target;
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
@@ -501,7 +509,8 @@ async fn read_replies(
                     }
                 }
             }
-            credit.add_permits(replies);
+            // What the writer took for this batch (at most all the credit there is).
+            credit.add_permits(replies.min(credit_max));
         }
         Ok(())
     }
