@@ -86,6 +86,7 @@ fn frozen_copy_is_fenced(
     target_url: &str,
     counts: &mut dyn FnMut() -> (i64, usize, usize),
     target: Side,
+    resumable: &dyn Fn() -> bool,
 ) {
     let source = Server::start_with(NO_DELAY);
     writes(&source, 100);
@@ -96,6 +97,13 @@ fn frozen_copy_is_fenced(
     });
     writes(&source, 400);
     wait_caught_up(&mut old, &source, Duration::from_secs(60));
+    // Frozen only once the target holds a checkpoint a new copy can go on from (a cluster
+    // master writes its first one after its first confirmed writes).
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), resumable),
+        "no checkpoint to resume from; log:\n{}",
+        old.log()
+    );
     signal(old.pid(), "-STOP");
     // The source goes on writing to the frozen copy's link too.
     writes(&source, 500);
@@ -143,7 +151,9 @@ fn frozen_copy_is_fenced(
 fn a_frozen_copy_that_wakes_after_a_takeover_writes_nothing() {
     let target = Server::start();
     let mut get = counts_standalone(&target);
-    frozen_copy_is_fenced(&target.url(), &mut || get(""), Side::from(&target));
+    frozen_copy_is_fenced(&target.url(), &mut || get(""), Side::from(&target), &|| {
+        true
+    });
 }
 
 #[test]
@@ -155,7 +165,18 @@ fn a_frozen_copy_into_a_cluster_writes_nothing_after_a_takeover() {
         let list: usize = target.conn_for(b"list").llen("list").unwrap();
         (counter.unwrap_or(0), log, list)
     };
-    frozen_copy_is_fenced(&target.url(), &mut counts, Side::from(&target));
+    let every_master_has_a_base = || {
+        target.masters().iter().all(|m| {
+            let keys: Vec<String> = m.conn().keys("__ferry:checkpoint:*:base:*").unwrap();
+            !keys.is_empty()
+        })
+    };
+    frozen_copy_is_fenced(
+        &target.url(),
+        &mut counts,
+        Side::from(&target),
+        &every_master_has_a_base,
+    );
 }
 
 /// A lease set by hand (no expiry) would make every start wait forever: it is named instead.
