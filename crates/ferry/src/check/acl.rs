@@ -168,8 +168,8 @@ pub(super) async fn source_replication(side: &mut Side) -> Result<Finding> {
 }
 
 /// The target's user may write what ferry writes: keys with `RESTORE`/`SET`/`DEL`, its
-/// checkpoint in `MULTI`/`EXEC`, `SELECT` for other dbs, and `FLUSHALL`/`FLUSHDB` when
-/// `on_conflict = "flush"`.
+/// checkpoint in `MULTI`/`EXEC` behind `WATCH` and a fence script (`EVAL`), `SELECT` for
+/// other dbs, and `FLUSHALL`/`FLUSHDB` when `on_conflict = "flush"`.
 pub(super) async fn target_write(side: &mut Side, config: &TaskConfig) -> Result<Finding> {
     let key = Checkpoint::key(&config.name);
     let mut commands = vec![
@@ -181,6 +181,14 @@ pub(super) async fn target_write(side: &mut Side, config: &TaskConfig) -> Result
     ];
     if !side.is_cluster() {
         commands.push(command(&[b"SELECT", b"0"]));
+    }
+    if config.checkpoint {
+        // The lease, the fence check before each transaction, the TTL hold's passes.
+        commands.push(command(&[b"EVAL", b"return 1", b"1", &key]));
+        // WATCH cannot be queued in a MULTI: asked only where ACL DRYRUN answers.
+        if side.version.0 >= 7 {
+            commands.push(command(&[b"WATCH", &key]));
+        }
     }
     if config.on_conflict == Some(OnConflict::Flush) {
         let narrowed = crate::target::conflict::synced_dbs(config).is_some();
@@ -224,7 +232,7 @@ pub(super) async fn target_write(side: &mut Side, config: &TaskConfig) -> Result
                         "{} {addr}: cannot tell whether user {user} may write: {why}",
                         side.label
                     ),
-                    "make sure the user may write every synced key with +@write +multi +exec +select, or allow it +acl|dryrun to have it checked".to_string(),
+                    "make sure the user may write every synced key with +@write +multi +exec +select +eval +watch, or allow it +acl|dryrun to have it checked".to_string(),
                 ));
             }
         }
