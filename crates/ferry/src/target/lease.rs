@@ -62,6 +62,11 @@ return 0";
 /// holds ARGV[1].
 const TAKE_OVER_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0";
 
+/// Sets the fence KEYS[1] to ARGV[1] unless it holds it already: a fence rewritten with the
+/// same token would still abort this process's own transactions between WATCH and EXEC (the
+/// shards of a cluster source claim the same target one after another).
+const SET_IF_OTHER: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1]) end return 0";
+
 /// Deletes the lease only if it is ours.
 const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
@@ -351,7 +356,14 @@ impl Fence {
         if !cluster {
             let key = self.key();
             let conn = target.conn_for_key(&key);
-            conn.request_ok(&[&b"SET"[..], &key, &self.token]).await?;
+            conn.request_ok(&[
+                &b"EVAL"[..],
+                SET_IF_OTHER.as_bytes(),
+                b"1",
+                &key,
+                &self.token,
+            ])
+            .await?;
             return Ok(());
         }
         // One key per slot, each written on the master serving it, pipelined.
@@ -365,7 +377,16 @@ impl Fence {
             let mut n = 0;
             let keys = self.slot_keys();
             for slot in (0..SLOTS).filter(|&s| owners[s] == i) {
-                ferry_resp::encode_command(&mut out, &[&b"SET"[..], &keys[slot], &self.token]);
+                ferry_resp::encode_command(
+                    &mut out,
+                    &[
+                        &b"EVAL"[..],
+                        SET_IF_OTHER.as_bytes(),
+                        b"1",
+                        &keys[slot],
+                        &self.token,
+                    ],
+                );
                 n += 1;
             }
             conn.write_all(&out).await?;
