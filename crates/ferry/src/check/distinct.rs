@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use ferry_resp::Frame;
 
 use super::info::info;
@@ -109,7 +108,7 @@ pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
             // after READONLY; a master takes it as a no-op.
             conn.request(&[&b"READONLY"[..]]).await?;
         }
-        for key in scan(conn, &pattern).await? {
+        for key in crate::target::cluster::scan(conn, &pattern).await? {
             let Frame::Bulk(value) = conn.request_ok(&[&b"GET"[..], &key]).await? else {
                 continue;
             };
@@ -124,28 +123,6 @@ pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
         }
     }
     Ok(out)
-}
-
-async fn scan(conn: &mut Conn, pattern: &[u8]) -> Result<Vec<Bytes>> {
-    let mut cursor = Bytes::from_static(b"0");
-    let mut keys = Vec::new();
-    loop {
-        let reply = conn
-            .request_ok(&[&b"SCAN"[..], &cursor, b"MATCH", pattern, b"COUNT", b"1000"])
-            .await?;
-        let Frame::Array(parts) = reply else {
-            return Err(conn.server_error(b"SCAN answered something else than an array"));
-        };
-        let mut parts = parts.into_iter();
-        let (Some(next), Some(Frame::Array(found))) = (parts.next(), parts.next()) else {
-            return Err(conn.server_error(b"SCAN answered an unexpected array"));
-        };
-        keys.extend(found.into_iter().filter_map(|f| f.as_bytes().cloned()));
-        cursor = next.as_bytes().cloned().unwrap_or_default();
-        if &cursor[..] == b"0" || cursor.is_empty() {
-            return Ok(keys);
-        }
-    }
 }
 
 /// Why `a` and `b` hold the same data, if they do: one server, one cluster, or one

@@ -403,7 +403,7 @@ fn glob_escape(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// Every key of one server matching `pattern`.
-async fn scan(conn: &mut Conn, pattern: &[u8]) -> Result<Vec<Bytes>> {
+pub(crate) async fn scan(conn: &mut Conn, pattern: &[u8]) -> Result<Vec<Bytes>> {
     let mut cursor = Bytes::from_static(b"0");
     let mut keys = Vec::new();
     loop {
