@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
-use crate::status::{Snapshot, Status};
+use ferry_engine::error::{Error, Result};
+use ferry_engine::status::{Snapshot, Status};
 
 pub fn router(status: Arc<Status>) -> Router {
     Router::new()

@@ -1,13 +1,17 @@
 //! The `ferry` command line.
 
+mod api;
+mod progress;
+mod rdbtool;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use ferry::config::{FileConfig, OnConflict, TaskConfig};
-use ferry::status::Status;
-use ferry::tls::{TlsSection, TlsVersion};
+use ferry_engine::net::tls::{TlsSection, TlsVersion};
+use ferry_engine::spec::{FileConfig, OnConflict, TaskConfig};
+use ferry_engine::status::Status;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -105,8 +109,8 @@ struct RdbInput {
 }
 
 impl RdbInput {
-    fn split(self) -> (PathBuf, ferry::rdbtool::Filter, ferry::rdbtool::Limits) {
-        let filter = ferry::rdbtool::Filter {
+    fn split(self) -> (PathBuf, crate::rdbtool::Filter, crate::rdbtool::Limits) {
+        let filter = crate::rdbtool::Filter {
             dbs: self.dbs,
             key_prefixes: self
                 .key_prefixes
@@ -114,7 +118,7 @@ impl RdbInput {
                 .map(|p| p.into_encoded_bytes())
                 .collect(),
         };
-        let limits = ferry::rdbtool::Limits {
+        let limits = crate::rdbtool::Limits {
             big_value_bytes: self.big_value_bytes,
             big_value_elements: self.big_value_elements,
             chunk_bytes: self.chunk_bytes,
@@ -256,7 +260,7 @@ struct VerifyArgs {
     config: Option<PathBuf>,
     /// Rounds in all: the first compares every key, each later one only the keys that still
     /// differ (writes in flight during a live sync settle in between).
-    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_ROUNDS)]
+    #[arg(long, value_name = "N", default_value_t = ferry_engine::verify::DEFAULT_ROUNDS)]
     rounds: u32,
     /// Pause before each later round, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
@@ -265,13 +269,13 @@ struct VerifyArgs {
     #[arg(long, value_name = "N")]
     keys_per_sec: Option<f64>,
     /// Largest gap between the source's and the target's expiry that still counts as equal, in ms.
-    #[arg(long, value_name = "MS", default_value_t = ferry::verify::DEFAULT_TTL_TOLERANCE_MS)]
+    #[arg(long, value_name = "MS", default_value_t = ferry_engine::verify::DEFAULT_TTL_TOLERANCE_MS)]
     ttl_tolerance_ms: i64,
     /// Keys per SCAN call and per pipelined batch of reads.
-    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_BATCH)]
+    #[arg(long, value_name = "N", default_value_t = ferry_engine::verify::DEFAULT_BATCH)]
     batch: usize,
     /// Stop once this many differences are found (they are held in memory).
-    #[arg(long, value_name = "N", default_value_t = ferry::verify::DEFAULT_MAX_DIFFERENCES)]
+    #[arg(long, value_name = "N", default_value_t = ferry_engine::verify::DEFAULT_MAX_DIFFERENCES)]
     max_differences: usize,
     /// Write each remaining difference to FILE as one JSON object per line.
     #[arg(long, value_name = "FILE")]
@@ -410,7 +414,7 @@ struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn apply(self, filter: &mut ferry::config::FilterSection) -> ferry::Result<()> {
+    fn apply(self, filter: &mut ferry_engine::spec::FilterSection) -> ferry_engine::Result<()> {
         let replace = |list: &mut Vec<String>, flag: Vec<String>| {
             if !flag.is_empty() {
                 *list = flag;
@@ -436,7 +440,7 @@ impl FilterArgs {
                     .split_once('=')
                     .and_then(|(s, t)| Some((s.trim().to_string(), t.trim().parse().ok()?)));
                 let Some((source, target)) = parsed else {
-                    return Err(ferry::Error::Config(format!(
+                    return Err(ferry_engine::Error::Config(format!(
                         "--db-map {pair:?} is not SOURCE=TARGET, e.g. --db-map 1=5"
                     )));
                 };
@@ -497,7 +501,7 @@ fn main() -> ExitCode {
 }
 
 fn rdb(args: RdbArgs) -> ExitCode {
-    use ferry::rdbtool::{inspect, stats, to_stdout};
+    use crate::rdbtool::{inspect, stats, to_stdout};
     let result = match args.command {
         RdbCommand::Inspect(a) => {
             let (file, filter, limits) = a.input.split();
@@ -539,7 +543,10 @@ fn rdb(args: RdbArgs) -> ExitCode {
 
 fn check(args: CheckArgs) -> ExitCode {
     let report = task_config(args.sync).and_then(|(config, _)| {
-        runtime()?.block_on(ferry::check::run(&config, ferry::check::Mode::Check))
+        runtime()?.block_on(ferry_engine::check::run(
+            &config,
+            ferry_engine::check::Mode::Check,
+        ))
     });
     let report = match report {
         Ok(report) => report,
@@ -565,17 +572,17 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-fn runtime() -> ferry::Result<tokio::runtime::Runtime> {
+fn runtime() -> ferry_engine::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| ferry_engine::Error::Config(format!("cannot start the async runtime: {e}")))
 }
 
-fn sync(args: SyncArgs) -> ferry::Result<()> {
+fn sync(args: SyncArgs) -> ferry_engine::Result<()> {
     let (config, live_verify) = task_config(args)?;
     let live_verify = match live_verify {
-        Some(settings) => Some((ferry::verify::Options::from_task(&config)?, settings)),
+        Some(settings) => Some((ferry_engine::verify::Options::from_task(&config)?, settings)),
         None => None,
     };
     runtime()?.block_on(async move {
@@ -583,15 +590,15 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
         let cancel = CancellationToken::new();
         let ui_cancel = CancellationToken::new();
         let api = match config.status_addr {
-            Some(addr) => Some(ferry::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
+            Some(addr) => Some(crate::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
             None => None,
         };
-        let ui = ferry::progress::spawn(status.clone(), ui_cancel.clone());
+        let ui = crate::progress::spawn(status.clone(), ui_cancel.clone());
         if let Some((opts, settings)) = live_verify {
-            ferry::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
+            ferry_engine::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
         }
         tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = ferry::task::run(config, status, cancel).await;
+        let result = ferry_engine::task::run(config, status, cancel).await;
         ui_cancel.cancel();
         let _ = ui.await;
         if let Some(api) = api {
@@ -605,7 +612,7 @@ fn sync(args: SyncArgs) -> ferry::Result<()> {
 /// With them, the continuous verification's settings when `[verify] continuous` is on.
 fn task_config(
     args: SyncArgs,
-) -> ferry::Result<(TaskConfig, Option<ferry::verify::live::Settings>)> {
+) -> ferry_engine::Result<(TaskConfig, Option<ferry_engine::verify::live::Settings>)> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -639,8 +646,10 @@ fn task_config(
         file.transform.script = args.transform;
     }
     match args.full_resync.as_deref() {
-        Some("flush") => file.sync.full_resync = Some(ferry::source::psync::FullResync::Flush),
-        Some(_) => file.sync.full_resync = Some(ferry::source::psync::FullResync::Stop),
+        Some("flush") => {
+            file.sync.full_resync = Some(ferry_engine::source::psync::FullResync::Flush)
+        }
+        Some(_) => file.sync.full_resync = Some(ferry_engine::source::psync::FullResync::Stop),
         None => {}
     }
     file.sync.on_conflict = match args.on_conflict.as_deref() {
@@ -680,7 +689,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
 }
 
 /// Whether every target equals the source.
-fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
+fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -695,10 +704,10 @@ fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
     file.sync.on_conflict = None;
     file.sync.confirm_flush = None;
     let config = TaskConfig::build(file)?;
-    let mut opts = ferry::verify::Options::from_task(&config)?;
+    let mut opts = ferry_engine::verify::Options::from_task(&config)?;
     let positive = |name: &str, ok: bool| match ok {
         true => Ok(()),
-        false => Err(ferry::Error::Config(format!(
+        false => Err(ferry_engine::Error::Config(format!(
             "--{name} must be greater than 0"
         ))),
     };
@@ -710,7 +719,7 @@ fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
         args.keys_per_sec.is_none_or(|r| r.is_finite() && r > 0.0),
     )?;
     if args.ttl_tolerance_ms < 0 {
-        return Err(ferry::Error::Config(
+        return Err(ferry_engine::Error::Config(
             "--ttl-tolerance-ms must be 0 or more".into(),
         ));
     }
@@ -725,7 +734,7 @@ fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
     let mut out = match &args.out {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| {
-                ferry::Error::Config(format!("cannot write --out {}: {e}", path.display()))
+                ferry_engine::Error::Config(format!("cannot write --out {}: {e}", path.display()))
             })?,
         )),
         None => None,
@@ -733,16 +742,16 @@ fn run_verify(args: VerifyArgs) -> ferry::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ferry::Error::Config(format!("cannot start the async runtime: {e}")))?;
-    let summaries = runtime.block_on(ferry::verify::run(&opts))?;
+        .map_err(|e| ferry_engine::Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let summaries = runtime.block_on(ferry_engine::verify::run(&opts))?;
     let mut stdout = std::io::stdout().lock();
     for s in &summaries {
         s.print(&mut stdout)
-            .map_err(|e| ferry::Error::Config(format!("cannot write to stdout: {e}")))?;
+            .map_err(|e| ferry_engine::Error::Config(format!("cannot write to stdout: {e}")))?;
     }
     if let (Some(out), Some(path)) = (&mut out, &args.out) {
-        ferry::verify::write_lines(out, &summaries).map_err(|e| {
-            ferry::Error::Config(format!("cannot write --out {}: {e}", path.display()))
+        ferry_engine::verify::write_lines(out, &summaries).map_err(|e| {
+            ferry_engine::Error::Config(format!("cannot write --out {}: {e}", path.display()))
         })?;
     }
     Ok(summaries.iter().all(|s| s.differences.is_empty()))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{Phase, Status};
+use ferry_engine::status::{Phase, Status};
 
 pub fn spawn(status: Arc<Status>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     if std::io::stderr().is_terminal() {
@@ -92,7 +92,7 @@ async fn terminal(status: Arc<Status>, cancel: CancellationToken) {
 }
 
 /// Says so while a `[limit]` holds the writers back.
-fn held(s: &crate::status::Snapshot) -> &'static str {
+fn held(s: &ferry_engine::status::Snapshot) -> &'static str {
     match s.limit {
         Some(l) if l.throttled => " · throttled",
         _ => "",
@@ -130,7 +130,7 @@ async fn log_lines(status: Arc<Status>, cancel: CancellationToken) {
 }
 
 /// `p50 1.2 ms p99 3.4 ms` (`~` when estimated), or `-` without samples.
-fn latency_text(report: Option<&crate::latency::Report>) -> String {
+fn latency_text(report: Option<&ferry_engine::status::latency::Report>) -> String {
     match report {
         None => "-".to_string(),
         Some(r) => {
@@ -143,7 +143,7 @@ fn latency_text(report: Option<&crate::latency::Report>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latency::Report;
+    use ferry_engine::status::latency::Report;
 
     #[test]
     fn latency_line_marks_estimates() {

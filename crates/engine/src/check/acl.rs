@@ -1,0 +1,260 @@
+//! `source_replication` and `target_write`: whether ferry's user may run what it needs.
+//!
+//! Asked without running anything: `ACL DRYRUN` (Redis 7.0+) when the user may use it, else
+//! each command queued inside a `MULTI` that is then discarded (the ACL is checked when a
+//! command is queued). Before 6.0 there are no ACLs. A user allowed neither way leaves the
+//! answer open: a warning, and the sync itself finds out.
+
+use bytes::Bytes;
+use ferry_resp::Frame;
+
+use super::reach::Side;
+use super::{Finding, Item};
+use crate::error::Result;
+use crate::net::conn::Conn;
+use crate::sink::checkpoint::Checkpoint;
+use crate::spec::{OnConflict, TaskConfig};
+
+/// What a user may run, of a list of commands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// The commands refused (lowercase names) and the server's reason for the first.
+    Denied(Vec<String>, String),
+    /// Could not be found out, and why.
+    Unknown(String),
+}
+
+/// Whether `user` (logged in on `conn`) may run each of `commands` (full argument lists).
+pub async fn may_run(
+    conn: &mut Conn,
+    user: &str,
+    version: (u32, u32, u32),
+    commands: &[Vec<Bytes>],
+) -> Result<Access> {
+    if version.0 < 6 {
+        return Ok(Access::Allowed);
+    }
+    if version.0 >= 7
+        && let Some(access) = dry_run(conn, user, commands).await?
+    {
+        return Ok(access);
+    }
+    queued(conn, commands).await
+}
+
+/// `ACL DRYRUN` of each command; None when the user may not run `ACL DRYRUN` itself.
+async fn dry_run(conn: &mut Conn, user: &str, commands: &[Vec<Bytes>]) -> Result<Option<Access>> {
+    let mut denied = Vec::new();
+    let mut reason = String::new();
+    for command in commands {
+        let mut args: Vec<Bytes> = vec![
+            Bytes::from_static(b"ACL"),
+            Bytes::from_static(b"DRYRUN"),
+            Bytes::copy_from_slice(user.as_bytes()),
+        ];
+        args.extend(command.iter().cloned());
+        match conn.request(&args).await? {
+            Frame::Simple(_) => {}
+            Frame::Bulk(why) | Frame::Verbatim { text: why, .. } => {
+                if denied.is_empty() {
+                    reason = String::from_utf8_lossy(&why).into_owned();
+                }
+                denied.push(name(command));
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(verdict(denied, reason)))
+}
+
+/// Each command queued in a `MULTI`, then `DISCARD`: a refused one answers `NOPERM`.
+async fn queued(conn: &mut Conn, commands: &[Vec<Bytes>]) -> Result<Access> {
+    if let Frame::Error(msg) = conn.request(&[b"MULTI"]).await? {
+        return Ok(Access::Unknown(format!(
+            "the user may run neither ACL DRYRUN nor MULTI ({})",
+            String::from_utf8_lossy(&msg)
+        )));
+    }
+    let mut denied = Vec::new();
+    let mut reason = String::new();
+    let mut unknown = None;
+    for command in commands {
+        if let Frame::Error(msg) = conn.request(command).await? {
+            let text = String::from_utf8_lossy(&msg).into_owned();
+            if text.starts_with("NOPERM") {
+                if denied.is_empty() {
+                    reason = text;
+                }
+                denied.push(name(command));
+            } else if text.contains("not allowed inside a transaction") {
+                // Since 7.0 replication commands refuse MULTI before the ACL is asked.
+                unknown = Some(format!(
+                    "{} cannot be asked about inside MULTI and the user may not run ACL DRYRUN",
+                    name(command)
+                ));
+            }
+        }
+    }
+    conn.request(&[b"DISCARD"]).await?;
+    Ok(match (denied.is_empty(), unknown) {
+        (true, Some(why)) => Access::Unknown(why),
+        _ => verdict(denied, reason),
+    })
+}
+
+fn verdict(denied: Vec<String>, reason: String) -> Access {
+    if denied.is_empty() {
+        Access::Allowed
+    } else {
+        Access::Denied(denied, reason)
+    }
+}
+
+fn name(command: &[Bytes]) -> String {
+    String::from_utf8_lossy(&command[0]).to_lowercase()
+}
+
+fn command(args: &[&[u8]]) -> Vec<Bytes> {
+    args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
+}
+
+/// The `ACL SETUSER` line that grants `commands` to `user`.
+fn grant(user: &str, commands: &[String]) -> String {
+    let plus: Vec<String> = commands.iter().map(|c| format!("+{c}")).collect();
+    format!("ACL SETUSER {user} {}", plus.join(" "))
+}
+
+/// The source's user may replicate: `PSYNC`, `REPLCONF`, `PING` on every node ferry reads.
+pub(super) async fn source_replication(side: &mut Side) -> Result<Finding> {
+    let commands = [
+        command(&[b"PSYNC", b"?", b"-1"]),
+        command(&[b"REPLCONF", b"capa", b"eof"]),
+        command(&[b"PING"]),
+    ];
+    let item = Item::SourceReplication;
+    let user = side.user.clone();
+    for conn in &mut side.nodes {
+        let addr = conn.addr.clone();
+        match may_run(conn, &user, side.version, &commands).await? {
+            Access::Allowed => {}
+            Access::Denied(missing, reason) => {
+                return Ok(Finding::fail(
+                    item,
+                    format!(
+                        "source {addr}: user {user} may not run {} ({reason}), so it cannot replicate",
+                        missing.join(", ")
+                    ),
+                    format!("on the source: {}", grant(&user, &missing)),
+                ));
+            }
+            Access::Unknown(why) => {
+                return Ok(Finding::warn(
+                    item,
+                    format!("source {addr}: cannot tell whether user {user} may replicate: {why}"),
+                    format!(
+                        "make sure the user has +psync +replconf +ping (ACL SETUSER {user} +psync +replconf +ping), or allow it +acl|dryrun to have it checked"
+                    ),
+                ));
+            }
+        }
+    }
+    let how = if side.version.0 < 6 {
+        "no ACLs before Redis 6.0".to_string()
+    } else {
+        format!("user {user} may run PSYNC, REPLCONF and PING")
+    };
+    Ok(Finding::pass(item, format!("{}: {how}", side.name())))
+}
+
+/// The target's user may write what ferry writes: keys with `RESTORE`/`SET`/`DEL`, its
+/// checkpoint in `MULTI`/`EXEC` behind `WATCH` and a fence script (`EVAL`), `SELECT` for
+/// other dbs, and `FLUSHALL`/`FLUSHDB` when `on_conflict = "flush"`.
+pub(super) async fn target_write(side: &mut Side, config: &TaskConfig) -> Result<Finding> {
+    let key = Checkpoint::key(&config.name);
+    let mut commands = vec![
+        command(&[b"MULTI"]),
+        command(&[b"EXEC"]),
+        command(&[b"SET", &key, b"x"]),
+        command(&[b"RESTORE", &key, b"0", b"x", b"REPLACE"]),
+        command(&[b"DEL", &key]),
+    ];
+    if !side.is_cluster() {
+        commands.push(command(&[b"SELECT", b"0"]));
+    }
+    if config.checkpoint {
+        // The lease, the fence check before each transaction, the TTL hold's passes.
+        commands.push(command(&[b"EVAL", b"return 1", b"1", &key]));
+        // WATCH cannot be queued in a MULTI: asked only where ACL DRYRUN answers.
+        if side.version.0 >= 7 {
+            commands.push(command(&[b"WATCH", &key]));
+        }
+    }
+    if config.on_conflict == Some(OnConflict::Flush) {
+        let narrowed = crate::sink::conflict::synced_dbs(config).is_some();
+        commands.push(if narrowed {
+            command(&[b"FLUSHDB"])
+        } else {
+            command(&[b"FLUSHALL"])
+        });
+    }
+    let item = Item::TargetWrite;
+    let user = side.user.clone();
+    for conn in &mut side.nodes {
+        let addr = conn.addr.clone();
+        // MULTI and EXEC cannot be queued in a MULTI: without ACL DRYRUN they are left to
+        // `MULTI` itself answering.
+        let asked: &[Vec<Bytes>] = if side.version.0 >= 7 {
+            &commands
+        } else {
+            &commands[2..]
+        };
+        match may_run(conn, &user, side.version, asked).await? {
+            Access::Allowed => {}
+            Access::Denied(missing, reason) => {
+                return Ok(Finding::fail(
+                    item,
+                    format!(
+                        "{} {addr}: user {user} may not run {} ({reason})",
+                        side.label,
+                        missing.join(", ")
+                    ),
+                    format!(
+                        "on the target: {} (and ~* or the synced keys' patterns)",
+                        grant(&user, &missing)
+                    ),
+                ));
+            }
+            Access::Unknown(why) => {
+                return Ok(Finding::warn(
+                    item,
+                    format!(
+                        "{} {addr}: cannot tell whether user {user} may write: {why}",
+                        side.label
+                    ),
+                    "make sure the user may write every synced key with +@write +multi +exec +select +eval +watch, or allow it +acl|dryrun to have it checked".to_string(),
+                ));
+            }
+        }
+    }
+    let how = if side.version.0 < 6 {
+        "no ACLs before Redis 6.0".to_string()
+    } else {
+        let names: Vec<String> = commands.iter().map(|c| name(c).to_uppercase()).collect();
+        format!("user {user} may run {}", names.join(", "))
+    };
+    Ok(Finding::pass(item, format!("{}: {how}", side.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_what_is_missing() {
+        assert_eq!(
+            grant("repl", &["psync".into(), "replconf".into()]),
+            "ACL SETUSER repl +psync +replconf"
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! The precheck: will this sync work, and what must be fixed first. Each item looks at one
+//! thing (can ferry reach and log in, may its user replicate and write, will the data fit, ...)
+//! and answers pass, warn or fail with what it found and how to fix it.
+//!
+//! `ferry check` prints every item; `ferry sync` runs the same items first and refuses to start
+//! on a failure. Where `sync` has always ended with an error of its own for a case (a wrong
+//! password, an unreachable host, a cluster with uncovered slots, a db map beyond the target's
+//! dbs), the finding carries that error and `sync` ends with it unchanged.
+//!
+//! One file per thing checked: `reach` (reachable, authenticated), `distinct` (the target is
+//! not the source, a replica or master of it, nor where its data comes from), `acl` (source replication,
+//! target write), `versions`, `memory` (free memory, eviction policy), `keys` (keys already in
+//! the target), `start` (new copy, resume or full resync), `backlog` (backlog and replica output buffer), `slots`, `modules`, `dbs`,
+//! `heartbeat`, `timeouts` (repl_timeout), `tls`; `info` reads INFO and CONFIG GET.
+
+mod acl;
+mod backlog;
+mod dbs;
+mod distinct;
+mod heartbeat;
+mod info;
+mod keys;
+mod memory;
+mod modules;
+mod reach;
+mod report;
+mod slots;
+mod start;
+mod timeouts;
+mod tls;
+mod versions;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, Role};
+use crate::spec::{Source, TaskConfig};
+pub use info::parse_info;
+pub use reach::Side;
+pub use report::Report;
+
+/// How an item came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+        }
+    }
+}
+
+/// The items, by the names the report and `[check] ignore` use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Item {
+    Reachable,
+    Authenticated,
+    Distinct,
+    SourceReplication,
+    TargetWrite,
+    Versions,
+    Memory,
+    EvictionPolicy,
+    TargetKeys,
+    Start,
+    Backlog,
+    OutputBuffer,
+    Slots,
+    Modules,
+    DbMap,
+    Heartbeat,
+    ReplTimeout,
+    Tls,
+}
+
+impl Item {
+    pub fn name(self) -> &'static str {
+        match self {
+            Item::Reachable => "reachable",
+            Item::Authenticated => "authenticated",
+            Item::Distinct => "distinct",
+            Item::SourceReplication => "source_replication",
+            Item::TargetWrite => "target_write",
+            Item::Versions => "versions",
+            Item::Memory => "memory",
+            Item::EvictionPolicy => "eviction_policy",
+            Item::TargetKeys => "target_keys",
+            Item::Start => "start",
+            Item::Backlog => "backlog",
+            Item::OutputBuffer => "output_buffer",
+            Item::Slots => "slots",
+            Item::Modules => "modules",
+            Item::DbMap => "db_map",
+            Item::Heartbeat => "heartbeat",
+            Item::ReplTimeout => "repl_timeout",
+            Item::Tls => "tls",
+        }
+    }
+}
+
+/// One item's answer for one server (or pair of servers).
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub item: Item,
+    pub result: Outcome,
+    /// What was found, naming the server.
+    pub found: String,
+    /// What to do about it; empty on a pass.
+    pub fix: String,
+    /// The error `sync` has always ended with for this case, if it has one.
+    #[serde(skip)]
+    pub error: Option<Error>,
+}
+
+impl Finding {
+    pub fn pass(item: Item, found: impl Into<String>) -> Finding {
+        Finding {
+            item,
+            result: Outcome::Pass,
+            found: found.into(),
+            fix: String::new(),
+            error: None,
+        }
+    }
+
+    pub fn warn(item: Item, found: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            item,
+            result: Outcome::Warn,
+            found: found.into(),
+            fix: fix.into(),
+            error: None,
+        }
+    }
+
+    pub fn fail(item: Item, found: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            item,
+            result: Outcome::Fail,
+            found: found.into(),
+            fix: fix.into(),
+            error: None,
+        }
+    }
+
+    /// A failure that `sync` reports as `error`, whose words are the finding's.
+    fn from_error(item: Item, error: Error, fix: impl Into<String>) -> Finding {
+        Finding {
+            item,
+            result: Outcome::Fail,
+            found: error.to_string(),
+            fix: fix.into(),
+            error: Some(error),
+        }
+    }
+}
+
+/// `[check]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    /// Items not run, by name (e.g. `["eviction_policy"]`).
+    #[serde(default)]
+    pub ignore: Vec<Item>,
+    /// The backlog should hold at least this many minutes of the source's writes (default 10).
+    pub backlog_minutes: Option<u64>,
+}
+
+/// The precheck's settings, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub ignore: Vec<Item>,
+    pub backlog_minutes: u64,
+    /// `sync --ignore-warnings`: warnings are not logged.
+    pub ignore_warnings: bool,
+}
+
+impl Default for CheckConfig {
+    fn default() -> CheckConfig {
+        CheckConfig {
+            ignore: Vec::new(),
+            backlog_minutes: DEFAULT_BACKLOG_MINUTES,
+            ignore_warnings: false,
+        }
+    }
+}
+
+pub const DEFAULT_BACKLOG_MINUTES: u64 = 10;
+
+impl CheckConfig {
+    pub fn build(section: &CheckSection) -> Result<CheckConfig> {
+        let backlog_minutes = section.backlog_minutes.unwrap_or(DEFAULT_BACKLOG_MINUTES);
+        if backlog_minutes == 0 {
+            return Err(Error::Config(
+                "check.backlog_minutes must be greater than 0".into(),
+            ));
+        }
+        for item in [Item::Reachable, Item::Authenticated] {
+            if section.ignore.contains(&item) {
+                return Err(Error::Config(format!(
+                    "check.ignore cannot name {:?}: without a connection nothing else can be checked",
+                    item.name()
+                )));
+            }
+        }
+        if section.ignore.contains(&Item::Distinct) {
+            return Err(Error::Config(
+                "check.ignore cannot name \"distinct\": a target that is the source (or replicates it) would have ferry write into the data it reads".into(),
+            ));
+        }
+        Ok(CheckConfig {
+            ignore: section.ignore.clone(),
+            backlog_minutes,
+            ignore_warnings: false,
+        })
+    }
+}
+
+/// Who runs the precheck: `ferry check` (report everything) or `ferry sync` (stop at the
+/// first error `sync` has always stopped with, and leave to the sync what it settles itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Check,
+    Sync,
+}
+
+/// Runs every item not ignored and returns the report. Errors when a server stops answering
+/// midway, and under `Mode::Sync` where `sync` has always ended with an error of its own (a
+/// server that cannot be reached or logged in to, a cluster with unserved slots).
+pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
+    let mut report = Report::new(&config.check.ignore);
+    let mut source = match &config.source {
+        Source::Redis(endpoint) => {
+            reach::connect(Role::Source, "source", endpoint, config, mode, &mut report).await?
+        }
+        Source::RdbFile(_) => None,
+    };
+    let mut targets = Vec::new();
+    let all_targets = std::iter::once(&config.target).chain(&config.more_targets);
+    for (i, endpoint) in all_targets.enumerate() {
+        let label = if config.more_targets.is_empty() {
+            "target".to_string()
+        } else {
+            format!("target {}", i + 1)
+        };
+        if let Some(side) =
+            reach::connect(Role::Target, &label, endpoint, config, mode, &mut report).await?
+        {
+            targets.push(side);
+        }
+    }
+    if report.runs(Item::Tls) {
+        for side in source.iter().chain(&targets) {
+            if let Some(finding) = tls::check(side) {
+                report.add(finding);
+            }
+        }
+    }
+    if let Some(source) = &mut source {
+        slots::check(source, &mut report);
+    }
+    for target in &mut targets {
+        slots::check(target, &mut report);
+    }
+    // Before anything else is asked or written: a target that is the source ends it here.
+    for finding in distinct::check(source.as_mut(), &mut targets, config, mode).await? {
+        if mode == Mode::Sync
+            && let Some(error) = finding.error
+        {
+            return Err(error);
+        }
+        report.add(finding);
+    }
+    if let Some(source) = &mut source
+        && report.runs(Item::SourceReplication)
+    {
+        let finding = acl::source_replication(source).await?;
+        report.add(finding);
+    }
+    if report.runs(Item::TargetWrite) {
+        for target in &mut targets {
+            let finding = acl::target_write(target, config).await?;
+            report.add(finding);
+        }
+    }
+    if let Some(source) = &mut source {
+        for target in &mut targets {
+            if report.runs(Item::Versions) {
+                let finding = versions::check(source, target).await?;
+                report.add(finding);
+            }
+        }
+    }
+    let source_data = match &mut source {
+        Some(source) if report.runs(Item::Memory) => Some(memory::source_data(source).await?),
+        _ => None,
+    };
+    for target in &mut targets {
+        if let Some(data) = &source_data {
+            let finding = memory::free_memory(target, data, mode).await?;
+            report.add(finding);
+        }
+        if report.runs(Item::EvictionPolicy) {
+            let finding = memory::eviction_policy(target).await?;
+            report.add(finding);
+        }
+    }
+    if mode == Mode::Check && report.runs(Item::TargetKeys) {
+        for target in &targets {
+            let finding = keys::check(target, source.as_ref(), config).await;
+            report.add(finding);
+        }
+    }
+    if mode == Mode::Check
+        && report.runs(Item::Start)
+        && let Some(source) = &mut source
+    {
+        for finding in start::check(source, &targets, config).await {
+            report.add(finding);
+        }
+    }
+    let follows = !config.full_only;
+    if let Some(source) = &mut source
+        && (report.runs(Item::Backlog) || report.runs(Item::OutputBuffer))
+    {
+        for finding in backlog::check(source, config, follows, mode).await? {
+            report.add(finding);
+        }
+    }
+    if let Some(source) = &mut source
+        && report.runs(Item::ReplTimeout)
+    {
+        let finding = timeouts::check(source, config).await?;
+        report.add(finding);
+    }
+    if let Some(source) = &mut source
+        && report.runs(Item::Modules)
+    {
+        for target in &mut targets {
+            let finding = modules::check(source, target).await?;
+            report.add(finding);
+        }
+    }
+    if report.runs(Item::DbMap) {
+        for target in &mut targets {
+            let finding = dbs::check(source.as_mut(), target, config).await?;
+            report.add(finding);
+        }
+    }
+    if let Some(source) = &mut source
+        && report.runs(Item::Heartbeat)
+    {
+        let finding = heartbeat::check(source, config).await?;
+        report.add(finding);
+    }
+    Ok(report)
+}
+
+/// What `sync` runs before it starts: logs the warnings (unless told not to) and refuses to
+/// start on a failure, with the error `sync` has always given for that case where there is one.
+pub async fn before_sync(config: &TaskConfig) -> Result<()> {
+    let report = run(config, Mode::Sync).await?;
+    let mut failures = Vec::new();
+    for finding in report.into_findings() {
+        match finding.result {
+            Outcome::Pass => {}
+            Outcome::Warn => {
+                if !config.check.ignore_warnings {
+                    tracing::warn!(
+                        "precheck {}: {}; {}",
+                        finding.item.name(),
+                        finding.found,
+                        finding.fix
+                    );
+                }
+            }
+            Outcome::Fail => failures.push(finding),
+        }
+    }
+    let Some(first) = failures.first_mut() else {
+        return Ok(());
+    };
+    if let Some(error) = first.error.take() {
+        return Err(error);
+    }
+    let words: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{}: {} (fix: {})", f.item.name(), f.found, f.fix))
+        .collect();
+    Err(Error::Precheck(words.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> std::result::Result<CheckSection, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn ignore_takes_item_names_and_refuses_the_connection_items() {
+        let s =
+            section("ignore = [\"eviction_policy\", \"backlog\"]\nbacklog_minutes = 3").unwrap();
+        let c = CheckConfig::build(&s).unwrap();
+        assert_eq!(c.ignore, vec![Item::EvictionPolicy, Item::Backlog]);
+        assert_eq!(c.backlog_minutes, 3);
+        let err = section("ignore = [\"eviction\"]").unwrap_err().to_string();
+        assert!(err.contains("eviction_policy"), "{err}");
+        let s = section("ignore = [\"reachable\"]").unwrap();
+        let err = CheckConfig::build(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("check.ignore cannot name \"reachable\""),
+            "{err}"
+        );
+        let s = section("backlog_minutes = 0").unwrap();
+        assert!(CheckConfig::build(&s).is_err());
+    }
+
+    #[test]
+    fn item_names_are_the_serialized_ones() {
+        for item in [Item::SourceReplication, Item::DbMap, Item::EvictionPolicy] {
+            let json = serde_json::to_string(&item).unwrap();
+            assert_eq!(json, format!("\"{}\"", item.name()));
+        }
+    }
+}

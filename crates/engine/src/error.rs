@@ -1,0 +1,208 @@
+//! The engine's errors: each names the server or setting involved and, where the user can act,
+//! what to do. `Display` is the one line the CLI prints.
+
+use std::io;
+
+/// Which side of the sync a server is on; used in messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Target,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Target => "target",
+        })
+    }
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+
+    #[error("cannot connect to {role} {addr}: {source}{}", connect_hint(source))]
+    Connect {
+        role: Role,
+        addr: String,
+        source: io::Error,
+    },
+
+    /// `reason` says why in words, ending with rustls's name for it, e.g. "(UnknownIssuer)".
+    #[error("{role} {addr}: TLS handshake failed: {reason}")]
+    Tls {
+        role: Role,
+        addr: String,
+        reason: String,
+    },
+
+    #[error(
+        "{role} {addr} rejected the login: {msg}; check the user and password in the {role} URL"
+    )]
+    Auth {
+        role: Role,
+        addr: String,
+        msg: String,
+    },
+
+    #[error(
+        "{role} {addr} requires a password: give it in the URL as redis://[user]:password@{addr}"
+    )]
+    NoAuth { role: Role, addr: String },
+
+    #[error(
+        "no sentinel named the {role}'s master {master:?}: {why}; check the sentinel addresses and the master name in the {role} URL"
+    )]
+    Sentinel {
+        role: Role,
+        master: String,
+        why: String,
+    },
+
+    #[error("{role} {addr}: {msg}")]
+    Server {
+        role: Role,
+        addr: String,
+        msg: String,
+    },
+
+    #[error("lost the connection to {role} {addr}: {source}")]
+    Io {
+        role: Role,
+        addr: String,
+        source: io::Error,
+    },
+
+    #[error("{role} {addr} closed the connection{context}")]
+    Closed {
+        role: Role,
+        addr: String,
+        context: String,
+    },
+
+    /// A server that keeps the connection but does not answer: retried as an "other" failure.
+    #[error("{role} {addr} sent no reply for {secs} s")]
+    Timeout { role: Role, addr: String, secs: u64 },
+
+    #[error("{role} {addr} sent bytes that are not RESP: {source}")]
+    Protocol {
+        role: Role,
+        addr: String,
+        source: ferry_resp::Error,
+    },
+
+    #[error(
+        "snapshot from source {addr} is unreadable: {source}{}",
+        snapshot_hint(source)
+    )]
+    Snapshot {
+        addr: String,
+        source: ferry_rdb::Error,
+    },
+
+    /// `what` names the command and its keys, e.g. `RESTORE of key "a" in db 0`.
+    /// `retryable`: nothing of it was applied (refused when queued, or out of memory), so the
+    /// same writes can be tried again.
+    #[error("target {addr} refused {what}: {msg}{}", refusal_hint(msg))]
+    TargetRefused {
+        addr: String,
+        what: String,
+        msg: String,
+        retryable: bool,
+    },
+
+    #[error(
+        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\" (or --full-resync flush)"
+    )]
+    ResyncNeeded { addr: String, why: String },
+
+    /// Another process holds the task's lease and renews it.
+    #[error(
+        "task {task} is already running ({holder}) on target {target}; stop that copy first, or give this task another [sync] name"
+    )]
+    AlreadyRunning {
+        task: String,
+        target: String,
+        holder: String,
+    },
+
+    /// Another process took the task over: this one must not write again.
+    #[error("task {task} was taken over by another copy ({why}); this copy stops without writing")]
+    LeaseLost { task: String, why: String },
+
+    #[error("cannot write {what} to the target: {why}")]
+    CannotWrite { what: String, why: String },
+
+    /// The precheck's failed items, each with what was found and how to fix it.
+    #[error(
+        "precheck failed: {0}; `ferry check` with the same settings shows every item; to start anyway, name the item in [check] ignore"
+    )]
+    Precheck(String),
+
+    #[error("status server on {addr}: {source}")]
+    StatusServer { addr: String, source: io::Error },
+
+    #[error(transparent)]
+    Script(#[from] crate::pipeline::script::ScriptError),
+}
+
+fn connect_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => " (is redis-server running there, on that port?)",
+        io::ErrorKind::TimedOut => " (no answer: check the host, port and any firewall)",
+        _ => "",
+    }
+}
+
+fn refusal_hint(msg: &str) -> &'static str {
+    if msg.starts_with("OOM") {
+        " (the target is out of memory: raise its maxmemory or choose an eviction policy, then run ferry again)"
+    } else if msg.starts_with("READONLY") {
+        " (the target is a read-only replica: point ferry at its master)"
+    } else if msg.starts_with("NOPERM") {
+        " (the target user lacks permission for this command: grant it with ACL SETUSER)"
+    } else if msg.contains("payload version or checksum") {
+        " (the target cannot read this Redis version's encoding)"
+    } else if msg.starts_with("MISCONF") {
+        " (the target cannot persist to disk: fix its save settings or disk)"
+    } else {
+        ""
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about a value damaged inside a snapshot whose framing is sound.
+fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
+    match (e.kind(), e.key()) {
+        (ferry_rdb::ErrorKind::Corrupt(_), Some(_)) => {
+            " (that value is damaged; a server that restores it can crash: repair or delete that key on the source, then copy again)"
+        }
+        _ => "",
+    }
+}
+
+/// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes.iter().take(200) {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > 200 {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
+}

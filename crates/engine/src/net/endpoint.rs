@@ -1,0 +1,297 @@
+//! Server addresses as the Redis ecosystem writes them: `redis://[user:pass@]host:port`, and
+//! `rediss://` for TLS.
+
+use std::fmt;
+
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::net::sentinel::Sentinels;
+use crate::net::tls::{Tls, TlsSection};
+
+/// Where a server is, how to log in to it and whether to speak TLS. Built only from a checked
+/// URL. Cheap to clone: the TLS config inside is shared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Set for `rediss://`.
+    pub tls: Option<Tls>,
+    /// Set for `redis+sentinel://`: the master is whichever server these sentinels name at
+    /// connect time; `host` and `port` are then the first sentinel's.
+    pub sentinel: Option<Arc<Sentinels>>,
+}
+
+impl Endpoint {
+    /// Parses a `redis://` or `rediss://` URL (TLS with the public CAs and no client
+    /// certificate). `role` ("source", "target") names the setting in errors.
+    pub fn parse(role: &'static str, text: &str) -> Result<Endpoint, Error> {
+        Endpoint::parse_with_tls(role, text, &TlsSection::default())
+    }
+
+    /// Parses a URL; a `rediss://` one uses these TLS settings, whose files are read and
+    /// checked here. Settings with a `redis://` URL are an error: they would be ignored.
+    pub fn parse_with_tls(
+        role: &'static str,
+        text: &str,
+        tls: &TlsSection,
+    ) -> Result<Endpoint, Error> {
+        let bad = |why: &str| Error::Config(format!("{role} URL {text:?}: {why}"));
+        for (scheme, secure) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
+            if let Some(rest) = text.strip_prefix(scheme) {
+                return Endpoint::parse_sentinel(role, rest, secure, tls).map_err(|why| bad(&why));
+            }
+        }
+        if !text.contains("://") {
+            return Err(bad(
+                "no scheme; write it as redis://[user:password@]host:port",
+            ));
+        }
+        let url = url::Url::parse(text).map_err(|e| {
+            bad(&format!(
+                "{e}; write it as redis://[user:password@]host:port"
+            ))
+        })?;
+        let secure = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme {other:?}; use redis://host:port (rediss:// for TLS)"
+                )));
+            }
+        };
+        if !secure && !tls.is_empty() {
+            return Err(bad(&format!(
+                "TLS settings are given for the {role} but its URL is redis://; write rediss:// to connect with TLS"
+            )));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host; write it as redis://host:port"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port().unwrap_or(6379);
+        let password = match url.password() {
+            Some(p) => Some(percent_decode(p).map_err(|_| bad("password is not valid UTF-8"))?),
+            None => None,
+        };
+        let username = match url.username() {
+            "" => None,
+            u => Some(percent_decode(u).map_err(|_| bad("user name is not valid UTF-8"))?),
+        };
+        if username.is_some() && password.is_none() {
+            return Err(bad(
+                "a user name needs a password: redis://user:password@host:port",
+            ));
+        }
+        match url.path() {
+            "" | "/" => {}
+            p if p.trim_start_matches('/').parse::<u32>().is_ok() => {
+                return Err(bad(
+                    "a db in the URL is not supported: ferry syncs every db to the same db number",
+                ));
+            }
+            p => return Err(bad(&format!("unexpected path {p:?}"))),
+        }
+        if url.query().is_some() {
+            return Err(bad("query parameters are not supported"));
+        }
+        let tls = if secure {
+            Some(Tls::load(role, tls)?)
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            username,
+            password,
+            tls,
+            sentinel: None,
+        })
+    }
+
+    /// `[user:password@]host:port[,host:port...]/master-name`, after the scheme.
+    fn parse_sentinel(
+        role: &'static str,
+        rest: &str,
+        secure: bool,
+        tls: &TlsSection,
+    ) -> Result<Endpoint, String> {
+        let (login, hosts) = match rest.rsplit_once('@') {
+            Some((login, hosts)) => (Some(login), hosts),
+            None => (None, rest),
+        };
+        let (username, password) = match login.map(|l| l.split_once(':')) {
+            None => (None, None),
+            Some(None) => {
+                return Err(
+                    "a user name needs a password: redis+sentinel://user:password@host:port/master"
+                        .into(),
+                );
+            }
+            Some(Some((user, pass))) => {
+                let decode = |s: &str, what: &str| {
+                    percent_decode(s).map_err(|_| format!("{what} is not valid UTF-8"))
+                };
+                let user = (!user.is_empty())
+                    .then(|| decode(user, "user name"))
+                    .transpose()?;
+                (user, Some(decode(pass, "password")?))
+            }
+        };
+        let sentinels = Sentinels::parse(hosts)?;
+        if !secure && !tls.is_empty() {
+            return Err(format!(
+                "TLS settings are given for the {role} but its URL is redis+sentinel://; write rediss+sentinel:// to connect with TLS"
+            ));
+        }
+        let tls = if secure {
+            Some(Tls::load(role, tls).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let (host, port) = sentinels.addrs[0].clone();
+        Ok(Endpoint {
+            host,
+            port,
+            username,
+            password,
+            tls,
+            sentinel: Some(Arc::new(sentinels)),
+        })
+    }
+
+    /// The same login and TLS settings for another server of the same deployment (a cluster
+    /// node, a replica a sentinel names). Its certificate is checked against `host` unless a
+    /// `server_name` is set.
+    pub fn at(&self, host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.to_string(),
+            port,
+            sentinel: None,
+            ..self.clone()
+        }
+    }
+
+    /// `host:port`, for connecting and for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out)
+}
+
+/// Never prints the password.
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sentinel {
+            Some(sentinels) => write!(f, "{sentinels}"),
+            None => f.write_str(&self.addr()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_auth_forms() {
+        let e = Endpoint::parse("source", "redis://127.0.0.1:7000").unwrap();
+        assert_eq!(e.addr(), "127.0.0.1:7000");
+        assert_eq!(e.password, None);
+        let e = Endpoint::parse("source", "redis://:p%40ss@localhost").unwrap();
+        assert_eq!(e.port, 6379);
+        assert_eq!(e.password.as_deref(), Some("p@ss"));
+        assert_eq!(e.username, None);
+        let e = Endpoint::parse("target", "redis://alice:secret@[::1]:6380").unwrap();
+        assert_eq!(e.addr(), "[::1]:6380");
+        assert_eq!(e.username.as_deref(), Some("alice"));
+        assert!(!format!("{e:?}").contains("secret"));
+        assert!(e.tls.is_none());
+    }
+
+    #[test]
+    fn rediss_means_tls_and_nodes_share_its_config() {
+        let e = Endpoint::parse("target", "rediss://:pw@127.0.0.1:6380").unwrap();
+        let tls = e.tls.as_ref().expect("TLS for rediss://");
+        let node = e.at("10.0.0.7", 7001);
+        assert_eq!(node.addr(), "10.0.0.7:7001");
+        assert_eq!(node.password.as_deref(), Some("pw"));
+        let node_tls = node.tls.as_ref().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&tls.config(), &node_tls.config()));
+        assert_eq!(
+            node_tls.server_name("10.0.0.7").unwrap().to_str(),
+            "10.0.0.7"
+        );
+    }
+
+    #[test]
+    fn tls_settings_need_rediss() {
+        let section = TlsSection {
+            server_name: Some("redis.internal".into()),
+            ..TlsSection::default()
+        };
+        let err = Endpoint::parse_with_tls("source", "redis://h:1", &section)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write rediss://"), "{err}");
+        let e = Endpoint::parse_with_tls("source", "rediss://h:1", &section).unwrap();
+        let name = e.at("10.0.0.9", 1).tls.unwrap().server_name("10.0.0.9");
+        assert_eq!(name.unwrap().to_str(), "redis.internal");
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_honour() {
+        for bad in [
+            "127.0.0.1:6379",
+            "http://x:1",
+            "redis://",
+            "redis://h:1/3",
+            "redis://alice@h:1",
+            "rediss://h:1/0",
+        ] {
+            let err = Endpoint::parse("source", bad).unwrap_err().to_string();
+            assert!(err.starts_with("source URL"), "{bad}: {err}");
+        }
+    }
+}

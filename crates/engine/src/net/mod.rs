@@ -1,0 +1,10 @@
+//! Reaching servers: URLs (`endpoint`), TLS settings into rustls configs (`tls`), the byte
+//! stream under a connection (`socket`), one RESP connection (`conn`), Sentinel resolution
+//! (`sentinel`) and a cluster's nodes and slots (`topology`).
+
+pub mod conn;
+pub mod endpoint;
+pub mod sentinel;
+pub mod socket;
+pub mod tls;
+pub mod topology;

@@ -1,0 +1,480 @@
+//! One sync task: target first (so a bad target fails before the source forks a snapshot), then
+//! the source as a replica, joined by a bounded channel that carries backpressure end to end.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sink::checkpoint::Checkpoint;
+use crate::spec::{Source, TaskConfig};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::error::Role;
+use crate::net::conn::Conn;
+use crate::net::endpoint::Endpoint;
+use crate::net::topology::Topology;
+use crate::pipeline::entry::Entry;
+use crate::pipeline::fanout;
+use crate::sink::lease::Fence;
+use crate::sink::{Target, conflict};
+use crate::source::psync::{self, PsyncSource};
+use crate::source::snapshot;
+use crate::spec::ReadFrom;
+use crate::status::{Phase, Status};
+
+/// Batches between source and target; with the batch limits this bounds memory to a few MiB.
+const CHANNEL_BATCHES: usize = 8;
+
+/// Runs the task until it fails, the source ends (full-only), or `cancel` fires. A lost
+/// connection is retried for `retry.connection`, a retryable refusal for `retry.other`, each
+/// attempt starting again from the checkpoint in the target (with exponential backoff and
+/// jitter); a window starts again once the sync makes progress. Until a source has taken the
+/// login and the replica handshake, failures end the task at once: a wrong address or password
+/// is the user's to fix. After it, a link dropped even before the source answered PSYNC (a
+/// replica killed while a diskless source waits out its delay) is a lost connection.
+/// On return the status holds the final phase and, on failure, the error. The precheck
+/// (`check`) runs first and stops the task on a failed item.
+pub async fn run(
+    mut config: TaskConfig,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    if let Some(throttle) = &config.writer.throttle {
+        status.show_limits(throttle.clone());
+    }
+    // One writer per task: a lease and a fence beside the checkpoint in each target.
+    let fence = match (&config.source, config.checkpoint) {
+        (Source::Redis(_), true) => Some(Arc::new(Fence::new(&config.name))),
+        _ => None,
+    };
+    config.writer.fence = fence.clone();
+    let targets: Vec<Endpoint> = std::iter::once(&config.target)
+        .chain(&config.more_targets)
+        .cloned()
+        .collect();
+    let keeper = fence.clone().map(|fence| {
+        let stop = CancellationToken::new();
+        let (task, targets, done) = (cancel.clone(), targets.clone(), stop.clone());
+        let handle = tokio::spawn(async move { fence.keep(targets, task, done).await });
+        (handle, stop)
+    });
+    let result = run_task(&config, &status, &cancel).await;
+    if let Some((handle, stop)) = keeper {
+        stop.cancel();
+        let _ = handle.await;
+    }
+    if let Some(fence) = &fence {
+        fence.release(&targets).await;
+    }
+    // A copy that was taken over ends with that, whatever interrupted it.
+    match (result, fence.as_ref().map(|f| f.check())) {
+        (_, Some(Err(lost))) => failed(&status, lost),
+        (result, _) => result,
+    }
+}
+
+async fn run_task(
+    config: &TaskConfig,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    // The precheck, once: a failure here is the user's to fix, not a break to retry.
+    status.set_phase(Phase::Connecting);
+    tokio::select! {
+        checked = crate::check::before_sync(config) => {
+            if let Err(e) = checked {
+                return failed(status, e);
+            }
+        }
+        _ = cancel.cancelled() => return stopped(status),
+    }
+    let mut window: Option<(Instant, String)> = None;
+    let mut attempt: u32 = 0;
+    loop {
+        let before = progress(status);
+        let err = match run_inner(config, status, cancel).await {
+            Ok(()) => return stopped(status),
+            // Stopping may break a link mid-way: that is the stop, not a failure.
+            Err(_) if cancel.is_cancelled() => return stopped(status),
+            Err(e) => e,
+        };
+        if progress(status) != before {
+            window = None;
+            attempt = 0;
+        }
+        let limit =
+            retry_limit(&err, config).filter(|_| status.has_synced() || status.source_accepted());
+        let Some(limit) = limit else {
+            let err = match (err, window) {
+                // Our own interrupted copy cannot be continued: say what interrupted it.
+                (Error::ResyncNeeded { why, .. }, Some((_, first)))
+                    if !why.contains("no longer holds the checkpoint") =>
+                {
+                    Error::Config(format!(
+                        "{first}; retrying is not possible: {why}; set [sync] full_resync = \"flush\" to copy again from scratch"
+                    ))
+                }
+                (e, _) => e,
+            };
+            return failed(status, err);
+        };
+        let (started, _) = window.get_or_insert_with(|| (Instant::now(), err.to_string()));
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            return failed(
+                status,
+                Error::Config(format!(
+                    "gave up after {} min of retries: {err}",
+                    limit.as_secs() / 60
+                )),
+            );
+        }
+        let delay = backoff(attempt).min(limit - elapsed);
+        let until = std::time::SystemTime::now() + (limit - elapsed);
+        let until = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        status.retry_until.store(until, Relaxed);
+        status.retries.fetch_add(1, Relaxed);
+        status.set_error(err.to_string());
+        status.set_phase(Phase::Retrying);
+        tracing::warn!(
+            "{err}; retrying in {:.1} s (giving up in {} s)",
+            delay.as_secs_f64(),
+            (limit - elapsed).as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return stopped(status),
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+fn stopped(status: &Status) -> Result<()> {
+    status.set_phase(Phase::Stopped);
+    Ok(())
+}
+
+fn failed(status: &Status, err: Error) -> Result<()> {
+    status.set_error(err.to_string());
+    status.set_phase(Phase::Failed);
+    Err(err)
+}
+
+/// What shows the sync moved forward: a new window of retries starts after it.
+fn progress(status: &Status) -> (u64, u64) {
+    (
+        status.applied_offset.load(Relaxed),
+        status.keys_written.load(Relaxed),
+    )
+}
+
+/// How long an error may be retried, or None when retrying cannot help.
+fn retry_limit(err: &Error, config: &TaskConfig) -> Option<Duration> {
+    let busy = |msg: &str| {
+        ["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"]
+            .iter()
+            .any(|p| msg.contains(p))
+    };
+    match err {
+        Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } => {
+            Some(config.retry.connection)
+        }
+        Error::Server { msg, .. } if busy(msg) => Some(config.retry.connection),
+        Error::TargetRefused {
+            retryable: true, ..
+        }
+        | Error::Timeout { .. } => Some(config.retry.other),
+        _ => None,
+    }
+}
+
+/// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(6));
+    let base = base.min(Duration::from_secs(30));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+async fn run_inner(
+    config: &TaskConfig,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    status.set_phase(Phase::Connecting);
+    let path = match &config.source {
+        Source::Redis(endpoint) => {
+            // A cluster source is one replication stream per shard; asking forks nothing.
+            let mut probe = Conn::connect(Role::Source, endpoint).await?;
+            if crate::net::topology::is_cluster(&mut probe).await? {
+                let topology = Topology::discover(&mut probe, endpoint).await?;
+                drop(probe);
+                return run_cluster_source(config, topology, status, cancel).await;
+            }
+            drop(probe);
+            return run_source(config, endpoint, status, cancel).await;
+        }
+        Source::RdbFile(path) => path,
+    };
+    let mut target = Target::connect(&config.target).await?;
+    tracing::info!(target = target.addr(), "target ready");
+    conflict::before_copy(&mut target, config, status).await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
+    let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
+    join_writer(writer).await?;
+    read
+}
+
+/// One replication stream from `endpoint` into the target.
+async fn run_source(
+    config: &TaskConfig,
+    endpoint: &Endpoint,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    status.set_phase(Phase::Connecting);
+    let mut targets = fanout::connect_all(config).await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let found: Vec<(String, Option<Checkpoint>)> = targets
+        .iter()
+        .map(|t| (t.target.addr(), t.checkpoint.clone()))
+        .collect();
+    let plan = fanout::plan(&found, config, status.has_synced(), &endpoint.addr())?;
+    if plan.resume.is_none() && plan.resync_why.is_none() {
+        tracing::info!("full sync");
+        // A new task: what the targets already hold is settled by `on_conflict` first.
+        for t in targets.iter_mut() {
+            conflict::before_copy(&mut t.target, config, status).await?;
+        }
+    }
+    // Behind Sentinel: replicate from the master it names now, and start again when it names
+    // another (a demoted master may keep its replicas' links open).
+    let (endpoint, watch) = match &endpoint.sentinel {
+        Some(sentinels) => {
+            let (host, port) = sentinels.master_addr(Role::Source, endpoint).await?;
+            let stop = cancel.child_token();
+            let watch = tokio::spawn(watch_sentinels(
+                endpoint.clone(),
+                (host.clone(), port),
+                stop.clone(),
+            ));
+            (endpoint.at(&host, port), Some((watch, stop)))
+        }
+        None => (endpoint.clone(), None),
+    };
+    let endpoint = &endpoint;
+    let cancel = &match &watch {
+        Some((_, stop)) => stop.clone(),
+        None => cancel.clone(),
+    };
+    let source = PsyncSource::connect(endpoint).await?;
+    status.accept_source();
+    tracing::info!(source = %endpoint, "source accepted the replica handshake");
+    let _heartbeat = crate::source::heartbeat::start(config, endpoint, status, cancel);
+    let options = psync::Options {
+        rdb: config.rdb.clone(),
+        full_only: config.full_only,
+        resync_why: plan.resync_why,
+        resume: plan.resume,
+        full_resync: config.full_resync,
+        stream: psync::StreamSettings {
+            idle_timeout: config.source_timeout,
+            forward_publish: config.forward_publish,
+        },
+    };
+    let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));
+    let relayed = fanout::relay_all(config, targets, plan.skips, rx, status, cancel).await;
+    // The relay has let go of the channel: the reader stops at its next batch if not before.
+    let read = reader
+        .await
+        .unwrap_or_else(|join| Err(Error::Config(format!("source reader stopped: {join}"))));
+    relayed?;
+    if let Some((watch, stop)) = watch {
+        stop.cancel();
+        if let Ok(Some(moved)) = watch.await {
+            return Err(Error::Closed {
+                role: Role::Source,
+                addr: endpoint.addr(),
+                context: format!(": the sentinels now name {moved} as the master"),
+            });
+        }
+    }
+    read
+}
+
+/// Asks the sentinels every second which server is the master; when it is no longer
+/// `current`, stops the stream (`stop`) and returns the new address.
+async fn watch_sentinels(
+    endpoint: Endpoint,
+    current: (String, u16),
+    stop: CancellationToken,
+) -> Option<String> {
+    let sentinels = endpoint.sentinel.clone()?;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        // A sentinel that cannot be asked is no news: the link itself tells of a dead master.
+        if let Ok(now) = sentinels.master_addr(Role::Source, &endpoint).await
+            && now != current
+        {
+            tracing::warn!(
+                "the sentinels name {}:{} as the master of {} now; reconnecting",
+                now.0,
+                now.1,
+                sentinels.master
+            );
+            stop.cancel();
+            return Some(format!("{}:{}", now.0, now.1));
+        }
+    }
+}
+
+/// A cluster source: one stream per shard, run side by side, each with its own checkpoint
+/// (`<task>@<first slot>`) and status; the first failure stops them all, and the retry loop
+/// starts them all again, each from its checkpoint.
+async fn run_cluster_source(
+    config: &TaskConfig,
+    topology: Topology,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let stop = cancel.child_token();
+    let mut streams = tokio::task::JoinSet::new();
+    tracing::info!(
+        shards = topology.shards.len(),
+        "source is a cluster: one stream per shard"
+    );
+    let names: Vec<String> = topology
+        .shards
+        .iter()
+        .map(|shard| format!("{}@{}", config.name, shard.first_slot()))
+        .collect();
+    conflict::before_shards(config, &names, status).await?;
+    for (shard, name) in topology.shards.iter().zip(names) {
+        let node = match config.read_from {
+            ReadFrom::Master => shard.master.clone(),
+            ReadFrom::Replica => shard.replicas.first().cloned().ok_or_else(|| {
+                Error::Config(format!(
+                    "source shard of {} (slots from {}) has no replica online to read from; add one or set [source] read_from = \"master\"",
+                    shard.master,
+                    shard.first_slot()
+                ))
+            })?,
+        };
+        let mut part = config.clone();
+        part.name = name;
+        part.on_conflict = None;
+        part.source = Source::Redis(node.clone());
+        part.writer.shared_target = true;
+        let part_status = status.part(&part.name);
+        let stop = stop.clone();
+        streams.spawn(async move {
+            let result = run_source(&part, &node, &part_status, &stop).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        });
+    }
+    let mut first: Option<Error> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            done = streams.join_next() => {
+                let Some(done) = done else { break };
+                let result = done.unwrap_or_else(|join| {
+                    Err(Error::Config(format!("a shard's stream stopped: {join}")))
+                });
+                if let Err(e) = result
+                    && first.is_none()
+                    && !cancel.is_cancelled()
+                {
+                    first = Some(e);
+                }
+            }
+            _ = tick.tick() => status.fold_parts(),
+        }
+    }
+    status.fold_parts();
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The writer drains what the source sent, then ends; its error is the more precise one.
+async fn join_writer(writer: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    writer
+        .await
+        .unwrap_or_else(|join| Err(Error::Config(format!("target writer stopped: {join}"))))
+}
+
+/// Reads a snapshot file into the channel, then marks its end.
+async fn load_file(
+    path: &Path,
+    rdb: ferry_rdb::Options,
+    tx: mpsc::Sender<crate::pipeline::entry::Batch>,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Config(format!("cannot open source file {name}: {e}")))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    status.snapshot_size.store(size, Relaxed);
+    status.set_phase(Phase::Full);
+    tracing::info!(file = %name, bytes = size, "loading snapshot file");
+    let reader = FileReader {
+        inner: std::io::BufReader::with_capacity(256 * 1024, file),
+        status: status.clone(),
+        cancel: cancel.clone(),
+        read: 0,
+    };
+    let parser_tx = tx.clone();
+    let parsed = tokio::task::spawn_blocking(move || snapshot::parse_into(reader, rdb, &parser_tx))
+        .await
+        .map_err(|join| Error::Config(format!("snapshot parser stopped: {join}")))?;
+    match parsed {
+        Ok(snapshot::Outcome::Done { rdb_version }) => {
+            tracing::info!(rdb_version, "snapshot file read to its end");
+            let _ = tx.send(vec![Entry::SnapshotEnd { offset: 0 }]).await;
+            Ok(())
+        }
+        Ok(snapshot::Outcome::Abandoned) => Ok(()),
+        Err(_) if cancel.is_cancelled() => Ok(()),
+        Err(source) => Err(Error::Snapshot { addr: name, source }),
+    }
+}
+
+/// A file reader that reports progress and stops when the task is cancelled.
+struct FileReader {
+    inner: std::io::BufReader<std::fs::File>,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+    read: u64,
+}
+
+impl std::io::Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: readers retry on that.
+            return Err(std::io::Error::other("stopped"));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.status.bytes_read.store(self.read, Relaxed);
+        Ok(n)
+    }
+}
