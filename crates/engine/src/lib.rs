@@ -17,6 +17,7 @@
 //! - [`error`]: the engine's errors.
 
 pub mod check;
+pub mod config;
 pub mod error;
 pub mod net;
 pub mod pipeline;

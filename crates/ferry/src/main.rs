@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_engine::config::TaskConfig;
 use ferry_engine::net::tls::{TlsSection, TlsVersion};
-use ferry_engine::spec::{FileConfig, OnConflict, TaskConfig};
+use ferry_engine::spec::{OnConflict, TaskSpec};
 use ferry_engine::status::Status;
 use tokio_util::sync::CancellationToken;
 
@@ -331,23 +332,23 @@ struct TlsArgs {
 
 /// The `--source` and `--target` flags over the file's servers. Target flags name every target:
 /// they replace the file's further ones, keeping their TLS.
-fn set_servers(file: &mut FileConfig, source: Option<String>, targets: Vec<String>) {
+fn set_servers(file: &mut TaskSpec, source: Option<String>, targets: Vec<String>) {
     if source.is_some() {
-        file.source.url = source;
+        file.source.url = source.map(Into::into);
     }
     let mut targets = targets.into_iter();
     if let Some(first) = targets.next() {
-        file.target.url = Some(first);
+        file.target.url = Some(first.into());
         let more: Vec<String> = targets.collect();
         file.more_targets.resize_with(more.len(), Default::default);
         for (section, url) in file.more_targets.iter_mut().zip(more) {
-            section.url = Some(url);
+            section.url = Some(url.into());
         }
     }
 }
 
 impl TlsArgs {
-    fn apply(self, file: &mut FileConfig) {
+    fn apply(self, file: &mut TaskSpec) {
         override_tls(
             &mut file.source.tls,
             self.source_tls_ca,
@@ -612,10 +613,10 @@ fn sync(args: SyncArgs) -> ferry_engine::Result<()> {
 /// With them, the continuous verification's settings when `[verify] continuous` is on.
 fn task_config(
     args: SyncArgs,
-) -> ferry_engine::Result<(TaskConfig, Option<ferry_engine::verify::live::Settings>)> {
+) -> ferry_engine::Result<(TaskConfig, Option<ferry_engine::spec::LiveVerify>)> {
     let mut file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
+        Some(path) => TaskSpec::load(path)?,
+        None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
     if args.full_only {
@@ -646,10 +647,8 @@ fn task_config(
         file.transform.script = args.transform;
     }
     match args.full_resync.as_deref() {
-        Some("flush") => {
-            file.sync.full_resync = Some(ferry_engine::source::psync::FullResync::Flush)
-        }
-        Some(_) => file.sync.full_resync = Some(ferry_engine::source::psync::FullResync::Stop),
+        Some("flush") => file.sync.full_resync = Some(ferry_engine::spec::FullResync::Flush),
+        Some(_) => file.sync.full_resync = Some(ferry_engine::spec::FullResync::Stop),
         None => {}
     }
     file.sync.on_conflict = match args.on_conflict.as_deref() {
@@ -691,8 +690,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
 /// Whether every target equals the source.
 fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     let mut file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
+        Some(path) => TaskSpec::load(path)?,
+        None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
     if args.transform.is_some() {

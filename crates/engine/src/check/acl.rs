@@ -10,10 +10,11 @@ use ferry_resp::Frame;
 
 use super::reach::Side;
 use super::{Finding, Item};
+use crate::config::TaskConfig;
 use crate::error::Result;
 use crate::net::conn::Conn;
 use crate::sink::checkpoint::Checkpoint;
-use crate::spec::{OnConflict, TaskConfig};
+use crate::spec::OnConflict;
 
 /// What a user may run, of a list of commands.
 #[derive(Debug, PartialEq, Eq)]

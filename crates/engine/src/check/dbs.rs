@@ -5,9 +5,9 @@
 use super::info;
 use super::reach::Side;
 use super::{Finding, Item};
+use crate::config::TaskConfig;
 use crate::error::Result;
 use crate::pipeline::transform::{DEFAULT_DBS, Transform};
-use crate::spec::TaskConfig;
 
 pub(super) async fn check(
     source: Option<&mut Side>,

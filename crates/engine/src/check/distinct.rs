@@ -18,11 +18,11 @@ use ferry_resp::Frame;
 use super::info::info;
 use super::reach::{Cluster, Side};
 use super::{Finding, Item, Mode, Outcome};
+use crate::config::TaskConfig;
 use crate::error::{Error, Result};
 use crate::net::conn::Conn;
 use crate::pipeline::entry::OWN_KEY_PREFIX;
 use crate::sink::checkpoint::Checkpoint;
-use crate::spec::TaskConfig;
 
 /// What one server says of itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use super::acl::{Access, may_run};
 use super::info;
 use super::reach::Side;
 use super::{Finding, Item};
+use crate::config::TaskConfig;
 use crate::error::Result;
-use crate::spec::TaskConfig;
 
 pub(super) async fn check(source: &mut Side, config: &TaskConfig) -> Result<Finding> {
     let item = Item::Heartbeat;

@@ -5,8 +5,9 @@
 
 use super::reach::{Cluster, Side};
 use super::{Finding, Item};
+use crate::config::TaskConfig;
 use crate::sink::{Target, conflict};
-use crate::spec::{OnConflict, TaskConfig};
+use crate::spec::OnConflict;
 
 pub(super) async fn check(target: &Side, source: Option<&Side>, config: &TaskConfig) -> Finding {
     let item = Item::TargetKeys;

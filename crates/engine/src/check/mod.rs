@@ -30,10 +30,11 @@ mod timeouts;
 mod tls;
 mod versions;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
-use crate::spec::{Source, TaskConfig};
+pub use crate::spec::{CheckConfig, CheckSection, DEFAULT_BACKLOG_MINUTES, Item};
 pub use info::parse_info;
 pub use reach::Side;
 pub use report::Report;
@@ -53,55 +54,6 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Warn => "warn",
             Outcome::Fail => "fail",
-        }
-    }
-}
-
-/// The items, by the names the report and `[check] ignore` use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Item {
-    Reachable,
-    Authenticated,
-    Distinct,
-    SourceReplication,
-    TargetWrite,
-    Versions,
-    Memory,
-    EvictionPolicy,
-    TargetKeys,
-    Start,
-    Backlog,
-    OutputBuffer,
-    Slots,
-    Modules,
-    DbMap,
-    Heartbeat,
-    ReplTimeout,
-    Tls,
-}
-
-impl Item {
-    pub fn name(self) -> &'static str {
-        match self {
-            Item::Reachable => "reachable",
-            Item::Authenticated => "authenticated",
-            Item::Distinct => "distinct",
-            Item::SourceReplication => "source_replication",
-            Item::TargetWrite => "target_write",
-            Item::Versions => "versions",
-            Item::Memory => "memory",
-            Item::EvictionPolicy => "eviction_policy",
-            Item::TargetKeys => "target_keys",
-            Item::Start => "start",
-            Item::Backlog => "backlog",
-            Item::OutputBuffer => "output_buffer",
-            Item::Slots => "slots",
-            Item::Modules => "modules",
-            Item::DbMap => "db_map",
-            Item::Heartbeat => "heartbeat",
-            Item::ReplTimeout => "repl_timeout",
-            Item::Tls => "tls",
         }
     }
 }
@@ -160,67 +112,6 @@ impl Finding {
             fix: fix.into(),
             error: Some(error),
         }
-    }
-}
-
-/// `[check]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckSection {
-    /// Items not run, by name (e.g. `["eviction_policy"]`).
-    #[serde(default)]
-    pub ignore: Vec<Item>,
-    /// The backlog should hold at least this many minutes of the source's writes (default 10).
-    pub backlog_minutes: Option<u64>,
-}
-
-/// The precheck's settings, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckConfig {
-    pub ignore: Vec<Item>,
-    pub backlog_minutes: u64,
-    /// `sync --ignore-warnings`: warnings are not logged.
-    pub ignore_warnings: bool,
-}
-
-impl Default for CheckConfig {
-    fn default() -> CheckConfig {
-        CheckConfig {
-            ignore: Vec::new(),
-            backlog_minutes: DEFAULT_BACKLOG_MINUTES,
-            ignore_warnings: false,
-        }
-    }
-}
-
-pub const DEFAULT_BACKLOG_MINUTES: u64 = 10;
-
-impl CheckConfig {
-    pub fn build(section: &CheckSection) -> Result<CheckConfig> {
-        let backlog_minutes = section.backlog_minutes.unwrap_or(DEFAULT_BACKLOG_MINUTES);
-        if backlog_minutes == 0 {
-            return Err(Error::Config(
-                "check.backlog_minutes must be greater than 0".into(),
-            ));
-        }
-        for item in [Item::Reachable, Item::Authenticated] {
-            if section.ignore.contains(&item) {
-                return Err(Error::Config(format!(
-                    "check.ignore cannot name {:?}: without a connection nothing else can be checked",
-                    item.name()
-                )));
-            }
-        }
-        if section.ignore.contains(&Item::Distinct) {
-            return Err(Error::Config(
-                "check.ignore cannot name \"distinct\": a target that is the source (or replicates it) would have ferry write into the data it reads".into(),
-            ));
-        }
-        Ok(CheckConfig {
-            ignore: section.ignore.clone(),
-            backlog_minutes,
-            ignore_warnings: false,
-        })
     }
 }
 

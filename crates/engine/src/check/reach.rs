@@ -3,11 +3,12 @@
 //! items.
 
 use super::{Finding, Item, Mode, Report};
+use crate::config::TaskConfig;
 use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::topology::{self, Topology};
-use crate::spec::{ReadFrom, TaskConfig};
+use crate::spec::ReadFrom;
 
 /// One side of the sync, connected: the source, or one target.
 pub struct Side {

@@ -8,11 +8,12 @@
 use super::info::info;
 use super::reach::{Cluster, Side};
 use super::{Finding, Item};
+use crate::config::TaskConfig;
 use crate::error::Error;
 use crate::pipeline::fanout::{self, Plan};
 use crate::sink::Target;
-use crate::source::psync::{self, FullResync};
-use crate::spec::TaskConfig;
+use crate::source::psync;
+use crate::spec::FullResync;
 
 pub(super) async fn check(
     source: &mut Side,

@@ -9,6 +9,15 @@ use crate::error::Error;
 use crate::net::sentinel::Sentinels;
 use crate::net::tls::{Tls, TlsSection};
 
+/// TLS settings that read no file (the public CAs), for checking a URL without loading.
+static NO_TLS_FILES: TlsSection = TlsSection {
+    ca_file: None,
+    cert_file: None,
+    key_file: None,
+    server_name: None,
+    min_version: None,
+};
+
 /// Where a server is, how to log in to it and whether to speak TLS. Built only from a checked
 /// URL. Cheap to clone: the TLS config inside is shared.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,10 +47,30 @@ impl Endpoint {
         text: &str,
         tls: &TlsSection,
     ) -> Result<Endpoint, Error> {
+        Endpoint::parse_inner(role, text, tls, true)
+    }
+
+    /// Parses a URL and checks that TLS settings go with a TLS URL, without reading their
+    /// files: a `rediss://` endpoint from here uses the public CAs, for validation only.
+    pub fn parse_unloaded(
+        role: &'static str,
+        text: &str,
+        tls: &TlsSection,
+    ) -> Result<Endpoint, Error> {
+        Endpoint::parse_inner(role, text, tls, false)
+    }
+
+    fn parse_inner(
+        role: &'static str,
+        text: &str,
+        tls: &TlsSection,
+        load: bool,
+    ) -> Result<Endpoint, Error> {
         let bad = |why: &str| Error::Config(format!("{role} URL {text:?}: {why}"));
         for (scheme, secure) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
             if let Some(rest) = text.strip_prefix(scheme) {
-                return Endpoint::parse_sentinel(role, rest, secure, tls).map_err(|why| bad(&why));
+                return Endpoint::parse_sentinel(role, rest, secure, tls, load)
+                    .map_err(|why| bad(&why));
             }
         }
         if !text.contains("://") {
@@ -103,7 +132,7 @@ impl Endpoint {
             return Err(bad("query parameters are not supported"));
         }
         let tls = if secure {
-            Some(Tls::load(role, tls)?)
+            Some(Tls::load(role, if load { tls } else { &NO_TLS_FILES })?)
         } else {
             None
         };
@@ -123,6 +152,7 @@ impl Endpoint {
         rest: &str,
         secure: bool,
         tls: &TlsSection,
+        load: bool,
     ) -> Result<Endpoint, String> {
         let (login, hosts) = match rest.rsplit_once('@') {
             Some((login, hosts)) => (Some(login), hosts),
@@ -153,7 +183,10 @@ impl Endpoint {
             ));
         }
         let tls = if secure {
-            Some(Tls::load(role, tls).map_err(|e| e.to_string())?)
+            Some(
+                Tls::load(role, if load { tls } else { &NO_TLS_FILES })
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };

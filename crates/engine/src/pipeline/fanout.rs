@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TaskConfig;
 use crate::error::{Error, Result};
 use crate::net::endpoint::Endpoint;
 use crate::pipeline::entry::Batch;
@@ -17,8 +18,7 @@ use crate::pipeline::relay::Relay;
 use crate::pipeline::spool;
 use crate::sink::Target;
 use crate::sink::checkpoint::Checkpoint;
-use crate::source::psync::FullResync;
-use crate::spec::TaskConfig;
+use crate::spec::FullResync;
 use crate::status::{Phase, Status};
 
 /// Batches waiting for each target's relay.
@@ -309,10 +309,10 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::FileConfig;
+    use crate::spec::TaskSpec;
 
     fn config(full_resync: &str) -> TaskConfig {
-        let file: FileConfig = toml::from_str(&format!(
+        let file: TaskSpec = toml::from_str(&format!(
             "[source]\nurl = \"redis://127.0.0.1:1\"\n[target]\nurl = \"redis://127.0.0.1:2\"\n[[more_targets]]\nurl = \"redis://127.0.0.1:3\"\n[sync]\nfull_resync = \"{full_resync}\"\n"
         ))
         .unwrap();

@@ -19,13 +19,13 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TaskConfig;
 use crate::error::{Error, Result, Role};
 use crate::net::endpoint::Endpoint;
 use crate::pipeline::entry::{Batch, Entry};
 use crate::pipeline::spool::{self, Spool};
 use crate::sink::Target;
 use crate::sink::checkpoint::Checkpoint;
-use crate::spec::TaskConfig;
 use crate::status::{Phase, Status};
 
 /// Batches between the relay and the writer.
@@ -430,7 +430,7 @@ impl Relay {
 
 /// How long a target that went away (connection refused, reset, closed, still loading its
 /// data, not answering) is waited for with the spool; None for other failures.
-fn target_gone(err: &Error, retry: &crate::spec::Retry) -> Option<Duration> {
+fn target_gone(err: &Error, retry: &crate::config::Retry) -> Option<Duration> {
     match err {
         Error::Connect { role, .. } | Error::Io { role, .. } | Error::Closed { role, .. }
             if *role == Role::Target =>

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use ferry_resp::Frame;
 
 use super::Target;
+use crate::config::TaskConfig;
 use crate::error::{Error, Result, escape};
 use crate::net::conn::Conn;
 use crate::pipeline::entry::OWN_KEY_PREFIX;
-use crate::spec::{OnConflict, TaskConfig};
+use crate::spec::OnConflict;
 use crate::status::Status;
 
 /// Example keys named in the refusal.

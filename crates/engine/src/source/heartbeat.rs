@@ -15,11 +15,11 @@ use ferry_keyspace::SlotTags;
 use ferry_resp::Frame;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TaskConfig;
 use crate::error::{Error, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::topology::{self, Topology};
-use crate::spec::TaskConfig;
 use crate::status::Status;
 use crate::status::latency::{HEARTBEAT_PREFIX, unix_ms};
 

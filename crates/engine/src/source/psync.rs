@@ -21,6 +21,7 @@ use crate::net::socket::{ReadHalf, WriteHalf};
 use crate::pipeline::entry::{Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::pipeline::fanout::INTERRUPTED;
 use crate::sink::checkpoint::Checkpoint;
+use crate::spec::FullResync;
 use crate::status::Status;
 
 /// A master pings its replicas every 10 s by default (`repl-ping-replica-period`); this long
@@ -57,19 +58,6 @@ pub struct StreamSettings {
     pub idle_timeout: Duration,
     /// Pass PUBLISH and SPUBLISH on to the target (never Sentinel's hello channel).
     pub forward_publish: bool,
-}
-
-/// What to do when a target that already holds a copy can only be brought up to date by a
-/// full resync (the source no longer has the writes since the checkpoint, or an earlier full
-/// copy was interrupted).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FullResync {
-    /// Stop and say so: nothing on the target is removed unless asked.
-    #[default]
-    Stop,
-    /// Empty the target (FLUSHALL), then copy the snapshot.
-    Flush,
 }
 
 /// How the source answered PSYNC.

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result};
 use crate::sink::checkpoint::Checkpoint;
-use crate::spec::{Source, TaskConfig};
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::Role;

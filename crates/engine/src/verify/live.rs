@@ -23,18 +23,9 @@ use super::image::Mapper;
 use super::report::{Difference, Subject};
 use super::side::Side;
 use crate::error::{Result, Role, escape};
+use crate::spec::LiveVerify;
 use crate::status::Status;
 
-/// Settings of `[verify]` for a running sync.
-#[derive(Clone, Copy, Debug)]
-pub struct Settings {
-    pub interval: Duration,
-    /// Keys compared per interval, the most recently written first.
-    pub sample: usize,
-}
-
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_SAMPLE: usize = 100;
 /// How long a check waits for the target to confirm the sampled writes before it skips.
 const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// The pause before a differing key is compared again.
@@ -65,7 +56,7 @@ pub struct Report {
 }
 
 impl Live {
-    pub fn new(settings: Settings) -> Live {
+    pub fn new(settings: LiveVerify) -> Live {
         // Room for a few samples' worth: the same key written over and over counts once.
         let capacity = settings.sample.saturating_mul(4).max(16);
         Live {
@@ -149,7 +140,7 @@ impl Live {
 /// Starts the checks on a thread of their own; they end when `cancel` fires.
 pub fn spawn(
     opts: Options,
-    settings: Settings,
+    settings: LiveVerify,
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -180,7 +171,7 @@ struct Sides {
     source_dbs: u32,
 }
 
-async fn run(opts: Options, settings: Settings, live: Arc<Live>, cancel: CancellationToken) {
+async fn run(opts: Options, settings: LiveVerify, live: Arc<Live>, cancel: CancellationToken) {
     let mapper = match Mapper::new(
         opts.rules.clone(),
         opts.db_map.clone(),
@@ -313,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_distinct_keys() {
-        let live = Live::new(Settings {
+        let live = Live::new(LiveVerify {
             interval: Duration::from_secs(1),
             sample: 4,
         });

@@ -35,11 +35,11 @@ use pace::Pace;
 pub use report::{Difference, Kind, Subject, Summary};
 use side::Side;
 
+use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
 use crate::net::endpoint::Endpoint;
 use crate::pipeline::script::Script;
 use crate::pipeline::transform::{DbMap, Rules};
-use crate::spec::{Source, TaskConfig};
 
 /// What to verify and how.
 #[derive(Clone, Debug)]
