@@ -114,6 +114,8 @@ pub struct TaskConfig {
     pub status_addr: Option<SocketAddr>,
     /// Task name, for its checkpoint key.
     pub name: String,
+    /// Task identity, for its local files (see [`TaskConfig::local_dir`]).
+    pub id: TaskId,
     pub full_resync: crate::spec::FullResync,
     pub retry: Retry,
     /// Keep a checkpoint in the target (exactly once across restarts).
@@ -155,6 +157,11 @@ impl TaskSpec {
 }
 
 impl TaskConfig {
+    /// This task's own local files: `<data_dir>/tasks/<id>`. No other task shares it.
+    pub fn local_dir(&self) -> PathBuf {
+        self.spool.data_dir.join("tasks").join(self.id.as_str())
+    }
+
     /// The spec checked, its files read and the engine's objects built.
     pub fn build(spec: TaskSpec) -> Result<TaskConfig, Error> {
         TaskConfig::build_with(spec, Files::Read)
@@ -163,15 +170,12 @@ impl TaskConfig {
     fn build_with(file: TaskSpec, files: Files) -> Result<TaskConfig, Error> {
         let source_url = file.source.url.ok_or_else(|| {
             Error::Config(
-                "no source: give --source redis://host:port (or [source] url in the config file)"
+                "no source: set [source] url (redis://host:port, or the path of an RDB file)"
                     .into(),
             )
         })?;
         let target_url = file.target.url.ok_or_else(|| {
-            Error::Config(
-                "no target: give --target redis://host:port (or [target] url in the config file)"
-                    .into(),
-            )
+            Error::Config("no target: set [target] url (redis://host:port)".into())
         })?;
         let source = Source::parse(
             &source_url.expose(),
@@ -248,12 +252,12 @@ impl TaskConfig {
         match (on_conflict, file.sync.confirm_flush.unwrap_or(false)) {
             (OnConflict::Flush, false) => {
                 return Err(Error::Config(
-                    "sync.on_conflict = \"flush\" deletes every key in the target's synced dbs before the copy: confirm it with --yes-flush-target (or [sync] confirm_flush = true)".into(),
+                    "[sync] on_conflict = \"flush\" deletes every key in the target's synced dbs before the copy: confirm it with [sync] confirm_flush = true".into(),
                 ));
             }
             (OnConflict::Fail | OnConflict::Overwrite, true) => {
                 return Err(Error::Config(format!(
-                    "sync.confirm_flush (--yes-flush-target) confirms on_conflict = \"flush\", but on_conflict is \"{}\"; set on_conflict = \"flush\" (--on-conflict flush) or drop the confirmation",
+                    "[sync] confirm_flush confirms on_conflict = \"flush\", but on_conflict is \"{}\"; set [sync] on_conflict = \"flush\" or drop the confirmation",
                     on_conflict.name()
                 )));
             }
@@ -307,6 +311,16 @@ impl TaskConfig {
         };
         Ok(TaskConfig {
             source_timeout,
+            id: match file.sync.id {
+                Some(id) => id,
+                None => TaskId::derived(
+                    &name,
+                    &std::iter::once(&target)
+                        .chain(&more_targets)
+                        .map(|t| t.addr())
+                        .collect::<Vec<_>>(),
+                ),
+            },
             more_targets,
             spool,
             name,
@@ -386,7 +400,7 @@ fn transform(
     let Some(path) = &section.script else {
         if section.time_limit_ms.is_some() || section.memory_mb.is_some() {
             return Err(Error::Config(
-                "[transform] sets limits but no script: give [transform] script (or --transform FILE)".into(),
+                "[transform] sets limits but no script: set [transform] script".into(),
             ));
         }
         return Ok(None);
@@ -700,7 +714,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("on_conflict = \"flush\"") && e.contains("--yes-flush-target"),
+            e.contains("on_conflict = \"flush\"") && e.contains("[sync] confirm_flush = true"),
             "{e}"
         );
         let cfg = sync_config("[sync]\non_conflict = \"flush\"\nconfirm_flush = true").unwrap();

@@ -21,8 +21,26 @@ impl std::fmt::Display for Role {
 
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
+    /// The task's settings are wrong or do not fit the servers; the message names the setting
+    /// by its config key (`[sync] name`), never by a command-line flag.
     #[error("{0}")]
     Config(String),
+
+    /// ferry's own files: the spool, the task's local directory, an RDB file to load.
+    #[error("{0}")]
+    Local(String),
+
+    /// A part of the engine stopped without saying why (a panic in a spawned task or thread).
+    #[error("{what} stopped: {why}")]
+    Internal { what: &'static str, why: String },
+
+    /// The target already holds data a new task did not write, and `on_conflict` says fail.
+    #[error("{0}")]
+    TargetNotEmpty(String),
+
+    /// Retries went on for the whole window without progress.
+    #[error("gave up after {minutes} min of retries: {last}")]
+    GaveUp { minutes: u64, last: Box<Error> },
 
     #[error("cannot connect to {role} {addr}: {source}{}", connect_hint(source))]
     Connect {
@@ -115,7 +133,7 @@ pub enum Error {
     },
 
     #[error(
-        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\" (or --full-resync flush)"
+        "a full resync from source {addr} is needed: {why}. The target still holds its earlier copy; to empty it and copy again, set [sync] full_resync = \"flush\""
     )]
     ResyncNeeded { addr: String, why: String },
 
@@ -147,6 +165,103 @@ pub enum Error {
 
     #[error(transparent)]
     Script(#[from] crate::pipeline::script::ScriptError),
+}
+
+/// How a failure may be retried: the one place this is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A lost or refused connection, or a server busy loading or failing over: retried for
+    /// `retry.connection`.
+    Connection,
+    /// Nothing was applied and trying again may work (a refusal for lack of memory, a reply
+    /// that does not come): retried for `retry.other`.
+    Other,
+    /// The user's to fix, or final.
+    Never,
+}
+
+impl Error {
+    /// A stable name for the kind of failure, for programs (API responses, metrics labels,
+    /// alert rules): it never changes with the wording.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Local(_) => "local_files",
+            Error::Internal { .. } => "internal",
+            Error::TargetNotEmpty(_) => "target_not_empty",
+            Error::GaveUp { .. } => "gave_up",
+            Error::Connect { .. } => "connect",
+            Error::Tls { .. } => "tls",
+            Error::Auth { .. } => "auth",
+            Error::NoAuth { .. } => "no_auth",
+            Error::Sentinel { .. } => "sentinel",
+            Error::Server { .. } => "server",
+            Error::Io { .. } => "connection_lost",
+            Error::Closed { .. } => "connection_closed",
+            Error::Timeout { .. } => "timeout",
+            Error::Protocol { .. } => "protocol",
+            Error::Snapshot { .. } => "snapshot",
+            Error::TargetRefused { .. } => "target_refused",
+            Error::ResyncNeeded { .. } => "resync_needed",
+            Error::AlreadyRunning { .. } => "already_running",
+            Error::LeaseLost { .. } => "lease_lost",
+            Error::CannotWrite { .. } => "cannot_write",
+            Error::Precheck(_) => "precheck",
+            Error::StatusServer { .. } => "status_server",
+            Error::Script(_) => "script",
+        }
+    }
+
+    /// Which server's side the failure is on, when it is about one.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Error::Connect { role, .. }
+            | Error::Tls { role, .. }
+            | Error::Auth { role, .. }
+            | Error::NoAuth { role, .. }
+            | Error::Sentinel { role, .. }
+            | Error::Server { role, .. }
+            | Error::Io { role, .. }
+            | Error::Closed { role, .. }
+            | Error::Timeout { role, .. }
+            | Error::Protocol { role, .. } => Some(*role),
+            Error::Snapshot { .. } | Error::ResyncNeeded { .. } => Some(Role::Source),
+            Error::TargetRefused { .. }
+            | Error::TargetNotEmpty(_)
+            | Error::AlreadyRunning { .. }
+            | Error::CannotWrite { .. } => Some(Role::Target),
+            _ => None,
+        }
+    }
+
+    /// Whether and how long retrying may help.
+    pub fn retry(&self) -> Retry {
+        // A server busy loading its data, failing over, or running a long script.
+        let busy = |msg: &str| {
+            ["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"]
+                .iter()
+                .any(|p| msg.contains(p))
+        };
+        match self {
+            Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } => Retry::Connection,
+            Error::Server { msg, .. } if busy(msg) => Retry::Connection,
+            Error::TargetRefused {
+                retryable: true, ..
+            }
+            | Error::Timeout { .. } => Retry::Other,
+            _ => Retry::Never,
+        }
+    }
+
+    /// The target went away (restart, network cut, still loading, not answering) rather than
+    /// refusing a write: what the spool bridges.
+    pub fn target_gone(&self) -> Option<Retry> {
+        match (self.role(), self) {
+            (_, Error::TargetRefused { .. }) => None,
+            (Some(Role::Target), e) if e.retry() != Retry::Never => Some(e.retry()),
+            _ => None,
+        }
+    }
 }
 
 fn connect_hint(e: &io::Error) -> &'static str {

@@ -27,5 +27,6 @@ pub mod spec;
 pub mod status;
 pub mod task;
 pub mod verify;
+pub mod workers;
 
 pub use error::{Error, Result};

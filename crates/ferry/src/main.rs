@@ -6,13 +6,12 @@ mod rdbtool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_engine::config::TaskConfig;
 use ferry_engine::net::tls::{TlsSection, TlsVersion};
 use ferry_engine::spec::{OnConflict, TaskSpec};
-use ferry_engine::status::Status;
+use ferry_engine::task::Task;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -476,6 +475,38 @@ fn override_tls(
     *section = (!tls.is_empty()).then_some(tls);
 }
 
+/// Config keys a library message may name, with the flag that sets each on the command line.
+const FLAGS: &[(&str, &str)] = &[
+    ("[source] url", "--source"),
+    ("[target] url", "--target"),
+    ("on_conflict", "--on-conflict"),
+    ("confirm_flush", "--yes-flush-target"),
+    ("full_resync", "--full-resync"),
+    ("[transform] script", "--transform"),
+    ("[sync] heartbeat", "--no-heartbeat"),
+    ("[sync] name", "--name"),
+    ("[sync] data_dir", "--data-dir"),
+    ("[spool] size_mb", "--spool-size-mb"),
+    ("[source.tls] server_name", "--source-tls-server-name"),
+    ("[target.tls] server_name", "--target-tls-server-name"),
+    ("advanced.big_value_bytes", "--big-value-bytes"),
+    ("advanced.big_value_elements", "--big-value-elements"),
+];
+
+/// A library message with the command-line flags for the settings it names added, e.g.
+/// "... set [sync] full_resync = \"flush\" (command line: --full-resync)".
+fn with_flags(message: String) -> String {
+    let flags: Vec<&str> = FLAGS
+        .iter()
+        .filter(|(key, flag)| message.contains(key) && !message.contains(flag))
+        .map(|(_, flag)| *flag)
+        .collect();
+    match flags.is_empty() {
+        true => message,
+        false => format!("{message} (command line: {})", flags.join(", ")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -495,7 +526,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ferry: {e}");
+            eprintln!("ferry: {}", with_flags(e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -552,7 +583,7 @@ fn check(args: CheckArgs) -> ExitCode {
     let report = match report {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("ferry: {e}");
+            eprintln!("ferry: {}", with_flags(e.to_string()));
             return ExitCode::FAILURE;
         }
     };
@@ -582,24 +613,23 @@ fn runtime() -> ferry_engine::Result<tokio::runtime::Runtime> {
 
 fn sync(args: SyncArgs) -> ferry_engine::Result<()> {
     let (config, live_verify) = task_config(args)?;
-    let live_verify = match live_verify {
-        Some(settings) => Some((ferry_engine::verify::Options::from_task(&config)?, settings)),
-        None => None,
-    };
     runtime()?.block_on(async move {
-        let status = Arc::new(Status::default());
-        let cancel = CancellationToken::new();
+        let status_addr = config.status_addr;
+        let task = Task::start(config, live_verify)?;
+        let status = task.live_status().clone();
         let ui_cancel = CancellationToken::new();
-        let api = match config.status_addr {
+        let api = match status_addr {
             Some(addr) => Some(crate::api::serve(addr, status.clone(), ui_cancel.clone()).await?),
             None => None,
         };
-        let ui = crate::progress::spawn(status.clone(), ui_cancel.clone());
-        if let Some((opts, settings)) = live_verify {
-            ferry_engine::verify::live::spawn(opts, settings, status.clone(), ui_cancel.clone())?;
+        let ui = crate::progress::spawn(status, ui_cancel.clone());
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        tokio::select! {
+            () = stop.cancelled() => task.stop(),
+            () = task.ended() => {}
         }
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = ferry_engine::task::run(config, status, cancel).await;
+        let result = task.join().await;
         ui_cancel.cancel();
         let _ = ui.await;
         if let Some(api) = api {
@@ -681,7 +711,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("ferry: {e}");
+            eprintln!("ferry: {}", with_flags(e.to_string()));
             ExitCode::from(2)
         }
     }

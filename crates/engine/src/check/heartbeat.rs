@@ -34,7 +34,7 @@ pub(super) async fn check(source: &mut Side, config: &TaskConfig) -> Result<Find
         return Ok(Finding::warn(
             item,
             format!("{name} is a replica: it takes no writes, so no heartbeat; {estimate}"),
-            "point ferry at the master for measured latency, or turn the heartbeat off (--no-heartbeat)",
+            "point ferry at the master for measured latency, or turn the heartbeat off ([sync] heartbeat = false)",
         ));
     }
     let key = crate::source::heartbeat::key(&config.name);

@@ -35,6 +35,7 @@ use serde::Serialize;
 use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
 pub use crate::spec::{CheckConfig, CheckSection, DEFAULT_BACKLOG_MINUTES, Item};
+use crate::status::events::{EventKind, Events};
 pub use info::parse_info;
 pub use reach::Side;
 pub use report::Report;
@@ -257,7 +258,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
 
 /// What `sync` runs before it starts: logs the warnings (unless told not to) and refuses to
 /// start on a failure, with the error `sync` has always given for that case where there is one.
-pub async fn before_sync(config: &TaskConfig) -> Result<()> {
+pub async fn before_sync(config: &TaskConfig, events: &Events) -> Result<()> {
     let report = run(config, Mode::Sync).await?;
     let mut failures = Vec::new();
     for finding in report.into_findings() {
@@ -265,15 +266,23 @@ pub async fn before_sync(config: &TaskConfig) -> Result<()> {
             Outcome::Pass => {}
             Outcome::Warn => {
                 if !config.check.ignore_warnings {
-                    tracing::warn!(
-                        "precheck {}: {}; {}",
-                        finding.item.name(),
-                        finding.found,
-                        finding.fix
-                    );
+                    events.emit(EventKind::Precheck {
+                        item: finding.item.name(),
+                        result: Outcome::Warn.name(),
+                        found: finding.found.clone(),
+                        fix: finding.fix.clone(),
+                    });
                 }
             }
-            Outcome::Fail => failures.push(finding),
+            Outcome::Fail => {
+                events.emit(EventKind::Precheck {
+                    item: finding.item.name(),
+                    result: Outcome::Fail.name(),
+                    found: finding.found.clone(),
+                    fix: finding.fix.clone(),
+                });
+                failures.push(finding);
+            }
         }
     }
     let Some(first) = failures.first_mut() else {

@@ -129,7 +129,7 @@ fn refused(task: &str, error: Error) -> Finding {
     Finding::fail(
         Item::Start,
         format!("task {task}: {error}"),
-        "to empty the target and copy again: [sync] full_resync = \"flush\" (--full-resync flush); or give the task another name, or another target, to keep this copy",
+        "to empty the target and copy again: [sync] full_resync = \"flush\"; or give the task another name, or another target, to keep this copy",
     )
 }
 

@@ -213,7 +213,7 @@ impl Tls {
                     presented,
                 } => format!(
                     "the server's certificate is not valid for {}: it names {}; connect by a \
-                     name it carries or set [{role}.tls] server_name (--{role}-tls-server-name)",
+                     name it carries or set [{role}.tls] server_name",
                     expected.to_str(),
                     if presented.is_empty() {
                         "no name".to_string()

@@ -14,6 +14,7 @@ use crate::config::TaskConfig;
 use crate::error::{Error, Result};
 use crate::net::endpoint::Endpoint;
 use crate::pipeline::entry::Batch;
+use crate::pipeline::pause::Pause;
 use crate::pipeline::relay::Relay;
 use crate::pipeline::spool;
 use crate::sink::Target;
@@ -193,6 +194,7 @@ pub async fn relay_all(
     mut rx: mpsc::Receiver<Batch>,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     // Held TTLs wait for the stream's lag, measured on the stream's status (each target's
     // own has no latency probes).
@@ -205,13 +207,14 @@ pub async fn relay_all(
         let Connected {
             endpoint, target, ..
         } = targets.into_iter().next().expect("one target");
-        let dir = spool::dir_for(&config.spool.data_dir, &config.name);
+        let dir = spool::dir_for(&config.local_dir(), &config.name);
         return Relay::new(
             config.clone(),
             endpoint,
             dir,
             status.clone(),
             cancel.clone(),
+            pause.clone(),
         )
         .skipping_until(skips.first().copied().unwrap_or(0))
         .run(rx, target)
@@ -224,13 +227,14 @@ pub async fn relay_all(
         let name = connected.target.addr();
         let own = status.target(&name);
         let (tx, relay_rx) = mpsc::channel(RELAY_BATCHES);
-        let dir = spool::dir_for(&config.spool.data_dir, &format!("{}@{name}", config.name));
+        let dir = spool::dir_for(&config.local_dir(), &format!("{}@{name}", config.name));
         let relay = Relay::new(
             config.clone(),
             connected.endpoint,
             dir,
             own.clone(),
             cancel.clone(),
+            pause.clone(),
         )
         .skipping_until(skip);
         let target = connected.target;
@@ -259,7 +263,7 @@ pub async fn relay_all(
             }
             Some(done) = relays.join_next() => {
                 let (i, result) = done.unwrap_or_else(|join| {
-                    (usize::MAX, Err(Error::Config(format!("a target's relay stopped: {join}"))))
+                    (usize::MAX, Err(Error::Internal { what: "a target's relay", why: join.to_string() }))
                 });
                 if let Some(out) = outputs.get_mut(i) {
                     *out = None;
@@ -275,7 +279,10 @@ pub async fn relay_all(
         match done {
             Ok((i, result)) => settle(names.get(i), result, cancel, &mut first),
             Err(join) => {
-                first.get_or_insert(Error::Config(format!("a target's relay stopped: {join}")));
+                first.get_or_insert(Error::Internal {
+                    what: "a target's relay",
+                    why: join.to_string(),
+                });
             }
         }
     }

@@ -20,12 +20,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TaskConfig;
-use crate::error::{Error, Result, Role};
+use crate::error::{Error, Result};
 use crate::net::endpoint::Endpoint;
 use crate::pipeline::entry::{Batch, Entry};
+use crate::pipeline::pause::Pause;
 use crate::pipeline::spool::{self, Spool};
 use crate::sink::Target;
 use crate::sink::checkpoint::Checkpoint;
+use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
 
 /// Batches between the relay and the writer.
@@ -64,6 +66,9 @@ pub struct Relay {
     /// This target holds the stream up to here already (it is ahead of the position the
     /// shared stream starts from): entries ending before are not given to it.
     skip_until: u64,
+    /// The task's pause switch, and a watch on it.
+    pause: Pause,
+    paused: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Relay {
@@ -74,8 +79,11 @@ impl Relay {
         spool_dir: PathBuf,
         status: Arc<Status>,
         cancel: CancellationToken,
+        pause: Pause,
     ) -> Self {
         Relay {
+            paused: pause.watch(),
+            pause,
             spool_dir,
             config,
             endpoint,
@@ -136,13 +144,21 @@ impl Relay {
             if self.source_done && !self.behind {
                 return Fed::SourceDone;
             }
-            let reading = !self.source_done && !self.spool.as_ref().is_some_and(Spool::is_full);
+            let paused = self.pause.is_paused();
+            // Paused, the stream goes on into the spool; without one (or in the snapshot,
+            // which is not spooled) the source is not read.
+            let held = match &self.spool {
+                Some(spool) => spool.is_full(),
+                None => paused,
+            };
+            let reading = !self.source_done && !held;
             // Reading the source comes before feeding the writer from the spool: a source that
             // is not read holds ferry's share in its output buffer, and drops the link when full.
             tokio::select! {
                 biased;
                 done = &mut *writer => return Fed::WriterEnded(joined(done)),
                 _ = self.cancel.cancelled() => return Fed::Stopped,
+                _ = self.paused.changed() => {}
                 _ = tick.tick() => {
                     if let Err(e) = self.housekeeping() {
                         return Fed::WriterEnded(Err(e));
@@ -156,7 +172,7 @@ impl Relay {
                         Err(e) => return Fed::WriterEnded(Err(e)),
                     },
                 },
-                permit = tx.reserve(), if self.behind => {
+                permit = tx.reserve(), if self.behind && !paused => {
                     let Ok(permit) = permit else {
                         return Fed::WriterEnded(join(writer).await);
                     };
@@ -207,6 +223,12 @@ impl Relay {
         }
         if self.behind {
             // The writer is being fed from the spool, in order; this batch is there too.
+            return Ok(true);
+        }
+        if self.pause.is_paused() {
+            // Kept for when the task resumes.
+            spool.rewind_to_last_append().map_err(spool_error)?;
+            self.behind = true;
             return Ok(true);
         }
         match tx.try_send(batch) {
@@ -284,11 +306,11 @@ impl Relay {
         let full = spool.is_full();
         self.status.spool_full.store(full, Relaxed);
         if full && !self.full_said {
-            tracing::warn!(
+            self.status.warn("spool_full", format!(
                 "the spool {} is full ({} MiB) and the target has confirmed none of it: reading from the source is paused; the source drops the link once its output buffer for replicas is full (client-output-buffer-limit replica), and then only its backlog can continue the stream; raise [spool] size_mb to bridge longer outages",
                 self.spool_dir.display(),
                 self.config.spool.limit >> 20
-            );
+            ));
         }
         if !full && self.full_said {
             tracing::info!("the spool has room again: reading from the source goes on");
@@ -317,10 +339,10 @@ impl Relay {
         loop {
             let left = limit.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(Error::Config(format!(
-                    "gave up after {} min of retries: {err}",
-                    limit.as_secs() / 60
-                )));
+                return Err(Error::GaveUp {
+                    minutes: limit.as_secs() / 60,
+                    last: Box::new(err),
+                });
             }
             let until = std::time::SystemTime::now() + left;
             let until = until
@@ -335,11 +357,16 @@ impl Relay {
             self.status.set_phase(Phase::Retrying);
             let delay = crate::task::backoff(attempt).min(left);
             if attempt == 0 {
-                tracing::warn!(
-                    "{err}; reading the source into the spool {} while the target is away; retrying for up to {} min",
-                    self.spool_dir.display(),
-                    left.as_secs() / 60
-                );
+                self.status.events().emit(EventKind::Retrying {
+                    code: err.code(),
+                    message: format!(
+                        "{err}; reading the source into the spool {} while the target is away",
+                        self.spool_dir.display()
+                    ),
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    gives_up_in_s: left.as_secs(),
+                });
             }
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
@@ -431,24 +458,14 @@ impl Relay {
 /// How long a target that went away (connection refused, reset, closed, still loading its
 /// data, not answering) is waited for with the spool; None for other failures.
 fn target_gone(err: &Error, retry: &crate::config::Retry) -> Option<Duration> {
-    match err {
-        Error::Connect { role, .. } | Error::Io { role, .. } | Error::Closed { role, .. }
-            if *role == Role::Target =>
-        {
-            Some(retry.connection)
-        }
-        Error::Server { role, msg, .. }
-            if *role == Role::Target && (msg.contains("LOADING") || msg.contains("BUSY")) =>
-        {
-            Some(retry.connection)
-        }
-        Error::Timeout { role, .. } if *role == Role::Target => Some(retry.other),
-        _ => None,
-    }
+    err.target_gone().map(|r| match r {
+        crate::error::Retry::Other => retry.other,
+        _ => retry.connection,
+    })
 }
 
 fn spool_error(e: spool::SpoolError) -> Error {
-    Error::Config(format!(
+    Error::Local(format!(
         "{e}; free space there, choose another [sync] data_dir, or turn the spool off with [spool] size_mb = 0"
     ))
 }
@@ -458,5 +475,10 @@ async fn join(writer: &mut JoinHandle<Result<()>>) -> Result<()> {
 }
 
 fn joined(done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
-    done.unwrap_or_else(|join| Err(Error::Config(format!("target writer stopped: {join}"))))
+    done.unwrap_or_else(|join| {
+        Err(Error::Internal {
+            what: "the target writer",
+            why: join.to_string(),
+        })
+    })
 }

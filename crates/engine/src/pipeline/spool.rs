@@ -426,7 +426,8 @@ fn corrupt(path: &Path, what: &str) -> SpoolError {
     }
 }
 
-/// The spool directory of the task named `task` under `data_dir`: one per task (a cluster
+/// The spool directory of the stream named `task` under a task's own directory (see
+/// `TaskConfig::local_dir`): one per stream (a cluster
 /// source's shards each have their own), named so any task name makes one path component.
 pub fn dir_for(data_dir: &Path, task: &str) -> PathBuf {
     let name: String = task

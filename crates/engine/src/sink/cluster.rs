@@ -295,7 +295,12 @@ impl ClusterTarget {
                 .filter(|&s| self.topology.owner(s) == i)
                 .collect();
             let writer = writer.for_cluster(slot_keys.clone(), owned);
-            let st = Arc::new(Status::default());
+            let st = Arc::new(Status::new(
+                status
+                    .events()
+                    .for_shard(&shard.master.addr())
+                    .without_phases(),
+            ));
             st.set_phase(status.phase());
             writer_status.push(st.clone());
             handles.push(tokio::spawn(writer.run(rx, st, options.clone(), base)));
@@ -361,7 +366,10 @@ impl ClusterTarget {
         let mut first = routed.err();
         for handle in handles {
             let result = handle.await.unwrap_or_else(|join| {
-                Err(Error::Config(format!("target writer stopped: {join}")))
+                Err(Error::Internal {
+                    what: "a target writer",
+                    why: join.to_string(),
+                })
             });
             if let Err(e) = result {
                 first.get_or_insert(e);
@@ -618,7 +626,10 @@ impl Router {
                 }
             }
         }
-        Error::Config("a target writer stopped".into())
+        Error::Internal {
+            what: "a target writer",
+            why: "it ended without a result".into(),
+        }
     }
 
     /// Waits until every master has confirmed everything sent to it.

@@ -95,7 +95,7 @@ pub async fn settle(target: &mut Target, policy: OnConflict, dbs: Option<&[u32]>
         return Ok(());
     };
     match policy {
-        OnConflict::Fail => Err(Error::Config(format!("{what} {REFUSAL_FIX}"))),
+        OnConflict::Fail => Err(Error::TargetNotEmpty(format!("{what} {REFUSAL_FIX}"))),
         OnConflict::Overwrite => {
             tracing::warn!(
                 "{what}; copying over them (on_conflict = \"overwrite\"): keys of the same name are replaced, the others stay"
@@ -113,7 +113,7 @@ pub async fn settle(target: &mut Target, policy: OnConflict, dbs: Option<&[u32]>
 }
 
 /// Ends the refusal under `on_conflict = "fail"`: what the user can do.
-pub const REFUSAL_FIX: &str = "that this new task did not write; to copy over them (keys of the same name replaced, the others kept) set [sync] on_conflict = \"overwrite\" (--on-conflict overwrite), or to empty the target first on_conflict = \"flush\" with confirm_flush = true (--on-conflict flush --yes-flush-target)";
+pub const REFUSAL_FIX: &str = "that this new task did not write; to copy over them (keys of the same name replaced, the others kept) set [sync] on_conflict = \"overwrite\", or to empty the target first on_conflict = \"flush\" with confirm_flush = true";
 
 /// What the target holds in `dbs` (every db when None) that ferry did not write, in words
 /// (`target A already holds 12 keys (...)`); None when nothing.

@@ -290,6 +290,10 @@ pub struct SyncSection {
     /// Names the task's checkpoint in the target (`__ferry:checkpoint:<name>`); default: the
     /// source's host:port. Give each task writing into one target its own name.
     pub name: Option<String>,
+    /// The task's identity for its local files (`<data_dir>/tasks/<id>/`): letters, digits,
+    /// `.`, `_`, `-`. Default: derived from the name and the targets, so two tasks that read
+    /// one source into different targets never share (or empty) each other's files.
+    pub id: Option<TaskId>,
     /// When the target holds a copy that the source can no longer bring up to date with a
     /// partial resync: "stop" (default; say so and exit) or "flush" (empty the target, copy again).
     pub full_resync: Option<FullResync>,
@@ -452,6 +456,78 @@ impl SpecSecrets {
     }
 }
 
+/// A task's identity, distinct from its display name: what its local state (the spool) is
+/// keyed by, and what a server names it by. 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with
+/// `.`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TaskId(String);
+
+impl TaskId {
+    pub fn new(text: impl Into<String>) -> Result<TaskId, Error> {
+        let text = text.into();
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && !text.starts_with('.')
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        match ok {
+            true => Ok(TaskId(text)),
+            false => Err(Error::Config(format!(
+                "task id {text:?} must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+            ))),
+        }
+    }
+
+    /// An id for a task known by its name and targets: the name made safe for a file name,
+    /// then a hash of the name and the targets, so another target makes another id.
+    pub fn derived(name: &str, targets: &[String]) -> TaskId {
+        let mut safe: String = name
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+                _ => '_',
+            })
+            .take(40)
+            .collect();
+        if safe.starts_with('.') {
+            safe.replace_range(..1, "_");
+        }
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in std::iter::once(name).chain(targets.iter().map(String::as_str)) {
+            for b in part.bytes().chain([0]) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        TaskId(format!("{safe}-{:08x}", hash >> 32))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TaskId {
+    type Error = String;
+    fn try_from(text: String) -> Result<TaskId, String> {
+        TaskId::new(text).map_err(|e| e.to_string())
+    }
+}
+
+impl From<TaskId> for String {
+    fn from(id: TaskId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What to do when the target holds a copy the source can only replace with a full one (its
 /// replication id changed, the backlog no longer reaches the target's position, or an earlier
 /// copy was interrupted).
@@ -543,6 +619,24 @@ ignore = ["eviction_policy"]
         };
         let err = spec.set_secrets(secrets).unwrap_err().to_string();
         assert!(err.contains("source"), "{err}");
+    }
+
+    #[test]
+    fn task_ids_are_safe_file_names_and_differ_by_target() {
+        let a = TaskId::derived("10.0.0.5:6379", &["redis://127.0.0.1:7001".into()]);
+        let b = TaskId::derived("10.0.0.5:6379", &["redis://127.0.0.1:7002".into()]);
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("10.0.0.5_6379-"), "{a}");
+        assert_eq!(TaskId::new(a.as_str()).unwrap(), a);
+        assert_eq!(
+            TaskId::derived("..", &[]).as_str().chars().next(),
+            Some('_')
+        );
+        for bad in ["", ".x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(TaskId::new(bad).is_err(), "{bad}");
+        }
+        let spec = TaskSpec::from_toml("[sync]\nid = \"../x\"\n").unwrap_err();
+        assert!(spec.contains("task id"), "{spec}");
     }
 
     #[test]

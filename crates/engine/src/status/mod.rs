@@ -8,9 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub mod events;
 pub mod latency;
 pub mod throttle;
 
+use self::events::{EventKind, Events};
 use self::latency::Latency;
 use crate::status::throttle::{LimitStatus, Throttle};
 
@@ -27,6 +29,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// As in the status JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Full => "full",
+            Phase::Incremental => "incremental",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Retrying => "retrying",
+        }
+    }
+
     fn from_u8(v: u8) -> Phase {
         match v {
             0 => Phase::Connecting,
@@ -107,6 +121,8 @@ pub struct Status {
     throttle: std::sync::OnceLock<Arc<Throttle>>,
     /// Continuous verification, when on: fed the keys the stream writes.
     live_verify: std::sync::OnceLock<(Arc<crate::verify::live::Live>, usize)>,
+    /// Where this task's (or shard's) events go.
+    events: Events,
 }
 
 /// One shard of a cluster source, as `GET /status` shows it.
@@ -170,7 +186,28 @@ impl Status {
     }
 
     pub fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Relaxed);
+        let from = Phase::from_u8(self.phase.swap(phase as u8, Relaxed));
+        if from != phase {
+            self.events.emit(EventKind::Phase { from, to: phase });
+        }
+    }
+
+    /// A status whose events go to `events`.
+    pub fn new(events: Events) -> Status {
+        Status {
+            events,
+            ..Status::default()
+        }
+    }
+
+    /// Where this status's events go: the one place to log, count and publish them.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Something the user should know that does not stop the task (logged, counted, sent).
+    pub fn warn(&self, code: &'static str, message: String) {
+        self.events.emit(EventKind::Warning { code, message });
     }
 
     pub fn set_error(&self, msg: String) {
@@ -289,7 +326,7 @@ impl Status {
         if let Some((_, s)) = parts.iter().find(|(n, _)| n == name) {
             return s.clone();
         }
-        let s = Arc::new(Status::default());
+        let s = Arc::new(Status::new(self.events.for_shard(name)));
         // Each shard's stream feeds the continuous checks too.
         if let Some((live, _)) = self.live_verify.get() {
             s.watch_writes(live.clone(), live.add_stream(&s));
@@ -304,7 +341,7 @@ impl Status {
         if let Some((_, s)) = targets.iter().find(|(n, _)| n == name) {
             return s.clone();
         }
-        let s = Arc::new(Status::default());
+        let s = Arc::new(Status::new(self.events.for_shard(name)));
         targets.push((name.to_string(), s.clone()));
         s
     }

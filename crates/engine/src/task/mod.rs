@@ -20,12 +20,19 @@ use crate::net::endpoint::Endpoint;
 use crate::net::topology::Topology;
 use crate::pipeline::entry::Entry;
 use crate::pipeline::fanout;
+use crate::pipeline::pause::Pause;
 use crate::sink::lease::Fence;
 use crate::sink::{Target, conflict};
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
 use crate::spec::ReadFrom;
+use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
+
+mod handle;
+pub mod local;
+
+pub use handle::{PauseReport, Task, TaskHandle, TaskStatus};
 
 /// Batches between source and target; with the batch limits this bounds memory to a few MiB.
 const CHANNEL_BATCHES: usize = 8;
@@ -39,14 +46,24 @@ const CHANNEL_BATCHES: usize = 8;
 /// replica killed while a diskless source waits out its delay) is a lost connection.
 /// On return the status holds the final phase and, on failure, the error. The precheck
 /// (`check`) runs first and stops the task on a failed item.
-pub async fn run(
+pub(crate) async fn run(
     mut config: TaskConfig,
     status: Arc<Status>,
     cancel: CancellationToken,
+    pause: Pause,
 ) -> Result<()> {
     if let Some(throttle) = &config.writer.throttle {
         status.show_limits(throttle.clone());
     }
+    // The spool is this task's alone: held for as long as the task runs.
+    let spooled = matches!(config.source, Source::Redis(_))
+        && config.checkpoint
+        && config.spool.limit > 0
+        && !config.full_only;
+    let _local = match spooled.then(|| local::LocalLock::take(&config)) {
+        Some(Err(e)) => return failed(&status, e),
+        held => held.and_then(Result::ok),
+    };
     // One writer per task: a lease and a fence beside the checkpoint in each target.
     let fence = match (&config.source, config.checkpoint) {
         (Source::Redis(_), true) => Some(Arc::new(Fence::new(&config.name))),
@@ -63,7 +80,7 @@ pub async fn run(
         let handle = tokio::spawn(async move { fence.keep(targets, task, done).await });
         (handle, stop)
     });
-    let result = run_task(&config, &status, &cancel).await;
+    let result = run_task(&config, &status, &cancel, &pause).await;
     if let Some((handle, stop)) = keeper {
         stop.cancel();
         let _ = handle.await;
@@ -82,11 +99,12 @@ async fn run_task(
     config: &TaskConfig,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     // The precheck, once: a failure here is the user's to fix, not a break to retry.
     status.set_phase(Phase::Connecting);
     tokio::select! {
-        checked = crate::check::before_sync(config) => {
+        checked = crate::check::before_sync(config, status.events()) => {
             if let Err(e) = checked {
                 return failed(status, e);
             }
@@ -97,7 +115,7 @@ async fn run_task(
     let mut attempt: u32 = 0;
     loop {
         let before = progress(status);
-        let err = match run_inner(config, status, cancel).await {
+        let err = match run_inner(config, status, cancel, pause).await {
             Ok(()) => return stopped(status),
             // Stopping may break a link mid-way: that is the stop, not a failure.
             Err(_) if cancel.is_cancelled() => return stopped(status),
@@ -128,10 +146,10 @@ async fn run_task(
         if elapsed >= limit {
             return failed(
                 status,
-                Error::Config(format!(
-                    "gave up after {} min of retries: {err}",
-                    limit.as_secs() / 60
-                )),
+                Error::GaveUp {
+                    minutes: limit.as_secs() / 60,
+                    last: Box::new(err),
+                },
             );
         }
         let delay = backoff(attempt).min(limit - elapsed);
@@ -143,11 +161,13 @@ async fn run_task(
         status.retries.fetch_add(1, Relaxed);
         status.set_error(err.to_string());
         status.set_phase(Phase::Retrying);
-        tracing::warn!(
-            "{err}; retrying in {:.1} s (giving up in {} s)",
-            delay.as_secs_f64(),
-            (limit - elapsed).as_secs()
-        );
+        status.events().emit(EventKind::Retrying {
+            code: err.code(),
+            message: err.to_string(),
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+            gives_up_in_s: (limit - elapsed).as_secs(),
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = cancel.cancelled() => return stopped(status),
@@ -163,6 +183,10 @@ fn stopped(status: &Status) -> Result<()> {
 
 fn failed(status: &Status, err: Error) -> Result<()> {
     status.set_error(err.to_string());
+    status.events().emit(EventKind::Failed {
+        code: err.code(),
+        message: err.to_string(),
+    });
     status.set_phase(Phase::Failed);
     Err(err)
 }
@@ -177,21 +201,10 @@ fn progress(status: &Status) -> (u64, u64) {
 
 /// How long an error may be retried, or None when retrying cannot help.
 fn retry_limit(err: &Error, config: &TaskConfig) -> Option<Duration> {
-    let busy = |msg: &str| {
-        ["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"]
-            .iter()
-            .any(|p| msg.contains(p))
-    };
-    match err {
-        Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } => {
-            Some(config.retry.connection)
-        }
-        Error::Server { msg, .. } if busy(msg) => Some(config.retry.connection),
-        Error::TargetRefused {
-            retryable: true, ..
-        }
-        | Error::Timeout { .. } => Some(config.retry.other),
-        _ => None,
+    match err.retry() {
+        crate::error::Retry::Connection => Some(config.retry.connection),
+        crate::error::Retry::Other => Some(config.retry.other),
+        crate::error::Retry::Never => None,
     }
 }
 
@@ -209,6 +222,7 @@ async fn run_inner(
     config: &TaskConfig,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
     let path = match &config.source {
@@ -218,10 +232,10 @@ async fn run_inner(
             if crate::net::topology::is_cluster(&mut probe).await? {
                 let topology = Topology::discover(&mut probe, endpoint).await?;
                 drop(probe);
-                return run_cluster_source(config, topology, status, cancel).await;
+                return run_cluster_source(config, topology, status, cancel, pause).await;
             }
             drop(probe);
-            return run_source(config, endpoint, status, cancel).await;
+            return run_source(config, endpoint, status, cancel, pause).await;
         }
         Source::RdbFile(path) => path,
     };
@@ -230,7 +244,7 @@ async fn run_inner(
     conflict::before_copy(&mut target, config, status).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let writer = tokio::spawn(target.run(rx, status.clone(), config.writer.clone(), None));
-    let read = load_file(path, config.rdb.clone(), tx, status, cancel).await;
+    let read = load_file(path, config.rdb.clone(), tx, status, cancel, pause).await;
     join_writer(writer).await?;
     read
 }
@@ -241,6 +255,7 @@ async fn run_source(
     endpoint: &Endpoint,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
     let mut targets = fanout::connect_all(config).await?;
@@ -293,11 +308,14 @@ async fn run_source(
         },
     };
     let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));
-    let relayed = fanout::relay_all(config, targets, plan.skips, rx, status, cancel).await;
+    let relayed = fanout::relay_all(config, targets, plan.skips, rx, status, cancel, pause).await;
     // The relay has let go of the channel: the reader stops at its next batch if not before.
-    let read = reader
-        .await
-        .unwrap_or_else(|join| Err(Error::Config(format!("source reader stopped: {join}"))));
+    let read = reader.await.unwrap_or_else(|join| {
+        Err(Error::Internal {
+            what: "the source reader",
+            why: join.to_string(),
+        })
+    });
     relayed?;
     if let Some((watch, stop)) = watch {
         stop.cancel();
@@ -349,6 +367,7 @@ async fn run_cluster_source(
     topology: Topology,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     let stop = cancel.child_token();
     let mut streams = tokio::task::JoinSet::new();
@@ -380,8 +399,9 @@ async fn run_cluster_source(
         part.writer.shared_target = true;
         let part_status = status.part(&part.name);
         let stop = stop.clone();
+        let pause = pause.clone();
         streams.spawn(async move {
-            let result = run_source(&part, &node, &part_status, &stop).await;
+            let result = run_source(&part, &node, &part_status, &stop, &pause).await;
             if result.is_err() {
                 stop.cancel();
             }
@@ -395,7 +415,10 @@ async fn run_cluster_source(
             done = streams.join_next() => {
                 let Some(done) = done else { break };
                 let result = done.unwrap_or_else(|join| {
-                    Err(Error::Config(format!("a shard's stream stopped: {join}")))
+                    Err(Error::Internal {
+                        what: "a shard's stream",
+                        why: join.to_string(),
+                    })
                 });
                 if let Err(e) = result
                     && first.is_none()
@@ -416,9 +439,12 @@ async fn run_cluster_source(
 
 /// The writer drains what the source sent, then ends; its error is the more precise one.
 async fn join_writer(writer: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
-    writer
-        .await
-        .unwrap_or_else(|join| Err(Error::Config(format!("target writer stopped: {join}"))))
+    writer.await.unwrap_or_else(|join| {
+        Err(Error::Internal {
+            what: "the target writer",
+            why: join.to_string(),
+        })
+    })
 }
 
 /// Reads a snapshot file into the channel, then marks its end.
@@ -428,10 +454,11 @@ async fn load_file(
     tx: mpsc::Sender<crate::pipeline::entry::Batch>,
     status: &Arc<Status>,
     cancel: &CancellationToken,
+    pause: &Pause,
 ) -> Result<()> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path)
-        .map_err(|e| Error::Config(format!("cannot open source file {name}: {e}")))?;
+        .map_err(|e| Error::Local(format!("cannot open source file {name}: {e}")))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     status.snapshot_size.store(size, Relaxed);
     status.set_phase(Phase::Full);
@@ -440,12 +467,16 @@ async fn load_file(
         inner: std::io::BufReader::with_capacity(256 * 1024, file),
         status: status.clone(),
         cancel: cancel.clone(),
+        pause: pause.clone(),
         read: 0,
     };
     let parser_tx = tx.clone();
     let parsed = tokio::task::spawn_blocking(move || snapshot::parse_into(reader, rdb, &parser_tx))
         .await
-        .map_err(|join| Error::Config(format!("snapshot parser stopped: {join}")))?;
+        .map_err(|join| Error::Internal {
+            what: "the snapshot parser",
+            why: join.to_string(),
+        })?;
     match parsed {
         Ok(snapshot::Outcome::Done { rdb_version }) => {
             tracing::info!(rdb_version, "snapshot file read to its end");
@@ -463,11 +494,16 @@ struct FileReader {
     inner: std::io::BufReader<std::fs::File>,
     status: Arc<Status>,
     cancel: CancellationToken,
+    pause: Pause,
     read: u64,
 }
 
 impl std::io::Read for FileReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Paused: the file waits (this runs on a blocking thread of its own).
+        while self.pause.is_paused() && !self.cancel.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if self.cancel.is_cancelled() {
             // Not `Interrupted`: readers retry on that.
             return Err(std::io::Error::other("stopped"));

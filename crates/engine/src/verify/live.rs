@@ -25,6 +25,7 @@ use super::side::Side;
 use crate::error::{Result, Role, escape};
 use crate::spec::LiveVerify;
 use crate::status::Status;
+use crate::status::events::{EventKind, Events};
 
 /// How long a check waits for the target to confirm the sampled writes before it skips.
 const CONFIRM_WAIT: Duration = Duration::from_secs(10);
@@ -137,7 +138,8 @@ impl Live {
     }
 }
 
-/// Starts the checks on a thread of their own; they end when `cancel` fires.
+/// Starts the checks on a shared worker (they may run the task's Lua script, which stays on
+/// one thread); they end when `cancel` fires.
 pub fn spawn(
     opts: Options,
     settings: LiveVerify,
@@ -146,22 +148,13 @@ pub fn spawn(
 ) -> Result<()> {
     let live = Arc::new(Live::new(settings));
     status.watch_writes(live.clone(), live.add_stream(&status));
-    std::thread::Builder::new()
-        .name("ferry-verify".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("continuous verification cannot start: {e}");
-                    return;
-                }
-            };
-            runtime.block_on(run(opts, settings, live, cancel));
-        })
-        .map_err(|e| crate::Error::Config(format!("cannot start the verification thread: {e}")))?;
+    let events = status.events().clone();
+    if !crate::workers::shared().spawn(move || run(opts, settings, live, cancel, events)) {
+        return Err(crate::Error::Internal {
+            what: "continuous verification",
+            why: "no worker thread is running".into(),
+        });
+    }
     Ok(())
 }
 
@@ -171,7 +164,13 @@ struct Sides {
     source_dbs: u32,
 }
 
-async fn run(opts: Options, settings: LiveVerify, live: Arc<Live>, cancel: CancellationToken) {
+async fn run(
+    opts: Options,
+    settings: LiveVerify,
+    live: Arc<Live>,
+    cancel: CancellationToken,
+    events: Events,
+) {
     let mapper = match Mapper::new(
         opts.rules.clone(),
         opts.db_map.clone(),
@@ -209,16 +208,23 @@ async fn run(opts: Options, settings: LiveVerify, live: Arc<Live>, cancel: Cance
         match check(s, &mapper, &opts, &sample).await {
             Ok((compared, left)) => {
                 live.checked(compared, left.len() as u64);
+                events.emit(EventKind::Verified {
+                    compared,
+                    differing: left.len() as u64,
+                });
                 if let Some(d) = left.first() {
                     let (db, key) = match &d.subject {
                         Subject::Source { db, key, .. } | Subject::Target { db, key } => (db, key),
                     };
-                    tracing::warn!(
-                        "continuous verification: {} of {compared} recently written keys differ on the target, e.g. {} in db {db} ({}); run ferry verify for the whole data",
-                        left.len(),
-                        escape(key),
-                        d.kind.name()
-                    );
+                    events.emit(EventKind::Warning {
+                        code: "verify_differences",
+                        message: format!(
+                            "continuous verification: {} of {compared} recently written keys differ on the target, e.g. {} in db {db} ({}); run ferry verify for the whole data",
+                            left.len(),
+                            escape(key),
+                            d.kind.name()
+                        ),
+                    });
                 }
             }
             Err(e) => {

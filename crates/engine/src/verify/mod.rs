@@ -76,7 +76,7 @@ impl Options {
     pub fn from_task(config: &TaskConfig) -> Result<Options> {
         let Source::Redis(source) = &config.source else {
             return Err(Error::Config(format!(
-                "verify needs a live source server, not the file {}: load it into a server first, or give --source redis://host:port",
+                "verify needs a live source server, not the file {}: load it into a server first, or set [source] url to redis://host:port",
                 config.source
             )));
         };

@@ -5,8 +5,9 @@
 //!
 //! - `sandbox`: the Lua state, its safe libraries and its time and memory limits;
 //! - `convert`: entries to Lua tables and back ([`LuaTransform::apply`]);
-//! - here: the checked script of a task, and the thread that runs it between the channel
-//!   from the source and the target's writer (a Lua state cannot cross an `.await`).
+//! - here: the checked script of a task, and its run between the channel from the source and
+//!   the target's writer, on one of the engine's shared workers (`crate::workers`: a Lua state
+//!   stays on the thread that made it).
 
 mod convert;
 mod sandbox;
@@ -30,9 +31,7 @@ const CHANNEL_BATCHES: usize = 2;
 
 #[derive(thiserror::Error, Debug)]
 pub enum ScriptError {
-    #[error(
-        "cannot read transform script {path}: {source}; check [transform] script (--transform)"
-    )]
+    #[error("cannot read transform script {path}: {source}; check [transform] script")]
     Read {
         path: String,
         source: std::io::Error,
@@ -101,10 +100,10 @@ impl Script {
 /// How the thread running a script for one writer ended, once it has.
 pub struct Done(oneshot::Receiver<crate::Result<()>>);
 
-/// Starts `script` on a thread of its own between `input` and the returned channel. The
-/// thread ends when `input` closes, when the receiver goes away, or at the script's first error.
-/// With `filter`, the `[filter]` rules are applied first, on the same thread, so the script
-/// sees only what the filter lets through.
+/// Starts `script` on a shared worker between `input` and the returned channel. It ends when
+/// `input` closes, when the receiver goes away, or at the script's first error. With `filter`,
+/// the `[filter]` rules are applied first, in the same step, so the script sees only what the
+/// filter lets through.
 pub fn spawn(
     script: &Script,
     mut filter: Option<crate::pipeline::transform::Transform>,
@@ -114,29 +113,33 @@ pub fn spawn(
     let script = script.clone();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (done_tx, done) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("ferry-transform".into())
-        .spawn(move || {
-            let result = (|| -> crate::Result<()> {
-                // Made here: a Lua state stays on the thread that made it.
-                let mut transform = script.start()?;
-                while let Some(batch) = input.blocking_recv() {
-                    let batch = match &mut filter {
-                        Some(filter) => filter.apply(batch, &status)?,
-                        None => batch,
-                    };
-                    let batch = transform.apply_batch(batch)?;
-                    if !batch.is_empty() && tx.blocking_send(batch).is_err() {
-                        break;
-                    }
+    let started = crate::workers::shared().spawn(move || async move {
+        let result = async {
+            // Made here: a Lua state stays on the worker that made it.
+            let mut transform = script.start()?;
+            while let Some(batch) = input.recv().await {
+                let batch = match &mut filter {
+                    Some(filter) => filter.apply(batch, &status)?,
+                    None => batch,
+                };
+                let batch = transform.apply_batch(batch)?;
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    break;
                 }
-                Ok(())
-            })();
-            // Before the output closes, so the writer, seeing it closed, finds the outcome.
-            let _ = done_tx.send(result);
-            drop(tx);
-        })
-        .map_err(|e| crate::Error::Config(format!("cannot start the transform thread: {e}")))?;
+            }
+            Ok(())
+        }
+        .await;
+        // Before the output closes, so the writer, seeing it closed, finds the outcome.
+        let _ = done_tx.send(result);
+        drop(tx);
+    });
+    if !started {
+        return Err(crate::Error::Internal {
+            what: "the transform step",
+            why: "no worker thread is running".into(),
+        });
+    }
     Ok((rx, Done(done)))
 }
 
@@ -150,9 +153,10 @@ pub fn outcome(done: Option<Done>, written: crate::Result<()>) -> crate::Result<
     match done.try_recv() {
         Ok(Err(e)) => Err(e),
         // The thread panicked: its output closed without a word.
-        Err(oneshot::error::TryRecvError::Closed) => Err(crate::Error::Config(
-            "the transform thread stopped unexpectedly".into(),
-        )),
+        Err(oneshot::error::TryRecvError::Closed) => Err(crate::Error::Internal {
+            what: "the transform thread",
+            why: "it ended without a result".into(),
+        }),
         // Still running: the writer stopped before its input ended, for its own reasons.
         Ok(Ok(())) | Err(oneshot::error::TryRecvError::Empty) => Ok(()),
     }
