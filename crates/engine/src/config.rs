@@ -136,7 +136,7 @@ pub struct TaskConfig {
     /// Measure end-to-end latency with a heartbeat key written on the source.
     pub heartbeat: bool,
     /// The precheck `sync` runs first (`[check]`).
-    pub check: crate::check::CheckConfig,
+    pub check: crate::spec::CheckConfig,
 }
 
 /// Whether building a task reads the files its spec names.
@@ -336,7 +336,7 @@ impl TaskConfig {
             writer,
             read_from,
             on_conflict: Some(on_conflict),
-            check: crate::check::CheckConfig::build(&file.check)?,
+            check: crate::spec::CheckConfig::build(&file.check)?,
             forward_publish,
         })
     }

@@ -2,6 +2,7 @@
 //! what to do. `Display` is the one line the CLI prints.
 
 use std::io;
+use std::time::Duration;
 
 /// Which side of the sync a server is on; used in messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +265,16 @@ impl Error {
     }
 }
 
+/// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(6));
+    let base = base.min(Duration::from_secs(30));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
 fn connect_hint(e: &io::Error) -> &'static str {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => " (is redis-server running there, on that port?)",
@@ -298,26 +309,4 @@ fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
         }
         _ => "",
     }
-}
-
-/// Shows binary key names the way redis-cli does: printable ASCII as is, the rest as \xNN.
-pub fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for &b in bytes.iter().take(200) {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    if bytes.len() > 200 {
-        out.push_str("...");
-    }
-    out.push('"');
-    out
 }

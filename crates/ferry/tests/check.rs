@@ -8,35 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Ferry, config_file, free_port};
+use common::{Ferry, check_json, config_file, free_port, refused};
 use serde_json::Value;
 use testkit::compare::{self, Options};
 use testkit::tls::TlsFiles;
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Server};
-
-/// Runs `ferry check --json` with these arguments: its exit code and its findings.
-fn check(args: &[&str]) -> (i32, Vec<Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("check")
-        .arg("--json")
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let findings: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON array ({e}): {stdout}\nstderr: {stderr}"));
-    let findings = findings.as_array().unwrap().clone();
-    for f in &findings {
-        for field in ["item", "result", "found", "fix"] {
-            assert!(f[field].is_string(), "{field} missing in {f}");
-        }
-    }
-    (out.status.code().unwrap(), findings)
-}
 
 /// The findings of `item`.
 fn of<'a>(findings: &'a [Value], item: &str) -> Vec<&'a Value> {
@@ -55,21 +32,6 @@ fn text(finding: &Value, field: &str) -> String {
     finding[field].as_str().unwrap().to_string()
 }
 
-/// The one `ferry: ` line of a sync that must fail.
-fn refused(args: &[&str]) -> String {
-    let mut ferry = Ferry::start(args);
-    let code = ferry.wait(Duration::from_secs(60));
-    let log = ferry.log();
-    assert_eq!(
-        code.code(),
-        Some(1),
-        "ferry should have refused; log:\n{log}"
-    );
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ferry: ")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
-    lines[0].to_string()
-}
-
 fn acl(server: &Server, rule: &str) {
     let _: () = redis::cmd("ACL")
         .arg(rule.split(' ').collect::<Vec<_>>())
@@ -82,7 +44,7 @@ fn a_ready_pair_passes_every_item_and_the_table_says_so() {
     let source = Server::start();
     let target = Server::start();
     workload::populate(&source, &Spec::default());
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     for f in &findings {
         assert_eq!(f["result"], "pass", "{f:#}");
@@ -135,7 +97,7 @@ fn wrong_password_and_unreachable_target_are_named_as_sync_names_them() {
     let source = Server::start_with(&["--requirepass", "right"]);
     let nowhere = format!("redis://127.0.0.1:{}", free_port());
     let url = format!("redis://:wrong@{}", source.addr());
-    let (code, findings) = check(&["--source", &url, "--target", &nowhere]);
+    let (code, findings) = check_json(&["--source", &url, "--target", &nowhere]);
     assert_eq!(code, 1);
     let reachable = of(&findings, "reachable");
     assert_eq!(reachable.len(), 2, "{findings:#?}");
@@ -151,7 +113,7 @@ fn wrong_password_and_unreachable_target_are_named_as_sync_names_them() {
     // The right password passes; the sync's own error for the wrong one is unchanged.
     let target = Server::start();
     let good = format!("redis://:right@{}", source.addr());
-    let (code, findings) = check(&["--source", &good, "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &good, "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let auth = of(&findings, "authenticated");
     assert_eq!(auth.len(), 2, "{findings:#?}");
@@ -172,7 +134,7 @@ fn a_user_who_may_not_replicate_or_write_is_told_what_to_grant() {
     acl(&target, "SETUSER writer on >pw ~* &* +@all -restore");
     let source_url = format!("redis://syncer:pw@{}", source.addr());
     let target_url = format!("redis://writer:pw@{}", target.addr());
-    let (code, findings) = check(&["--source", &source_url, "--target", &target_url]);
+    let (code, findings) = check_json(&["--source", &source_url, "--target", &target_url]);
     assert_eq!(code, 1, "{findings:#?}");
     let repl = one(&findings, "source_replication", "fail");
     assert!(text(repl, "found").contains("psync"), "{repl:#}");
@@ -190,7 +152,7 @@ fn a_user_who_may_not_replicate_or_write_is_told_what_to_grant() {
     // Users with every permission they need pass.
     acl(&source, "SETUSER syncer +psync");
     acl(&target, "SETUSER writer +restore");
-    let (code, findings) = check(&["--source", &source_url, "--target", &target_url]);
+    let (code, findings) = check_json(&["--source", &source_url, "--target", &target_url]);
     assert_eq!(code, 0, "{findings:#?}");
     one(&findings, "source_replication", "pass");
     one(&findings, "target_write", "pass");
@@ -215,7 +177,7 @@ fn a_user_who_may_not_ask_gets_a_warning_and_the_sync_starts() {
     );
     workload::populate(&source, &Spec::default());
     let url = format!("redis://reader:pw@{}", source.addr());
-    let (code, findings) = check(&["--source", &url, "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &url, "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let repl = one(&findings, "source_replication", "warn");
     assert!(text(repl, "found").contains("ACL DRYRUN"), "{repl:#}");
@@ -236,7 +198,7 @@ fn an_evicting_target_warns_and_the_sync_still_starts() {
     let source = Server::start();
     let target = Server::start_with(&["--maxmemory", "200mb", "--maxmemory-policy", "allkeys-lru"]);
     workload::populate(&source, &Spec::default());
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let policy = one(&findings, "eviction_policy", "warn");
     assert!(text(policy, "found").contains("allkeys-lru"), "{policy:#}");
@@ -284,7 +246,7 @@ fn an_evicting_target_warns_and_the_sync_still_starts() {
         &target.url(),
         "on_conflict = \"overwrite\"\n[check]\nignore = [\"eviction_policy\"]",
     );
-    let (code, findings) = check(&["--config", &path]);
+    let (code, findings) = check_json(&["--config", &path]);
     assert_eq!(code, 0, "{findings:#?}");
     assert!(of(&findings, "eviction_policy").is_empty(), "{findings:#?}");
 }
@@ -304,7 +266,7 @@ fn a_target_too_small_for_the_data_fails_with_the_line_that_fixes_it() {
         p.query::<()>(&mut c).unwrap();
     }
     let small = Server::start_with(&["--maxmemory", "2mb"]);
-    let (code, findings) = check(&["--source", &source.url(), "--target", &small.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &small.url()]);
     assert_eq!(code, 1, "{findings:#?}");
     let memory = one(&findings, "memory", "fail");
     assert!(
@@ -312,7 +274,7 @@ fn a_target_too_small_for_the_data_fails_with_the_line_that_fixes_it() {
         "{memory:#}"
     );
     let roomy = Server::start_with(&["--maxmemory", "500mb"]);
-    let (code, findings) = check(&["--source", &source.url(), "--target", &roomy.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &roomy.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     one(&findings, "memory", "pass");
 }
@@ -326,7 +288,7 @@ fn keys_in_the_target_fail_unless_on_conflict_says_what_to_do() {
         .arg("1")
         .query(&mut target.conn())
         .unwrap();
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 1);
     let keys = one(&findings, "target_keys", "fail");
     let found = text(keys, "found");
@@ -334,7 +296,7 @@ fn keys_in_the_target_fail_unless_on_conflict_says_what_to_do() {
         found.contains("1 key") && found.contains("\"mine\""),
         "{found}"
     );
-    let (code, findings) = check(&[
+    let (code, findings) = check_json(&[
         "--source",
         &source.url(),
         "--target",
@@ -366,7 +328,7 @@ fn a_tiny_backlog_under_writes_warns_and_the_sync_starts() {
             }
         })
     };
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let backlog = one(&findings, "backlog", "warn");
     assert!(
@@ -388,7 +350,7 @@ fn a_tiny_backlog_under_writes_warns_and_the_sync_starts() {
             .unwrap();
     };
     limit("replica 1 1 0");
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let buffer = one(&findings, "output_buffer", "warn");
     assert!(
@@ -414,7 +376,7 @@ fn a_tiny_backlog_under_writes_warns_and_the_sync_starts() {
     writer.join().unwrap();
 
     // Without writes the same backlog covers any time.
-    let (_, findings) = check(&[
+    let (_, findings) = check_json(&[
         "--source",
         &source.url(),
         "--target",
@@ -428,14 +390,14 @@ fn a_replica_source_cannot_take_the_heartbeat() {
     let master = Server::start();
     let replica = Server::start_replica_of(&master);
     let target = Server::start();
-    let (code, findings) = check(&["--source", &replica.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &replica.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let heartbeat = one(&findings, "heartbeat", "warn");
     assert!(
         text(heartbeat, "found").contains("replica"),
         "{heartbeat:#}"
     );
-    let (_, findings) = check(&["--source", &master.url(), "--target", &target.url()]);
+    let (_, findings) = check_json(&["--source", &master.url(), "--target", &target.url()]);
     one(&findings, "heartbeat", "pass");
 }
 
@@ -451,7 +413,7 @@ fn db_map_beyond_the_target_fails_as_sync_says() {
         "--db-map",
         "1=7",
     ];
-    let (code, findings) = check(&args);
+    let (code, findings) = check_json(&args);
     assert_eq!(code, 1);
     let map = one(&findings, "db_map", "fail");
     assert!(
@@ -466,11 +428,11 @@ fn db_map_beyond_the_target_fails_as_sync_says() {
         .arg("v")
         .query(&mut source.conn_db(5))
         .unwrap();
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 1);
     let map = one(&findings, "db_map", "fail");
     assert!(text(map, "found").contains("source db 5"), "{map:#}");
-    let (code, findings) = check(&[
+    let (code, findings) = check_json(&[
         "--source",
         &source.url(),
         "--target",
@@ -486,7 +448,7 @@ fn db_map_beyond_the_target_fails_as_sync_says() {
 fn cluster_slots_are_checked_on_each_side() {
     let source = Server::start();
     let cluster = Cluster::start(3, 0);
-    let (code, findings) = check(&["--source", &source.url(), "--target", &cluster.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &cluster.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let slots = one(&findings, "slots", "pass");
     assert!(
@@ -503,7 +465,7 @@ fn cluster_slots_are_checked_on_each_side() {
             .query(&mut node.conn())
             .unwrap();
     }
-    let (code, findings) = check(&["--source", &source.url(), "--target", &cluster.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &cluster.url()]);
     assert_eq!(code, 1);
     let slots = one(&findings, "slots", "fail");
     assert!(
@@ -520,7 +482,7 @@ fn each_target_is_checked() {
     let first = Server::start();
     let second =
         Server::start_with(&["--maxmemory", "200mb", "--maxmemory-policy", "volatile-lru"]);
-    let (code, findings) = check(&[
+    let (code, findings) = check_json(&[
         "--source",
         &source.url(),
         "--target",
@@ -549,7 +511,7 @@ fn an_older_target_warns_what_it_cannot_take() {
     };
     let source = Server::start();
     let older = Server::start_bin(&bin, &[]);
-    let (code, findings) = check(&["--source", &source.url(), "--target", &older.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &older.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let versions = one(&findings, "versions", "warn");
     assert!(
@@ -561,7 +523,7 @@ fn an_older_target_warns_what_it_cannot_take() {
         .arg("#!lua name=lib\nredis.register_function('f', function() return 1 end)")
         .query(&mut source.conn())
         .unwrap();
-    let (code, findings) = check(&["--source", &source.url(), "--target", &older.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &older.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let versions = one(&findings, "versions", "warn");
     assert!(
@@ -569,7 +531,7 @@ fn an_older_target_warns_what_it_cannot_take() {
         "{versions:#}"
     );
     let newer = Server::start();
-    let (_, findings) = check(&["--source", &older.url(), "--target", &newer.url()]);
+    let (_, findings) = check_json(&["--source", &older.url(), "--target", &newer.url()]);
     one(&findings, "versions", "pass");
 }
 
@@ -577,7 +539,7 @@ fn an_older_target_warns_what_it_cannot_take() {
 fn a_short_repl_timeout_or_a_source_timeout_within_the_ping_period_warns() {
     let source = Server::start_with(&["--repl-timeout", "10"]);
     let target = Server::start();
-    let (code, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{findings:#?}");
     let warn = one(&findings, "repl_timeout", "warn");
     assert!(
@@ -612,7 +574,7 @@ fn a_short_repl_timeout_or_a_source_timeout_within_the_ping_period_warns() {
         .arg(&["SET", "repl-timeout", "60"])
         .query(&mut source.conn())
         .unwrap();
-    let (_, findings) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (_, findings) = check_json(&["--source", &source.url(), "--target", &target.url()]);
     let pass = one(&findings, "repl_timeout", "pass");
     assert!(
         text(pass, "found").contains("repl-timeout 60 s"),
@@ -631,7 +593,7 @@ fn a_short_repl_timeout_or_a_source_timeout_within_the_ping_period_warns() {
         &target.url(),
         "on_conflict = \"overwrite\"\n[advanced]\nsource_timeout = 20",
     );
-    let (code, findings) = check(&["--config", &path]);
+    let (code, findings) = check_json(&["--config", &path]);
     assert_eq!(code, 0, "{findings:#?}");
     let warn = one(&findings, "repl_timeout", "warn");
     assert!(
@@ -665,7 +627,7 @@ fn a_certificate_near_its_end_warns_and_an_expired_one_fails_the_handshake() {
     );
     let plain = Server::start();
     let ca = path(&files.ca);
-    let (code, findings) = check(&[
+    let (code, findings) = check_json(&[
         "--source",
         &source.tls_url(),
         "--source-tls-ca",
@@ -729,7 +691,7 @@ fn a_certificate_near_its_end_warns_and_an_expired_one_fails_the_handshake() {
             path(&files.expired_key),
         ],
     );
-    let (code, findings) = check(&[
+    let (code, findings) = check_json(&[
         "--source",
         &plain.url(),
         "--target",

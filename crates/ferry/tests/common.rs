@@ -264,3 +264,62 @@ pub fn server_loading(file: &std::path::Path) -> (testkit::Server, tempfile::Tem
     ]);
     (server, dir)
 }
+
+impl Ferry {
+    /// Waits for a run that must fail and returns its one `ferry: ` line (the error).
+    pub fn refusal(mut self) -> String {
+        let code = self.wait(Duration::from_secs(60));
+        let log = self.log();
+        assert_eq!(
+            code.code(),
+            Some(1),
+            "ferry should have refused; log:\n{log}"
+        );
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ferry: ")).collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        lines[0].to_string()
+    }
+}
+
+/// The one `ferry: ` line of a `ferry sync` with these arguments that must fail.
+pub fn refused(args: &[&str]) -> String {
+    Ferry::start(args).refusal()
+}
+
+/// The `ferry: ` line of a log, or "" when there is none.
+pub fn ferry_line(log: &str) -> &str {
+    log.lines().find(|l| l.starts_with("ferry: ")).unwrap_or("")
+}
+
+/// Runs `ferry check --json` with these arguments: its exit code and its findings, each with
+/// the four fields checked.
+pub fn check_json(args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("check")
+        .arg("--json")
+        .args(args)
+        .env("FERRY_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let findings: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON array ({e}): {stdout}\nstderr: {stderr}"));
+    let findings = findings.as_array().unwrap().clone();
+    for f in &findings {
+        for field in ["item", "result", "found", "fix"] {
+            assert!(f[field].is_string(), "{field} missing in {f}");
+        }
+    }
+    (out.status.code().unwrap(), findings)
+}
+
+/// `ferry check --json`: its exit code and the findings of one item.
+pub fn check_item(args: &[&str], item: &str) -> (i32, Vec<serde_json::Value>) {
+    let (code, findings) = check_json(args);
+    (
+        code,
+        findings.into_iter().filter(|f| f["item"] == item).collect(),
+    )
+}

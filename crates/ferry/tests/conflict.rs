@@ -65,20 +65,6 @@ fn fill_target(target: &Server, shared: &[String]) {
         .unwrap();
 }
 
-/// The one `ferry: ` line of a run that must fail.
-fn refusal(mut ferry: Ferry) -> String {
-    let code = ferry.wait(Duration::from_secs(60));
-    assert!(
-        !code.success(),
-        "ferry should have refused; log:\n{}",
-        ferry.log()
-    );
-    let log = ferry.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ferry: ")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
-    lines[0].to_string()
-}
-
 fn full_copy(args: &[&str]) -> Ferry {
     let mut ferry = Ferry::start(args);
     let code = ferry.wait(Duration::from_secs(120));
@@ -98,7 +84,7 @@ fn fail_names_what_the_target_holds_and_touches_nothing() {
     fill_target(&target, &shared);
     fill_target(&reference, &shared);
 
-    let line = refusal(Ferry::start(&[
+    let line = Ferry::refusal(Ferry::start(&[
         "--source",
         &source.url(),
         "--target",
@@ -130,7 +116,7 @@ fn fail_names_what_the_target_holds_and_touches_nothing() {
 
     // A snapshot file follows the same policy.
     let file = fixture("redis-rdb-tools/multiple_databases.rdb");
-    let line = refusal(Ferry::start(&[
+    let line = Ferry::refusal(Ferry::start(&[
         "--source",
         file.to_str().unwrap(),
         "--target",
@@ -191,7 +177,7 @@ fn flush_needs_a_confirmation_and_then_empties_the_target() {
     fill_target(&target, &shared);
     fill_target(&reference, &shared);
 
-    let line = refusal(Ferry::start(&[
+    let line = Ferry::refusal(Ferry::start(&[
         "--source",
         &source.url(),
         "--target",
@@ -294,7 +280,7 @@ fn a_cluster_target_is_checked_and_flushed_on_every_master() {
         }
     }
     let url = target.url();
-    let line = refusal(Ferry::start(&["--source", &source.url(), "--target", &url]));
+    let line = Ferry::refusal(Ferry::start(&["--source", &source.url(), "--target", &url]));
     for (_, owner) in &names {
         assert!(line.contains(owner.as_str()), "{line}");
     }
@@ -348,7 +334,7 @@ fn a_cluster_source_checks_its_target_once() {
         .query(&mut target.conn())
         .unwrap();
     let args = ["--source", &source.url(), "--target", &target.url()];
-    let line = refusal(Ferry::start(&args));
+    let line = Ferry::refusal(Ferry::start(&args));
     assert!(
         line.starts_with(&format!(
             "ferry: target {} already holds 1 key (db 0: 1; e.g. \"only-on-target\" in db 0)",

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Ferry, free_port};
+use common::{Ferry, check_item, free_port, refused};
 use serde_json::Value;
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Sentinel, Server};
@@ -19,43 +18,6 @@ fn spec(seed: u64) -> Spec {
         keys_per_db: 200,
         ..Spec::default()
     }
-}
-
-/// `ferry check --json`: exit code and the `distinct` findings.
-fn check(args: &[&str]) -> (i32, Vec<Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("check")
-        .arg("--json")
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let findings: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON array ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let distinct = findings
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["item"] == "distinct")
-        .cloned()
-        .collect();
-    (out.status.code().unwrap(), distinct)
-}
-
-/// The one `ferry: ` line of a sync that must be refused.
-fn refused(args: &[&str]) -> String {
-    let mut ferry = Ferry::start(args);
-    let code = ferry.wait(Duration::from_secs(60));
-    let log = ferry.log();
-    assert_eq!(code.code(), Some(1), "ferry should have refused:\n{log}");
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ferry: ")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
-    lines[0].to_string()
 }
 
 /// What a server holds: each key but ferry's own (the heartbeat ferry writes on a source
@@ -122,7 +84,7 @@ fn one_server_under_two_names_is_refused_before_a_flush() {
         "{line}"
     );
 
-    let (code, found) = check(&["--source", &as_localhost, "--target", &as_ip]);
+    let (code, found) = check_distinct(&["--source", &as_localhost, "--target", &as_ip]);
     assert_eq!(code, 1);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["result"], "fail");
@@ -173,7 +135,7 @@ fn a_replica_of_the_source_or_its_master_is_refused() {
         "{line}"
     );
     assert_eq!(fingerprint(&master), before);
-    let (code, found) = check(&["--source", &replica.url(), "--target", &master.url()]);
+    let (code, found) = check_distinct(&["--source", &replica.url(), "--target", &master.url()]);
     assert_eq!(code, 1);
     assert_eq!(found[0]["result"], "fail", "{found:#?}");
 
@@ -232,7 +194,7 @@ fn each_extra_target_and_each_pair_of_targets_is_looked_at() {
         "{line}"
     );
     // Two different targets pass.
-    let (code, found) = check(&[
+    let (code, found) = check_distinct(&[
         "--source",
         &source.url(),
         "--target",
@@ -252,7 +214,7 @@ fn one_cluster_through_two_nodes_is_refused() {
     let nodes = cluster.urls();
     let line = refused(&["--source", &nodes[0], "--target", &nodes[1]]);
     assert!(line.contains("they are one cluster (node "), "{line}");
-    let (code, found) = check(&["--source", &nodes[2], "--target", &nodes[0]]);
+    let (code, found) = check_distinct(&["--source", &nodes[2], "--target", &nodes[0]]);
     assert_eq!(code, 1);
     assert_eq!(found[0]["result"], "fail", "{found:#?}");
 }
@@ -286,7 +248,7 @@ fn a_cascade_loop_is_refused_and_a_cascade_is_not() {
         "{line}"
     );
     assert_eq!(fingerprint(&a), before, "A was changed");
-    let (code, found) = check(&["--source", &b.url(), "--target", &a.url()]);
+    let (code, found) = check_distinct(&["--source", &b.url(), "--target", &a.url()]);
     assert_eq!(code, 1);
     assert_eq!(found[0]["result"], "fail", "{found:#?}");
 
@@ -318,7 +280,7 @@ fn a_promoted_former_replica_is_a_target_like_any_other() {
     );
     let source = Server::start();
     workload::populate(&source, &spec(6));
-    let (code, found) = check(&["--source", &source.url(), "--target", &target.url()]);
+    let (code, found) = check_distinct(&["--source", &source.url(), "--target", &target.url()]);
     assert_eq!(code, 0, "{found:#?}");
     assert_eq!(found[0]["result"], "pass", "{found:#?}");
     let mut ferry = Ferry::start(&[
@@ -380,8 +342,13 @@ fn a_cluster_source_read_from_replicas_is_looked_at_through_them() {
                 .unwrap()
                 == Some(value.clone())
         }));
-        let (_, found) = check(&["--config", config]);
+        let (_, found) = check_distinct(&["--config", config]);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0]["result"], result, "{found:#?}");
     }
+}
+
+/// `ferry check --json`: its exit code and the `distinct` findings.
+fn check_distinct(args: &[&str]) -> (i32, Vec<Value>) {
+    check_item(args, "distinct")
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, wait_caught_up};
+use common::{Ferry, ferry_line, wait_caught_up};
 use redis::Commands;
 use testkit::compare::{self, Options, Side};
 use testkit::{Cluster, Server};
@@ -30,10 +30,6 @@ fn writes_across_db_20(source: &Server) {
 
 fn exists(server: &Server, db: i64, key: &str) -> bool {
     server.conn_db(db).exists(key).unwrap()
-}
-
-fn ferry_line(log: &str) -> &str {
-    log.lines().find(|l| l.starts_with("ferry: ")).unwrap_or("")
 }
 
 #[test]

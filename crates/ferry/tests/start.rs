@@ -4,40 +4,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Ferry, config_file};
+use common::{Ferry, check_item, config_file};
 use serde_json::Value;
 use testkit::compare::{self, Options};
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Server};
-
-/// `ferry check --json`: exit code and the findings of `item`.
-fn check(args: &[&str], item: &str) -> (i32, Vec<Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("check")
-        .arg("--json")
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let findings: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON array ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let found = findings
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["item"] == item)
-        .cloned()
-        .collect();
-    (out.status.code().unwrap(), found)
-}
 
 fn text(finding: &Value, field: &str) -> String {
     finding[field].as_str().unwrap().to_string()
@@ -74,7 +47,7 @@ fn after_an_interrupted_copy_check_says_what_sync_does() {
     );
     let args = ["--source", &source.url(), "--target", &target.url()];
     // Before anything: a new task.
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 0, "{found:#?}");
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
@@ -89,7 +62,7 @@ fn after_an_interrupted_copy_check_says_what_sync_does() {
         .unwrap();
     assert!(held.ends_with(" loading"), "{held}");
 
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 1, "{found:#?}");
     assert_eq!(found[0]["result"], "fail", "{found:#?}");
     let said = text(&found[0], "found");
@@ -125,7 +98,7 @@ fn after_an_interrupted_copy_check_says_what_sync_does() {
         &target.url(),
         "full_resync = \"flush\"",
     );
-    let (code, found) = check(&["--config", &config], "start");
+    let (code, found) = check_item(&["--config", &config], "start");
     assert_eq!(code, 0, "{found:#?}");
     assert_eq!(found[0]["result"], "warn", "{found:#?}");
     assert!(
@@ -141,7 +114,7 @@ fn after_an_interrupted_copy_check_says_what_sync_does() {
     assert!(ferry.terminate(Duration::from_secs(30)).success());
 
     // Stopped cleanly: the next start resumes, and check says so.
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 0, "{found:#?}");
     assert_eq!(found[0]["result"], "pass", "{found:#?}");
     assert!(
@@ -188,7 +161,7 @@ fn a_checkpoint_past_the_backlog_is_a_full_resync_for_both() {
             .query(&mut source.conn())
             .unwrap();
     }
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 1, "{found:#?}");
     let said = text(&found[0], "found");
     assert!(
@@ -223,7 +196,7 @@ fn a_cluster_source_is_decided_per_shard() {
             .is_some_and(|a| a.len() == 3 && a.iter().all(|p| p["phase"] == "incremental"))
     });
     assert!(ferry.terminate(Duration::from_secs(30)).success());
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 0, "{found:#?}");
     assert_eq!(found.len(), 3, "{found:#?}");
     assert!(found.iter().all(|f| f["result"] == "pass"), "{found:#?}");
@@ -244,7 +217,7 @@ fn a_cluster_source_is_decided_per_shard() {
         .arg(format!("{replid} loading"))
         .query(&mut target.conn())
         .unwrap();
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 1, "{found:#?}");
     let failed: Vec<&Value> = found.iter().filter(|f| f["result"] == "fail").collect();
     assert_eq!(failed.len(), 1, "{found:#?}");
@@ -303,7 +276,7 @@ fn targets_one_stream_cannot_continue_together_fail_as_sync_does() {
         "--target",
         &second.url(),
     ];
-    let (code, found) = check(&args, "start");
+    let (code, found) = check_item(&args, "start");
     assert_eq!(code, 1, "{found:#?}");
     let said = text(&found[0], "found");
     assert!(

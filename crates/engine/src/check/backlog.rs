@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::info::{self, config_size, number, size};
 use super::reach::Side;
 use super::{Finding, Item, Mode};
 use crate::config::TaskConfig;
 use crate::error::Result;
+use crate::net::info::{self, config_size, number, size};
 
 const SAMPLE: Duration = Duration::from_secs(1);
 /// Assumed speed of making, sending and loading a snapshot, for the output buffer's estimate.

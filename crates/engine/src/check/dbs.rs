@@ -2,11 +2,11 @@
 //! cluster has only db 0). Checked for the `[filter] db_map` entries, as `sync` always has, and
 //! for the source dbs that hold keys now.
 
-use super::info;
 use super::reach::Side;
 use super::{Finding, Item};
 use crate::config::TaskConfig;
 use crate::error::Result;
+use crate::net::info;
 use crate::pipeline::transform::{DEFAULT_DBS, Transform};
 
 pub(super) async fn check(

@@ -15,12 +15,12 @@ use std::collections::HashMap;
 
 use ferry_resp::Frame;
 
-use super::info::info;
 use super::reach::{Cluster, Side};
 use super::{Finding, Item, Mode, Outcome};
 use crate::config::TaskConfig;
 use crate::error::{Error, Result};
 use crate::net::conn::Conn;
+use crate::net::info::info;
 use crate::pipeline::entry::OWN_KEY_PREFIX;
 use crate::sink::checkpoint::Checkpoint;
 

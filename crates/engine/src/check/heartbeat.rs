@@ -4,11 +4,11 @@
 use bytes::Bytes;
 
 use super::acl::{Access, may_run};
-use super::info;
 use super::reach::Side;
 use super::{Finding, Item};
 use crate::config::TaskConfig;
 use crate::error::Result;
+use crate::net::info;
 
 pub(super) async fn check(source: &mut Side, config: &TaskConfig) -> Result<Finding> {
     let item = Item::Heartbeat;

@@ -1,10 +1,10 @@
 //! `memory` and `eviction_policy`: whether the source's data fits in what the target has left
 //! under its `maxmemory`, and what the target does when it is full.
 
-use super::info::{self, number, size};
 use super::reach::Side;
 use super::{Finding, Item, Mode};
 use crate::error::Result;
+use crate::net::info::{self, number, size};
 
 /// Headroom under which a fit is only a warning: data takes more room in some encodings and
 /// versions than in others, and writes go on while the copy runs.

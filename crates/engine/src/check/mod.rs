@@ -18,7 +18,6 @@ mod backlog;
 mod dbs;
 mod distinct;
 mod heartbeat;
-mod info;
 mod keys;
 mod memory;
 mod modules;
@@ -36,7 +35,6 @@ use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
 pub use crate::spec::{CheckConfig, CheckSection, DEFAULT_BACKLOG_MINUTES, Item};
 use crate::status::events::{EventKind, Events};
-pub use info::parse_info;
 pub use reach::Side;
 pub use report::Report;
 

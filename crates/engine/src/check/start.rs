@@ -5,11 +5,11 @@
 //! is predicted from its `INFO replication` by the test Redis applies to a `PSYNC`.
 //! `sync` decides this itself as it starts, so the item runs only under `ferry check`.
 
-use super::info::info;
 use super::reach::{Cluster, Side};
 use super::{Finding, Item};
 use crate::config::TaskConfig;
 use crate::error::Error;
+use crate::net::info::info;
 use crate::pipeline::fanout::{self, Plan};
 use crate::sink::Target;
 use crate::source::psync;
@@ -187,7 +187,7 @@ mod tests {
         let loading = Checkpoint::Loading { replid: ID.into() };
         assert_eq!(
             psync::can_continue(&source, &loading),
-            Err(fanout::INTERRUPTED.to_string())
+            Err(crate::source::psync::INTERRUPTED.to_string())
         );
         // A promoted replica continues its old master's history up to where it took over.
         let promoted = info(&[

@@ -10,11 +10,11 @@
 //! its pings and ferry reconnects over and over.
 
 use super::backlog::{duration, snapshot_secs};
-use super::info;
 use super::reach::Side;
 use super::{Finding, Item};
 use crate::config::TaskConfig;
 use crate::error::Result;
+use crate::net::info;
 
 /// Redis's default `repl-timeout`, and the least this item passes.
 const MIN_REPL_TIMEOUT: u64 = 60;

@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::net::sentinel::Sentinels;
 use crate::net::tls::{Tls, TlsSection};
 
 /// TLS settings that read no file (the public CAs), for checking a URL without loading.
@@ -260,6 +259,48 @@ impl fmt::Display for Endpoint {
             Some(sentinels) => write!(f, "{sentinels}"),
             None => f.write_str(&self.addr()),
         }
+    }
+}
+
+/// The sentinels watching one master, and its name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sentinels {
+    pub addrs: Vec<(String, u16)>,
+    pub master: String,
+}
+
+impl Sentinels {
+    /// Parses what follows `redis+sentinel://` and the optional `user:password@`:
+    /// `host:port[,host:port...]/master-name`.
+    pub fn parse(hosts_and_name: &str) -> std::result::Result<Sentinels, String> {
+        let (hosts, master) = hosts_and_name.split_once('/').ok_or(
+            "no master name; write it as redis+sentinel://host:port[,host:port]/master-name",
+        )?;
+        let master = master.trim_end_matches('/');
+        if master.is_empty() || master.contains('/') || master.contains('?') {
+            return Err(format!(
+                "master name {master:?} is not valid; write it as redis+sentinel://host:port[,host:port]/master-name"
+            ));
+        }
+        let mut addrs = Vec::new();
+        for host in hosts.split(',') {
+            let (h, p) = match host.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, p),
+                _ => (host, "26379"),
+            };
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            if h.is_empty() {
+                return Err(format!("sentinel address {host:?} has no host"));
+            }
+            let port: u16 = p
+                .parse()
+                .map_err(|_| format!("sentinel address {host:?} has no valid port"))?;
+            addrs.push((h.to_string(), port));
+        }
+        Ok(Sentinels {
+            addrs,
+            master: master.to_string(),
+        })
     }
 }
 

@@ -8,49 +8,9 @@ use ferry_resp::Frame;
 
 use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
-use crate::net::endpoint::Endpoint;
-
-/// The sentinels watching one master, and its name.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sentinels {
-    pub addrs: Vec<(String, u16)>,
-    pub master: String,
-}
+use crate::net::endpoint::{Endpoint, Sentinels};
 
 impl Sentinels {
-    /// Parses what follows `redis+sentinel://` and the optional `user:password@`:
-    /// `host:port[,host:port...]/master-name`.
-    pub fn parse(hosts_and_name: &str) -> std::result::Result<Sentinels, String> {
-        let (hosts, master) = hosts_and_name.split_once('/').ok_or(
-            "no master name; write it as redis+sentinel://host:port[,host:port]/master-name",
-        )?;
-        let master = master.trim_end_matches('/');
-        if master.is_empty() || master.contains('/') || master.contains('?') {
-            return Err(format!(
-                "master name {master:?} is not valid; write it as redis+sentinel://host:port[,host:port]/master-name"
-            ));
-        }
-        let mut addrs = Vec::new();
-        for host in hosts.split(',') {
-            let (h, p) = match host.rsplit_once(':') {
-                Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, p),
-                _ => (host, "26379"),
-            };
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            if h.is_empty() {
-                return Err(format!("sentinel address {host:?} has no host"));
-            }
-            let port: u16 = p
-                .parse()
-                .map_err(|_| format!("sentinel address {host:?} has no valid port"))?;
-            addrs.push((h.to_string(), port));
-        }
-        Ok(Sentinels {
-            addrs,
-            master: master.to_string(),
-        })
-    }
-
     /// Asks the sentinels in turn for the master's address and returns the first answer. The
     /// login of `endpoint` is tried on a sentinel only if it asks for one.
     pub async fn master_addr(&self, role: Role, endpoint: &Endpoint) -> Result<(String, u16)> {

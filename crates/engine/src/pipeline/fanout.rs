@@ -19,6 +19,7 @@ use crate::pipeline::relay::Relay;
 use crate::pipeline::spool;
 use crate::sink::Target;
 use crate::sink::checkpoint::Checkpoint;
+use crate::source::psync::INTERRUPTED;
 use crate::spec::FullResync;
 use crate::status::{Phase, Status};
 
@@ -76,9 +77,6 @@ pub async fn connect_all(config: &TaskConfig) -> Result<Vec<Connected>> {
     }
     Ok(out)
 }
-
-/// Why a target that holds part of a snapshot cannot be continued.
-pub const INTERRUPTED: &str = "the previous full copy into the target was interrupted";
 
 /// Decides where the stream starts: the one decision for `sync` (which acts on it) and
 /// `ferry check` (which reports it). A new copy when no target holds a checkpoint; else the

@@ -355,7 +355,7 @@ impl Relay {
                 self.config.spool.limit >> 20
             ));
             self.status.set_phase(Phase::Retrying);
-            let delay = crate::task::backoff(attempt).min(left);
+            let delay = crate::error::backoff(attempt).min(left);
             if attempt == 0 {
                 self.status.events().emit(EventKind::Retrying {
                     code: err.code(),

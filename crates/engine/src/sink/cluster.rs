@@ -31,13 +31,14 @@ use super::caps::Caps;
 use super::encode::SlotCheckpoints;
 use super::lease::{self, Fence};
 use super::standalone::{Options, StandaloneTarget};
-use crate::error::{Error, Result, Role, escape};
+use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::topology::{SLOTS, Topology};
 use crate::pipeline::entry::{Barrier, Batch, Command, Entry, OWN_KEY_PREFIX};
 use crate::sink::checkpoint::Checkpoint;
 use crate::status::Status;
+use crate::text::escape;
 
 /// Entries per batch sent to one master's writer.
 const SHARD_BATCH: usize = 512;

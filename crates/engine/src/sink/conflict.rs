@@ -11,11 +11,12 @@ use ferry_resp::Frame;
 
 use super::Target;
 use crate::config::TaskConfig;
-use crate::error::{Error, Result, escape};
+use crate::error::{Error, Result};
 use crate::net::conn::Conn;
 use crate::pipeline::entry::OWN_KEY_PREFIX;
 use crate::spec::OnConflict;
 use crate::status::Status;
+use crate::text::escape;
 
 /// Example keys named in the refusal.
 const EXAMPLES: usize = 3;

@@ -9,9 +9,10 @@ use bytes::{Bytes, BytesMut};
 use ferry_rdb::{Chunk, KeyMeta};
 
 use super::caps::Caps;
-use crate::error::{Error, escape};
+use crate::error::Error;
 use crate::pipeline::entry::{Command, Entry};
 use crate::sink::checkpoint::Checkpoint;
+use crate::text::escape;
 
 /// What a command's reply confirms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -139,7 +139,7 @@ fn is(arg: &[u8], word: &str) -> bool {
 
 fn arg_text(args: &[Bytes], i: usize) -> String {
     args.get(i)
-        .map(|a| crate::error::escape(a))
+        .map(|a| crate::text::escape(a))
         .unwrap_or_default()
 }
 

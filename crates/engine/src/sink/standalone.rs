@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::caps::Caps;
 use super::encode::{Encoder, Expect, Guard, Kind, SlotCheckpoints};
 use super::lease::Fence;
-use crate::error::{Error, Result, Role, escape};
+use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::socket::{ReadHalf, WriteHalf};
@@ -23,6 +23,7 @@ use crate::sink::checkpoint::Checkpoint;
 use crate::spec::OnError;
 use crate::status::throttle::{Stage, Throttle};
 use crate::status::{Phase, Status};
+use crate::text::escape;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -19,13 +19,15 @@ use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::socket::{ReadHalf, WriteHalf};
 use crate::pipeline::entry::{Batch, Command, Entry, OWN_KEY_PREFIX, weight};
-use crate::pipeline::fanout::INTERRUPTED;
 use crate::sink::checkpoint::Checkpoint;
 use crate::spec::FullResync;
 use crate::status::Status;
 
 /// A master pings its replicas every 10 s by default (`repl-ping-replica-period`); this long
 /// without a byte means the link is dead, as a replica's own `repl-timeout` would say.
+/// Why a target that holds part of a snapshot cannot be continued.
+pub const INTERRUPTED: &str = "the previous full copy into the target was interrupted";
+
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
 /// The command stream's read buffer is replaced when its room passes this.
@@ -201,7 +203,7 @@ impl PsyncSource {
             addr: conn.addr.clone(),
             msg: format!(
                 "expected a snapshot header ($<len> or $EOF:<mark>), got {}",
-                crate::error::escape(&header)
+                crate::text::escape(&header)
             ),
         })?;
         if let Transfer::Sized(len) = transfer {
@@ -361,7 +363,7 @@ async fn resume_point(conn: &mut Conn, checkpoint: &Checkpoint) -> Result<Checkp
         .as_bytes()
         .cloned()
         .unwrap_or_default();
-    let info = crate::check::parse_info(&String::from_utf8_lossy(&info));
+    let info = crate::net::info::parse_info(&String::from_utf8_lossy(&info));
     let point = resume_at(&info, checkpoint);
     if let (
         Checkpoint::Applied { offset: from, .. },
@@ -645,8 +647,7 @@ async fn acknowledge(
             );
         }
         let offset = status
-            .applied_offset
-            .load(Relaxed)
+            .confirmed_offset()
             .max(status.snapshot_offset.load(Relaxed));
         let mut msg = BytesMut::with_capacity(64);
         ferry_resp::encode_command(

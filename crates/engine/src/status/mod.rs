@@ -1,5 +1,7 @@
 //! What a running task shows the world: phase, counters, offsets and the last error. Written by
-//! the engine with atomics (no lock on the hot path), read by the status API and the terminal UI.
+//! the engine with atomics (no lock on the hot path) that only the engine sees; a program reads
+//! a [`Snapshot`] (`Status::snapshot`, `TaskHandle::status`). What the task tells the world
+//! as it happens goes through [`events`].
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use serde::Serialize;
 
 pub mod events;
 pub mod latency;
+pub mod recent;
 pub mod throttle;
 
 use self::events::{EventKind, Events};
@@ -57,57 +60,57 @@ impl Phase {
 pub struct Status {
     phase: AtomicU8,
     /// Keys written to the target from the snapshot (confirmed by the target).
-    pub keys_written: AtomicU64,
+    pub(crate) keys_written: AtomicU64,
     /// Of those, keys too big for one command, written in chunks.
-    pub big_keys: AtomicU64,
+    pub(crate) big_keys: AtomicU64,
     /// Of those, keys rewritten as plain commands because the target cannot read their
     /// encoding (an older version) or RESTORE is turned off.
-    pub rewritten_keys: AtomicU64,
+    pub(crate) rewritten_keys: AtomicU64,
     /// Things the target cannot hold and that were left out, each logged as a warning (function
     /// libraries on targets before 7.0, hash field TTLs before 7.4, idle stream consumers before 6.2).
-    pub dropped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     /// Writes the target refused and that `on_error` skipped.
-    pub skipped_errors: AtomicU64,
+    pub(crate) skipped_errors: AtomicU64,
     /// While retrying: unix time (s) at which the task gives up.
-    pub retry_until: AtomicU64,
+    pub(crate) retry_until: AtomicU64,
     /// Times the task has retried after a failure.
-    pub retries: AtomicU64,
+    pub(crate) retries: AtomicU64,
     /// Snapshot bytes received from the source.
-    pub bytes_read: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
     /// Snapshot size announced by the source; 0 when it streams without a length (diskless).
-    pub snapshot_size: AtomicU64,
+    pub(crate) snapshot_size: AtomicU64,
     /// Replication offset at which the snapshot was taken.
-    pub snapshot_offset: AtomicU64,
+    pub(crate) snapshot_offset: AtomicU64,
     /// Latest replication offset received from the source.
-    pub source_offset: AtomicU64,
+    pub(crate) source_offset: AtomicU64,
     /// Replication offset whose effects the target has confirmed.
-    pub applied_offset: AtomicU64,
+    pub(crate) applied_offset: AtomicU64,
     /// Commands from the replication stream confirmed by the target.
-    pub ops_applied: AtomicU64,
+    pub(crate) ops_applied: AtomicU64,
     /// Source transactions that spanned slots of a cluster target, applied as one transaction
     /// per slot: atomic per slot, not as a whole.
-    pub relaxed_transactions: AtomicU64,
+    pub(crate) relaxed_transactions: AtomicU64,
     /// Commands whose keys span slots of a cluster target, applied by computing the result
     /// from the target's own data (see the README).
-    pub cross_slot_commands: AtomicU64,
+    pub(crate) cross_slot_commands: AtomicU64,
     /// Bytes of the command stream kept in the local spool now.
-    pub spool_bytes: AtomicU64,
+    pub(crate) spool_bytes: AtomicU64,
     /// The spool's size limit (0: no spool).
-    pub spool_limit: AtomicU64,
+    pub(crate) spool_limit: AtomicU64,
     /// The spool is full of writes the target has not confirmed: the source is not read.
-    pub spool_full: AtomicBool,
+    pub(crate) spool_full: AtomicBool,
     /// Snapshot keys the `[filter]` rules left out.
-    pub filtered_keys: AtomicU64,
+    pub(crate) filtered_keys: AtomicU64,
     /// Stream commands the `[filter]` rules left out (their position still counts as applied).
-    pub filtered_commands: AtomicU64,
+    pub(crate) filtered_commands: AtomicU64,
     /// Stream commands cut down to the keys the filter allows (DEL, MSET... over allowed and
     /// blocked keys).
-    pub split_commands: AtomicU64,
+    pub(crate) split_commands: AtomicU64,
     /// Stream commands over allowed and blocked keys that cannot be cut per key (RENAME,
     /// SUNIONSTORE...): left out, each with a warning.
-    pub unsplittable_commands: AtomicU64,
+    pub(crate) unsplittable_commands: AtomicU64,
     /// End-to-end latency of this stream (source write → applied on the target).
-    pub latency: Latency,
+    pub(crate) latency: Latency,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
     /// A source accepted ferry's login and replica handshake in this process: a link lost
@@ -120,7 +123,7 @@ pub struct Status {
     /// The task's limits, when it has any (shared with its writers).
     throttle: std::sync::OnceLock<Arc<Throttle>>,
     /// Continuous verification, when on: fed the keys the stream writes.
-    live_verify: std::sync::OnceLock<(Arc<crate::verify::live::Live>, usize)>,
+    live_verify: std::sync::OnceLock<(Arc<recent::RecentWrites>, usize)>,
     /// Where this task's (or shard's) events go.
     events: Events,
 }
@@ -177,7 +180,7 @@ pub struct Snapshot {
     pub limit: Option<LimitStatus>,
     /// Continuous verification of recently written keys, when on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<crate::verify::live::Report>,
+    pub verify: Option<recent::VerifyReport>,
 }
 
 impl Status {
@@ -249,6 +252,20 @@ impl Status {
         *self.replid.lock().unwrap_or_else(|e| e.into_inner()) = Some(replid);
     }
 
+    /// What the source may be told is applied (its `REPLCONF ACK`): with several targets fed
+    /// from this stream, what the slowest has confirmed now (not as of the last fold).
+    pub(crate) fn confirmed_offset(&self) -> u64 {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        match targets
+            .iter()
+            .map(|(_, t)| t.applied_offset.load(SeqCst))
+            .min()
+        {
+            Some(low) => low,
+            None => self.applied_offset.load(SeqCst),
+        }
+    }
+
     /// Raises the applied offset; never moves it back.
     pub fn applied(&self, offset: u64) {
         // SeqCst pairs with `probe_taken`: a probe taken as the offset passes it is not missed.
@@ -266,7 +283,7 @@ impl Status {
 
     /// Continuous verification is on: the keys this status's stream (number `stream` of
     /// `live`'s) writes go to `live`.
-    pub fn watch_writes(&self, live: Arc<crate::verify::live::Live>, stream: usize) {
+    pub fn watch_writes(&self, live: Arc<recent::RecentWrites>, stream: usize) {
         let _ = self.live_verify.set((live, stream));
     }
 

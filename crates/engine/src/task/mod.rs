@@ -152,7 +152,7 @@ async fn run_task(
                 },
             );
         }
-        let delay = backoff(attempt).min(limit - elapsed);
+        let delay = crate::error::backoff(attempt).min(limit - elapsed);
         let until = std::time::SystemTime::now() + (limit - elapsed);
         let until = until
             .duration_since(std::time::UNIX_EPOCH)
@@ -206,16 +206,6 @@ fn retry_limit(err: &Error, config: &TaskConfig) -> Option<Duration> {
         crate::error::Retry::Other => Some(config.retry.other),
         crate::error::Retry::Never => None,
     }
-}
-
-/// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(6));
-    let base = base.min(Duration::from_secs(30));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
 async fn run_inner(

@@ -4,17 +4,14 @@
 //! those writes. A key that differs is compared again a second later (a newer write may have
 //! been in flight); the share that still differs is `GET /status`'s `verify.mismatch_ratio`.
 //!
-//! It runs on a thread of its own (the Lua transform's state stays on one thread) and never
-//! stops the sync: a failed check is logged and tried again at the next interval.
+//! It runs on one of the shared workers (the Lua transform's state stays on one thread) and
+//! never stops the sync: a failed check is logged and tried again at the next interval.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_keyspace::Keys;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Options;
@@ -22,121 +19,17 @@ use super::compare::{self, Images};
 use super::image::Mapper;
 use super::report::{Difference, Subject};
 use super::side::Side;
-use crate::error::{Result, Role, escape};
+use crate::error::{Result, Role};
 use crate::spec::LiveVerify;
 use crate::status::Status;
 use crate::status::events::{EventKind, Events};
+use crate::status::recent::RecentWrites;
+use crate::text::escape;
 
 /// How long a check waits for the target to confirm the sampled writes before it skips.
 const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// The pause before a differing key is compared again.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
-
-/// Recently written keys, and what the checks found. Shared with the source (which fills it)
-/// through the task's status.
-pub struct Live {
-    /// (db, key, stream, offset just after the write in that stream): the newest at the back.
-    recent: Mutex<VecDeque<(u32, Bytes, usize, u64)>>,
-    /// The status of each stream feeding the ring (one, or one per shard of a cluster
-    /// source), to know when the target has confirmed a write. Weak: the statuses hold this.
-    streams: Mutex<Vec<Weak<Status>>>,
-    capacity: usize,
-    /// What the checks found, updated as a whole so the status never shows half a check.
-    found: Mutex<Report>,
-}
-
-/// `GET /status`'s `verify` object.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// Keys compared since the start.
-    pub compared: u64,
-    /// Of those, keys that still differed when compared again.
-    pub mismatched: u64,
-    /// The share of differing keys in the last check (null before the first).
-    pub mismatch_ratio: Option<f64>,
-}
-
-impl Live {
-    pub fn new(settings: LiveVerify) -> Live {
-        // Room for a few samples' worth: the same key written over and over counts once.
-        let capacity = settings.sample.saturating_mul(4).max(16);
-        Live {
-            recent: Mutex::new(VecDeque::with_capacity(capacity)),
-            streams: Mutex::new(Vec::new()),
-            capacity,
-            found: Mutex::new(Report {
-                compared: 0,
-                mismatched: 0,
-                mismatch_ratio: None,
-            }),
-        }
-    }
-
-    /// Registers the status of a stream that feeds the ring; returns its number.
-    pub fn add_stream(&self, status: &Arc<Status>) -> usize {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.push(Arc::downgrade(status));
-        streams.len() - 1
-    }
-
-    /// Stream `stream` carried `args` in `db`, ending at `offset`: the first key it writes
-    /// is remembered.
-    pub fn wrote(&self, stream: usize, db: u32, args: &[Bytes], offset: u64) {
-        let Keys::Keyed(keys) = ferry_keyspace::keys(args) else {
-            return;
-        };
-        let Some(key) = keys.written().next().and_then(|p| args.get(p)) else {
-            return;
-        };
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == self.capacity {
-            recent.pop_front();
-        }
-        recent.push_back((db, key.clone(), stream, offset));
-    }
-
-    /// Up to `n` distinct keys, the most recent first, and per stream the offset that covers
-    /// them all.
-    fn take(&self, n: usize) -> (Vec<(u32, Bytes)>, BTreeMap<usize, u64>) {
-        let recent = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        let mut offsets = BTreeMap::new();
-        for (db, key, stream, at) in recent.into_iter().rev() {
-            if out.len() < n && seen.insert((db, key.clone())) {
-                out.push((db, key));
-                let o = offsets.entry(stream).or_insert(0);
-                *o = at.max(*o);
-            }
-        }
-        (out, offsets)
-    }
-
-    /// Whether the target has confirmed every stream up to `offsets`.
-    fn confirmed(&self, offsets: &BTreeMap<usize, u64>) -> bool {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        offsets.iter().all(|(&i, &offset)| {
-            streams
-                .get(i)
-                .and_then(Weak::upgrade)
-                .is_some_and(|s| s.applied_offset.load(Relaxed) >= offset)
-        })
-    }
-
-    pub fn report(&self) -> Report {
-        self.found.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn checked(&self, compared: u64, mismatched: u64) {
-        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
-        found.compared += compared;
-        found.mismatched += mismatched;
-        found.mismatch_ratio = Some(match compared {
-            0 => 0.0,
-            n => mismatched as f64 / n as f64,
-        });
-    }
-}
 
 /// Starts the checks on a shared worker (they may run the task's Lua script, which stays on
 /// one thread); they end when `cancel` fires.
@@ -146,7 +39,7 @@ pub fn spawn(
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let live = Arc::new(Live::new(settings));
+    let live = Arc::new(RecentWrites::new(settings));
     status.watch_writes(live.clone(), live.add_stream(&status));
     let events = status.events().clone();
     if !crate::workers::shared().spawn(move || run(opts, settings, live, cancel, events)) {
@@ -167,7 +60,7 @@ struct Sides {
 async fn run(
     opts: Options,
     settings: LiveVerify,
-    live: Arc<Live>,
+    live: Arc<RecentWrites>,
     cancel: CancellationToken,
     events: Events,
 ) {
@@ -241,7 +134,7 @@ async fn run(
 /// Waits until the target has confirmed the streams up to `offsets`; false when it has not
 /// within the wait (a lagging target: these keys are not checked this time).
 async fn confirmed(
-    live: &Live,
+    live: &RecentWrites,
     offsets: &BTreeMap<usize, u64>,
     cancel: &CancellationToken,
 ) -> bool {
@@ -310,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_distinct_keys() {
-        let live = Live::new(LiveVerify {
+        let live = RecentWrites::new(LiveVerify {
             interval: Duration::from_secs(1),
             sample: 4,
         });

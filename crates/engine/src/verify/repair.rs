@@ -8,7 +8,8 @@ use super::compare::now_ms;
 use super::image::Mapper;
 use super::report::{Difference, Subject};
 use super::side::Side;
-use crate::error::{Error, Result, escape};
+use crate::error::{Error, Result};
+use crate::text::escape;
 
 /// Rewrites the keys of `diffs` on the target; returns how many were written or deleted.
 pub async fn repair(

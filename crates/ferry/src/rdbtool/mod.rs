@@ -130,7 +130,7 @@ impl Error {
         let head = msg.strip_suffix(&suffix).unwrap_or(&msg);
         let what = format!(
             "{head} in key {} at byte {}",
-            ferry_engine::error::escape(key),
+            ferry_engine::text::escape(key),
             value_start + e.offset()
         );
         Self::input(file, what)
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn printable_keys() {
-        assert_eq!(ferry_engine::error::escape(b"a\"\x00"), "\"a\\\"\\x00\"");
-        assert!(ferry_engine::error::escape(&[b'k'; 300]).ends_with("...\""));
+        assert_eq!(ferry_engine::text::escape(b"a\"\x00"), "\"a\\\"\\x00\"");
+        assert!(ferry_engine::text::escape(&[b'k'; 300]).ends_with("...\""));
     }
 }

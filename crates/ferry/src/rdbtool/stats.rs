@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::json::bytes_value;
 use super::{Error, Filter, Limits, open, type_name};
-use ferry_engine::error::escape as printable;
+use ferry_engine::text::escape as printable;
 
 #[derive(Clone, Debug)]
 pub struct StatsOptions {

@@ -10,8 +10,8 @@ use mlua::{ChunkMode, Function, Table, Value};
 
 use super::sandbox::{self, Failure, Limits, Sandbox};
 use super::{FUNCTION, ScriptError};
-use crate::error::escape;
 use crate::pipeline::entry::{Batch, Command, Entry, OWN_KEY_PREFIX};
+use crate::text::escape;
 
 /// Command names a script may not produce: they would change how the stream around them is
 /// applied (transactions, the selected db), which ferry tracks itself.

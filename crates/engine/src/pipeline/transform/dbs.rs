@@ -5,9 +5,10 @@
 use bytes::Bytes;
 
 use super::{Transform, drop_command, encode, filter, rebuild};
-use crate::error::{Error, escape};
+use crate::error::Error;
 use crate::pipeline::entry::{Batch, Command, Entry};
 use crate::status::Status;
+use crate::text::escape;
 
 impl Transform {
     /// FLUSHALL: as it is without db rules; with them, FLUSHDB of each target db that

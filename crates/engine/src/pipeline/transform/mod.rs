@@ -19,9 +19,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::{Bytes, BytesMut};
 use ferry_keyspace::{Group, Keys, Kind};
 
-use crate::error::{Error, escape};
+use crate::error::Error;
 use crate::pipeline::entry::{Batch, Command, Entry};
 use crate::status::Status;
+use crate::text::escape;
 pub use filter::{DbMap, Rules};
 
 /// Dbs assumed on a target that does not say (`CONFIG GET databases` refused): Redis's default.
