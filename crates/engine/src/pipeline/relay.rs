@@ -420,20 +420,20 @@ impl Relay {
             }
             other => {
                 let found = other.as_ref().map_or("none".to_string(), |c| c.to_string());
-                tracing::warn!(
+                self.status.warn("spool_cannot_continue", format!(
                     "target {} is back but its checkpoint ({found}) is not one the spool can continue: going back to the source",
                     target.addr()
-                );
+                ));
                 return Ok(None);
             }
         };
         if !spool.seek_after(offset).map_err(spool_error)? {
-            tracing::warn!(
+            self.status.warn("spool_cannot_continue", format!(
                 "target {} is back at offset {offset}, which the spool no longer holds (it holds {}..{}): going back to the source",
                 target.addr(),
                 spool.start(),
                 spool.end()
-            );
+            ));
             return Ok(None);
         }
         tracing::info!(

@@ -1065,7 +1065,7 @@ impl Router {
                 self.status
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!("left out {why}");
+                self.status.warn("dropped", format!("left out {why}"));
                 commands
             }
         }
@@ -1089,7 +1089,10 @@ impl Router {
                     .skipped_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if on_error == crate::spec::OnError::Log {
-                    tracing::warn!("target refused {what}: {msg}; skipped (on_error)");
+                    self.status.warn(
+                        "write_skipped",
+                        format!("target refused {what}: {msg}; skipped (on_error)"),
+                    );
                 }
                 Ok(())
             }

@@ -30,7 +30,7 @@ const SCAN_BUDGET: u64 = 100_000;
 pub async fn before_copy(target: &mut Target, config: &TaskConfig, status: &Status) -> Result<()> {
     match config.on_conflict {
         Some(policy) if !status.has_synced() => {
-            settle(target, policy, synced_dbs(config).as_deref()).await?;
+            settle(target, policy, synced_dbs(config).as_deref(), status).await?;
             reclaim(target, config, policy).await
         }
         _ => Ok(()),
@@ -72,7 +72,7 @@ pub async fn before_shards(config: &TaskConfig, shards: &[String], status: &Stat
             }
         }
         if !resumed {
-            settle(&mut target, policy, synced_dbs(config).as_deref()).await?;
+            settle(&mut target, policy, synced_dbs(config).as_deref(), status).await?;
             reclaim(&mut target, config, policy).await?;
         }
     }
@@ -91,20 +91,28 @@ async fn reclaim(target: &mut Target, config: &TaskConfig, policy: OnConflict) -
 }
 
 /// Looks for keys in the target's `dbs` (every db when None) and acts on them as `policy` says.
-pub async fn settle(target: &mut Target, policy: OnConflict, dbs: Option<&[u32]>) -> Result<()> {
+pub async fn settle(
+    target: &mut Target,
+    policy: OnConflict,
+    dbs: Option<&[u32]>,
+    status: &Status,
+) -> Result<()> {
     let Some(what) = holdings(target, dbs).await? else {
         return Ok(());
     };
     match policy {
         OnConflict::Fail => Err(Error::TargetNotEmpty(format!("{what} {REFUSAL_FIX}"))),
         OnConflict::Overwrite => {
-            tracing::warn!(
+            status.warn("target_not_empty", format!(
                 "{what}; copying over them (on_conflict = \"overwrite\"): keys of the same name are replaced, the others stay"
-            );
+            ));
             Ok(())
         }
         OnConflict::Flush => {
-            tracing::warn!("{what}; emptying it first (on_conflict = \"flush\")");
+            status.warn(
+                "target_not_empty",
+                format!("{what}; emptying it first (on_conflict = \"flush\")"),
+            );
             for conn in target.conns() {
                 flush(conn, dbs).await?;
             }

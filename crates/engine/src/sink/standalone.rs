@@ -604,9 +604,12 @@ impl Settle<'_> {
             OnError::Skip | OnError::Log => {
                 self.status.skipped_errors.fetch_add(1, Relaxed);
                 if self.on_error == OnError::Log {
-                    tracing::warn!(
-                        "target {} refused {what}: {msg}; skipped (on_error)",
-                        self.addr
+                    self.status.warn(
+                        "write_skipped",
+                        format!(
+                            "target {} refused {what}: {msg}; skipped (on_error)",
+                            self.addr
+                        ),
                     );
                 }
                 Ok(())
@@ -631,7 +634,7 @@ impl Settle<'_> {
                 status.dropped.fetch_add(1, Relaxed);
                 // Empty: a kind already said once, counted only.
                 if !what.is_empty() {
-                    tracing::warn!("left out {what}");
+                    status.warn("dropped", format!("left out {what}"));
                 }
             }
             Expect::SnapshotApplied(offset) => {

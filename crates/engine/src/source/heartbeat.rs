@@ -224,11 +224,10 @@ impl Beat {
         } else {
             ""
         };
-        tracing::warn!(
+        self.status.warn("heartbeat_refused", format!(
             "source {} does not take the latency heartbeat's write ({why}): latency is estimated from when ferry reads the stream instead (without the source→ferry leg); \
              {fix}[sync] heartbeat = false turns the heartbeat off",
-            self.endpoint.addr(),
-        );
+            self.endpoint.addr()));
     }
 }
 

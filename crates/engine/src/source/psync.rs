@@ -171,9 +171,8 @@ impl PsyncSource {
                             why: why.clone(),
                         });
                     }
-                    tracing::warn!(
-                        "{why}; emptying the target and copying the snapshot again, as configured"
-                    );
+                    status.warn("full_resync", format!(
+                        "{why}; emptying the target and copying the snapshot again, as configured"));
                 }
                 let clear_target = why.is_some();
                 tracing::info!(source = %conn.addr, %replid, offset, "full resync accepted");

@@ -272,6 +272,7 @@ async fn run_source(
                 endpoint.clone(),
                 (host.clone(), port),
                 stop.clone(),
+                status.clone(),
             ));
             (endpoint.at(&host, port), Some((watch, stop)))
         }
@@ -326,6 +327,7 @@ async fn watch_sentinels(
     endpoint: Endpoint,
     current: (String, u16),
     stop: CancellationToken,
+    status: Arc<Status>,
 ) -> Option<String> {
     let sentinels = endpoint.sentinel.clone()?;
     loop {
@@ -337,11 +339,12 @@ async fn watch_sentinels(
         if let Ok(now) = sentinels.master_addr(Role::Source, &endpoint).await
             && now != current
         {
-            tracing::warn!(
-                "the sentinels name {}:{} as the master of {} now; reconnecting",
-                now.0,
-                now.1,
-                sentinels.master
+            status.warn(
+                "failover",
+                format!(
+                    "the sentinels name {}:{} as the master of {} now; reconnecting",
+                    now.0, now.1, sentinels.master
+                ),
             );
             stop.cancel();
             return Some(format!("{}:{}", now.0, now.1));

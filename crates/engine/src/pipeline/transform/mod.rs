@@ -253,12 +253,12 @@ impl Transform {
                 }
             })
             .collect();
-        tracing::warn!(
+        status.warn("unsplittable_command", format!(
             "{} in db {} names keys the filter allows and keys it blocks, and cannot be cut per key: not applied; the allowed keys may now differ from the source's: {}",
             upper_name(&cmd),
             cmd.db,
             keys.join(", ")
-        );
+        ));
         drop_command(cmd, status, out);
         None
     }
