@@ -12,11 +12,11 @@
 //! - [`spec`]: a task's settings as written (TOML or JSON), passwords held apart; pure.
 //! - [`config`]: a spec validated, its files read, the engine's objects built: `TaskConfig`.
 //! - [`net`]: server URLs, TLS, sockets, RESP connections, Sentinel, cluster topology.
-//! - [`source`]: the replica client (`psync`), the snapshot parser bridge (`snapshot`), huge
+//! - `source` (internal): the replica client (`psync`), the snapshot parser bridge (`snapshot`), huge
 //!   commands in pieces (`split`), the heartbeat written on the source.
-//! - [`pipeline`]: what flows (`entry`), filters and db mapping (`transform`), the Lua step
+//! - `pipeline` (internal): what flows (`entry`), filters and db mapping (`transform`), the Lua step
 //!   (`script`), the relay to the sinks, fan-out to several targets, the spool on disk.
-//! - [`sink`]: entries to commands (`encode`), the standalone writer and the cluster router,
+//! - `sink` (internal): entries to commands (`encode`), the standalone writer and the cluster router,
 //!   the checkpoint and the lease kept in the target, conflicts with data already there.
 //! - [`status`]: what a running task reports, its typed events (the one source of its log
 //!   lines, metrics and subscribers), latency percentiles, write limits (`throttle`).
@@ -29,9 +29,9 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod net;
-pub mod pipeline;
-pub mod sink;
-pub mod source;
+pub(crate) mod pipeline;
+pub(crate) mod sink;
+pub(crate) mod source;
 pub mod spec;
 pub mod status;
 pub mod task;

@@ -388,8 +388,10 @@ impl Encoder {
         self
     }
 
-    /// Hands over the output so far. Strings still being gathered stay for the next call;
-    /// `finish` first when nothing more will come.
+    /// Hands over the output so far, as one buffer (the tests' view; the writer takes parts).
+    /// Strings still being gathered stay for the next call; `finish` first when nothing more
+    /// will come.
+    #[cfg(test)]
     pub fn take(&mut self) -> (Bytes, Vec<Expect>) {
         let (parts, expects) = self.take_parts();
         let out = match parts.len() {
@@ -440,11 +442,6 @@ impl Encoder {
     pub fn with_hold(mut self, hold: super::hold::Hold) -> Self {
         self.hold = Some(hold);
         self
-    }
-
-    /// Where the reply reader reports what each pass over a held list left.
-    pub fn hold_reports(&self) -> Option<Arc<super::hold::Reports>> {
-        self.hold.as_ref().map(|h| h.reports())
     }
 
     /// A stream command's bytes as received: a big one is kept by reference, after what is
