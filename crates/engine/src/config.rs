@@ -2,7 +2,6 @@
 //! material, the RDB file, the Lua script) and the objects the engine needs built (writer
 //! options, filter rules, throttle).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -111,7 +110,6 @@ pub struct TaskConfig {
     /// Further targets fed from the same stream (one-to-many).
     pub more_targets: Vec<Endpoint>,
     pub full_only: bool,
-    pub status_addr: Option<SocketAddr>,
     /// Task name, for its checkpoint key.
     pub name: String,
     /// Task identity, for its local files (see [`TaskConfig::local_dir`]).
@@ -194,14 +192,6 @@ impl TaskConfig {
             )));
         }
         let more_targets = more_targets(&file.more_targets, &source, &target, files)?;
-        let status_addr = match file.status.addr {
-            None => None,
-            Some(a) => Some(a.parse().map_err(|_| {
-                Error::Config(format!(
-                    "status address {a:?} is not HOST:PORT with a numeric IP, e.g. 127.0.0.1:8080"
-                ))
-            })?),
-        };
         let mut rdb = ferry_rdb::Options {
             big_value_bytes: DEFAULT_BIG_VALUE_BYTES,
             chunk_bytes: CHUNK_BYTES,
@@ -331,7 +321,6 @@ impl TaskConfig {
             source,
             target,
             full_only,
-            status_addr,
             rdb,
             writer,
             read_from,

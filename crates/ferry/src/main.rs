@@ -574,7 +574,7 @@ fn rdb(args: RdbArgs) -> ExitCode {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let report = task_config(args.sync).and_then(|(config, _)| {
+    let report = task_config(args.sync).and_then(|(config, _, _)| {
         runtime()?.block_on(ferry_engine::check::run(
             &config,
             ferry_engine::check::Mode::Check,
@@ -612,9 +612,8 @@ fn runtime() -> ferry_engine::Result<tokio::runtime::Runtime> {
 }
 
 fn sync(args: SyncArgs) -> ferry_engine::Result<()> {
-    let (config, live_verify) = task_config(args)?;
+    let (config, live_verify, status_addr) = task_config(args)?;
     runtime()?.block_on(async move {
-        let status_addr = config.status_addr;
         let task = Task::start(config, live_verify)?;
         let status = task.live_status().clone();
         let ui_cancel = CancellationToken::new();
@@ -640,10 +639,15 @@ fn sync(args: SyncArgs) -> ferry_engine::Result<()> {
 }
 
 /// The settings of a sync (or of its check): the config file, then the flags over it.
-/// With them, the continuous verification's settings when `[verify] continuous` is on.
+/// With them, the continuous verification's settings when `[verify] continuous` is on, and
+/// where to serve `GET /status`.
 fn task_config(
     args: SyncArgs,
-) -> ferry_engine::Result<(TaskConfig, Option<ferry_engine::spec::LiveVerify>)> {
+) -> ferry_engine::Result<(
+    TaskConfig,
+    Option<ferry_engine::spec::LiveVerify>,
+    Option<std::net::SocketAddr>,
+)> {
     let mut file = match &args.config {
         Some(path) => TaskSpec::load(path)?,
         None => TaskSpec::default(),
@@ -700,9 +704,17 @@ fn task_config(
     args.tls.apply(&mut file);
     args.filter.apply(&mut file.filter)?;
     let live_verify = file.verify.live()?;
+    let status_addr = match &file.status.addr {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            ferry_engine::Error::Config(format!(
+                "status address {a:?} is not HOST:PORT with a numeric IP, e.g. 127.0.0.1:8080"
+            ))
+        })?),
+    };
     let mut config = TaskConfig::build(file)?;
     config.check.ignore_warnings = args.ignore_warnings;
-    Ok((config, live_verify))
+    Ok((config, live_verify, status_addr))
 }
 
 /// `ferry verify`: exit 0 when equal, 1 when differences remain, 2 when it could not tell.

@@ -312,7 +312,8 @@ pub struct SyncSection {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusSection {
-    /// Where `GET /status` is served, e.g. "127.0.0.1:8080". Off when absent.
+    /// Where `ferry sync` serves `GET /status`, e.g. "127.0.0.1:8080". Off when absent. A
+    /// setting of the process running the task, not of the task: the engine does not read it.
     pub addr: Option<String>,
 }
 
