@@ -238,19 +238,20 @@ fn write_all(pairs: &[Pair], ops: usize) {
     });
 }
 
+/// Its phase, after checking that it has not failed.
+fn not_failed(t: &TaskHandle) -> Phase {
+    let st = t.status();
+    assert!(
+        st.status.phase != Phase::Failed,
+        "task {} failed: {:?}",
+        st.id,
+        st.status.last_error
+    );
+    st.status.phase
+}
+
 fn wait_phase(tasks: &[TaskHandle], phase: Phase, timeout: Duration) {
-    let ok = wait_until(timeout, || {
-        tasks.iter().all(|t| {
-            let st = t.status();
-            assert!(
-                st.status.phase != Phase::Failed,
-                "task {} failed: {:?}",
-                st.id,
-                st.status.last_error
-            );
-            st.status.phase == phase
-        })
-    });
+    let ok = wait_until(timeout, || tasks.iter().all(|t| not_failed(t) == phase));
     let phases: Vec<_> = tasks.iter().map(|t| t.status().status.phase).collect();
     assert!(ok, "not all tasks reached {phase:?}: {phases:?}");
 }
@@ -260,13 +261,7 @@ fn wait_phase(tasks: &[TaskHandle], phase: Phase, timeout: Duration) {
 fn all_equal(pairs: &[Pair], tasks: &[TaskHandle], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     for t in tasks {
-        let st = t.status();
-        assert!(
-            st.status.phase != Phase::Failed,
-            "task {} failed: {:?}",
-            st.id,
-            st.status.last_error
-        );
+        not_failed(t);
     }
     for (i, p) in pairs.iter().enumerate() {
         let opts = options(p.kind);
