@@ -290,6 +290,7 @@ async fn run_source(
         stream: psync::StreamSettings {
             idle_timeout: config.source_timeout,
             forward_publish: config.forward_publish,
+            split_any: config.writer.transform.is_none(),
         },
     };
     let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));

@@ -241,3 +241,198 @@ fn big_writes_in_pieces_into_a_cluster() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// Where the huge-argument tests write: one server or a cluster.
+enum Target {
+    One(Server),
+    Cluster(testkit::Cluster),
+}
+
+impl Target {
+    fn url(&self) -> String {
+        match self {
+            Target::One(s) => s.url(),
+            Target::Cluster(c) => c.url(),
+        }
+    }
+
+    fn side(&self) -> compare::Side {
+        match self {
+            Target::One(s) => compare::Side::from(s),
+            Target::Cluster(c) => compare::Side::from(c),
+        }
+    }
+
+    /// APPENDs the target ran: the workload sends none, so these are the pieces.
+    fn appends(&self) -> u64 {
+        let masters: Vec<&Server> = match self {
+            Target::One(s) => vec![s],
+            Target::Cluster(c) => c.masters(),
+        };
+        masters
+            .into_iter()
+            .map(|m| {
+                let stats = m.info("commandstats");
+                stats.get("cmdstat_append").map_or(0, |v| {
+                    v.split(',')
+                        .find_map(|f| f.strip_prefix("calls="))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                })
+            })
+            .sum()
+    }
+
+    /// ferry's temporary keys left anywhere (none should be, once a command is applied).
+    fn leftovers(&self) -> Vec<String> {
+        let masters: Vec<&Server> = match self {
+            Target::One(s) => vec![s],
+            Target::Cluster(c) => c.masters(),
+        };
+        masters
+            .into_iter()
+            .flat_map(|m| {
+                redis::cmd("KEYS")
+                    .arg("__ferry:arg:*")
+                    .query::<Vec<String>>(&mut m.conn())
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+/// Writes every command the huge-argument tests cover, with 2-3 MiB arguments; returns how
+/// many elements `huge:lpush` must hold (the non-idempotent write, counted exactly).
+fn huge_argument_workload(source: &Server) -> usize {
+    let mut c = source.conn();
+    // A DUMP of a big list, taken from a real server, to RESTORE through the stream.
+    redis::cmd("RPUSH")
+        .arg("dumped")
+        .arg(noise(3 << 20, 40))
+        .arg(words(1 << 20, 41))
+        .query::<()>(&mut c)
+        .unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("dumped").query(&mut c).unwrap();
+    let mut p = redis::pipe();
+    p.cmd("RPUSH")
+        .arg("huge:rpush")
+        .arg(noise(2 << 20, 20))
+        .arg("small")
+        .ignore();
+    p.cmd("LPUSH")
+        .arg("huge:lpush")
+        .arg(noise(2 << 20, 21))
+        .ignore();
+    p.cmd("HSET")
+        .arg("huge:hash")
+        .arg("f")
+        .arg(noise(2 << 20, 22))
+        .ignore();
+    p.cmd("HSET")
+        .arg("huge:hash")
+        .arg(words(2 << 20, 23))
+        .arg("v")
+        .ignore();
+    p.cmd("SADD")
+        .arg("huge:set")
+        .arg(noise(2 << 20, 24))
+        .ignore();
+    p.cmd("ZADD")
+        .arg("huge:zset")
+        .arg(1.5)
+        .arg(noise(2 << 20, 25))
+        .ignore();
+    p.cmd("RPUSH").arg("huge:lset").arg("a").arg("b").ignore();
+    p.cmd("LSET")
+        .arg("huge:lset")
+        .arg(1)
+        .arg(noise(2 << 20, 26))
+        .ignore();
+    p.cmd("SETEX")
+        .arg("huge:setex")
+        .arg(5000)
+        .arg(noise(2 << 20, 27))
+        .ignore();
+    p.cmd("XADD")
+        .arg("huge:stream")
+        .arg("*")
+        .arg("f")
+        .arg(noise(2 << 20, 28))
+        .arg("g")
+        .arg("small")
+        .ignore();
+    p.cmd("RESTORE")
+        .arg("huge:restore")
+        .arg(0)
+        .arg(&payload)
+        .ignore();
+    // Inside a source transaction: no MULTI/EXEC of their own, applied with the rest.
+    p.cmd("MULTI").ignore();
+    p.cmd("LPUSH")
+        .arg("huge:lpush")
+        .arg(noise(2 << 20, 29))
+        .ignore();
+    p.cmd("INCR").arg("counter").ignore();
+    p.cmd("HSET")
+        .arg("huge:hash")
+        .arg("g")
+        .arg(words(3 << 20, 30))
+        .ignore();
+    p.cmd("RESTORE")
+        .arg("huge:restore")
+        .arg(0)
+        .arg(&payload)
+        .arg("REPLACE")
+        .ignore();
+    p.cmd("EXEC").ignore();
+    p.query::<()>(&mut c).unwrap();
+    2
+}
+
+fn huge_arguments_into(target: Target) {
+    let source = Server::start();
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let lpushes = huge_argument_workload(&source);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let n = compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &target.side(),
+        &Options::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(n, 11);
+    assert_eq!(target.leftovers(), Vec::<String>::new());
+    // 13 commands with a huge argument, each of 2 MiB at least (8 pieces: a SET, 7 APPENDs).
+    let appends = target.appends();
+    assert!(appends >= 13 * 7, "{appends} APPENDs: not passed in pieces");
+    let len: usize = match &target {
+        Target::One(t) => redis::cmd("LLEN").arg("huge:lpush").query(&mut t.conn()),
+        Target::Cluster(c) => redis::cmd("LLEN")
+            .arg("huge:lpush")
+            .query(&mut c.conn_for(b"huge:lpush")),
+    }
+    .unwrap();
+    assert_eq!(len, lpushes, "each LPUSH applied once");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// Commands other than SET/APPEND with a huge argument (RPUSH, HSET with a huge value and a
+/// huge field, SADD, ZADD, LSET, SETEX, XADD, RESTORE of a real DUMP), in and out of a source
+/// transaction: each argument passed in pieces through a temporary key, the command applied
+/// once, key by key equal, no temporary key left.
+#[test]
+fn huge_arguments_of_any_command() {
+    huge_arguments_into(Target::One(Server::start()));
+}
+
+/// The same into a cluster: each temporary key in its command's slot.
+#[test]
+fn huge_arguments_of_any_command_into_a_cluster() {
+    huge_arguments_into(Target::Cluster(testkit::Cluster::start(3, 0)));
+}
