@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, wait_caught_up};
+use common::{Ferry, master_offset, signal, wait_caught_up};
 use testkit::Server;
 use testkit::compare::{self, Options};
 
@@ -435,4 +435,149 @@ fn huge_arguments_of_any_command() {
 #[test]
 fn huge_arguments_of_any_command_into_a_cluster() {
     huge_arguments_into(Target::Cluster(testkit::Cluster::start(3, 0)));
+}
+
+/// ferry killed while the pieces of huge LPUSHes and HSETs are on their way to a target that
+/// has stalled (SIGSTOP: its socket holds a transaction's first pieces, never its EXEC), then
+/// started again: each command applied exactly once (LPUSH counted), no temporary key left.
+#[test]
+fn a_kill_between_the_pieces_of_a_huge_argument_applies_it_once() {
+    // A backlog that holds all the writes: the restart continues from the checkpoint.
+    let source = Server::start_with(&["--repl-backlog-size", "128mb"]);
+    let target = Server::start();
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    signal(target.pid(), "-STOP");
+    let mut c = source.conn();
+    for i in 0..6u64 {
+        let mut p = redis::pipe();
+        p.cmd("LPUSH")
+            .arg("huge:lpush")
+            .arg(noise(3 << 20, 200 + i))
+            .ignore();
+        p.cmd("HSET")
+            .arg("huge:hash")
+            .arg(format!("f{i}"))
+            .arg(words(2 << 20, 300 + i))
+            .ignore();
+        p.query::<()>(&mut c).unwrap();
+    }
+    // ferry has read it all (into its spool); the stalled target holds a part of it.
+    let want = master_offset(&source);
+    ferry.wait_status(Duration::from_secs(120), "the stream read", |s| {
+        s["source_offset"].as_u64().unwrap_or(0) >= want
+    });
+    ferry.kill();
+    signal(target.pid(), "-CONT");
+    let mut ferry = Ferry::start_with_status(&args);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let len: usize = redis::cmd("LLEN")
+        .arg("huge:lpush")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(len, 6, "each LPUSH applied exactly once");
+    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("__ferry:arg:*")
+        .query(&mut target.conn())
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+/// A length-encoded number at `at` of an RDB value: (the number, where the next thing starts).
+fn rdb_length(b: &[u8], at: usize) -> (u64, usize) {
+    match b[at] >> 6 {
+        0 => (u64::from(b[at] & 0x3f), at + 1),
+        1 => (
+            (u64::from(b[at] & 0x3f) << 8) | u64::from(b[at + 1]),
+            at + 2,
+        ),
+        _ if b[at] == 0x80 => (
+            u64::from(u32::from_be_bytes(b[at + 1..at + 5].try_into().unwrap())),
+            at + 5,
+        ),
+        _ => panic!("unexpected length encoding {:#x}", b[at]),
+    }
+}
+
+/// A huge RESTORE whose payload has a right CRC but a damaged listpack inside (the source,
+/// with sanitize-dump-payload no, takes it): ferry stops with the key and the byte, and the
+/// target never applies the command (nor keeps a temporary key).
+#[test]
+fn a_damaged_huge_restore_is_refused_and_nothing_of_it_applied() {
+    // No LZF in the DUMP: the listpacks lie in it as they are, for the test to damage one.
+    let source = Server::start_with(&["--sanitize-dump-payload", "no", "--rdbcompression", "no"]);
+    let target = Server::start();
+    let mut c = source.conn();
+    for i in 0..40u64 {
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg("dumped");
+        for j in 0..1000u64 {
+            cmd.arg(noise(100, i * 1000 + j));
+        }
+        cmd.query::<()>(&mut c).unwrap();
+    }
+    let mut payload: Vec<u8> = redis::cmd("DUMP").arg("dumped").query(&mut c).unwrap();
+    assert!(payload.len() > 2 << 20);
+    assert_eq!(payload[0], 18, "a quicklist of listpacks");
+    let (_nodes, at) = rdb_length(&payload, 1);
+    let (container, at) = rdb_length(&payload, at);
+    assert_eq!(container, 2, "a packed node");
+    let node = at;
+    let (_lp_len, lp) = rdb_length(&payload, at);
+    // The first entry now claims a 32-bit string length: it runs past its listpack.
+    payload[lp + 6] = 0xf0;
+    let n = payload.len();
+    let crc = ferry_rdb::crc64(&payload[..n - 8]);
+    payload[n - 8..].copy_from_slice(&crc.to_le_bytes());
+
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut p = redis::pipe();
+    p.cmd("SET").arg("before").arg("x").ignore();
+    p.cmd("RESTORE")
+        .arg("huge:bad")
+        .arg(0)
+        .arg(&payload)
+        .ignore();
+    p.cmd("SET").arg("after").arg("x").ignore();
+    p.query::<()>(&mut c).unwrap();
+    let code = ferry.wait(Duration::from_secs(120));
+    assert_eq!(code.code(), Some(1), "log:\n{}", ferry.log());
+    let log = ferry.log();
+    assert!(
+        log.contains("RESTORE of key \"huge:bad\" in db 0") && log.contains("damaged at byte"),
+        "{log}"
+    );
+    // The byte named is in the damaged node: where its blob starts, or the entry itself.
+    let byte: usize = log
+        .split("damaged at byte ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!((node..=lp + 6).contains(&byte), "byte {byte}: {log}");
+    let mut t = target.conn();
+    let exists: u32 = redis::cmd("EXISTS")
+        .arg("huge:bad")
+        .arg("after")
+        .query(&mut t)
+        .unwrap();
+    assert_eq!(
+        exists, 0,
+        "nothing of the damaged command or after it applied"
+    );
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("__ferry:arg:*")
+        .query(&mut t)
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
