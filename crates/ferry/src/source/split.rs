@@ -380,8 +380,8 @@ return redis.call(unpack(args))
 ";
 
 /// The script call that runs `inner` (a command whose huge arguments are stood in for by
-/// the names of the temporary keys `tmps` holding them). None when `inner`'s keys cannot be
-/// found or one of `tmps` is not in it.
+/// the names of the temporary keys `tmps` holding them; those it no longer names are left
+/// out). None when `inner`'s keys cannot be found or it names none of `tmps`.
 pub fn arg_script(tmps: &[Bytes], inner: &[Bytes]) -> Option<Vec<Bytes>> {
     let ferry_keyspace::Keys::Keyed(keys) = ferry_keyspace::keys(inner) else {
         return None;
@@ -392,12 +392,20 @@ pub fn arg_script(tmps: &[Bytes], inner: &[Bytes]) -> Option<Vec<Bytes>> {
         Bytes::from_static(ARG_SCRIPT.as_bytes()),
         Bytes::from((tmps.len() + keys.len()).to_string()),
     ];
-    args.extend(tmps.iter().cloned());
+    // A filter that cut the command (MSET's keys it blocks) may have left some out.
+    let at: Vec<(usize, &Bytes)> = tmps
+        .iter()
+        .filter_map(|t| Some((inner.iter().position(|a| a == t)?, t)))
+        .collect();
+    if at.is_empty() {
+        return None;
+    }
+    args[2] = Bytes::from((at.len() + keys.len()).to_string());
+    args.extend(at.iter().map(|(_, t)| (*t).clone()));
     args.extend(keys);
-    args.push(Bytes::from(tmps.len().to_string()));
-    for tmp in tmps {
-        let at = inner.iter().position(|a| a == tmp)?;
-        args.push(Bytes::from((at + 1).to_string()));
+    args.push(Bytes::from(at.len().to_string()));
+    for (i, _) in &at {
+        args.push(Bytes::from((i + 1).to_string()));
     }
     args.extend(inner.iter().cloned());
     Some(args)

@@ -68,6 +68,11 @@ pub enum Expect {
 /// whole command's bytes alive until the reply, which inside a transaction is its EXEC (a
 /// 256 MiB SET in 256 KiB pieces read back from the spool was held whole that way).
 fn reply_arg(cmd: &Command, i: usize) -> Bytes {
+    // A command whose huge arguments went in pieces is named as the source sent it, not
+    // as the script that applies it.
+    if let Some((_, inner)) = crate::source::split::parse_arg_script(&cmd.args) {
+        return inner.get(i).cloned().unwrap_or_default();
+    }
     match cmd.args.get(i) {
         Some(k) if cmd.raw.len() >= RAW_BY_REFERENCE => Bytes::copy_from_slice(k),
         Some(k) => k.clone(),
