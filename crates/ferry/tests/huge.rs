@@ -581,3 +581,66 @@ fn a_damaged_huge_restore_is_refused_and_nothing_of_it_applied() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Into Redis 5.0: the commands the script applies are rewritten as for any stream command
+/// (`ZADD ... GT` has no `GT` there; `XADD ... MAXLEN = n LIMIT k`, how 7.0 propagates an
+/// approximate trim, takes no `LIMIT`), each still taking its huge argument from its
+/// temporary key.
+#[test]
+fn huge_arguments_into_redis_5_0() {
+    let Some((_, bin)) = testkit::versions::cached("redis-5.0.6") else {
+        return;
+    };
+    let source = Server::start();
+    let target = Server::start_bin(&bin, &[]);
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut p = redis::pipe();
+    p.cmd("RPUSH")
+        .arg("huge:rpush")
+        .arg(noise(2 << 20, 50))
+        .ignore();
+    p.cmd("ZADD")
+        .arg("huge:zset")
+        .arg("GT")
+        .arg(2)
+        .arg(noise(2 << 20, 51))
+        .ignore();
+    p.cmd("XADD")
+        .arg("huge:stream")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(10)
+        .arg("LIMIT")
+        .arg(5)
+        .arg("*")
+        .arg("f")
+        .arg(noise(2 << 20, 52))
+        .ignore();
+    p.cmd("HSET")
+        .arg("huge:hash")
+        .arg("a")
+        .arg("b")
+        .arg("f")
+        .arg(noise(2 << 20, 53))
+        .ignore();
+    p.query::<()>(&mut source.conn()).unwrap();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    compare::eventually_equal(
+        &source,
+        &target,
+        &Options::default(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("__ferry:arg:*")
+        .query(&mut target.conn())
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}

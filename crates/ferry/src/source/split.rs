@@ -411,6 +411,55 @@ pub fn arg_script(tmps: &[Bytes], inner: &[Bytes]) -> Option<Vec<Bytes>> {
     Some(args)
 }
 
+/// What runs a script of ferry's own (a rewrite for an older target, which receives the
+/// command's arguments as its `ARGV`) with huge arguments taken from temporary keys: that
+/// script's body inside a function whose `KEYS` and `ARGV` are the ones it was given, the
+/// huge ones read from their keys. Layout as [`ARG_SCRIPT`]'s, the positions in its `ARGV`.
+const NESTED_HEAD: &str = "-- ferry: a script with huge arguments passed on in pieces
+local n = tonumber(ARGV[1])
+local keys, argv = {}, {}
+for i = n + 1, #KEYS do keys[#keys + 1] = KEYS[i] end
+for i = n + 2, #ARGV do argv[#argv + 1] = ARGV[i] end
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  if not v then return redis.error_reply('ferry: temporary key ' .. KEYS[i] .. ' is missing') end
+  argv[tonumber(ARGV[i + 1])] = v
+end
+local function run(KEYS, ARGV)
+";
+const NESTED_TAIL: &str = "
+end
+return run(keys, argv)
+";
+
+/// `EVAL <script> numkeys keys... argv...` (one of ferry's own scripts) with the huge
+/// arguments among its `argv` stood in for by the temporary keys `tmps`: the same script,
+/// run with those arguments read from their keys. None for another form.
+pub fn nested_script(tmps: &[Bytes], eval: &[Bytes]) -> Option<Vec<Bytes>> {
+    if !eval.first()?.eq_ignore_ascii_case(b"EVAL") {
+        return None;
+    }
+    let numkeys: usize = std::str::from_utf8(eval.get(2)?).ok()?.parse().ok()?;
+    let keys = eval.get(3..3usize.checked_add(numkeys)?)?;
+    let argv = &eval[3 + numkeys..];
+    let at: Vec<(usize, &Bytes)> = tmps
+        .iter()
+        .filter_map(|t| Some((argv.iter().position(|a| a == t)?, t)))
+        .collect();
+    let body = std::str::from_utf8(&eval[1]).ok()?;
+    let mut args = vec![
+        Bytes::from_static(b"EVAL"),
+        Bytes::from(format!("{NESTED_HEAD}{body}{NESTED_TAIL}")),
+        Bytes::from((at.len() + keys.len()).to_string()),
+    ];
+    args.extend(at.iter().map(|(_, t)| (*t).clone()));
+    args.extend(keys.iter().cloned());
+    args.push(Bytes::from(at.len().to_string()));
+    args.extend(at.iter().map(|(i, _)| Bytes::from((i + 1).to_string())));
+    args.extend(argv.iter().cloned());
+    Some(args)
+}
+
 /// The temporary keys and the command (huge arguments stood in for by those keys' names)
 /// of a call of [`ARG_SCRIPT`]; None for any other command.
 pub fn parse_arg_script(args: &[Bytes]) -> Option<(Vec<Bytes>, Vec<Bytes>)> {

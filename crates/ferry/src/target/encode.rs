@@ -1021,15 +1021,15 @@ impl Encoder {
                 },
                 // Named as received, for a refusal's message.
                 command: if args[0] == cmd.args[0] {
-                    args[0].clone()
+                    reply_arg(cmd, 0)
                 } else {
                     Bytes::from(format!(
                         "{} (as {})",
-                        String::from_utf8_lossy(&cmd.args[0]),
+                        String::from_utf8_lossy(&reply_arg(cmd, 0)),
                         String::from_utf8_lossy(&args[0])
                     ))
                 },
-                key: cmd.args.get(1).cloned().unwrap_or_default(),
+                key: reply_arg(cmd, 1),
                 db,
             });
             self.replies += 1;
