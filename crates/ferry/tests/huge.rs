@@ -585,7 +585,7 @@ fn a_damaged_huge_restore_is_refused_and_nothing_of_it_applied() {
 /// Into Redis 5.0: the commands the script applies are rewritten as for any stream command
 /// (`ZADD ... GT` has no `GT` there; `XADD ... MAXLEN = n LIMIT k`, how 7.0 propagates an
 /// approximate trim, takes no `LIMIT`), each still taking its huge argument from its
-/// temporary key.
+/// temporary key; a huge RESTORE of a payload 5.0 cannot read is rewritten as commands.
 #[test]
 fn huge_arguments_into_redis_5_0() {
     let Some((_, bin)) = testkit::versions::cached("redis-5.0.6") else {
@@ -627,7 +627,21 @@ fn huge_arguments_into_redis_5_0() {
         .arg("f")
         .arg(noise(2 << 20, 53))
         .ignore();
-    p.query::<()>(&mut source.conn()).unwrap();
+    // A RESTORE of a 7.0 payload (RDB 10, which 5.0 cannot read) is read whole, as before,
+    // and rewritten as commands.
+    let mut c = source.conn();
+    redis::cmd("RPUSH")
+        .arg("dumped")
+        .arg(noise(2 << 20, 54))
+        .query::<()>(&mut c)
+        .unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("dumped").query(&mut c).unwrap();
+    p.cmd("RESTORE")
+        .arg("huge:restore")
+        .arg(0)
+        .arg(payload)
+        .ignore();
+    p.query::<()>(&mut c).unwrap();
     wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
     compare::eventually_equal(
         &source,

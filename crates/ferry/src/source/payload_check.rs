@@ -25,6 +25,8 @@ const TRAILER: u64 = 10;
 /// Checks one payload of known length as its pieces pass.
 pub struct PayloadCheck {
     len: u64,
+    /// The newest RDB version every target reads.
+    max_version: u16,
     seen: u64,
     crc: Crc64,
     trailer: Vec<u8>,
@@ -35,9 +37,10 @@ pub struct PayloadCheck {
 }
 
 impl PayloadCheck {
-    pub fn new(len: u64) -> PayloadCheck {
+    pub fn new(len: u64, max_version: u16) -> PayloadCheck {
         PayloadCheck {
             len,
+            max_version,
             seen: 0,
             crc: Crc64::new(),
             trailer: Vec::with_capacity(TRAILER as usize),
@@ -154,6 +157,13 @@ impl PayloadCheck {
                 "its payload's checksum is wrong (CRC64 {file:#018x}, computed {computed:#018x}): the bytes were damaged on the way; copy anew"
             ));
         }
+        let version = u16::from_le_bytes([self.trailer[0], self.trailer[1]]);
+        if version > self.max_version {
+            return Err(format!(
+                "its payload is in RDB version {version}, newer than a target reads ({}), and a huge payload is not rewritten as commands: upgrade the target",
+                self.max_version
+            ));
+        }
         Ok(())
     }
 }
@@ -163,7 +173,7 @@ mod tests {
     use super::*;
 
     async fn check(payload: &[u8], piece: usize) -> Result<(), String> {
-        let mut c = PayloadCheck::new(payload.len() as u64);
+        let mut c = PayloadCheck::new(payload.len() as u64, 13);
         for p in payload.chunks(piece) {
             c.push(&Bytes::copy_from_slice(p));
             c.flush().await;

@@ -60,6 +60,10 @@ pub struct StreamSettings {
     /// Pass any command with a huge argument on in pieces, not only `SET`/`APPEND` (off when
     /// a transform script needs whole commands).
     pub split_any: bool,
+    /// A huge `RESTORE` is passed on in pieces too when every target reads payloads up to
+    /// this RDB version (that of the source, which takes no newer one); None: read whole, so
+    /// an older target can have it rewritten as commands.
+    pub split_restore: Option<u16>,
 }
 
 /// What to do when a target that already holds a copy can only be brought up to date by a
@@ -103,6 +107,12 @@ pub struct PsyncSource {
 
 impl PsyncSource {
     /// Connects, logs in and announces itself as a replica able to take diskless snapshots.
+    /// The RDB version the source writes, from its version (a table of releases).
+    pub async fn rdb_version(&mut self) -> Result<u16> {
+        let version = self.conn.version().await?;
+        Ok(crate::target::caps::rdb_version_of(version))
+    }
+
     pub async fn connect(endpoint: &Endpoint) -> Result<PsyncSource> {
         let mut conn = Conn::connect(Role::Source, endpoint).await?;
         // ferry listens on no replication port; 0 keeps INFO honest about that.
@@ -696,6 +706,7 @@ async fn follow_stream(
         idle_timeout,
         forward_publish,
         split_any,
+        split_restore,
     } = settings;
     let mut decoder = Decoder::new(Limits::default());
     let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
@@ -720,7 +731,7 @@ async fn follow_stream(
                 split = Split::start(
                     &mut pending,
                     &mut offset,
-                    (db, in_multi, split_any),
+                    (db, in_multi, split_any, split_restore),
                     &mut pieces,
                 );
             }

@@ -283,18 +283,19 @@ impl Split {
     /// When `buf` starts with a command whose huge argument can be passed on as it arrives,
     /// consumes what precedes that argument's bytes and starts. `any`: any command whose keys
     /// come before the huge argument, not only `SET`/`APPEND` (off when a transform script
-    /// needs whole commands).
+    /// needs whole commands). `restore`: a `RESTORE` too, its payload of this RDB version at
+    /// most (what every target reads); None: a `RESTORE` is read whole.
     pub fn start(
         buf: &mut BytesMut,
         offset: &mut u64,
-        (db, in_multi, any): (u32, bool, bool),
+        (db, in_multi, any, restore): (u32, bool, bool, Option<u16>),
         out: &mut Vec<Entry>,
     ) -> Option<Split> {
         if let Some(s) = ValueSplit::start(buf, offset, db, in_multi, out) {
             return Some(Split::Value(s));
         }
         if any {
-            return ArgSplit::start(buf, offset, db, in_multi, out).map(Split::Args);
+            return ArgSplit::start(buf, offset, (db, in_multi, restore), out).map(Split::Args);
         }
         None
     }
@@ -517,8 +518,7 @@ impl ArgSplit {
     fn start(
         buf: &mut BytesMut,
         offset: &mut u64,
-        db: u32,
-        in_multi: bool,
+        (db, in_multi, restore_max): (u32, bool, Option<u16>),
         out: &mut Vec<Entry>,
     ) -> Option<ArgSplit> {
         if buf.first() != Some(&b'*') {
@@ -567,9 +567,15 @@ impl ArgSplit {
             return None;
         }
         let mut inner: Vec<Bytes> = head.iter().map(|a| Bytes::copy_from_slice(a)).collect();
-        let restore = (name.eq_ignore_ascii_case(b"RESTORE")
-            || name.eq_ignore_ascii_case(b"RESTORE-ASKING"))
-            && head.len() == 3;
+        let restore =
+            name.eq_ignore_ascii_case(b"RESTORE") || name.eq_ignore_ascii_case(b"RESTORE-ASKING");
+        let check = match (restore, restore_max) {
+            (false, _) => None,
+            (true, None) => return None,
+            // A huge key or ttl: not a RESTORE a server took.
+            (true, Some(_)) if head.len() != 3 => return None,
+            (true, Some(max)) => Some(PayloadCheck::new(len, max)),
+        };
         buf.advance(at);
         *offset += at as u64;
         if !in_multi {
@@ -583,7 +589,7 @@ impl ArgSplit {
             tmps: Vec::new(),
             slot,
             current: None,
-            check: restore.then(|| PayloadCheck::new(len)),
+            check,
             wants_verdict: false,
             end_offset: 0,
             done: false,
@@ -784,7 +790,7 @@ mod tests {
             for part in wire.chunks(cut) {
                 buf.extend_from_slice(part);
                 if split.is_none() {
-                    split = Split::start(&mut buf, &mut offset, (0, false, false), &mut out);
+                    split = Split::start(&mut buf, &mut offset, (0, false, false, None), &mut out);
                 }
                 if let Some(s) = &mut split {
                     s.feed(&mut buf, &mut offset, &mut out).unwrap();
@@ -827,7 +833,8 @@ mod tests {
                 for part in wire.chunks(cut) {
                     buf.extend_from_slice(part);
                     if split.is_none() {
-                        split = Split::start(&mut buf, &mut offset, (0, false, false), &mut out);
+                        split =
+                            Split::start(&mut buf, &mut offset, (0, false, false, None), &mut out);
                     }
                     if let Some(s) = &mut split {
                         s.feed(&mut buf, &mut offset, &mut out).unwrap();
@@ -869,13 +876,15 @@ mod tests {
         ] {
             let mut buf = BytesMut::new();
             ferry_resp::encode_command(&mut buf, &args);
-            assert!(Split::start(&mut buf, &mut offset, (0, false, false), &mut out).is_none());
+            assert!(
+                Split::start(&mut buf, &mut offset, (0, false, false, None), &mut out).is_none()
+            );
         }
         // Inside a source transaction: no MULTI/EXEC of its own; an APPEND stays APPEND.
         let mut buf = BytesMut::new();
         let value = vec![b'a'; SPLIT_BYTES as usize];
         ferry_resp::encode_command(&mut buf, &[&b"append"[..], b"k", &value]);
-        let mut s = Split::start(&mut buf, &mut offset, (3, true, false), &mut out).unwrap();
+        let mut s = Split::start(&mut buf, &mut offset, (3, true, false, None), &mut out).unwrap();
         s.feed(&mut buf, &mut offset, &mut out).unwrap();
         let got = names(&out);
         assert!(got.iter().all(|g| g.0 == "APPEND"), "{got:?}");
@@ -891,7 +900,12 @@ mod tests {
             buf.extend_from_slice(&wire[last..cut]);
             last = cut;
             if split.is_none() {
-                split = Split::start(&mut buf, &mut offset, (7, in_multi, true), &mut out);
+                split = Split::start(
+                    &mut buf,
+                    &mut offset,
+                    (7, in_multi, true, Some(13)),
+                    &mut out,
+                );
             }
             if let Some(s) = &mut split {
                 s.feed(&mut buf, &mut offset, &mut out).unwrap();
@@ -1054,7 +1068,7 @@ mod tests {
             ferry_resp::encode_command(&mut buf, &args);
             let (mut offset, mut out) = (0, Vec::new());
             assert!(
-                Split::start(&mut buf, &mut offset, (0, false, true), &mut out).is_none(),
+                Split::start(&mut buf, &mut offset, (0, false, true, Some(13)), &mut out).is_none(),
                 "{}",
                 String::from_utf8_lossy(args[0])
             );
@@ -1063,6 +1077,6 @@ mod tests {
         // Without `any` (a transform script wants whole commands), only SET and APPEND.
         let mut buf = BytesMut::new();
         ferry_resp::encode_command(&mut buf, &[&b"RPUSH"[..], b"k", &huge]);
-        assert!(Split::start(&mut buf, &mut 0, (0, false, false), &mut Vec::new()).is_none());
+        assert!(Split::start(&mut buf, &mut 0, (0, false, false, None), &mut Vec::new()).is_none());
     }
 }

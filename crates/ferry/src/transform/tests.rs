@@ -328,9 +328,13 @@ fn in_pieces(db: u32, words: &[&[u8]]) -> Batch {
     let mut wire = bytes::BytesMut::new();
     ferry_resp::encode_command(&mut wire, words);
     let (mut offset, mut out) = (0, Vec::new());
-    let mut s =
-        crate::source::split::Split::start(&mut wire, &mut offset, (db, false, true), &mut out)
-            .unwrap();
+    let mut s = crate::source::split::Split::start(
+        &mut wire,
+        &mut offset,
+        (db, false, true, Some(13)),
+        &mut out,
+    )
+    .unwrap();
     s.feed(&mut wire, &mut offset, &mut out).unwrap();
     assert!(s.done());
     out
