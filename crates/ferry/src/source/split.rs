@@ -1,5 +1,8 @@
-//! A huge `SET key value` or `APPEND key value` in the command stream, passed on in pieces as
-//! its bytes arrive instead of held whole: `MULTI`, `SET key <piece>` (or `APPEND`), then
+//! A command with a huge argument in the command stream, passed on in pieces as its bytes
+//! arrive instead of held whole (an argument of [`SPLIT_BYTES`] or more, in pieces of
+//! [`PIECE_BYTES`]).
+//!
+//! `SET key value` and `APPEND key value`: `MULTI`, `SET key <piece>` (or `APPEND`), then
 //! `APPEND key <piece>` for each further piece, then `EXEC` at the position just after the
 //! source's command. The writer keeps a source transaction whole in one of its own, with the
 //! checkpoint, so the target applies all pieces or none, and no checkpoint names a position
@@ -13,8 +16,42 @@
 //! first piece is `SET key <piece> KEEPTTL`, and once the options have arrived one command
 //! after the last piece gives the key the expiry they name (`PEXPIREAT`, ...), keeps it
 //! (`KEEPTTL`) or removes it (`PERSIST`, what a plain `SET` does). `NX`, `XX`, `GET` and `IFEQ`
-//! were decided by the source, which propagates a `SET` only when it wrote. Any other
-//! command with a huge argument is still read whole.
+//! were decided by the source, which propagates a `SET` only when it wrote.
+//!
+//! Any other command whose keys are all known from the arguments before its first huge one
+//! and lie in one slot (`ferry_keyspace::keys_before`: `RPUSH`, `LPUSH`, `SADD`, `HSET`,
+//! `ZADD`, `LSET`, `LINSERT`, `SETEX`, `SETRANGE`, `XADD`, `PFADD`, `GEOADD`, `RESTORE`,
+//! `MSET` whose keys precede the value, `SMOVE`...): each huge argument is built in a
+//! temporary key of ferry's own, `__ferry:arg:{<tag>}:<n>`, whose tag puts it in the slot of
+//! the command's keys (a cluster target takes the whole transaction on one node): `SET tmp
+//! <piece> PX 3600000`, then `APPEND tmp <piece>`s. Once all the arguments are in, one `EVAL`
+//! of [`ARG_SCRIPT`] reads the temporary keys and calls the command with their values in
+//! place (`KEYS`: the temporary keys, then the command's keys; `ARGV`: the command, a
+//! temporary key's name standing in for each huge argument), and a `DEL` removes them; all in
+//! the transaction with the checkpoint, as above, so a restart applies the command once. The
+//! TTL only covers a crash between the pieces and the `EXEC`, which never applies. After the
+//! first huge argument, any argument of 64 KiB or more goes through a temporary key too.
+//!
+//! Downstream, the command is judged as the source sent it: filters decide on the command the
+//! script applies (its name, keys, type, db) and cut or extend it the same way; the pieces and
+//! the `DEL` go wherever it goes (a dropped command's temporary keys are still deleted). The
+//! rewrite for an older target rewrites that command; a rewrite that is a script of its own
+//! (`ZADD ... GT` before 6.2) runs inside ferry's ([`nested_script`]).
+//!
+//! A huge `RESTORE` payload is checked as it passes (`payload_check`): the value goes to the
+//! RDB parser on a blocking thread, the CRC64 is computed here, and the verdict comes before
+//! the `EVAL`: a damaged payload stops the sync with the key and the byte, and its
+//! transaction never gets its `EXEC`. It goes in pieces only where every target reads the
+//! source's RDB version; otherwise it is read whole, to be rewritten as commands.
+//!
+//! Still read whole (by the RESP decoder, up to its limit of 512 MiB per argument): a
+//! command whose keys are not all before its huge argument or span slots (`MSET k1 <huge> k2
+//! v`, `DEL <huge key>`, a huge key itself), whose keys later arguments may name (`SORT ...
+//! STORE`, `GEORADIUS ... STORE`), a script or function call (`EVAL`, `FCALL`: a script cannot
+//! call another), a command of more than 4096 arguments (the script hands them to
+//! `redis.call` with `unpack`), a module's command, and every command but `SET`/`APPEND`
+//! when a transform script is configured (it needs the whole command). A command with many
+//! small arguments is read whole too, however long.
 
 use bytes::{Buf, Bytes, BytesMut};
 
