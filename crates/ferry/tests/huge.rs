@@ -658,3 +658,71 @@ fn huge_arguments_into_redis_5_0() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// `[filter]` blocking a key or a command name: a command with a huge argument is judged as
+/// the source sent it, so a blocked one leaves nothing on the target (no value, no temporary
+/// key) and an allowed one arrives whole.
+#[test]
+fn a_filter_judges_a_command_in_pieces_as_the_source_sent_it() {
+    let source = Server::start();
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[filter]\nblock_key_prefix = [\"blocked:\"]\nblock_command = [\"SADD\"]\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start_with_status(&["--config", config.to_str().unwrap()]);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut p = redis::pipe();
+    p.cmd("RPUSH")
+        .arg("blocked:list")
+        .arg(noise(2 << 20, 60))
+        .ignore();
+    p.cmd("SADD")
+        .arg("kept:set")
+        .arg(noise(2 << 20, 61))
+        .ignore();
+    p.cmd("RPUSH")
+        .arg("kept:list")
+        .arg(noise(2 << 20, 62))
+        .ignore();
+    p.cmd("HSET")
+        .arg("kept:hash")
+        .arg("f")
+        .arg(noise(2 << 20, 63))
+        .ignore();
+    p.query::<()>(&mut source.conn()).unwrap();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let mut t = target.conn();
+    let exists: u32 = redis::cmd("EXISTS")
+        .arg("blocked:list")
+        .arg("kept:set")
+        .query(&mut t)
+        .unwrap();
+    assert_eq!(exists, 0, "blocked by key and by command name");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("__ferry:arg:*")
+        .query(&mut t)
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    for key in ["kept:list", "kept:hash"] {
+        let digest = |c: &mut redis::Connection| -> Vec<String> {
+            redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(key)
+                .query(c)
+                .unwrap()
+        };
+        assert_eq!(digest(&mut source.conn()), digest(&mut t), "{key}");
+    }
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
