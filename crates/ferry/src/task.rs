@@ -280,14 +280,16 @@ async fn run_source(
     let mut source = PsyncSource::connect(endpoint).await?;
     // A huge RESTORE goes in pieces only where every target reads the source's payloads
     // as they are; else it is read whole, to be rewritten as commands for an older one.
-    let source_rdb = source.rdb_version().await?;
+    // A source user that may not run INFO leaves it unknown: read whole.
+    let source_rdb = source.rdb_version().await.ok();
     let min_target_rdb = targets
         .iter()
         .map(|t| t.target.caps().rdb_version)
         .min()
         .unwrap_or(0);
-    let split_restore =
-        (!config.writer.rewrite_values && min_target_rdb >= source_rdb).then_some(min_target_rdb);
+    let split_restore = source_rdb
+        .filter(|&v| !config.writer.rewrite_values && min_target_rdb >= v)
+        .map(|_| min_target_rdb);
     status.accept_source();
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
     let _heartbeat = crate::heartbeat::start(config, endpoint, status, cancel);
