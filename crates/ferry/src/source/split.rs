@@ -44,6 +44,14 @@
 //! transaction never gets its `EXEC`. It goes in pieces only where every target reads the
 //! source's RDB version; otherwise it is read whole, to be rewritten as commands.
 //!
+//! On a cluster target the bound does not hold yet (read in the code, not measured): the
+//! router holds a transaction's commands (up to 4096) to regroup them by slot, so the pieces
+//! of one command, wrapped in their `MULTI`/`EXEC`, are held there until the `EXEC`; and the
+//! master's writer, which never sees that `MULTI`, may end its transaction between pieces
+//! (after 512 commands, or when it writes out), so a checkpoint can name a position inside
+//! the command, from which a restart cannot continue the stream. Both hold for `SET`/`APPEND`
+//! as well.
+//!
 //! Still read whole (by the RESP decoder, up to its limit of 512 MiB per argument): a
 //! command whose keys are not all before its huge argument or span slots (`MSET k1 <huge> k2
 //! v`, `DEL <huge key>`, a huge key itself), whose keys later arguments may name (`SORT ...
