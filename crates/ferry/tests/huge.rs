@@ -440,17 +440,21 @@ fn huge_arguments_of_any_command_into_a_cluster() {
 /// ferry killed while the pieces of huge LPUSHes and HSETs are on their way to a target that
 /// has stalled (SIGSTOP: its socket holds a transaction's first pieces, never its EXEC), then
 /// started again: each command applied exactly once (LPUSH counted), no temporary key left.
-#[test]
-fn a_kill_between_the_pieces_of_a_huge_argument_applies_it_once() {
+fn kill_between_pieces(target: Target) {
     // A backlog that holds all the writes: the restart continues from the checkpoint.
     let source = Server::start_with(&["--repl-backlog-size", "128mb"]);
-    let target = Server::start();
     let args = ["--source", &source.url(), "--target", &target.url()];
     let mut ferry = Ferry::start_with_status(&args);
     ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
         s["phase"] == "incremental"
     });
-    signal(target.pid(), "-STOP");
+    let masters: Vec<&Server> = match &target {
+        Target::One(s) => vec![s],
+        Target::Cluster(c) => c.masters(),
+    };
+    for m in &masters {
+        signal(m.pid(), "-STOP");
+    }
     let mut c = source.conn();
     for i in 0..6u64 {
         let mut p = redis::pipe();
@@ -471,22 +475,39 @@ fn a_kill_between_the_pieces_of_a_huge_argument_applies_it_once() {
         s["source_offset"].as_u64().unwrap_or(0) >= want
     });
     ferry.kill();
-    signal(target.pid(), "-CONT");
+    for m in &masters {
+        signal(m.pid(), "-CONT");
+    }
     let mut ferry = Ferry::start_with_status(&args);
     wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
-    let len: usize = redis::cmd("LLEN")
-        .arg("huge:lpush")
-        .query(&mut target.conn())
-        .unwrap();
+    let len: usize = match &target {
+        Target::One(t) => redis::cmd("LLEN").arg("huge:lpush").query(&mut t.conn()),
+        Target::Cluster(c) => redis::cmd("LLEN")
+            .arg("huge:lpush")
+            .query(&mut c.conn_for(b"huge:lpush")),
+    }
+    .unwrap();
     assert_eq!(len, 6, "each LPUSH applied exactly once");
-    compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg("__ferry:arg:*")
-        .query(&mut target.conn())
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    compare::eventually_equal_sides(
+        &compare::Side::from(&source),
+        &target.side(),
+        &Options::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(target.leftovers(), Vec::<String>::new());
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}
+
+#[test]
+fn a_kill_between_the_pieces_of_a_huge_argument_applies_it_once() {
+    kill_between_pieces(Target::One(Server::start()));
+}
+
+#[test]
+fn a_kill_between_the_pieces_of_a_huge_argument_applies_it_once_into_a_cluster() {
+    kill_between_pieces(Target::Cluster(testkit::Cluster::start(3, 0)));
 }
 
 /// A length-encoded number at `at` of an RDB value: (the number, where the next thing starts).

@@ -28,7 +28,7 @@
 //! of [`ARG_SCRIPT`] reads the temporary keys and calls the command with their values in
 //! place (`KEYS`: the temporary keys, then the command's keys; `ARGV`: the command, a
 //! temporary key's name standing in for each huge argument), and a `DEL` removes them; all in
-//! the transaction with the checkpoint, as above, so a restart applies the command once. The
+//! one transaction with the checkpoint (below), so a restart applies the command once. The
 //! TTL only covers a crash between the pieces and the `EXEC`, which never applies. After the
 //! first huge argument, any argument of 64 KiB or more goes through a temporary key too.
 //!
@@ -44,13 +44,15 @@
 //! transaction never gets its `EXEC`. It goes in pieces only where every target reads the
 //! source's RDB version; otherwise it is read whole, to be rewritten as commands.
 //!
-//! On a cluster target the bound does not hold yet (read in the code, not measured): the
-//! router holds a transaction's commands (up to 4096) to regroup them by slot, so the pieces
-//! of one command, wrapped in their `MULTI`/`EXEC`, are held there until the `EXEC`; and the
-//! master's writer, which never sees that `MULTI`, may end its transaction between pieces
-//! (after 512 commands, or when it writes out), so a checkpoint can name a position inside
-//! the command, from which a restart cannot continue the stream. Both hold for `SET`/`APPEND`
-//! as well.
+//! These pieces come with no `MULTI`/`EXEC` of their own: a cluster target's router holds
+//! what a `MULTI` bounds until its `EXEC` (up to 4096 commands), to regroup it by slot, and
+//! would hold the whole value. The writer instead keeps them in one transaction from the
+//! first piece to the `DEL` (`part_of_split`), as it keeps a source's, across its writes and
+//! past its usual 512 commands. Not yet bounded on a cluster target (read in the code, not
+//! measured): a huge argument inside a source `MULTI` (the router holds the source's
+//! transaction), and a `SET`/`APPEND` in pieces (their `MULTI`/`EXEC`), which a master's
+//! writer may moreover apply in several transactions, leaving a checkpoint inside the
+//! command that a restart cannot go on from.
 //!
 //! Still read whole (by the RESP decoder, up to its limit of 512 MiB per argument): a
 //! command whose keys are not all before its huge argument or span slots (`MSET k1 <huge> k2
@@ -340,7 +342,7 @@ impl Split {
             return Some(Split::Value(s));
         }
         if any {
-            return ArgSplit::start(buf, offset, (db, in_multi, restore), out).map(Split::Args);
+            return ArgSplit::start(buf, offset, db, restore).map(Split::Args);
         }
         None
     }
@@ -522,6 +524,19 @@ pub fn parse_arg_script(args: &[Bytes]) -> Option<(Vec<Bytes>, Vec<Bytes>)> {
     Some((args[3..3 + n].to_vec(), inner.to_vec()))
 }
 
+/// Whether `args` is a piece of a command passed on through temporary keys (a `SET` or
+/// `APPEND` of one), and whether it is the `DEL` of them that ends it.
+pub fn part_of_split(args: &[Bytes]) -> (bool, bool) {
+    let (Some(name), Some(key)) = (args.first(), args.get(1)) else {
+        return (false, false);
+    };
+    if !is_arg_key(key) {
+        return (false, false);
+    }
+    let piece = name.eq_ignore_ascii_case(b"SET") || name.eq_ignore_ascii_case(b"APPEND");
+    (piece, name.eq_ignore_ascii_case(b"DEL"))
+}
+
 /// Whether `key` is one of the temporary keys huge arguments are built in.
 pub fn is_arg_key(key: &[u8]) -> bool {
     key.starts_with(ARG_KEY_PREFIX)
@@ -545,7 +560,6 @@ struct Huge {
 /// keys are deleted, all in one transaction with the checkpoint.
 pub struct ArgSplit {
     db: u32,
-    wrap: bool,
     argc: usize,
     /// The arguments read so far, a huge one stood in for by its temporary key's name.
     inner: Vec<Bytes>,
@@ -560,11 +574,14 @@ pub struct ArgSplit {
 }
 
 impl ArgSplit {
+    /// No `MULTI`/`EXEC` of its own: the writer keeps the pieces in one transaction from the
+    /// first to the `DEL` (see `part_of_split`), which a cluster's router, holding what a
+    /// `MULTI` bounds to regroup it by slot, would otherwise hold whole.
     fn start(
         buf: &mut BytesMut,
         offset: &mut u64,
-        (db, in_multi, restore_max): (u32, bool, Option<u16>),
-        out: &mut Vec<Entry>,
+        db: u32,
+        restore_max: Option<u16>,
     ) -> Option<ArgSplit> {
         if buf.first() != Some(&b'*') {
             return None;
@@ -623,12 +640,8 @@ impl ArgSplit {
         };
         buf.advance(at);
         *offset += at as u64;
-        if !in_multi {
-            out.push(command(db, vec![Bytes::from_static(b"MULTI")], *offset));
-        }
         let mut split = ArgSplit {
             db,
-            wrap: !in_multi,
             argc: argc as usize,
             inner: Vec::new(),
             tmps: Vec::new(),
@@ -764,9 +777,6 @@ impl ArgSplit {
         let mut del = vec![Bytes::from_static(b"DEL")];
         del.extend(self.tmps.iter().cloned());
         out.push(command(self.db, del, offset));
-        if self.wrap {
-            out.push(command(self.db, vec![Bytes::from_static(b"EXEC")], offset));
-        }
         self.done = true;
         Ok(())
     }
@@ -972,12 +982,18 @@ mod tests {
             .collect();
         assert!(cmds.iter().all(|c| c.db == 7));
         assert!(cmds.windows(2).all(|w| w[0].end_offset <= w[1].end_offset));
-        let mut body = &cmds[..];
-        if !in_multi {
-            assert_eq!(&cmds[0].args[0][..], b"MULTI");
-            assert_eq!(&cmds.last().unwrap().args[0][..], b"EXEC");
-            body = &cmds[1..cmds.len() - 1];
-        }
+        // No MULTI/EXEC of its own, in a source transaction or not: the writer keeps the
+        // pieces together from the first to the DEL.
+        let _ = in_multi;
+        let body = &cmds[..];
+        assert_eq!(
+            crate::source::split::part_of_split(&body[0].args),
+            (true, false)
+        );
+        assert_eq!(
+            crate::source::split::part_of_split(&body[body.len() - 1].args),
+            (false, true)
+        );
         let mut tmps: std::collections::HashMap<Bytes, Vec<u8>> = Default::default();
         let (script, del) = (body[body.len() - 2], body[body.len() - 1]);
         for c in &body[..body.len() - 2] {

@@ -132,6 +132,9 @@ pub struct Encoder {
     txn: Option<Txn>,
     /// Inside a transaction of the source's (its MULTI seen, its EXEC not yet).
     source_multi: bool,
+    /// Inside the pieces of a command with huge arguments (its first piece seen, the DEL of
+    /// its temporary keys not yet), kept in one transaction as a source's is.
+    split_open: bool,
     /// A stream position past the last transaction (bytes with no write in them), to record.
     idle_position: Option<(u64, u32)>,
     /// Writing to one master of a cluster: a transaction holds one slot's commands and
@@ -277,6 +280,7 @@ impl Encoder {
             checkpointing: false,
             txn: None,
             source_multi: false,
+            split_open: false,
             idle_position: None,
             slot_checkpoints: None,
             cluster: false,
@@ -898,6 +902,17 @@ impl Encoder {
             self.source_multi = true;
             return Ok(());
         }
+        // The pieces of a command with huge arguments open a transaction as a source's MULTI
+        // would (none comes with them: a cluster's router would hold all it bounds), so no
+        // checkpoint names a position inside the command.
+        let (piece, end) = crate::source::split::part_of_split(&cmd.args);
+        if piece && !self.source_multi {
+            self.close_txn();
+            self.open_txn(cmd.slot.filter(|_| self.cluster));
+            self.source_multi = true;
+            self.split_open = true;
+        }
+        let end = end && self.split_open;
         if self.txn.is_none() {
             self.open_txn(cmd.slot.filter(|_| self.cluster));
         }
@@ -941,6 +956,11 @@ impl Encoder {
             if txn.commands >= TXN_COMMANDS && !self.source_multi {
                 self.close_txn();
             }
+        }
+        if end {
+            self.split_open = false;
+            self.source_multi = false;
+            self.close_txn();
         }
         Ok(())
     }
@@ -1072,6 +1092,7 @@ impl Encoder {
             self.replies += 1;
             self.txn = None;
             self.source_multi = false;
+            self.split_open = false;
         }
         self.close_txn();
     }
