@@ -628,7 +628,7 @@ impl ArgSplit {
         {
             return None;
         }
-        let mut inner: Vec<Bytes> = head.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        let inner: Vec<Bytes> = head.iter().map(|a| Bytes::copy_from_slice(a)).collect();
         let restore =
             name.eq_ignore_ascii_case(b"RESTORE") || name.eq_ignore_ascii_case(b"RESTORE-ASKING");
         let check = match (restore, restore_max) {
@@ -643,7 +643,7 @@ impl ArgSplit {
         let mut split = ArgSplit {
             db,
             argc: argc as usize,
-            inner: Vec::new(),
+            inner,
             tmps: Vec::new(),
             slot,
             current: None,
@@ -652,7 +652,6 @@ impl ArgSplit {
             end_offset: 0,
             done: false,
         };
-        std::mem::swap(&mut split.inner, &mut inner);
         split.begin_huge(len);
         Some(split)
     }
