@@ -747,3 +747,51 @@ fn a_filter_judges_a_command_in_pieces_as_the_source_sent_it() {
     let code = ferry.terminate(Duration::from_secs(30));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
 }
+
+/// With a transform script, a command with a huge argument other than SET/APPEND reaches the
+/// script whole (it may rename the key the pieces would have been built for): the key renamed,
+/// its value equal, no pieces written.
+#[test]
+fn a_transform_script_sees_a_command_with_a_huge_argument_whole() {
+    let source = Server::start();
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("transform.lua");
+    std::fs::write(
+        &script,
+        "function transform(entry)\n  if entry.kind == \"key\" then\n    entry.key = \"eu:\" .. entry.key\n  else\n    for _, i in ipairs(entry.keys) do entry.args[i] = \"eu:\" .. entry.args[i] end\n  end\n  return entry\nend\n",
+    )
+    .unwrap();
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--transform",
+        script.to_str().unwrap(),
+    ];
+    let mut ferry = Ferry::start_with_status(&args);
+    ferry.wait_status(Duration::from_secs(120), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    redis::cmd("RPUSH")
+        .arg("huge:list")
+        .arg(noise(2 << 20, 70))
+        .query::<()>(&mut source.conn())
+        .unwrap();
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(180));
+    let digest = |c: &mut redis::Connection, key: &str| -> Vec<String> {
+        redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg(key)
+            .query(c)
+            .unwrap()
+    };
+    assert_eq!(
+        digest(&mut source.conn(), "huge:list"),
+        digest(&mut target.conn(), "eu:huge:list")
+    );
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    assert_eq!(Target::One(target).appends(), 0, "no pieces with a script");
+}
