@@ -7,11 +7,13 @@ Source (repl-diskless-sync no) holds, before the sync:
   huge:plain  random bytes (LZF cannot compress them: stored plain),
   huge:list   a list of 1 MiB text elements adding up to the same size,
   small       one small key;
-then, once both copies are in their incremental phase,
+then, once both copies are in their incremental phase, in the command stream, one after
+the other:
   huge:stream one SET of a text value of the same size with EX (propagated as SET ... PXAT),
-              in the command stream.
+  huge:rpush  one RPUSH of that value,
+  huge:hash   one HSET huge:hash f <that value>.
 A native replica (REPLICAOF) and ferry (sync, into its own target) run at the same time;
-each one's snapshot time and the time until the SET is visible are printed, with ferry's
+each one's snapshot time and the time until each stream write is visible are printed, with ferry's
 peak RSS after the snapshot and overall. Values are compared key by key with DEBUG
 DIGEST-VALUE and STRLEN/LLEN.
 """
@@ -24,7 +26,7 @@ import time
 import bench_lib as bl
 from bench_lib import BenchError, log
 
-KEYS = ["huge:lzf", "huge:plain", "huge:list", "small", "huge:stream"]
+KEYS = ["huge:lzf", "huge:plain", "huge:list", "small", "huge:stream", "huge:rpush", "huge:hash"]
 TARGET_RSS = 64 * 1048576
 
 
@@ -126,29 +128,42 @@ def run(args, ferry):
         res["native_snapshot_s"] = native_loaded
         res["ferry_snapshot_s"] = ferry_loaded
 
-        # one huge SET with an expiry in the command stream (Redis 7 propagates it as
-        # SET ... PXAT: options after the value)
-        value = b"".join(blocks[(i * 5 + 2) % 8] for i in range(args.huge_mib))
-        t1 = time.monotonic()
-        src.cmd("SET", "huge:stream", value, "EX", "36000")
-        del value
-        n_at = f_at = None
+        # Huge writes in the command stream, one after the other: a SET with an expiry (Redis
+        # 7 propagates it as SET ... PXAT: options after the value), then an RPUSH and an
+        # HSET whose huge argument ferry passes through a temporary key and a script.
         want = args.huge_mib << 20
-        while n_at is None or f_at is None:
-            now = time.monotonic()
-            if now > t1 + args.timeout:
-                raise BenchError(f"the stream SET did not arrive after {args.timeout:.0f}s; ferry stderr:\n"
-                                 f"{bl.tail(mp.stderr_path)}")
-            if not mp.running():
-                raise BenchError(f"ferry exited in the stream phase; stderr:\n{bl.tail(mp.stderr_path)}")
-            if n_at is None and nc.cmd("STRLEN", "huge:stream") == want:
-                n_at = now - t1
-            if f_at is None and tc.cmd("STRLEN", "huge:stream") == want:
-                f_at = now - t1
-            time.sleep(0.05)
-        res["native_stream_set_s"] = n_at
-        res["ferry_stream_set_s"] = f_at
-        log(f"huge: stream SET visible on native after {n_at:.2f}s, on ferry's target after {f_at:.2f}s")
+        value = b"".join(blocks[(i * 5 + 2) % 8] for i in range(args.huge_mib))
+        writes = [
+            ("set", ("SET", "huge:stream", value, "EX", "36000"),
+             lambda c: c.cmd("STRLEN", "huge:stream") == want),
+            ("rpush", ("RPUSH", "huge:rpush", value),
+             lambda c: c.cmd("LLEN", "huge:rpush") == 1),
+            ("hset", ("HSET", "huge:hash", "f", value),
+             lambda c: c.cmd("HSTRLEN", "huge:hash", "f") == want),
+        ]
+        for name, command, arrived in writes:
+            t1 = time.monotonic()
+            src.cmd(*command)
+            n_at = f_at = None
+            while n_at is None or f_at is None:
+                now = time.monotonic()
+                if now > t1 + args.timeout:
+                    raise BenchError(f"the stream {name} did not arrive after {args.timeout:.0f}s; "
+                                     f"ferry stderr:\n{bl.tail(mp.stderr_path)}")
+                if not mp.running():
+                    raise BenchError(f"ferry exited in the stream phase; stderr:\n{bl.tail(mp.stderr_path)}")
+                if n_at is None and arrived(nc):
+                    n_at = now - t1
+                if f_at is None and arrived(tc):
+                    f_at = now - t1
+                time.sleep(0.05)
+            res[f"native_stream_{name}_s"] = n_at
+            res[f"ferry_stream_{name}_s"] = f_at
+            mp._sample()
+            res[f"ferry_peak_rss_{name}_bytes"] = (mp.hwm_kb or 0) * 1024
+            log(f"huge: stream {name} visible on native after {n_at:.2f}s, on ferry's target after "
+                f"{f_at:.2f}s; ferry peak RSS so far {bl.mib(res[f'ferry_peak_rss_{name}_bytes'])}")
+        del value, writes
 
         ds, dn, dt = digests(src), digests(nc), digests(tc)
         res["native_equal"] = dn == ds
@@ -178,12 +193,17 @@ def report(r):
 
     peak = r.get("ferry_peak_rss_bytes")
     lines = [
-        f"== huge values: {r['mib']} MiB each (lzf text, random, list of 1 MiB items; then one SET "
-        f"in the stream); ferry {r['ferry']}",
+        f"== huge values: {r['mib']} MiB each (lzf text, random, list of 1 MiB items; then a SET, "
+        f"an RPUSH and an HSET in the stream); ferry {r['ferry']}",
         f"RDB {bl.mib(r.get('rdb_bytes'))}",
         f"snapshot:   native replica {s(r.get('native_snapshot_s'))}   ferry {s(r.get('ferry_snapshot_s'))}"
         f"   (ferry peak RSS by then {bl.mib(r.get('ferry_peak_rss_snapshot_bytes'))})",
-        f"stream SET: native replica {s(r.get('native_stream_set_s'))}   ferry {s(r.get('ferry_stream_set_s'))}",
+        f"stream SET: native replica {s(r.get('native_stream_set_s'))}   ferry {s(r.get('ferry_stream_set_s'))}"
+        f"   (ferry peak RSS by then {bl.mib(r.get('ferry_peak_rss_set_bytes'))})",
+        f"stream RPUSH: native replica {s(r.get('native_stream_rpush_s'))}   ferry {s(r.get('ferry_stream_rpush_s'))}"
+        f"   (ferry peak RSS by then {bl.mib(r.get('ferry_peak_rss_rpush_bytes'))})",
+        f"stream HSET: native replica {s(r.get('native_stream_hset_s'))}   ferry {s(r.get('ferry_stream_hset_s'))}"
+        f"   (ferry peak RSS by then {bl.mib(r.get('ferry_peak_rss_hset_bytes'))})",
         f"ferry peak RSS {bl.mib(peak)} ({r.get('ferry_peak_rss_source', 'n/a')}), goal <= {bl.mib(TARGET_RSS)}: "
         + ("met" if peak is not None and peak <= TARGET_RSS else "NOT met"),
         f"values equal to the source: native {r.get('native_equal')}, ferry {r.get('ferry_equal')}",

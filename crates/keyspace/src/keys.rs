@@ -198,6 +198,64 @@ pub fn keys<A: AsRef<[u8]>>(args: &[A]) -> Keys {
     with_arity(&Args(args), arity, shape)
 }
 
+/// The keys of a command of `argc` arguments of which only the first `head.len()` have
+/// been read, when they are already known: every key is among those arguments, and no later
+/// argument can change which arguments are keys (the command's keys follow from its name,
+/// its argument count and a `numkeys` already read). `None` otherwise: commands whose
+/// options name keys (`SORT ... STORE`, `GEORADIUS ... STORE`, `XREAD ... STREAMS`,
+/// `MIGRATE ... KEYS`), that write into another db (`MOVE`, `COPY`), that have no keys, or
+/// a key at or after `head.len()`.
+///
+/// For a reader that passes a huge argument on before the command has all arrived: it must
+/// know the keys from the arguments before it.
+///
+/// ```
+/// use ferry_keyspace::keys_before;
+///
+/// // RPUSH list <huge element>: the key is argument 1.
+/// let k = keys_before(&["RPUSH", "list"], 3).unwrap();
+/// assert_eq!(k.positions().collect::<Vec<_>>(), [1]);
+/// // MSET a <huge> b v: key b comes after the huge value.
+/// assert!(keys_before(&["MSET", "a"], 5).is_none());
+/// // SORT's STORE may come later.
+/// assert!(keys_before(&["SORT", "k"], 4).is_none());
+/// ```
+pub fn keys_before<A: AsRef<[u8]>>(head: &[A], argc: usize) -> Option<KeyArgs> {
+    let name = head.first()?;
+    if argc < head.len() {
+        return None;
+    }
+    let mut buf = [0u8; NAME_MAX];
+    let name = upper(name.as_ref(), &mut buf)?;
+    let (arity, shape) = rule(name)?;
+    if let Shape::NumKeys { at, .. } = shape
+        && at >= head.len()
+    {
+        return None;
+    }
+    if !matches!(
+        shape,
+        Shape::One(..)
+            | Shape::Range { .. }
+            | Shape::Fixed(_)
+            | Shape::DestSources { .. }
+            | Shape::NumKeys { .. }
+    ) {
+        return None;
+    }
+    // Arguments not read yet stand in as empty strings: none of these shapes looks at them.
+    let empty: &[u8] = &[];
+    let args: Vec<&[u8]> = head
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(std::iter::repeat_n(empty, argc - head.len()))
+        .collect();
+    match with_arity(&Args(&args), arity, shape) {
+        Keys::Keyed(k) if k.keys.iter().all(|a| a.index < head.len()) => Some(k),
+        _ => None,
+    }
+}
+
 /// Longer than any command name this crate knows; a longer name is unknown.
 const NAME_MAX: usize = 24;
 

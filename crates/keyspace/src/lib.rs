@@ -35,6 +35,6 @@ mod slot;
 mod split;
 
 pub use group::{GROUPS, Group, group};
-pub use keys::{Access, KeyArg, KeyArgs, Keys, Kind, keys};
+pub use keys::{Access, KeyArg, KeyArgs, Keys, Kind, keys, keys_before};
 pub use slot::{SLOTS, SlotTags, slot};
 pub use split::{retain_keys, split_by_slot};

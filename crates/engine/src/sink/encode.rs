@@ -69,6 +69,11 @@ pub enum Expect {
 /// whole command's bytes alive until the reply, which inside a transaction is its EXEC (a
 /// 256 MiB SET in 256 KiB pieces read back from the spool was held whole that way).
 fn reply_arg(cmd: &Command, i: usize) -> Bytes {
+    // A command whose huge arguments went in pieces is named as the source sent it, not
+    // as the script that applies it.
+    if let Some((_, inner)) = crate::source::split::parse_arg_script(&cmd.args) {
+        return inner.get(i).cloned().unwrap_or_default();
+    }
     match cmd.args.get(i) {
         Some(k) if cmd.raw.len() >= RAW_BY_REFERENCE => Bytes::copy_from_slice(k),
         Some(k) => k.clone(),
@@ -128,6 +133,9 @@ pub struct Encoder {
     txn: Option<Txn>,
     /// Inside a transaction of the source's (its MULTI seen, its EXEC not yet).
     source_multi: bool,
+    /// Inside the pieces of a command with huge arguments (its first piece seen, the DEL of
+    /// its temporary keys not yet), kept in one transaction as a source's is.
+    split_open: bool,
     /// A stream position past the last transaction (bytes with no write in them), to record.
     idle_position: Option<(u64, u32)>,
     /// Writing to one master of a cluster: a transaction holds one slot's commands and
@@ -273,6 +281,7 @@ impl Encoder {
             checkpointing: false,
             txn: None,
             source_multi: false,
+            split_open: false,
             idle_position: None,
             slot_checkpoints: None,
             cluster: false,
@@ -891,6 +900,17 @@ impl Encoder {
             self.source_multi = true;
             return Ok(());
         }
+        // The pieces of a command with huge arguments open a transaction as a source's MULTI
+        // would (none comes with them: a cluster's router would hold all it bounds), so no
+        // checkpoint names a position inside the command.
+        let (piece, end) = crate::source::split::part_of_split(&cmd.args);
+        if piece && !self.source_multi {
+            self.close_txn();
+            self.open_txn(cmd.slot.filter(|_| self.cluster));
+            self.source_multi = true;
+            self.split_open = true;
+        }
+        let end = end && self.split_open;
         if self.txn.is_none() {
             self.open_txn(cmd.slot.filter(|_| self.cluster));
         }
@@ -934,6 +954,11 @@ impl Encoder {
             if txn.commands >= TXN_COMMANDS && !self.source_multi {
                 self.close_txn();
             }
+        }
+        if end {
+            self.split_open = false;
+            self.source_multi = false;
+            self.close_txn();
         }
         Ok(())
     }
@@ -1014,15 +1039,15 @@ impl Encoder {
                 },
                 // Named as received, for a refusal's message.
                 command: if args[0] == cmd.args[0] {
-                    args[0].clone()
+                    reply_arg(cmd, 0)
                 } else {
                     Bytes::from(format!(
                         "{} (as {})",
-                        String::from_utf8_lossy(&cmd.args[0]),
+                        String::from_utf8_lossy(&reply_arg(cmd, 0)),
                         String::from_utf8_lossy(&args[0])
                     ))
                 },
-                key: cmd.args.get(1).cloned().unwrap_or_default(),
+                key: reply_arg(cmd, 1),
                 db,
             });
             self.replies += 1;
@@ -1065,6 +1090,7 @@ impl Encoder {
             self.replies += 1;
             self.txn = None;
             self.source_multi = false;
+            self.split_open = false;
         }
         self.close_txn();
     }

@@ -47,6 +47,39 @@ pub fn for_target(args: &[Bytes], caps: &Caps) -> Form {
     let Some(name) = args.first() else {
         return Form::Same;
     };
+    // A command whose huge arguments went in pieces: the command the script applies is
+    // rewritten, each resulting command that takes a huge argument applied by the script
+    // (which reads its temporary key and leaves it for the DEL that follows).
+    if let Some((tmps, inner)) = crate::source::split::parse_arg_script(args) {
+        let through_script = |commands: Vec<Vec<Bytes>>| -> Vec<Vec<Bytes>> {
+            commands
+                .into_iter()
+                .map(|c| {
+                    if !c.iter().any(|a| tmps.contains(a)) {
+                        c
+                    } else if c[0].eq_ignore_ascii_case(b"EVAL") {
+                        // A rewrite that is a script of its own (ZADD GT before 6.2).
+                        crate::source::split::nested_script(&tmps, &c).unwrap_or(c)
+                    } else {
+                        crate::source::split::arg_script(&tmps, &c).unwrap_or(c)
+                    }
+                })
+                .collect()
+        };
+        return match for_target(&inner, caps) {
+            Form::Same => Form::Same,
+            Form::Commands(commands) => Form::Commands(through_script(commands)),
+            Form::Lossy {
+                commands,
+                form,
+                why,
+            } => Form::Lossy {
+                commands: through_script(commands),
+                form,
+                why,
+            },
+        };
+    }
     if name.len() > 16 {
         return Form::Same;
     }

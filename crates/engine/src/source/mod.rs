@@ -3,6 +3,7 @@
 //! passes a huge command on in pieces; `heartbeat` writes the key whose return measures latency.
 
 pub mod heartbeat;
+pub mod payload_check;
 pub mod psync;
 pub mod snapshot;
 pub mod split;

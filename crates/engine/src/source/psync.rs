@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::{self, BATCH_BYTES, BATCH_ENTRIES, ChunkReader, Outcome};
-use super::split::Split;
+use super::split::{Failure, Split};
 use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
@@ -60,6 +60,13 @@ pub struct StreamSettings {
     pub idle_timeout: Duration,
     /// Pass PUBLISH and SPUBLISH on to the target (never Sentinel's hello channel).
     pub forward_publish: bool,
+    /// Pass any command with a huge argument on in pieces, not only `SET`/`APPEND` (off when
+    /// a transform script needs whole commands).
+    pub split_any: bool,
+    /// A huge `RESTORE` is passed on in pieces too when every target reads payloads up to
+    /// this RDB version (that of the source, which takes no newer one); None: read whole, so
+    /// an older target can have it rewritten as commands.
+    pub split_restore: Option<u16>,
 }
 
 /// How the source answered PSYNC.
@@ -90,6 +97,12 @@ pub struct PsyncSource {
 
 impl PsyncSource {
     /// Connects, logs in and announces itself as a replica able to take diskless snapshots.
+    /// The RDB version the source writes, from its version (a table of releases).
+    pub async fn rdb_version(&mut self) -> Result<u16> {
+        let version = self.conn.version().await?;
+        Ok(crate::sink::caps::rdb_version_of(version))
+    }
+
     pub async fn connect(endpoint: &Endpoint) -> Result<PsyncSource> {
         let mut conn = Conn::connect(Role::Source, endpoint).await?;
         // ferry listens on no replication port; 0 keeps INFO honest about that.
@@ -680,6 +693,8 @@ async fn follow_stream(
     let StreamSettings {
         idle_timeout,
         forward_publish,
+        split_any,
+        split_restore,
     } = settings;
     let mut decoder = Decoder::new(Limits::default());
     let mut batch: Batch = Vec::with_capacity(BATCH_ENTRIES);
@@ -689,21 +704,41 @@ async fn follow_stream(
         addr: addr.to_string(),
         msg,
     };
+    let failure = |f: Failure| match f {
+        Failure::Protocol(msg) => protocol(msg),
+        Failure::Damaged { what, why } => Error::CannotWrite { what, why },
+    };
     // A huge SET/APPEND being passed on in pieces, and whether the source is inside a MULTI.
     let mut split: Option<Split> = None;
     let mut in_multi = false;
     loop {
         loop {
             let mut pieces = Vec::new();
+            if split.is_none() {
+                // Before the decoder, which would wait for the whole value.
+                split = Split::start(
+                    &mut pending,
+                    &mut offset,
+                    (db, in_multi, split_any, split_restore),
+                    &mut pieces,
+                );
+            }
             if let Some(s) = &mut split {
                 s.feed(&mut pending, &mut offset, &mut pieces)
-                    .map_err(&protocol)?;
-            } else {
-                // Before the decoder, which would wait for the whole value.
-                split = Split::start(&mut pending, &mut offset, db, in_multi, &mut pieces);
-                if let Some(s) = &mut split {
+                    .map_err(failure)?;
+                if let Some(check) = s.check_mut() {
+                    check.flush().await;
+                }
+                if s.wants_verdict() {
+                    // A huge RESTORE's payload is judged before the script that applies
+                    // it (and the EXEC) is passed on.
+                    let verdict = match s.check_mut() {
+                        Some(check) => check.verdict().await,
+                        None => Ok(()),
+                    };
+                    s.verdict(verdict).map_err(failure)?;
                     s.feed(&mut pending, &mut offset, &mut pieces)
-                        .map_err(&protocol)?;
+                        .map_err(failure)?;
                 }
             }
             if split.as_ref().is_some_and(Split::done) {

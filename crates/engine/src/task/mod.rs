@@ -283,7 +283,19 @@ async fn run_source(
         Some((_, stop)) => stop.clone(),
         None => cancel.clone(),
     };
-    let source = PsyncSource::connect(endpoint).await?;
+    let mut source = PsyncSource::connect(endpoint).await?;
+    // A huge RESTORE goes in pieces only where every target reads the source's payloads
+    // as they are; else it is read whole, to be rewritten as commands for an older one.
+    // A source user that may not run INFO leaves it unknown: read whole.
+    let source_rdb = source.rdb_version().await.ok();
+    let min_target_rdb = targets
+        .iter()
+        .map(|t| t.target.caps().rdb_version)
+        .min()
+        .unwrap_or(0);
+    let split_restore = source_rdb
+        .filter(|&v| !config.writer.rewrite_values && min_target_rdb >= v)
+        .map(|_| min_target_rdb);
     status.accept_source();
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
     let _heartbeat = crate::source::heartbeat::start(config, endpoint, status, cancel);
@@ -296,6 +308,8 @@ async fn run_source(
         stream: psync::StreamSettings {
             idle_timeout: config.source_timeout,
             forward_publish: config.forward_publish,
+            split_any: config.writer.transform.is_none(),
+            split_restore,
         },
     };
     let reader = tokio::spawn(source.run(options, tx, status.clone(), cancel.clone()));

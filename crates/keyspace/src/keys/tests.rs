@@ -622,3 +622,39 @@ fn hostile_arguments_never_panic() {
         }
     }
 }
+
+#[test]
+fn keys_before_knows_them_only_when_later_arguments_cannot_change_them() {
+    let positions =
+        |head: &[&str], argc| keys_before(head, argc).map(|k| k.positions().collect::<Vec<_>>());
+    for (head, argc) in [
+        (&["RPUSH", "l"][..], 3),
+        (&["HSET", "h"][..], 6),
+        (&["HSET", "h", "f"][..], 4),
+        (&["ZADD", "z", "1"][..], 4),
+        (&["SETEX", "k", "10"][..], 4),
+        (&["LSET", "l", "0"][..], 4),
+        (&["XADD", "s", "MAXLEN", "=", "3", "*", "f"][..], 8),
+        (&["RESTORE", "k", "0"][..], 5),
+        (&["SET", "k"][..], 3),
+    ] {
+        assert_eq!(positions(head, argc), Some(vec![1]), "{head:?}");
+    }
+    // Several keys, all before: SMOVE src dst <member>, MSET a v b <v>.
+    assert_eq!(positions(&["SMOVE", "a", "b"], 4), Some(vec![1, 2]));
+    assert_eq!(positions(&["MSET", "a", "v", "b"], 5), Some(vec![1, 3]));
+    // A key after the huge argument, or not knowable yet.
+    assert_eq!(positions(&["MSET", "a"], 5), None);
+    assert_eq!(positions(&["DEL"], 2), None);
+    assert_eq!(positions(&["SORT", "k"], 4), None);
+    assert_eq!(positions(&["GEORADIUSBYMEMBER", "k"], 7), None);
+    assert_eq!(positions(&["EVAL"], 5), None);
+    assert_eq!(positions(&["EVAL", "s"], 5), None);
+    assert_eq!(positions(&["EVAL", "s", "1", "k"], 5), Some(vec![3]));
+    assert_eq!(positions(&["MOVE", "k"], 3), None);
+    assert_eq!(positions(&["PING"], 2), None);
+    assert_eq!(positions(&["JSON.SET", "k"], 4), None);
+    // Wrong arity, whatever comes later.
+    assert_eq!(positions(&["SETEX", "k"], 5), None);
+    assert_eq!(positions(&["RPUSH", "l", "x"], 2), None);
+}

@@ -21,6 +21,7 @@ use ferry_keyspace::{Group, Keys, Kind};
 
 use crate::error::Error;
 use crate::pipeline::entry::{Batch, Command, Entry};
+use crate::source::split;
 use crate::status::Status;
 use crate::text::escape;
 pub use filter::{DbMap, Rules};
@@ -158,6 +159,44 @@ impl Transform {
         }
         if matches!(upper.as_str(), "MULTI" | "EXEC") {
             out.push(Entry::Command(cmd));
+            return Ok(());
+        }
+        // A command whose huge arguments went in pieces is judged as the source sent it:
+        // kept, cut or dropped whole. A dropped one still has its temporary keys deleted
+        // by the DEL after it.
+        if let Some((tmps, inner)) = split::parse_arg_script(&cmd.args) {
+            let probe = Command {
+                args: inner,
+                ..cmd.clone()
+            };
+            let mut kept = Vec::new();
+            self.command(probe, now, status, &mut kept)?;
+            for entry in kept {
+                match entry {
+                    // Cut down to keys whose values are all small, it goes as it is.
+                    Entry::Command(c) if !c.args.iter().any(|a| tmps.contains(a)) => {
+                        out.push(Entry::Command(rebuild(c.clone(), c.args)))
+                    }
+                    Entry::Command(c) => match split::arg_script(&tmps, &c.args) {
+                        Some(args) => out.push(Entry::Command(rebuild(c, args))),
+                        None => drop_command(c, status, out),
+                    },
+                    other => out.push(other),
+                }
+            }
+            return Ok(());
+        }
+        // Its pieces, and the deletion of the keys they were built in, go wherever the
+        // command goes; only a db left out leaves them out too.
+        if cmd.args.get(1).is_some_and(|k| split::is_arg_key(k)) {
+            if self.rules.db_passes(cmd.db) {
+                out.push(Entry::Command(cmd));
+            } else {
+                out.push(Entry::Offset {
+                    offset: cmd.end_offset,
+                    db: cmd.db,
+                });
+            }
             return Ok(());
         }
         let group = ferry_keyspace::group(&cmd.args[0]);

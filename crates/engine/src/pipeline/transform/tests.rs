@@ -321,3 +321,124 @@ fn the_db_map_selects_the_target_db_and_the_checkpoint_keeps_the_source_db() {
     assert_eq!(selects, ["5", "0", "5", "0"], "{text}");
     assert!(text.contains(&format!("{id} 30 1")), "{text}");
 }
+
+/// A command whose huge argument went in pieces (through a temporary key and the script
+/// that applies it), as the stream reader passes it on.
+fn in_pieces(db: u32, words: &[&[u8]]) -> Batch {
+    let mut wire = bytes::BytesMut::new();
+    ferry_resp::encode_command(&mut wire, words);
+    let (mut offset, mut out) = (0, Vec::new());
+    let mut s = crate::source::split::Split::start(
+        &mut wire,
+        &mut offset,
+        (db, false, true, Some(13)),
+        &mut out,
+    )
+    .unwrap();
+    s.feed(&mut wire, &mut offset, &mut out).unwrap();
+    assert!(s.done());
+    out
+}
+
+/// Names and keys of what is kept, values shortened.
+fn brief(batch: &Batch) -> Vec<String> {
+    batch
+        .iter()
+        .map(|e| match e {
+            Entry::Command(c) => match split::parse_arg_script(&c.args) {
+                Some((_, inner)) => format!(
+                    "script {}",
+                    inner[..inner.len().min(3)]
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(&a[..a.len().min(20)]).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                None => format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&c.args[0]),
+                    String::from_utf8_lossy(c.args[1..].first().map_or(&b""[..], |a| &a[..]))
+                ),
+            },
+            Entry::Offset { .. } => "offset".into(),
+            _ => "other".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_command_in_pieces_is_judged_as_the_source_sent_it() {
+    let status = Status::default();
+    let huge = vec![b'v'; crate::source::split::SPLIT_BYTES as usize];
+    let batch = || in_pieces(0, &[b"RPUSH", b"user:list", &huge]);
+    let n = batch().len();
+    // Only user: keys, or no RPUSH, or no lists: the script goes, its pieces and the DEL
+    // of their temporary key stay (they are ferry's own keys).
+    for rules in [
+        "block_key_prefix = [\"user:\"]",
+        "block_command = [\"RPUSH\"]",
+        "block_command_group = [\"list\"]",
+        "block_type = [\"list\"]",
+    ] {
+        let out = transform(rules).apply(batch(), &status).unwrap();
+        let got = brief(&out);
+        assert_eq!(got.len(), n, "{rules}");
+        assert_eq!(got[n - 2], "offset", "{rules}: {got:?}");
+        assert!(
+            got[n - 1].starts_with("DEL __ferry:arg:{"),
+            "{rules}: {got:?}"
+        );
+        assert!(got[0].starts_with("SET __ferry:arg:{"), "{rules}: {got:?}");
+    }
+    // Allowed: the pieces pass even an allow list that does not name ferry's keys.
+    let out = transform("allow_key_prefix = [\"user:\"]")
+        .apply(batch(), &status)
+        .unwrap();
+    let got = brief(&out);
+    assert!(
+        got[n - 2].starts_with("script RPUSH user:list __ferry:arg:{"),
+        "{got:?}"
+    );
+    // A db left out leaves everything out.
+    let out = transform("block_db = [0]").apply(batch(), &status).unwrap();
+    assert!(brief(&out).iter().all(|g| g == "offset"));
+}
+
+#[test]
+fn a_command_in_pieces_gets_its_ttl_extended_and_its_blocked_keys_cut() {
+    let status = Status::default();
+    let huge = vec![b'v'; crate::source::split::SPLIT_BYTES as usize];
+    let out = transform("ttl_extend = 1000")
+        .apply(in_pieces(0, &[b"SETEX", b"k", b"100", &huge]), &status)
+        .unwrap();
+    let script = brief(&out);
+    assert!(
+        script.iter().any(|g| g == "script SETEX k 1100"),
+        "{script:?}"
+    );
+    // MSET cut down to its allowed keys: the huge value's key blocked, a plain MSET left.
+    let out = transform("block_keys = [\"{a}2\"]")
+        .apply(
+            in_pieces(0, &[b"MSET", b"{a}1", b"v", b"{a}2", &huge]),
+            &status,
+        )
+        .unwrap();
+    assert!(
+        brief(&out).iter().any(|g| g == "MSET {a}1"),
+        "{:?}",
+        brief(&out)
+    );
+    let out = transform("block_keys = [\"{a}1\"]")
+        .apply(
+            in_pieces(0, &[b"MSET", b"{a}1", b"v", b"{a}2", &huge]),
+            &status,
+        )
+        .unwrap();
+    assert!(
+        brief(&out)
+            .iter()
+            .any(|g| g.starts_with("script MSET {a}2 __ferry:arg:{")),
+        "{:?}",
+        brief(&out)
+    );
+}
