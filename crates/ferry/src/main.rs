@@ -580,13 +580,15 @@ fn check(args: CheckArgs) -> ExitCode {
             ferry_engine::check::Mode::Check,
         ))
     });
-    let report = match report {
+    let mut report = match report {
         Ok(report) => report,
         Err(e) => {
             eprintln!("ferry: {}", with_flags(e.to_string()));
             return ExitCode::FAILURE;
         }
     };
+    // The same words as `sync` prints for the same case.
+    report.reword(with_flags);
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         report.write_json(&mut out)

@@ -34,6 +34,15 @@ impl Report {
         &self.findings
     }
 
+    /// Rewrites every finding's words (what was found, how to fix it): a program adds its own
+    /// names for the settings they mention (the CLI its flags).
+    pub fn reword(&mut self, mut words: impl FnMut(String) -> String) {
+        for f in &mut self.findings {
+            f.found = words(std::mem::take(&mut f.found));
+            f.fix = words(std::mem::take(&mut f.fix));
+        }
+    }
+
     pub fn into_findings(self) -> Vec<Finding> {
         self.findings
     }
