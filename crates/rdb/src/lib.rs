@@ -51,8 +51,8 @@ mod value;
 use bytes::Bytes;
 
 pub use chunk::{
-    Chunk, Consumer, HashField, IdmpEntry, PendingEntry, StreamEntry, StreamGroup, StreamId,
-    StreamIdmp, StreamMeta,
+    Chunk, Consumer, Element, HashField, IdmpEntry, PendingEntry, StreamEntry, StreamGroup,
+    StreamId, StreamIdmp, StreamMeta,
 };
 pub use dump::{Crc64, crc64};
 pub use error::{Error, ErrorKind};
@@ -79,8 +79,12 @@ pub fn decode_value(
     rdb_version: u16,
 ) -> Result<Vec<Chunk>, Error> {
     let mut rd = reader::Reader::with_buffer(&raw[..], false, raw.len());
-    let mut dec =
-        value::decode::Decoder::new(type_byte, rdb_version, Options::default().chunk_limits());
+    // The value is in memory already: its elements come whole.
+    let lim = value::decode::ChunkLimits {
+        huge: u64::MAX,
+        ..Options::default().chunk_limits()
+    };
+    let mut dec = value::decode::Decoder::new(type_byte, rdb_version, lim);
     let mut out = Vec::new();
     while let Some(c) = dec.next_chunk(&mut rd)? {
         out.push(c);

@@ -34,13 +34,16 @@ use super::standalone::{Options, StandaloneTarget};
 use crate::checkpoint::Checkpoint;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
-use crate::entry::{Barrier, Batch, Command, Entry, OWN_KEY_PREFIX};
+use crate::entry::{Barrier, Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::error::{Error, Result, Role, escape};
 use crate::status::Status;
 use crate::topology::{SLOTS, Topology};
 
 /// Entries per batch sent to one master's writer.
 const SHARD_BATCH: usize = 512;
+/// Bytes per batch sent to one master's writer, about (see `entry::weight`): the parts of a
+/// huge value would otherwise gather by the hundred while the source outpaces the writers.
+const SHARD_BATCH_BYTES: usize = 512 * 1024;
 /// Commands of one source transaction held to be regrouped by slot, at most; a longer one is
 /// applied in parts.
 const TXN_HOLD: usize = 4096;
@@ -305,6 +308,7 @@ impl ClusterTarget {
             caps: self.caps,
             topology: self.topology,
             pending: vec![Vec::new(); senders.len()],
+            pending_bytes: vec![0; senders.len()],
             senders,
             handles,
             control: self.control,
@@ -490,6 +494,8 @@ struct Router {
     handles: Vec<JoinHandle<Result<()>>>,
     /// Entries gathered per master, sent when large or when the source has nothing more.
     pending: Vec<Batch>,
+    /// Their weight, per master.
+    pending_bytes: Vec<usize>,
     control: Vec<Conn>,
     tags: Arc<SlotTags>,
     slot_keys: Option<Arc<SlotCheckpoints>>,
@@ -576,8 +582,12 @@ impl Router {
     }
 
     async fn send_to(&mut self, shard: usize, entry: Entry) -> Result<()> {
+        self.pending_bytes[shard] += weight(&entry);
         self.pending[shard].push(entry);
-        if self.pending[shard].len() >= SHARD_BATCH {
+        if self.pending[shard].len() >= SHARD_BATCH
+            || self.pending_bytes[shard] >= SHARD_BATCH_BYTES
+        {
+            self.pending_bytes[shard] = 0;
             let batch = std::mem::take(&mut self.pending[shard]);
             if self.senders[shard].send(batch).await.is_err() {
                 return Err(self.writer_gone().await);
@@ -599,6 +609,7 @@ impl Router {
             if self.pending[shard].is_empty() {
                 continue;
             }
+            self.pending_bytes[shard] = 0;
             let batch = std::mem::take(&mut self.pending[shard]);
             if self.senders[shard].send(batch).await.is_err() {
                 return false;
