@@ -19,7 +19,8 @@
 //! - `string`: integer and LZF strings, old text doubles, the element size cap.
 //! - `value`: per-encoding code: `listpack`, `ziplist`, `intset`, `zipmap`, `stream`,
 //!   `walk` (find a value's end, decide "big"), `validate` (the deep check of a whole value,
-//!   as Redis's `sanitize-dump-payload yes`) and `decode` (the chunk state machine).
+//!   as Redis's `sanitize-dump-payload yes`), `decode` (the chunk state machine) and `pieces`
+//!   (an element, or a quicklist node, too long to hold whole).
 //! - `module`: [`ModuleType`], a module type's name and version from its id.
 //! - `chunk`: [`Chunk`] and the stream types.
 //! - `parser`: [`Parser`], [`Event`], [`Options`].
@@ -30,12 +31,19 @@
 //! whose values are damaged fails at the damaged key, naming it, its db and the byte; a big
 //! value's blobs and stream nodes are validated as they are decoded.
 //!
-//! Limits: one element read whole (a string in a big collection, a listpack or quicklist
-//! node, a small LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
-//! string is streamed in parts without that cap, and a big LZF string is decompressed a
-//! chunk at a time (its length still capped at 512 MiB). Module values are never chunked. Empty
-//! collections are rejected (Redis never writes them). The pre-GA module type 6 cannot be
-//! skipped without the module and is reported as unsupported.
+//! Limits: in a big value, an element longer than [`Options::huge_element_bytes`] (1 MiB by
+//! default: a list item, a set or sorted set member, a hash field or value, stored plain or
+//! LZF-compressed) comes out in [`Chunk::ElementPart`]s of at most `chunk_bytes`, then a
+//! [`Chunk::ElementEnd`] saying which element it was; a quicklist node (listpack, or ziplist
+//! before Redis 7) longer than that is read entry by entry and checked as it passes. A
+//! big plain string is streamed in parts, and a big LZF string decompressed a chunk at a
+//! time (its length capped at [`MAX_ELEMENT_BYTES`], 512 MiB). Still read whole, each up to
+//! 512 MiB: a value whose whole encoding is one blob (a listpack, ziplist, intset or zipmap
+//! hash, set, sorted set, or a pre-3.2 ziplist list), a stream node, a stream consumer
+//! group's PEL, a small value (up to `big_value_bytes`), an aux field or function, and
+//! anything given to [`decode_value`] (its elements come whole). Module values are never
+//! chunked. Empty collections are rejected (Redis never writes them). The pre-GA module type 6
+//! cannot be skipped without the module and is reported as unsupported.
 
 mod chunk;
 pub mod dump;
