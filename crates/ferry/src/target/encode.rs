@@ -277,11 +277,17 @@ struct Txn {
     last_write: Option<(u64, u32)>,
     /// Commands in it so far.
     commands: usize,
+    /// Bytes of the big-key commands in it so far (a snapshot transaction).
+    bytes: usize,
 }
 
 /// Snapshot writes per transaction on a fenced standalone target, at most (each flush ends
 /// one too): the target holds a transaction's commands until its EXEC.
 const SNAPSHOT_TXN_COMMANDS: usize = 256;
+
+/// Bytes of big-key commands per snapshot transaction, about: the target holds what is queued
+/// until the EXEC, and 256 pieces of a huge value would be 64 MiB.
+const SNAPSHOT_TXN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Commands per ferry transaction, at most (a source transaction stays whole whatever its
 /// size): the EXEC reply is an array of one result each, and a small one is read in one go.
@@ -415,10 +421,9 @@ impl Encoder {
     fn snapshot_txn_bound(&mut self) {
         if self.fenced_snapshot()
             && !self.checkpointing
-            && self
-                .txn
-                .as_ref()
-                .is_some_and(|t| t.commands >= SNAPSHOT_TXN_COMMANDS)
+            && self.txn.as_ref().is_some_and(|t| {
+                t.commands >= SNAPSHOT_TXN_COMMANDS || t.bytes >= SNAPSHOT_TXN_BYTES
+            })
         {
             self.close_txn();
         }
@@ -1447,6 +1452,11 @@ impl Encoder {
         // of a big key's chunks went back to db 0 for the next one's fence check.
         self.select(meta.db as u32);
         ferry_resp::encode_command(&mut self.out, args);
+        if !self.checkpointing
+            && let Some(txn) = &mut self.txn
+        {
+            txn.bytes += args.iter().map(|a| a.len()).sum::<usize>();
+        }
         self.expects.push(Expect::Reply {
             kind,
             command: Bytes::from_static(label.as_bytes()),
@@ -2602,6 +2612,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Fenced, the pieces of a huge element go in transactions of a few MiB each (the target
+    /// holds a transaction's commands until its EXEC), and the element's EVAL in one of them.
+    #[test]
+    fn fenced_pieces_go_in_transactions_bounded_by_bytes() {
+        let guard = Guard {
+            token: Bytes::from_static(b"tok"),
+            own: Bytes::from_static(b"__ferry:fence:t"),
+            slots: None,
+            owned: Arc::default(),
+            lease: Bytes::from_static(b"__ferry:lease:t"),
+            lease_value: Bytes::from_static(b"tok 1 0 host machine"),
+        };
+        let mut enc = Encoder::new()
+            .with_checkpoint(b"cp".to_vec())
+            .with_guard(guard);
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from("a".repeat(40)),
+            offset: 0,
+            snapshot: true,
+            clear_target: false,
+        })
+        .unwrap();
+        let meta = Arc::new(KeyMeta {
+            type_byte: ferry_rdb::TypeByte::LIST_QUICKLIST_2,
+            ..(*stream_meta(b"big", None)).clone()
+        });
+        let piece = Bytes::from(vec![b'x'; 256 << 10]);
+        enc.push(Entry::BigStart(meta.clone())).unwrap();
+        for _ in 0..40 {
+            let part = Chunk::ElementPart(piece.clone());
+            enc.push(Entry::BigChunk(meta.clone(), part)).unwrap();
+        }
+        let end = Chunk::ElementEnd(Element::ListItem);
+        enc.push(Entry::BigChunk(meta.clone(), end)).unwrap();
+        enc.push(Entry::BigEnd(meta)).unwrap();
+        enc.push(Entry::SnapshotEnd { offset: 10 }).unwrap();
+        let (out, _) = enc.take();
+        let (mut in_multi, mut bytes, mut most, mut execs, mut parts) = (false, 0, 0, 0, 0);
+        let mut moved = 0;
+        for c in commands(&out) {
+            match c[0].as_slice() {
+                b"MULTI" => (in_multi, bytes) = (true, 0),
+                b"EXEC" => {
+                    (in_multi, most, execs) = (false, most.max(bytes), execs + 1);
+                }
+                b"SET" | b"APPEND" if c[1].starts_with(b"__ferry:elem:") => {
+                    assert!(in_multi);
+                    parts += 1;
+                    bytes += c[2].len();
+                }
+                b"EVAL" if in_multi => {
+                    assert_eq!(c[5..7], [b"RPUSH".to_vec(), Vec::new()][..]);
+                    moved += 1;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((parts, moved), (40, 1));
+        assert!(execs >= 3, "{execs} transactions");
+        assert!(
+            most <= (4 << 20) + (256 << 10),
+            "{most} bytes in one transaction"
+        );
     }
 
     #[test]
