@@ -183,8 +183,11 @@ const ELEMENT_KEY_TTL_MS: &str = "3600000";
 /// Moves the element in KEYS[2] into KEYS[1] with ARGV[1] (`RPUSH`, `SADD`; `ZADD` with the
 /// score ARGV[2]; `HSET` with the field ARGV[2], or the field in KEYS[3], and its expiry ARGV[3]
 /// when not empty) and deletes the temporary keys. A missing key is the empty string (an
-/// element of no parts).
+/// element of no parts). Its effects are what replicas get (a no-op from 5.0 on, where that is
+/// the default; before, the script itself would go on, and a replica of the target, or a
+/// ferry following it, has no temporary key to read).
 const ELEMENT_SCRIPT: &str = "\
+redis.replicate_commands()
 local v = redis.call('GET', KEYS[2]) or ''
 redis.call('DEL', KEYS[2])
 local c = ARGV[1]
