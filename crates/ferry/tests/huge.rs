@@ -171,8 +171,8 @@ fn copy_huge_elements(
 
 /// Elements of 2-5 MiB, each written through a temporary key in 256 KiB pieces: a snapshot
 /// of Redis 7 (listpack quicklist nodes), of Redis 6.2 (ziplist nodes) and of Redis 8 (hash
-/// field expiries), into a standalone target (its snapshot writes in fenced transactions) and
-/// into a cluster (each temporary key in its key's slot).
+/// field expiries), into a standalone target (its snapshot writes in fenced transactions),
+/// into a cluster (each temporary key in its key's slot), and Redis 7's into Redis 5.0.
 #[test]
 fn huge_elements_in_the_snapshot() {
     let mut sources: Vec<(String, Option<std::path::PathBuf>)> = vec![("redis-7.0".into(), None)];
@@ -207,6 +207,18 @@ fn huge_elements_in_the_snapshot() {
             &cluster.masters(),
             &format!("{label} into a cluster"),
         );
+        // The oldest target: its Lua and RESTORE-less rewrite of the newer snapshot.
+        if bin.is_none()
+            && let Some((_, old)) = testkit::versions::cached("redis-5.0.6")
+        {
+            let target = Server::start_bin(&old, &[]);
+            copy_huge_elements(
+                &source,
+                (target.url(), compare::Side::from(&target)),
+                &[&target],
+                &format!("{label} into redis-5.0.6"),
+            );
+        }
     }
 }
 
