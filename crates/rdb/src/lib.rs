@@ -35,13 +35,13 @@
 //! default: a list item, a set or sorted set member, a hash field or value, stored plain or
 //! LZF-compressed) comes out in [`Chunk::ElementPart`]s of at most `chunk_bytes`, then a
 //! [`Chunk::ElementEnd`] saying which element it was; a quicklist node (listpack, or ziplist
-//! before Redis 7) longer than that is read entry by entry and checked as it passes. A
-//! big plain string is streamed in parts, and a big LZF string decompressed a chunk at a
-//! time (its length capped at [`MAX_ELEMENT_BYTES`], 512 MiB). Still read whole, each up to
-//! 512 MiB: a value whose whole encoding is one blob (a listpack, ziplist, intset or zipmap
-//! hash, set, sorted set, or a pre-3.2 ziplist list), a stream node, a stream consumer
-//! group's PEL, a small value (up to `big_value_bytes`), an aux field or function, and
-//! anything given to [`decode_value`] (its elements come whole). Module values are never
+//! before Redis 7), or a value stored as one listpack or ziplist, longer than that is read
+//! entry by entry and checked as it passes. A big plain string is streamed in parts, and a
+//! big LZF string decompressed a chunk at a time (its length capped at
+//! [`MAX_ELEMENT_BYTES`], 512 MiB). Still read whole, each up to 512 MiB: an intset or zipmap
+//! value, a stream node, a stream consumer group's PEL, a small value (up to
+//! `big_value_bytes`), an aux field or function, and anything given to [`decode_value`]
+//! (its elements come whole). Module values are never
 //! chunked. Empty collections are rejected (Redis never writes them). The pre-GA module type 6
 //! cannot be skipped without the module and is reported as unsupported.
 

@@ -1,6 +1,7 @@
 //! Elements longer than `Options::huge_element_bytes` inside big values come out as
-//! `ElementPart`s and an `ElementEnd`: put back together, every value equals what the same
-//! snapshot gives with whole elements. Quicklist nodes (listpack and ziplist, plain and LZF)
+//! `ElementPart`s and an `ElementEnd`: put back together, every value (hashtable encodings,
+//! quicklists, and values stored as one listpack or ziplist) equals what the same snapshot
+//! gives with whole elements. Quicklist nodes (listpack and ziplist, plain and LZF)
 //! longer than the threshold are read entry by entry and refused, when damaged, with the same
 //! error and byte as the whole-value check names.
 //!
@@ -310,6 +311,93 @@ fn values() -> Vec<Value> {
         ty: 24,
         bytes: v,
     });
+
+    // Values stored as one listpack or ziplist (Redis keeps them small unless its
+    // *-max-listpack-value settings are raised): a hash, a sorted set, a set, a hash with
+    // field expiries, and the pre-3.2 ziplist list, hash and sorted set.
+    let hash_items = vec![
+        s(b"f1"),
+        s(b"v1"),
+        s(b"f2"),
+        Item::Str(rnd(22)),
+        Item::Str(big(23)),
+        s(b"v3"),
+        Item::Str(rnd(24)),
+        Item::Str(big(25)),
+        Item::Str(big(26)),
+        s(b""),
+        s(b"f6"),
+        Item::Int(6),
+    ];
+    let zset_items = vec![
+        s(b"m"),
+        s(b"1.5"),
+        Item::Str(big(27)),
+        s(b"-2.25"),
+        Item::Str(rnd(28)),
+        Item::Int(7),
+        s(b"z"),
+        s(b"inf"),
+    ];
+    let set_items = vec![
+        s(b"a"),
+        Item::Str(rnd(29)),
+        Item::Int(5),
+        Item::Str(big(30)),
+    ];
+    let ex_items = vec![
+        s(b"f1"),
+        Item::Str(big(31)),
+        s(b"1800000000000"),
+        Item::Str(rnd(32)),
+        s(b"v2"),
+        s(b"1900000000000"),
+        Item::Str(big(33)),
+        Item::Str(rnd(34)),
+        Item::Int(0),
+        s(b"f4"),
+        s(b"v4"),
+        Item::Int(0),
+    ];
+    for (i, store) in [Store::Plain, Store::Lzf].into_iter().enumerate() {
+        let keys: [[&'static str; 7]; 2] = [
+            [
+                "lp:hash",
+                "lp:zset",
+                "lp:set",
+                "lp:hashex",
+                "zl:list",
+                "zl:hash",
+                "zl:zset",
+            ],
+            [
+                "lp:hash:c",
+                "lp:zset:c",
+                "lp:set:c",
+                "lp:hashex:c",
+                "zl:list:c",
+                "zl:hash:c",
+                "zl:zset:c",
+            ],
+        ];
+        let k = keys[i];
+        for (key, ty, blob_bytes) in [
+            (k[0], 16u8, listpack(&hash_items)),
+            (k[1], 17, listpack(&zset_items)),
+            (k[2], 20, listpack(&set_items)),
+            (k[3], 25, listpack(&ex_items)),
+            (k[4], 10, ziplist(&set_items)),
+            (k[5], 13, ziplist(&hash_items)),
+            (k[6], 12, ziplist(&zset_items)),
+        ] {
+            let mut v = Vec::new();
+            if ty == 25 {
+                v.extend_from_slice(&1_800_000_000_000i64.to_le_bytes());
+            }
+            blob(&mut v, &blob_bytes, store);
+            out.push(Value { key, ty, bytes: v });
+        }
+    }
     out
 }
 
@@ -460,6 +548,7 @@ fn elements_in_parts_equal_whole_ones() {
         assert_eq!(want.values.len(), values.len());
         for part in [1, 100, 256, 4096] {
             let got = read(&file, in_parts(HUGE, part)).unwrap();
+            assert_eq!(got.values.len(), want.values.len());
             for (i, ((_, g), (_, w))) in got.values.iter().zip(&want.values).enumerate() {
                 assert_eq!(g, w, "{} with parts of {part}", values[i].key);
             }

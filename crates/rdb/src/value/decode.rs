@@ -2,9 +2,9 @@
 //! state machine behind big values and [`decode_value`](crate::decode_value).
 //!
 //! Memory: at most one chunk of elements, plus one whole element of at most
-//! `ChunkLimits::huge` bytes (a longer string element, or quicklist node, is read in pieces:
-//! see `pieces`), plus, for a stream, one consumer group's PEL and consumers, one stream
-//! node or one compact blob (listpack, ziplist, intset, zipmap value: read whole).
+//! `ChunkLimits::huge` bytes (a longer string element, quicklist node or listpack/ziplist
+//! value is read in pieces: see `pieces`), plus, for a stream, one consumer group's PEL and
+//! consumers or one stream node, or one intset or zipmap value (read whole).
 //! (A type-26 stream's IDMP iids come a chunk at a time.)
 
 use std::collections::VecDeque;
@@ -42,6 +42,35 @@ enum Piece {
     Str { src: Src, then: Then },
     /// A quicklist node longer than the threshold, entry by entry.
     Node(Box<Node>),
+    /// A value stored as one listpack or ziplist longer than the threshold, entry by entry,
+    /// its entries taken as its type's tuples.
+    Blob(Box<BlobValue>),
+}
+
+/// Where a tuple of a compact value stands: `i` entries of it read; the first (a member or
+/// field) whole or in parts, the second (a hash value) too.
+struct BlobValue {
+    node: Node,
+    ty: u8,
+    i: usize,
+    first: Held,
+    second: Held,
+}
+
+enum Held {
+    Whole(Bytes),
+    /// Sent in parts (and, for a hash field, ended).
+    Parts,
+}
+
+impl BlobValue {
+    fn tuple(&self) -> usize {
+        match self.ty {
+            10 | 20 => 1,
+            23 | 25 => 3,
+            _ => 2,
+        }
+    }
 }
 
 /// What follows a string element's last part.
@@ -271,6 +300,15 @@ enum Acc {
 }
 
 impl Acc {
+    fn empty(&self) -> Acc {
+        match self {
+            Acc::List(_) => Acc::List(Vec::new()),
+            Acc::Set(_) => Acc::Set(Vec::new()),
+            Acc::ZSet(_) => Acc::ZSet(Vec::new()),
+            Acc::Hash(_) => Acc::Hash(Vec::new()),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Acc::List(v) | Acc::Set(v) => v.len(),
@@ -467,7 +505,36 @@ impl Decoder {
                     read_ms(rd)?;
                 }
                 let at = rd.offset();
-                let blob = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+                let kind = match self.ty.0 {
+                    10 | 12 | 13 => Some(NodeKind::Ziplist),
+                    16 | 17 | 20 | 23 | 25 => Some(NodeKind::Listpack),
+                    _ => None,
+                };
+                let blob = match (kind, read_len(rd)?) {
+                    (Some(kind), Len::Plain(n)) if n > lim.huge => {
+                        let blob = Blob::plain(rd, n);
+                        self.start_blob(rd, blob, kind)?;
+                        return Ok(());
+                    }
+                    (_, Len::Plain(n)) => {
+                        if n > MAX_ELEMENT_BYTES {
+                            return Err(rd.err(ErrorKind::TooLarge("string")));
+                        }
+                        rd.vec(n)?
+                    }
+                    (_, Len::Int(w)) => read_int(rd, w)?.to_string().into_bytes(),
+                    (kind, Len::Lzf) => {
+                        let (clen, ulen) = read_lzf_lens(rd)?;
+                        match kind {
+                            Some(kind) if ulen > lim.huge => {
+                                let blob = Blob::lzf(rd, clen, ulen, at);
+                                self.start_blob(rd, blob, kind)?;
+                                return Ok(());
+                            }
+                            _ => lzf_whole(rd, clen, ulen)?,
+                        }
+                    }
+                };
                 decode_blob(self.ty.0, &blob, lim, &mut self.pending).map_err(bad(at))?;
             }
             14 | 18 => {
@@ -647,8 +714,207 @@ impl Decoder {
                     self.piece = Some(Piece::Node(node));
                 }
             }
+            Some(Piece::Blob(mut b)) => {
+                let more = self.read_blob(rd, &mut b)?;
+                self.piece = more.then_some(Piece::Blob(b));
+            }
         }
         Ok(())
+    }
+
+    fn start_blob<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+        blob: Blob,
+        kind: NodeKind,
+    ) -> Result<(), Error> {
+        let node = Node::start(rd, blob, kind)?;
+        self.piece = Some(Piece::Blob(Box::new(BlobValue {
+            node,
+            ty: self.ty.0,
+            i: 0,
+            first: Held::Parts,
+            second: Held::Parts,
+        })));
+        Ok(())
+    }
+
+    /// Reads a compact value's entries until a chunk's worth of elements, or a part or end of
+    /// an element in parts, is pending.
+    fn read_blob<R: Read>(&mut self, rd: &mut Reader<R>, b: &mut BlobValue) -> Result<bool, Error> {
+        let lim = self.lim;
+        let t = b.tuple();
+        let mut acc = match b.ty {
+            10 => Acc::List(Vec::new()),
+            20 => Acc::Set(Vec::new()),
+            12 | 17 => Acc::ZSet(Vec::new()),
+            _ => Acc::Hash(Vec::new()),
+        };
+        let mut bytes = 0usize;
+        let mut more = true;
+        while acc.len() < lim.elements && bytes < lim.bytes {
+            let step = b.node.next(rd, lim.huge, lim.bytes)?;
+            if matches!(step, Step::Part(_) | Step::End) && acc.len() > 0 {
+                let empty = acc.empty();
+                let full = std::mem::replace(&mut acc, empty);
+                self.pending.push_back(full.into_chunk());
+            }
+            let zset = matches!(b.ty, 12 | 17);
+            match step {
+                Step::Done => {
+                    if b.i != 0 {
+                        let what = if t == 3 {
+                            "listpack-ex element count is not a multiple of 3"
+                        } else {
+                            "odd number of elements in a pair encoding"
+                        };
+                        return Err(b.node.error(what));
+                    }
+                    more = false;
+                    break;
+                }
+                Step::Item(e) if t == 1 => {
+                    bytes += e.len();
+                    match &mut acc {
+                        Acc::List(v) | Acc::Set(v) => v.push(e),
+                        _ => {}
+                    }
+                    continue;
+                }
+                Step::Item(e) if b.i == 0 => {
+                    b.first = Held::Whole(e);
+                    b.i = 1;
+                    continue;
+                }
+                Step::Item(e) if b.i == 1 && zset => {
+                    let score = crate::string::parse_f64(&e)
+                        .ok_or_else(|| b.node.error("zset score is not a number"))?;
+                    b.i = 0;
+                    match (std::mem::replace(&mut b.first, Held::Parts), &mut acc) {
+                        (Held::Whole(m), Acc::ZSet(v)) => {
+                            bytes += m.len() + 8;
+                            v.push((m, score));
+                            continue;
+                        }
+                        _ => self
+                            .pending
+                            .push_back(Chunk::ElementEnd(Element::ZSetMember { score })),
+                    }
+                }
+                Step::Item(e) if b.i == 1 => {
+                    if matches!(b.first, Held::Parts) {
+                        // After a field in parts, its value in parts too.
+                        self.parts_of(e);
+                        b.second = Held::Parts;
+                    } else {
+                        b.second = Held::Whole(e);
+                    }
+                    b.i = 2;
+                    if t == 3 {
+                        if matches!(b.first, Held::Parts) {
+                            break;
+                        }
+                        continue;
+                    }
+                    self.end_tuple(b, None, &mut acc, &mut bytes);
+                    if matches!(acc.len(), 0) {
+                        break;
+                    }
+                    continue;
+                }
+                Step::Item(e) => {
+                    let ttl = Elem::Str(&e)
+                        .as_i64()
+                        .ok_or_else(|| b.node.error("hash field TTL is not an integer"))?;
+                    self.end_tuple(b, (ttl != 0).then_some(ttl), &mut acc, &mut bytes);
+                    if matches!(acc.len(), 0) {
+                        break;
+                    }
+                    continue;
+                }
+                Step::Part(p) => {
+                    if (b.i == 1 && zset) || b.i == 2 {
+                        let what = if zset {
+                            "zset score is not a number"
+                        } else {
+                            "hash field TTL is not an integer"
+                        };
+                        return Err(b.node.error(what));
+                    }
+                    self.pending.push_back(Chunk::ElementPart(p));
+                }
+                Step::End => match (t, b.i) {
+                    (1, _) => {
+                        let e = if b.ty == 10 {
+                            Element::ListItem
+                        } else {
+                            Element::SetMember
+                        };
+                        self.pending.push_back(Chunk::ElementEnd(e));
+                    }
+                    (_, 0) => {
+                        b.first = Held::Parts;
+                        b.i = 1;
+                        if !zset {
+                            self.pending
+                                .push_back(Chunk::ElementEnd(Element::HashField));
+                        }
+                    }
+                    _ => {
+                        b.second = Held::Parts;
+                        b.i = 2;
+                        if t == 2 {
+                            self.end_tuple(b, None, &mut acc, &mut bytes);
+                        }
+                    }
+                },
+            }
+            break;
+        }
+        if acc.len() > 0 {
+            self.pending.push_back(acc.into_chunk());
+        }
+        Ok(more)
+    }
+
+    /// A short hash value after a field in parts: in parts too.
+    fn parts_of(&mut self, mut v: Bytes) {
+        while !v.is_empty() {
+            let part = v.split_to(v.len().min(self.lim.bytes));
+            self.pending.push_back(Chunk::ElementPart(part));
+        }
+    }
+
+    /// A hash tuple is complete: into `acc` when whole, else its element's end.
+    fn end_tuple(
+        &mut self,
+        b: &mut BlobValue,
+        expire_ms: Option<i64>,
+        acc: &mut Acc,
+        bytes: &mut usize,
+    ) {
+        b.i = 0;
+        let first = std::mem::replace(&mut b.first, Held::Parts);
+        let second = std::mem::replace(&mut b.second, Held::Parts);
+        match (first, second, acc) {
+            (Held::Whole(field), Held::Whole(value), Acc::Hash(v)) => {
+                let f = HashField {
+                    field,
+                    value,
+                    expire_ms,
+                };
+                *bytes += hf_size(&f);
+                v.push(f);
+            }
+            (first, _, _) => {
+                let field = match first {
+                    Held::Whole(f) => Some(f),
+                    Held::Parts => None,
+                };
+                self.pending
+                    .push_back(Chunk::ElementEnd(Element::HashValue { field, expire_ms }));
+            }
+        }
     }
 
     /// After a string element's last part: what the file stores after it, and its end.

@@ -274,6 +274,11 @@ impl Node {
         })
     }
 
+    /// An error about what the entries say (their tuples), at the entry read last.
+    pub(crate) fn error(&self, what: &'static str) -> Error {
+        self.blob.bad(self.blob.pos, what)
+    }
+
     /// The next item, piece or end of the node. An entry whose data is longer than `huge`
     /// bytes comes in pieces of at most `part` bytes.
     pub(crate) fn next<R: Read>(
