@@ -175,22 +175,54 @@ fn copy_huge_elements(
 /// into a cluster (each temporary key in its key's slot), and Redis 7's into Redis 5.0.
 #[test]
 fn huge_elements_in_the_snapshot() {
-    let mut sources: Vec<(String, Option<std::path::PathBuf>)> = vec![("redis-7.0".into(), None)];
+    // Hashes and sorted sets kept as one listpack (ziplist before 7.0) however long their
+    // values, where a source is configured so.
+    const LISTPACK: &[&str] = &[
+        "--hash-max-listpack-value",
+        "67108864",
+        "--zset-max-listpack-value",
+        "67108864",
+    ];
+    const ZIPLIST: &[&str] = &[
+        "--hash-max-ziplist-value",
+        "67108864",
+        "--zset-max-ziplist-value",
+        "67108864",
+    ];
+    type Source = (String, Option<std::path::PathBuf>, &'static [&'static str]);
+    let mut sources: Vec<Source> = vec![
+        ("redis-7.0".into(), None, &[]),
+        ("redis-7.0 with listpack values".into(), None, LISTPACK),
+    ];
     for name in ["redis-6.2.14", "redis-8.0.2"] {
         if let Some((_, bin)) = testkit::versions::cached(name) {
-            sources.push((name.into(), Some(bin)));
+            sources.push((name.into(), Some(bin.clone()), &[]));
+            if name == "redis-6.2.14" {
+                sources.push((format!("{name} with ziplist values"), Some(bin), ZIPLIST));
+            }
         }
     }
-    for (label, bin) in sources {
-        let start = || match &bin {
-            Some(bin) => Server::start_bin(bin, &[]),
-            None => Server::start(),
+    for (label, bin, config) in sources {
+        let start = |args: &[&str]| match &bin {
+            Some(bin) => Server::start_bin(bin, args),
+            None => Server::start_with(args),
         };
-        let source = start();
+        let source = start(config);
         let field_ttl = source.version() >= (7, 4, 0);
         fill_huge_elements(&source, field_ttl);
+        if !config.is_empty() {
+            let encoding: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg("elem:hboth")
+                .query(&mut source.conn())
+                .unwrap();
+            assert!(
+                ["listpack", "ziplist"].contains(&encoding.as_str()),
+                "{label}: {encoding}"
+            );
+        }
         // A target of the same version (older ones drop field expiries, and say so).
-        let target = start();
+        let target = start(&[]);
         copy_huge_elements(
             &source,
             (target.url(), compare::Side::from(&target)),
