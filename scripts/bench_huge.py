@@ -6,12 +6,15 @@ Source (repl-diskless-sync no) holds, before the sync:
               the big-value threshold: decompressed by ferry a chunk at a time),
   huge:plain  random bytes (LZF cannot compress them: stored plain),
   huge:list   a list of 1 MiB text elements adding up to the same size,
+  huge:listelem  one text element of that size between two small ones (a listpack node of one
+              entry, stored LZF-compressed: read entry by entry, the entry in pieces),
+  huge:hash   one field whose value is random bytes of that size, beside a small one,
   small       one small key;
 then, once both copies are in their incremental phase, in the command stream, one after
 the other:
   huge:stream one SET of a text value of the same size with EX (propagated as SET ... PXAT),
   huge:rpush  one RPUSH of that value,
-  huge:hash   one HSET huge:hash f <that value>.
+  huge:hset   one HSET huge:hset f <that value>.
 A native replica (REPLICAOF) and ferry (sync, into its own target) run at the same time;
 each one's snapshot time and the time until each stream write is visible are printed, with ferry's
 peak RSS after the snapshot and overall. Values are compared key by key with DEBUG
@@ -26,7 +29,8 @@ import time
 import bench_lib as bl
 from bench_lib import BenchError, log
 
-KEYS = ["huge:lzf", "huge:plain", "huge:list", "small", "huge:stream", "huge:rpush", "huge:hash"]
+KEYS = ["huge:lzf", "huge:plain", "huge:list", "huge:listelem", "huge:hash", "small",
+        "huge:stream", "huge:rpush", "huge:hset"]
 TARGET_RSS = 64 * 1048576
 
 
@@ -49,6 +53,13 @@ def fill(src, mib, rnd):
             ("APPEND", "huge:plain", os.urandom(1 << 20)),
             ("RPUSH", "huge:list", blocks[(i * 3 + 1) % 8]),
         ])
+    # One element of the full size, sent whole (the server's proto-max-bulk-len is 512 MiB).
+    elem = b"".join(blocks[(i * 7 + 3) % 8] for i in range(mib))
+    src.cmd("RPUSH", "huge:listelem", "a", elem, "z")
+    del elem
+    elem = os.urandom(mib << 20)
+    src.cmd("HSET", "huge:hash", "f", elem, "g", "small")
+    del elem
     src.cmd("SET", "small", "x")
     return blocks
 
@@ -138,8 +149,8 @@ def run(args, ferry):
              lambda c: c.cmd("STRLEN", "huge:stream") == want),
             ("rpush", ("RPUSH", "huge:rpush", value),
              lambda c: c.cmd("LLEN", "huge:rpush") == 1),
-            ("hset", ("HSET", "huge:hash", "f", value),
-             lambda c: c.cmd("HSTRLEN", "huge:hash", "f") == want),
+            ("hset", ("HSET", "huge:hset", "f", value),
+             lambda c: c.cmd("HSTRLEN", "huge:hset", "f") == want),
         ]
         for name, command, arrived in writes:
             t1 = time.monotonic()
@@ -193,8 +204,8 @@ def report(r):
 
     peak = r.get("ferry_peak_rss_bytes")
     lines = [
-        f"== huge values: {r['mib']} MiB each (lzf text, random, list of 1 MiB items; then a SET, "
-        f"an RPUSH and an HSET in the stream); ferry {r['ferry']}",
+        f"== huge values: {r['mib']} MiB each (lzf text, random, list of 1 MiB items, one list "
+        f"item, one hash value; then a SET, an RPUSH and an HSET in the stream); ferry {r['ferry']}",
         f"RDB {bl.mib(r.get('rdb_bytes'))}",
         f"snapshot:   native replica {s(r.get('native_snapshot_s'))}   ferry {s(r.get('ferry_snapshot_s'))}"
         f"   (ferry peak RSS by then {bl.mib(r.get('ferry_peak_rss_snapshot_bytes'))})",

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| ferry_fuzz::capped(data.len(), || {
         big_value_elements: 4,
         chunk_elements: 3,
         chunk_bytes: 32,
+        huge_element_bytes: 16,
         verify_checksum: true,
         validate_values: true,
     };

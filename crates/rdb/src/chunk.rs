@@ -42,6 +42,37 @@ pub enum Chunk {
         iids_added: u64,
         iids_duplicates: u64,
     },
+    /// Part of one element of a list, set, sorted set or hash too long to hold whole (longer
+    /// than [`Options::huge_element_bytes`](crate::Options)), in order: concatenated, the
+    /// parts before the next [`Chunk::ElementEnd`] are the element. Only big values have
+    /// them; the elements before and after come in the usual chunks.
+    ElementPart(Bytes),
+    /// Ends the element whose parts came just before, and says which element it was. An
+    /// empty hash value (after a field in parts) comes with no part at all.
+    ElementEnd(Element),
+}
+
+/// Which element came in [`Chunk::ElementPart`]s, with what completes it. The RDB stores a
+/// member's score and (in Valkey) a field's expiry after the element, so they are here, at
+/// its end.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Element {
+    /// A list item, between the items of the chunks before and after it.
+    ListItem,
+    SetMember,
+    ZSetMember {
+        score: f64,
+    },
+    /// A hash field's name. Its value follows in parts too, whatever its length, ended by
+    /// `HashValue { field: None, .. }`.
+    HashField,
+    /// A hash field's value: of `field`, or, when `None`, of the field that came in parts just
+    /// before it.
+    HashValue {
+        field: Option<Bytes>,
+        /// Absolute unix ms of the field's own expiry (Redis 7.4+ / Valkey 9+).
+        expire_ms: Option<i64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

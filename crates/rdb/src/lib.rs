@@ -19,7 +19,8 @@
 //! - `string`: integer and LZF strings, old text doubles, the element size cap.
 //! - `value`: per-encoding code: `listpack`, `ziplist`, `intset`, `zipmap`, `stream`,
 //!   `walk` (find a value's end, decide "big"), `validate` (the deep check of a whole value,
-//!   as Redis's `sanitize-dump-payload yes`) and `decode` (the chunk state machine).
+//!   as Redis's `sanitize-dump-payload yes`), `decode` (the chunk state machine) and `pieces`
+//!   (an element, or a quicklist node, too long to hold whole).
 //! - `module`: [`ModuleType`], a module type's name and version from its id.
 //! - `chunk`: [`Chunk`] and the stream types.
 //! - `parser`: [`Parser`], [`Event`], [`Options`].
@@ -30,12 +31,19 @@
 //! whose values are damaged fails at the damaged key, naming it, its db and the byte; a big
 //! value's blobs and stream nodes are validated as they are decoded.
 //!
-//! Limits: one element read whole (a string in a big collection, a listpack or quicklist
-//! node, a small LZF string) may not exceed [`MAX_ELEMENT_BYTES`] (512 MiB); a big plain
-//! string is streamed in parts without that cap, and a big LZF string is decompressed a
-//! chunk at a time (its length still capped at 512 MiB). Module values are never chunked. Empty
-//! collections are rejected (Redis never writes them). The pre-GA module type 6 cannot be
-//! skipped without the module and is reported as unsupported.
+//! Limits: in a big value, an element longer than [`Options::huge_element_bytes`] (1 MiB by
+//! default: a list item, a set or sorted set member, a hash field or value, stored plain or
+//! LZF-compressed) comes out in [`Chunk::ElementPart`]s of at most `chunk_bytes`, then a
+//! [`Chunk::ElementEnd`] saying which element it was; a quicklist node (listpack, or ziplist
+//! before Redis 7), or a value stored as one listpack or ziplist, longer than that is read
+//! entry by entry and checked as it passes. A big plain string is streamed in parts, and a
+//! big LZF string decompressed a chunk at a time (its length capped at
+//! [`MAX_ELEMENT_BYTES`], 512 MiB). Still read whole, each up to 512 MiB: an intset or zipmap
+//! value, a stream node, a stream consumer group's PEL, a small value (up to
+//! `big_value_bytes`), an aux field or function, and anything given to [`decode_value`]
+//! (its elements come whole). Module values are never
+//! chunked. Empty collections are rejected (Redis never writes them). The pre-GA module type 6
+//! cannot be skipped without the module and is reported as unsupported.
 
 mod chunk;
 pub mod dump;
@@ -51,8 +59,8 @@ mod value;
 use bytes::Bytes;
 
 pub use chunk::{
-    Chunk, Consumer, HashField, IdmpEntry, PendingEntry, StreamEntry, StreamGroup, StreamId,
-    StreamIdmp, StreamMeta,
+    Chunk, Consumer, Element, HashField, IdmpEntry, PendingEntry, StreamEntry, StreamGroup,
+    StreamId, StreamIdmp, StreamMeta,
 };
 pub use dump::{Crc64, crc64};
 pub use error::{Error, ErrorKind};
@@ -79,8 +87,12 @@ pub fn decode_value(
     rdb_version: u16,
 ) -> Result<Vec<Chunk>, Error> {
     let mut rd = reader::Reader::with_buffer(&raw[..], false, raw.len());
-    let mut dec =
-        value::decode::Decoder::new(type_byte, rdb_version, Options::default().chunk_limits());
+    // The value is in memory already: its elements come whole.
+    let lim = value::decode::ChunkLimits {
+        huge: u64::MAX,
+        ..Options::default().chunk_limits()
+    };
+    let mut dec = value::decode::Decoder::new(type_byte, rdb_version, lim);
     let mut out = Vec::new();
     while let Some(c) = dec.next_chunk(&mut rd)? {
         out.push(c);

@@ -107,8 +107,14 @@ pub struct Options {
     pub big_value_elements: u64,
     /// Max elements per chunk (default 1000).
     pub chunk_elements: usize,
-    /// Approximate max bytes per chunk (default 1 MiB).
+    /// Approximate max bytes per chunk (default 1 MiB); also the most bytes of one
+    /// [`Chunk::ElementPart`](crate::Chunk::ElementPart) or `StringPart`.
     pub chunk_bytes: usize,
+    /// In a big value, an element (list item, set or sorted set member, hash field or value)
+    /// longer than this comes out in [`Chunk::ElementPart`](crate::Chunk::ElementPart)s
+    /// instead of whole (default 1 MiB), and a quicklist node longer than this is read entry
+    /// by entry: memory stays bounded whatever one element holds.
+    pub huge_element_bytes: usize,
     /// Verify the trailing CRC64 (default true).
     pub verify_checksum: bool,
     /// Validate every small value's bytes as deeply as Redis's `sanitize-dump-payload yes`
@@ -125,6 +131,7 @@ impl Default for Options {
             big_value_elements: 50_000,
             chunk_elements: 1000,
             chunk_bytes: 1024 * 1024,
+            huge_element_bytes: 1024 * 1024,
             verify_checksum: true,
             validate_values: true,
         }
@@ -136,13 +143,17 @@ impl Options {
         ChunkLimits {
             elements: self.chunk_elements,
             bytes: self.chunk_bytes,
+            huge: self.huge_element_bytes as u64,
         }
     }
 }
 
 enum State {
     Keys,
-    Big { decoder: Decoder, meta: KeyMeta },
+    Big {
+        decoder: Box<Decoder>,
+        meta: KeyMeta,
+    },
     Done,
     Failed(Error),
 }
@@ -411,7 +422,7 @@ impl<R: Read> Parser<R> {
             Err(Stop::Big) => {
                 let prefix = rd.take_capture();
                 rd.replay(prefix);
-                let decoder = Decoder::new(ty, self.version, self.options.chunk_limits());
+                let decoder = Box::new(Decoder::new(ty, self.version, self.options.chunk_limits()));
                 self.state = State::Big {
                     decoder,
                     meta: meta.clone(),

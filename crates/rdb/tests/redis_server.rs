@@ -570,3 +570,83 @@ fn real_server_round_trip() {
         assert!(big_kinds.contains(k), "no big {k}: {big_kinds:?}");
     }
 }
+
+/// Elements in parts put back as one-element chunks of their kind, to check like any chunk.
+fn reassemble(chunks: Vec<Chunk>, in_parts: &mut usize) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut part = Vec::new();
+    let mut field = None;
+    for c in chunks {
+        match c {
+            Chunk::ElementPart(b) => part.extend_from_slice(&b),
+            Chunk::ElementEnd(e) => {
+                *in_parts += 1;
+                let b = Bytes::from(std::mem::take(&mut part));
+                out.push(match e {
+                    ferry_rdb::Element::ListItem => Chunk::ListItems(vec![b]),
+                    ferry_rdb::Element::SetMember => Chunk::SetMembers(vec![b]),
+                    ferry_rdb::Element::ZSetMember { score } => {
+                        Chunk::ZSetEntries(vec![(b, score)])
+                    }
+                    ferry_rdb::Element::HashField => {
+                        field = Some(b);
+                        continue;
+                    }
+                    ferry_rdb::Element::HashValue {
+                        field: f,
+                        expire_ms,
+                    } => Chunk::HashFields(vec![ferry_rdb::HashField {
+                        field: f.or_else(|| field.take()).expect("its field"),
+                        value: b,
+                        expire_ms,
+                    }]),
+                });
+            }
+            other => out.push(other),
+        }
+    }
+    assert!(part.is_empty() && field.is_none(), "an element left open");
+    out
+}
+
+/// With a tiny element threshold, elements of the server's own snapshot come in parts (the
+/// items of PLAIN list nodes; the listpack nodes of a long list, stored LZF-compressed, read
+/// entry by entry), and put together they are what the server holds.
+#[test]
+fn real_server_elements_in_parts() {
+    let Some(mut s) = Server::start() else { return };
+    load(&mut s);
+    s.c("SAVE");
+    let data = std::fs::read(s.dir.join("x.rdb")).unwrap();
+    let opts = Options {
+        big_value_elements: 2,
+        big_value_bytes: 1024,
+        chunk_elements: 7,
+        chunk_bytes: 40,
+        huge_element_bytes: 64,
+        ..Options::default()
+    };
+    let mut cur: Option<(KeyMeta, Vec<Chunk>)> = None;
+    let mut in_parts = 0;
+    let mut lists = 0;
+    for e in parse(&data, opts) {
+        match e {
+            Event::BigValueStart(m) => cur = Some((m, Vec::new())),
+            Event::BigValueChunk(c) => {
+                if let Chunk::ElementPart(b) = &c {
+                    assert!(b.len() <= 40);
+                }
+                cur.as_mut().unwrap().1.push(c)
+            }
+            Event::BigValueEnd => {
+                let (meta, chunks) = cur.take().unwrap();
+                lists += usize::from(meta.type_byte.kind() == Some(Kind::List));
+                check_big(&mut s, &meta, &reassemble(chunks, &mut in_parts));
+            }
+            _ => {}
+        }
+    }
+    assert!(lists >= 2, "{lists} big lists");
+    // list_plain's two long items.
+    assert!(in_parts >= 2, "{in_parts} elements in parts");
+}

@@ -20,6 +20,7 @@ fn exercise(data: &[u8]) {
         big_value_elements: 4,
         chunk_elements: 3,
         chunk_bytes: 32,
+        huge_element_bytes: 16,
         verify_checksum: true,
         validate_values: true,
     };

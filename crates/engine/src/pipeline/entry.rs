@@ -104,7 +104,7 @@ pub fn weight(entry: &Entry) -> usize {
 
 fn chunk_weight(c: &Chunk) -> usize {
     match c {
-        Chunk::StringPart(b) => b.len(),
+        Chunk::StringPart(b) | Chunk::ElementPart(b) => b.len(),
         Chunk::ListItems(v) | Chunk::SetMembers(v) => v.iter().map(|b| b.len() + 16).sum(),
         Chunk::ZSetEntries(v) => v.iter().map(|(m, _)| m.len() + 24).sum(),
         Chunk::HashFields(v) => v.iter().map(|f| f.field.len() + f.value.len() + 32).sum(),

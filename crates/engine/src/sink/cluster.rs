@@ -35,13 +35,16 @@ use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::net::endpoint::Endpoint;
 use crate::net::topology::{SLOTS, Topology};
-use crate::pipeline::entry::{Barrier, Batch, Command, Entry, OWN_KEY_PREFIX};
+use crate::pipeline::entry::{Barrier, Batch, Command, Entry, OWN_KEY_PREFIX, weight};
 use crate::sink::checkpoint::Checkpoint;
 use crate::status::Status;
 use crate::text::escape;
 
 /// Entries per batch sent to one master's writer.
 const SHARD_BATCH: usize = 512;
+/// Bytes per batch sent to one master's writer, about (see `entry::weight`): the parts of a
+/// huge value would otherwise gather by the hundred while the source outpaces the writers.
+const SHARD_BATCH_BYTES: usize = 512 * 1024;
 /// Commands of one source transaction held to be regrouped by slot, at most; a longer one is
 /// applied in parts.
 const TXN_HOLD: usize = 4096;
@@ -311,6 +314,7 @@ impl ClusterTarget {
             caps: self.caps,
             topology: self.topology,
             pending: vec![Vec::new(); senders.len()],
+            pending_bytes: vec![0; senders.len()],
             senders,
             handles,
             control: self.control,
@@ -499,6 +503,8 @@ struct Router {
     handles: Vec<JoinHandle<Result<()>>>,
     /// Entries gathered per master, sent when large or when the source has nothing more.
     pending: Vec<Batch>,
+    /// Their weight, per master.
+    pending_bytes: Vec<usize>,
     control: Vec<Conn>,
     tags: Arc<SlotTags>,
     slot_keys: Option<Arc<SlotCheckpoints>>,
@@ -585,8 +591,12 @@ impl Router {
     }
 
     async fn send_to(&mut self, shard: usize, entry: Entry) -> Result<()> {
+        self.pending_bytes[shard] += weight(&entry);
         self.pending[shard].push(entry);
-        if self.pending[shard].len() >= SHARD_BATCH {
+        if self.pending[shard].len() >= SHARD_BATCH
+            || self.pending_bytes[shard] >= SHARD_BATCH_BYTES
+        {
+            self.pending_bytes[shard] = 0;
             let batch = std::mem::take(&mut self.pending[shard]);
             if self.senders[shard].send(batch).await.is_err() {
                 return Err(self.writer_gone().await);
@@ -608,6 +618,7 @@ impl Router {
             if self.pending[shard].is_empty() {
                 continue;
             }
+            self.pending_bytes[shard] = 0;
             let batch = std::mem::take(&mut self.pending[shard]);
             if self.senders[shard].send(batch).await.is_err() {
                 return false;

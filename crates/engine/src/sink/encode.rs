@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ferry_rdb::{Chunk, KeyMeta};
+use ferry_rdb::{Chunk, Element, KeyMeta};
 
 use super::caps::Caps;
 use crate::error::Error;
@@ -170,6 +170,70 @@ pub struct Encoder {
     said: std::collections::HashSet<&'static str>,
     /// TTLs of snapshot keys held until the stream can renew or delete the keys.
     hold: Option<super::hold::Hold>,
+    /// A big key's element arriving in parts (see `Chunk::ElementPart`).
+    pieces: Pieces,
+}
+
+/// An element too long to hold whole is built in a temporary key of ferry's own (`SET` of its
+/// first part with an expiry, `APPEND`s), which one `EVAL` then moves into its key
+/// (`ELEMENT_SCRIPT`). On a cluster the temporary key is in the key's slot, so the script's keys
+/// are in one slot.
+#[derive(Default)]
+struct Pieces {
+    /// The temporary key of the element being received, once its first part is written.
+    open: Option<Bytes>,
+    /// The temporary key of a hash field that came in parts: its value follows.
+    field: Option<Bytes>,
+}
+
+/// How long a temporary key outlives a ferry stopped while it fills it.
+const ELEMENT_KEY_TTL_MS: &str = "3600000";
+
+/// Moves the element in KEYS[2] into KEYS[1] with ARGV[1] (`RPUSH`, `SADD`; `ZADD` with the
+/// score ARGV[2]; `HSET` with the field ARGV[2], or the field in KEYS[3], and its expiry ARGV[3]
+/// when not empty) and deletes the temporary keys. A missing key is the empty string (an
+/// element of no parts). Its effects are what replicas get (a no-op from 5.0 on, where that is
+/// the default; before, the script itself would go on, and a replica of the target, or a
+/// ferry following it, has no temporary key to read).
+const ELEMENT_SCRIPT: &str = "\
+redis.replicate_commands()
+local v = redis.call('GET', KEYS[2]) or ''
+redis.call('DEL', KEYS[2])
+local c = ARGV[1]
+if c == 'HSET' then
+  local f = ARGV[2]
+  if KEYS[3] then
+    f = redis.call('GET', KEYS[3]) or ''
+    redis.call('DEL', KEYS[3])
+  end
+  local r = redis.call('HSET', KEYS[1], f, v)
+  if ARGV[3] ~= '' then redis.call('HPEXPIREAT', KEYS[1], ARGV[3], 'FIELDS', 1, f) end
+  return r
+elseif c == 'ZADD' then
+  return redis.call('ZADD', KEYS[1], ARGV[2], v)
+end
+return redis.call(c, KEYS[1], v)";
+
+/// A name for a temporary element key no other writer uses: this process's own mark and a
+/// count, in `slot` on a cluster.
+fn element_key(slot: Option<u16>) -> Bytes {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mark = MARK.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    });
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let prefix = [crate::pipeline::entry::OWN_KEY_PREFIX, b"elem:"].concat();
+    let suffix = format!(":{mark}:{n}");
+    Bytes::from(match slot {
+        Some(slot) => super::hold::tags().key_in_slot(&prefix, slot, suffix.as_bytes()),
+        None => [&prefix[..], &suffix.as_bytes()[1..]].concat(),
+    })
 }
 
 /// The highest db a command names in its arguments (`SWAPDB a b`, `MOVE key db`, `COPY ... DB
@@ -225,11 +289,17 @@ struct Txn {
     last_write: Option<(u64, u32)>,
     /// Commands in it so far.
     commands: usize,
+    /// Bytes of the big-key commands in it so far (a snapshot transaction).
+    bytes: usize,
 }
 
 /// Snapshot writes per transaction on a fenced standalone target, at most (each flush ends
 /// one too): the target holds a transaction's commands until its EXEC.
 const SNAPSHOT_TXN_COMMANDS: usize = 256;
+
+/// Bytes of big-key commands per snapshot transaction, about: the target holds what is queued
+/// until the EXEC, and 256 pieces of a huge value would be 64 MiB.
+const SNAPSHOT_TXN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Commands per ferry transaction, at most (a source transaction stays whole whatever its
 /// size): the EXEC reply is an array of one result each, and a small one is read in one go.
@@ -296,6 +366,7 @@ impl Encoder {
             slot_chain: std::collections::HashMap::new(),
             said: Default::default(),
             hold: None,
+            pieces: Pieces::default(),
         }
     }
 
@@ -363,10 +434,9 @@ impl Encoder {
     fn snapshot_txn_bound(&mut self) {
         if self.fenced_snapshot()
             && !self.checkpointing
-            && self
-                .txn
-                .as_ref()
-                .is_some_and(|t| t.commands >= SNAPSHOT_TXN_COMMANDS)
+            && self.txn.as_ref().is_some_and(|t| {
+                t.commands >= SNAPSHOT_TXN_COMMANDS || t.bytes >= SNAPSHOT_TXN_BYTES
+            })
         {
             self.close_txn();
         }
@@ -671,6 +741,7 @@ impl Encoder {
             Entry::BigStart(meta) => {
                 self.select(meta.db as u32);
                 self.drop_key_metadata(&meta);
+                self.pieces = Pieces::default();
                 self.stream_started = false;
                 self.stream = StreamFacts::default();
                 self.command(Kind::Part, "DEL", &meta, &[&b"DEL"[..], &meta.key]);
@@ -1408,6 +1479,11 @@ impl Encoder {
         // of a big key's chunks went back to db 0 for the next one's fence check.
         self.select(meta.db as u32);
         ferry_resp::encode_command(&mut self.out, args);
+        if !self.checkpointing
+            && let Some(txn) = &mut self.txn
+        {
+            txn.bytes += args.iter().map(|a| a.len()).sum::<usize>();
+        }
         self.expects.push(Expect::Reply {
             kind,
             command: Bytes::from_static(label.as_bytes()),
@@ -1433,6 +1509,57 @@ impl Encoder {
     /// `XCFGSET` and `XIDMPRECORD` (Redis 8.6).
     fn stream_idmp(&self) -> bool {
         (self.caps.version.0, self.caps.version.1) >= (8, 6)
+    }
+
+    /// A temporary key for an element of `meta`'s key (in its slot on a cluster).
+    fn element_key(&self, meta: &KeyMeta) -> Bytes {
+        element_key(self.cluster.then(|| ferry_keyspace::slot(&meta.key)))
+    }
+
+    /// The element whose parts are in the temporary key goes into its key.
+    fn element_end(&mut self, meta: &Arc<KeyMeta>, element: Element) {
+        let tmp = match self.pieces.open.take() {
+            Some(tmp) => tmp,
+            // No part: the empty string, which the script reads for a missing key.
+            None => self.element_key(meta),
+        };
+        let key: &[u8] = &meta.key;
+        let (name, arg, field_key, expire) = match element {
+            Element::HashField => {
+                self.pieces.field = Some(tmp);
+                return;
+            }
+            Element::ListItem => ("RPUSH", Bytes::new(), None, None),
+            Element::SetMember => ("SADD", Bytes::new(), None, None),
+            Element::ZSetMember { score } => ("ZADD", Bytes::from(format_score(score)), None, None),
+            Element::HashValue { field, expire_ms } => {
+                let field_key = match field {
+                    Some(_) => None,
+                    None => self.pieces.field.take(),
+                };
+                ("HSET", field.unwrap_or_default(), field_key, expire_ms)
+            }
+        };
+        let expire = match expire {
+            Some(_) if !self.caps.hash_field_ttl() => {
+                self.expects.push(Expect::Dropped(format!(
+                    "TTLs of 1 field of hash {} in db {}: the target is older than 7.4",
+                    escape(key),
+                    meta.db
+                )));
+                String::new()
+            }
+            Some(at) => at.to_string(),
+            None => String::new(),
+        };
+        let mut args: Vec<&[u8]> = vec![b"EVAL", ELEMENT_SCRIPT.as_bytes()];
+        let n = if field_key.is_some() { "3" } else { "2" };
+        args.extend([n.as_bytes(), key, &tmp]);
+        if let Some(f) = &field_key {
+            args.push(f);
+        }
+        args.extend([name.as_bytes(), &arg, expire.as_bytes()]);
+        self.command(Kind::Part, "EVAL (element in parts)", meta, &args);
     }
 
     fn chunk(&mut self, meta: &Arc<KeyMeta>, chunk: Chunk) {
@@ -1644,6 +1771,28 @@ impl Encoder {
                     );
                 }
             }
+            Chunk::ElementPart(part) => match self.pieces.open.clone() {
+                Some(tmp) => {
+                    self.command(Kind::Part, "APPEND", meta, &[&b"APPEND"[..], &tmp, &part])
+                }
+                None => {
+                    let tmp = self.element_key(meta);
+                    self.command(
+                        Kind::Part,
+                        "SET (element part)",
+                        meta,
+                        &[
+                            &b"SET"[..],
+                            &tmp,
+                            &part,
+                            b"PX",
+                            ELEMENT_KEY_TTL_MS.as_bytes(),
+                        ],
+                    );
+                    self.pieces.open = Some(tmp);
+                }
+            },
+            Chunk::ElementEnd(element) => self.element_end(meta, element),
             // Reported with its StreamIdmp chunk.
             Chunk::StreamIdmpEntries { .. } => {}
             // All-time counters (XINFO's iids-added, iids-duplicates): no command sets them.
@@ -2406,6 +2555,158 @@ mod tests {
         }
         assert!(buf.is_empty());
         cmds
+    }
+
+    /// An element in parts: its first part `SET` into a temporary key with an expiry, the
+    /// others `APPEND`ed, then one `EVAL` moves it into the key; a hash field in parts and its
+    /// value go through two. On a cluster every temporary key is in its key's slot.
+    #[test]
+    fn elements_in_parts_go_through_temporary_keys() {
+        for cluster in [false, true] {
+            let mut enc = Encoder::new();
+            if cluster {
+                enc = enc.for_cluster(None);
+            }
+            let meta = Arc::new(KeyMeta {
+                type_byte: ferry_rdb::TypeByte::HASH,
+                ..(*stream_meta(b"user:{42}", None)).clone()
+            });
+            let part = |b: &'static [u8]| {
+                Entry::BigChunk(meta.clone(), Chunk::ElementPart(Bytes::from_static(b)))
+            };
+            let end = |e: Element| Entry::BigChunk(meta.clone(), Chunk::ElementEnd(e));
+            for e in [
+                Entry::BigStart(meta.clone()),
+                part(b"fie"),
+                part(b"ld"),
+                end(Element::HashField),
+                part(b"value"),
+                end(Element::HashValue {
+                    field: None,
+                    expire_ms: Some(7),
+                }),
+                part(b"v2"),
+                end(Element::HashValue {
+                    field: Some(Bytes::from_static(b"f2")),
+                    expire_ms: None,
+                }),
+                end(Element::HashValue {
+                    field: Some(Bytes::from_static(b"empty")),
+                    expire_ms: None,
+                }),
+                Entry::BigEnd(meta.clone()),
+            ] {
+                enc.push(e).unwrap();
+            }
+            let (out, _) = enc.take();
+            let cmds = commands(&out);
+            let names: Vec<&[u8]> = cmds.iter().map(|c| &c[0][..]).collect();
+            assert_eq!(
+                names,
+                [
+                    &b"DEL"[..],
+                    b"SET",
+                    b"APPEND",
+                    b"SET",
+                    b"EVAL",
+                    b"SET",
+                    b"EVAL",
+                    b"EVAL"
+                ]
+            );
+            let (field, value) = (&cmds[1][1], &cmds[3][1]);
+            assert_eq!(&cmds[1][2..], [&b"fie"[..], b"PX", b"3600000"]);
+            assert_eq!(cmds[2][1..], [field.clone(), b"ld".to_vec()]);
+            assert_ne!(field, value);
+            let eval = &cmds[4];
+            assert_eq!(eval[2], b"3");
+            assert_eq!(
+                eval[3..6],
+                [b"user:{42}".to_vec(), value.clone(), field.clone()]
+            );
+            assert_eq!(eval[6..], [b"HSET".to_vec(), Vec::new(), b"7".to_vec()]);
+            assert_eq!(cmds[6][2], b"2");
+            assert_eq!(cmds[6][5..], [b"HSET".to_vec(), b"f2".to_vec(), Vec::new()]);
+            // No part: a temporary key never written, read as the empty string.
+            assert_eq!(
+                cmds[7][5..],
+                [b"HSET".to_vec(), b"empty".to_vec(), Vec::new()]
+            );
+            for tmp in [field, value, &cmds[5][1], &cmds[7][4]] {
+                assert!(tmp.starts_with(b"__ferry:elem:"), "{tmp:?}");
+                if cluster {
+                    assert_eq!(
+                        ferry_keyspace::slot(tmp),
+                        ferry_keyspace::slot(b"user:{42}")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Fenced, the pieces of a huge element go in transactions of a few MiB each (the target
+    /// holds a transaction's commands until its EXEC), and the element's EVAL in one of them.
+    #[test]
+    fn fenced_pieces_go_in_transactions_bounded_by_bytes() {
+        let guard = Guard {
+            token: Bytes::from_static(b"tok"),
+            own: Bytes::from_static(b"__ferry:fence:t"),
+            slots: None,
+            owned: Arc::default(),
+            lease: Bytes::from_static(b"__ferry:lease:t"),
+            lease_value: Bytes::from_static(b"tok 1 0 host machine"),
+        };
+        let mut enc = Encoder::new()
+            .with_checkpoint(b"cp".to_vec())
+            .with_guard(guard);
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from("a".repeat(40)),
+            offset: 0,
+            snapshot: true,
+            clear_target: false,
+        })
+        .unwrap();
+        let meta = Arc::new(KeyMeta {
+            type_byte: ferry_rdb::TypeByte::LIST_QUICKLIST_2,
+            ..(*stream_meta(b"big", None)).clone()
+        });
+        let piece = Bytes::from(vec![b'x'; 256 << 10]);
+        enc.push(Entry::BigStart(meta.clone())).unwrap();
+        for _ in 0..40 {
+            let part = Chunk::ElementPart(piece.clone());
+            enc.push(Entry::BigChunk(meta.clone(), part)).unwrap();
+        }
+        let end = Chunk::ElementEnd(Element::ListItem);
+        enc.push(Entry::BigChunk(meta.clone(), end)).unwrap();
+        enc.push(Entry::BigEnd(meta)).unwrap();
+        enc.push(Entry::SnapshotEnd { offset: 10 }).unwrap();
+        let (out, _) = enc.take();
+        let (mut in_multi, mut bytes, mut most, mut execs, mut parts) = (false, 0, 0, 0, 0);
+        let mut moved = 0;
+        for c in commands(&out) {
+            match c[0].as_slice() {
+                b"MULTI" => (in_multi, bytes) = (true, 0),
+                b"EXEC" => {
+                    (in_multi, most, execs) = (false, most.max(bytes), execs + 1);
+                }
+                b"SET" | b"APPEND" if c[1].starts_with(b"__ferry:elem:") => {
+                    assert!(in_multi);
+                    parts += 1;
+                    bytes += c[2].len();
+                }
+                b"EVAL" if in_multi => {
+                    assert_eq!(c[5..7], [b"RPUSH".to_vec(), Vec::new()][..]);
+                    moved += 1;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((parts, moved), (40, 1));
+        assert!(execs >= 3, "{execs} transactions");
+        assert!(
+            most <= (4 << 20) + (256 << 10),
+            "{most} bytes in one transaction"
+        );
     }
 
     #[test]

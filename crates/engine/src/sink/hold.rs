@@ -173,7 +173,7 @@ pub struct Hold {
     dbs: u32,
 }
 
-fn tags() -> &'static SlotTags {
+pub(super) fn tags() -> &'static SlotTags {
     static TAGS: OnceLock<SlotTags> = OnceLock::new();
     TAGS.get_or_init(SlotTags::new)
 }

@@ -64,6 +64,9 @@ impl Limits {
             big_value_elements: self.big_value_elements.unwrap_or(10_000),
             chunk_elements: 1000,
             chunk_bytes: self.chunk_bytes.unwrap_or(256 * 1024).max(1),
+            // The JSON of an element says whether it is text or base64 before its first byte:
+            // elements are read whole here.
+            huge_element_bytes: usize::MAX,
             verify_checksum: true,
             validate_values: true,
         }

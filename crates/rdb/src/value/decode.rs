@@ -1,8 +1,10 @@
 //! Decodes a value into [`Chunk`]s, one chunk at a time, reading from the stream: the
 //! state machine behind big values and [`decode_value`](crate::decode_value).
 //!
-//! Memory: at most one chunk of elements, plus one whole element (string, listpack node,
-//! quicklist node), plus, for a stream, one consumer group's PEL and consumers.
+//! Memory: at most one chunk of elements, plus one whole element of at most
+//! `ChunkLimits::huge` bytes (a longer string element, quicklist node or listpack/ziplist
+//! value is read in pieces: see `pieces`), plus, for a stream, one consumer group's PEL and
+//! consumers or one stream node, or one intset or zipmap value (read whole).
 //! (A type-26 stream's IDMP iids come a chunk at a time.)
 
 use std::collections::VecDeque;
@@ -10,16 +12,17 @@ use std::io::Read;
 
 use bytes::Bytes;
 
+use super::pieces::{Blob, Node, NodeKind, Opened, Src, Step, open_string};
 use super::{Elem, intset, listpack, stream, ziplist, zipmap};
 use crate::chunk::{
-    Chunk, Consumer, HashField, IdmpEntry, PendingEntry, StreamGroup, StreamId, StreamIdmp,
-    StreamMeta,
+    Chunk, Consumer, Element, HashField, IdmpEntry, PendingEntry, StreamGroup, StreamId,
+    StreamIdmp, StreamMeta,
 };
 use crate::error::{Error, ErrorKind};
 use crate::length::{Len, read_f64, read_len, read_len_id, read_length, read_ms, read_raw_id};
 use crate::reader::Reader;
 use crate::string::{
-    LzfStream, MAX_ELEMENT_BYTES, read_int, read_lzf_lens, read_string, read_string_vec,
+    LzfStream, MAX_ELEMENT_BYTES, lzf_whole, read_int, read_lzf_lens, read_string, read_string_vec,
     read_text_double,
 };
 use crate::types::TypeByte;
@@ -29,6 +32,66 @@ use crate::types::TypeByte;
 pub(crate) struct ChunkLimits {
     pub elements: usize,
     pub bytes: usize,
+    /// An element longer than this comes in `ElementPart`s.
+    pub huge: u64,
+}
+
+/// What is being read in pieces, across calls.
+enum Piece {
+    /// A string element, then what ends it.
+    Str { src: Src, then: Then },
+    /// A quicklist node longer than the threshold, entry by entry.
+    Node(Box<Node>),
+    /// A value stored as one listpack or ziplist longer than the threshold, entry by entry,
+    /// its entries taken as its type's tuples.
+    Blob(Box<BlobValue>),
+}
+
+/// Where a tuple of a compact value stands: `i` entries of it read; the first (a member or
+/// field) whole or in parts, the second (a hash value) too.
+struct BlobValue {
+    node: Node,
+    ty: u8,
+    i: usize,
+    first: Held,
+    second: Held,
+}
+
+enum Held {
+    Whole(Bytes),
+    /// Sent in parts (and, for a hash field, ended).
+    Parts,
+}
+
+impl BlobValue {
+    fn tuple(&self) -> usize {
+        match self.ty {
+            10 | 20 => 1,
+            23 | 25 => 3,
+            _ => 2,
+        }
+    }
+}
+
+/// What follows a string element's last part.
+enum Then {
+    ListItem,
+    SetMember,
+    /// Its score follows (text in type 3, binary in type 5).
+    ZSetMember,
+    /// Its value follows, then (`Ttl::After`) the field's expiry.
+    HashField(Ttl),
+    HashValue {
+        field: Option<Bytes>,
+        ttl: Ttl,
+    },
+}
+
+/// A hash field's expiry: read before its field (Redis), or stored after its value (Valkey).
+#[derive(Clone, Copy)]
+enum Ttl {
+    Known(Option<i64>),
+    After,
 }
 
 enum State {
@@ -70,6 +133,7 @@ pub(crate) struct Decoder {
     lim: ChunkLimits,
     state: State,
     pending: VecDeque<Chunk>,
+    piece: Option<Piece>,
 }
 
 /// Splits `items` into chunks of at most `lim.elements` items and about `lim.bytes` bytes.
@@ -236,6 +300,15 @@ enum Acc {
 }
 
 impl Acc {
+    fn empty(&self) -> Acc {
+        match self {
+            Acc::List(_) => Acc::List(Vec::new()),
+            Acc::Set(_) => Acc::Set(Vec::new()),
+            Acc::ZSet(_) => Acc::ZSet(Vec::new()),
+            Acc::Hash(_) => Acc::Hash(Vec::new()),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Acc::List(v) | Acc::Set(v) => v.len(),
@@ -259,6 +332,7 @@ impl Decoder {
         let lim = ChunkLimits {
             elements: lim.elements.max(1),
             bytes: lim.bytes.max(1),
+            huge: lim.huge,
         };
         Self {
             ty,
@@ -266,6 +340,7 @@ impl Decoder {
             lim,
             state: State::Start,
             pending: VecDeque::new(),
+            piece: None,
         }
     }
 
@@ -277,6 +352,10 @@ impl Decoder {
         loop {
             if let Some(c) = self.pending.pop_front() {
                 return Ok(Some(c));
+            }
+            if self.piece.is_some() {
+                self.read_piece(rd)?;
+                continue;
             }
             match self.state {
                 State::Done => return Ok(None),
@@ -305,12 +384,11 @@ impl Decoder {
                         self.state = State::Done;
                         continue;
                     }
-                    let (chunk, left) = self.read_seq(rd, remaining, min_expire)?;
+                    let left = self.read_seq(rd, remaining, min_expire)?;
                     self.state = State::Seq {
                         remaining: left,
                         min_expire,
                     };
-                    return Ok(Some(chunk));
                 }
                 State::Nodes { remaining } => {
                     if remaining == 0 {
@@ -427,7 +505,36 @@ impl Decoder {
                     read_ms(rd)?;
                 }
                 let at = rd.offset();
-                let blob = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+                let kind = match self.ty.0 {
+                    10 | 12 | 13 => Some(NodeKind::Ziplist),
+                    16 | 17 | 20 | 23 | 25 => Some(NodeKind::Listpack),
+                    _ => None,
+                };
+                let blob = match (kind, read_len(rd)?) {
+                    (Some(kind), Len::Plain(n)) if n > lim.huge => {
+                        let blob = Blob::plain(rd, n);
+                        self.start_blob(rd, blob, kind)?;
+                        return Ok(());
+                    }
+                    (_, Len::Plain(n)) => {
+                        if n > MAX_ELEMENT_BYTES {
+                            return Err(rd.err(ErrorKind::TooLarge("string")));
+                        }
+                        rd.vec(n)?
+                    }
+                    (_, Len::Int(w)) => read_int(rd, w)?.to_string().into_bytes(),
+                    (kind, Len::Lzf) => {
+                        let (clen, ulen) = read_lzf_lens(rd)?;
+                        match kind {
+                            Some(kind) if ulen > lim.huge => {
+                                let blob = Blob::lzf(rd, clen, ulen, at);
+                                self.start_blob(rd, blob, kind)?;
+                                return Ok(());
+                            }
+                            _ => lzf_whole(rd, clen, ulen)?,
+                        }
+                    }
+                };
                 decode_blob(self.ty.0, &blob, lim, &mut self.pending).map_err(bad(at))?;
             }
             14 | 18 => {
@@ -450,14 +557,17 @@ impl Decoder {
         Ok(())
     }
 
+    /// Reads up to a chunk of a hashtable-encoded collection's elements into `pending`, and
+    /// stops early at an element to be read in pieces (`piece`). Returns the elements left.
     fn read_seq<R: Read>(
         &mut self,
         rd: &mut Reader<R>,
         mut remaining: u64,
         min_expire: i64,
-    ) -> Result<(Chunk, u64), Error> {
+    ) -> Result<u64, Error> {
         let cap = (remaining.min(self.lim.elements as u64)) as usize;
         let ty = self.ty.0;
+        let huge = self.lim.huge;
         let valkey = self.ty.is_valkey_hash2(self.version);
         let mut acc = match ty {
             1 => Acc::List(Vec::with_capacity(cap)),
@@ -469,55 +579,388 @@ impl Decoder {
         while remaining > 0 && acc.len() < self.lim.elements && bytes < self.lim.bytes {
             remaining -= 1;
             match &mut acc {
-                Acc::List(v) | Acc::Set(v) => {
-                    let s = read_string(rd, MAX_ELEMENT_BYTES)?;
-                    bytes += s.len();
-                    v.push(s);
-                }
-                Acc::ZSet(v) => {
-                    let m = read_string(rd, MAX_ELEMENT_BYTES)?;
-                    let score = if ty == 3 {
-                        read_text_double(rd)?
-                    } else {
-                        read_f64(rd)?
-                    };
-                    bytes += m.len() + 8;
-                    v.push((m, score));
-                }
+                Acc::List(v) | Acc::Set(v) => match open_string(rd, huge)? {
+                    Opened::Whole(s) => {
+                        bytes += s.len();
+                        v.push(s);
+                    }
+                    Opened::Huge(src) => {
+                        let then = if ty == 1 {
+                            Then::ListItem
+                        } else {
+                            Then::SetMember
+                        };
+                        self.piece = Some(Piece::Str { src, then });
+                        break;
+                    }
+                },
+                Acc::ZSet(v) => match open_string(rd, huge)? {
+                    Opened::Whole(m) => {
+                        let score = self.read_score(rd)?;
+                        bytes += m.len() + 8;
+                        v.push((m, score));
+                    }
+                    Opened::Huge(src) => {
+                        let then = Then::ZSetMember;
+                        self.piece = Some(Piece::Str { src, then });
+                        break;
+                    }
+                },
                 Acc::Hash(v) => {
-                    let f = if valkey {
-                        let field = read_string(rd, MAX_ELEMENT_BYTES)?;
-                        let value = read_string(rd, MAX_ELEMENT_BYTES)?;
-                        let ms = read_ms(rd)?;
-                        HashField {
-                            field,
-                            value,
-                            expire_ms: (ms != -1).then_some(ms),
-                        }
+                    let ttl = if valkey {
+                        Ttl::After
                     } else {
                         let ttl = if ty == 4 { 0 } else { read_length(rd)? };
-                        let field = read_string(rd, MAX_ELEMENT_BYTES)?;
-                        let value = read_string(rd, MAX_ELEMENT_BYTES)?;
-                        let expire_ms = match (ty, ttl) {
+                        Ttl::Known(match (ty, ttl) {
                             (_, 0) => None,
                             (24, t) => Some((t as i64).wrapping_add(min_expire).wrapping_sub(1)),
                             (_, t) => Some(t as i64),
-                        };
-                        HashField {
-                            field,
-                            value,
-                            expire_ms,
+                        })
+                    };
+                    let field = match open_string(rd, huge)? {
+                        Opened::Whole(f) => f,
+                        Opened::Huge(src) => {
+                            let then = Then::HashField(ttl);
+                            self.piece = Some(Piece::Str { src, then });
+                            break;
                         }
+                    };
+                    let value = match open_string(rd, huge)? {
+                        Opened::Whole(v) => v,
+                        Opened::Huge(src) => {
+                            let field = Some(field);
+                            let then = Then::HashValue { field, ttl };
+                            self.piece = Some(Piece::Str { src, then });
+                            break;
+                        }
+                    };
+                    let expire_ms = match ttl {
+                        Ttl::Known(e) => e,
+                        Ttl::After => {
+                            let ms = read_ms(rd)?;
+                            (ms != -1).then_some(ms)
+                        }
+                    };
+                    let f = HashField {
+                        field,
+                        value,
+                        expire_ms,
                     };
                     bytes += hf_size(&f);
                     v.push(f);
                 }
             }
         }
-        Ok((acc.into_chunk(), remaining))
+        if acc.len() > 0 {
+            self.pending.push_back(acc.into_chunk());
+        }
+        Ok(remaining)
     }
 
-    /// Reads quicklist nodes until a chunk's worth of items is pending.
+    fn read_score<R: Read>(&self, rd: &mut Reader<R>) -> Result<f64, Error> {
+        if self.ty.0 == 3 {
+            read_text_double(rd)
+        } else {
+            read_f64(rd)
+        }
+    }
+
+    /// Moves the element in pieces on by one part (or a chunk of a node's items), or ends it.
+    fn read_piece<R: Read>(&mut self, rd: &mut Reader<R>) -> Result<(), Error> {
+        let lim = self.lim;
+        match self.piece.take() {
+            None => {}
+            Some(Piece::Str { mut src, then }) => {
+                if let Some(part) = src.next_part(rd, lim.bytes)? {
+                    self.pending.push_back(Chunk::ElementPart(part.into()));
+                    self.piece = Some(Piece::Str { src, then });
+                    return Ok(());
+                }
+                self.end_element(rd, then)?;
+            }
+            Some(Piece::Node(mut node)) => {
+                let mut items = Vec::new();
+                let mut bytes = 0usize;
+                let mut more = true;
+                while items.len() < lim.elements && bytes < lim.bytes {
+                    match node.next(rd, lim.huge, lim.bytes)? {
+                        Step::Item(b) => {
+                            bytes += b.len();
+                            items.push(b);
+                            continue;
+                        }
+                        Step::Part(p) => {
+                            if !items.is_empty() {
+                                let items = std::mem::take(&mut items);
+                                self.pending.push_back(Chunk::ListItems(items));
+                            }
+                            self.pending.push_back(Chunk::ElementPart(p));
+                        }
+                        Step::End => {
+                            if !items.is_empty() {
+                                let items = std::mem::take(&mut items);
+                                self.pending.push_back(Chunk::ListItems(items));
+                            }
+                            self.pending.push_back(Chunk::ElementEnd(Element::ListItem));
+                        }
+                        Step::Done => more = false,
+                    }
+                    break;
+                }
+                if !items.is_empty() {
+                    self.pending.push_back(Chunk::ListItems(items));
+                }
+                if more {
+                    self.piece = Some(Piece::Node(node));
+                }
+            }
+            Some(Piece::Blob(mut b)) => {
+                let more = self.read_blob(rd, &mut b)?;
+                self.piece = more.then_some(Piece::Blob(b));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_blob<R: Read>(
+        &mut self,
+        rd: &mut Reader<R>,
+        blob: Blob,
+        kind: NodeKind,
+    ) -> Result<(), Error> {
+        let node = Node::start(rd, blob, kind)?;
+        self.piece = Some(Piece::Blob(Box::new(BlobValue {
+            node,
+            ty: self.ty.0,
+            i: 0,
+            first: Held::Parts,
+            second: Held::Parts,
+        })));
+        Ok(())
+    }
+
+    /// Reads a compact value's entries until a chunk's worth of elements, or a part or end of
+    /// an element in parts, is pending.
+    fn read_blob<R: Read>(&mut self, rd: &mut Reader<R>, b: &mut BlobValue) -> Result<bool, Error> {
+        let lim = self.lim;
+        let t = b.tuple();
+        let mut acc = match b.ty {
+            10 => Acc::List(Vec::new()),
+            20 => Acc::Set(Vec::new()),
+            12 | 17 => Acc::ZSet(Vec::new()),
+            _ => Acc::Hash(Vec::new()),
+        };
+        let mut bytes = 0usize;
+        let mut more = true;
+        while acc.len() < lim.elements && bytes < lim.bytes {
+            let step = b.node.next(rd, lim.huge, lim.bytes)?;
+            if matches!(step, Step::Part(_) | Step::End) && acc.len() > 0 {
+                let empty = acc.empty();
+                let full = std::mem::replace(&mut acc, empty);
+                self.pending.push_back(full.into_chunk());
+            }
+            let zset = matches!(b.ty, 12 | 17);
+            match step {
+                Step::Done => {
+                    if b.i != 0 {
+                        let what = if t == 3 {
+                            "listpack-ex element count is not a multiple of 3"
+                        } else {
+                            "odd number of elements in a pair encoding"
+                        };
+                        return Err(b.node.error(what));
+                    }
+                    more = false;
+                    break;
+                }
+                Step::Item(e) if t == 1 => {
+                    bytes += e.len();
+                    match &mut acc {
+                        Acc::List(v) | Acc::Set(v) => v.push(e),
+                        _ => {}
+                    }
+                    continue;
+                }
+                Step::Item(e) if b.i == 0 => {
+                    b.first = Held::Whole(e);
+                    b.i = 1;
+                    continue;
+                }
+                Step::Item(e) if b.i == 1 && zset => {
+                    let score = crate::string::parse_f64(&e)
+                        .ok_or_else(|| b.node.error("zset score is not a number"))?;
+                    b.i = 0;
+                    match (std::mem::replace(&mut b.first, Held::Parts), &mut acc) {
+                        (Held::Whole(m), Acc::ZSet(v)) => {
+                            bytes += m.len() + 8;
+                            v.push((m, score));
+                            continue;
+                        }
+                        _ => self
+                            .pending
+                            .push_back(Chunk::ElementEnd(Element::ZSetMember { score })),
+                    }
+                }
+                Step::Item(e) if b.i == 1 => {
+                    if matches!(b.first, Held::Parts) {
+                        // After a field in parts, its value in parts too.
+                        self.parts_of(e);
+                        b.second = Held::Parts;
+                    } else {
+                        b.second = Held::Whole(e);
+                    }
+                    b.i = 2;
+                    if t == 3 {
+                        if matches!(b.first, Held::Parts) {
+                            break;
+                        }
+                        continue;
+                    }
+                    self.end_tuple(b, None, &mut acc, &mut bytes);
+                    if matches!(acc.len(), 0) {
+                        break;
+                    }
+                    continue;
+                }
+                Step::Item(e) => {
+                    let ttl = Elem::Str(&e)
+                        .as_i64()
+                        .ok_or_else(|| b.node.error("hash field TTL is not an integer"))?;
+                    self.end_tuple(b, (ttl != 0).then_some(ttl), &mut acc, &mut bytes);
+                    if matches!(acc.len(), 0) {
+                        break;
+                    }
+                    continue;
+                }
+                Step::Part(p) => {
+                    if (b.i == 1 && zset) || b.i == 2 {
+                        let what = if zset {
+                            "zset score is not a number"
+                        } else {
+                            "hash field TTL is not an integer"
+                        };
+                        return Err(b.node.error(what));
+                    }
+                    self.pending.push_back(Chunk::ElementPart(p));
+                }
+                Step::End => match (t, b.i) {
+                    (1, _) => {
+                        let e = if b.ty == 10 {
+                            Element::ListItem
+                        } else {
+                            Element::SetMember
+                        };
+                        self.pending.push_back(Chunk::ElementEnd(e));
+                    }
+                    (_, 0) => {
+                        b.first = Held::Parts;
+                        b.i = 1;
+                        if !zset {
+                            self.pending
+                                .push_back(Chunk::ElementEnd(Element::HashField));
+                        }
+                    }
+                    _ => {
+                        b.second = Held::Parts;
+                        b.i = 2;
+                        if t == 2 {
+                            self.end_tuple(b, None, &mut acc, &mut bytes);
+                        }
+                    }
+                },
+            }
+            break;
+        }
+        if acc.len() > 0 {
+            self.pending.push_back(acc.into_chunk());
+        }
+        Ok(more)
+    }
+
+    /// A short hash value after a field in parts: in parts too.
+    fn parts_of(&mut self, mut v: Bytes) {
+        while !v.is_empty() {
+            let part = v.split_to(v.len().min(self.lim.bytes));
+            self.pending.push_back(Chunk::ElementPart(part));
+        }
+    }
+
+    /// A hash tuple is complete: into `acc` when whole, else its element's end.
+    fn end_tuple(
+        &mut self,
+        b: &mut BlobValue,
+        expire_ms: Option<i64>,
+        acc: &mut Acc,
+        bytes: &mut usize,
+    ) {
+        b.i = 0;
+        let first = std::mem::replace(&mut b.first, Held::Parts);
+        let second = std::mem::replace(&mut b.second, Held::Parts);
+        match (first, second, acc) {
+            (Held::Whole(field), Held::Whole(value), Acc::Hash(v)) => {
+                let f = HashField {
+                    field,
+                    value,
+                    expire_ms,
+                };
+                *bytes += hf_size(&f);
+                v.push(f);
+            }
+            (first, _, _) => {
+                let field = match first {
+                    Held::Whole(f) => Some(f),
+                    Held::Parts => None,
+                };
+                self.pending
+                    .push_back(Chunk::ElementEnd(Element::HashValue { field, expire_ms }));
+            }
+        }
+    }
+
+    /// After a string element's last part: what the file stores after it, and its end.
+    fn end_element<R: Read>(&mut self, rd: &mut Reader<R>, then: Then) -> Result<(), Error> {
+        let element = match then {
+            Then::ListItem => Element::ListItem,
+            Then::SetMember => Element::SetMember,
+            Then::ZSetMember => Element::ZSetMember {
+                score: self.read_score(rd)?,
+            },
+            Then::HashField(ttl) => {
+                self.pending
+                    .push_back(Chunk::ElementEnd(Element::HashField));
+                // The value follows in parts too, so that the field's end is never alone.
+                let then = Then::HashValue { field: None, ttl };
+                match open_string(rd, self.lim.huge)? {
+                    Opened::Huge(src) => {
+                        self.piece = Some(Piece::Str { src, then });
+                        return Ok(());
+                    }
+                    Opened::Whole(mut v) => {
+                        while !v.is_empty() {
+                            let part = v.split_to(v.len().min(self.lim.bytes));
+                            self.pending.push_back(Chunk::ElementPart(part));
+                        }
+                        return self.end_element(rd, then);
+                    }
+                }
+            }
+            Then::HashValue { field, ttl } => Element::HashValue {
+                field,
+                expire_ms: match ttl {
+                    Ttl::Known(e) => e,
+                    Ttl::After => {
+                        let ms = read_ms(rd)?;
+                        (ms != -1).then_some(ms)
+                    }
+                },
+            },
+        };
+        self.pending.push_back(Chunk::ElementEnd(element));
+        Ok(())
+    }
+
+    /// Reads quicklist nodes until a chunk's worth of items is pending, or a node (or a
+    /// plain node's item) longer than the threshold is to be read in pieces.
     fn read_nodes<R: Read>(
         &mut self,
         rd: &mut Reader<R>,
@@ -525,6 +968,12 @@ impl Decoder {
     ) -> Result<u64, Error> {
         let mut items: Vec<Bytes> = Vec::new();
         let mut bytes = 0usize;
+        let huge = self.lim.huge;
+        let kind = if self.ty.0 == 18 {
+            NodeKind::Listpack
+        } else {
+            NodeKind::Ziplist
+        };
         while remaining > 0 && items.len() < self.lim.elements && bytes < self.lim.bytes {
             remaining -= 1;
             let plain = if self.ty.0 == 18 {
@@ -537,7 +986,43 @@ impl Decoder {
                 false
             };
             let at = rd.offset();
-            let node = read_string_vec(rd, MAX_ELEMENT_BYTES)?;
+            let node = match read_len(rd)? {
+                Len::Plain(n) if n > huge => {
+                    self.piece = Some(if plain {
+                        let then = Then::ListItem;
+                        Piece::Str {
+                            src: Src::Plain { left: n },
+                            then,
+                        }
+                    } else {
+                        let blob = Blob::plain(rd, n);
+                        Piece::Node(Box::new(Node::start(rd, blob, kind)?))
+                    });
+                    break;
+                }
+                Len::Plain(n) => {
+                    if n > MAX_ELEMENT_BYTES {
+                        return Err(rd.err(ErrorKind::TooLarge("string")));
+                    }
+                    rd.vec(n)?
+                }
+                Len::Int(w) => read_int(rd, w)?.to_string().into_bytes(),
+                Len::Lzf => {
+                    let (clen, ulen) = read_lzf_lens(rd)?;
+                    if ulen > huge {
+                        self.piece = Some(if plain {
+                            let then = Then::ListItem;
+                            let src = Src::Lzf(LzfStream::new(clen, ulen, rd.offset()));
+                            Piece::Str { src, then }
+                        } else {
+                            let blob = Blob::lzf(rd, clen, ulen, at);
+                            Piece::Node(Box::new(Node::start(rd, blob, kind)?))
+                        });
+                        break;
+                    }
+                    lzf_whole(rd, clen, ulen)?
+                }
+            };
             if plain {
                 bytes += node.len();
                 items.push(node.into());

@@ -30,7 +30,7 @@ pub(crate) fn iter(b: &[u8]) -> Result<Iter<'_>, &'static str> {
 /// Bytes of the backward length of an entry of `l` bytes. The bounds are Redis's own
 /// (`lpEncodeBacklen`: exclusive at 16383, 2097151 and 268435455), which a validator must
 /// follow exactly or it refuses entries Redis wrote.
-fn backlen_size(l: u64) -> u64 {
+pub(crate) fn backlen_size(l: u64) -> u64 {
     match l {
         0..=127 => 1,
         128..=16382 => 2,
@@ -42,7 +42,7 @@ fn backlen_size(l: u64) -> u64 {
 
 /// Size of the encoding byte plus length bytes, and of the data after them; `None` for an
 /// encoding byte nobody defined.
-fn entry_sizes(b: &[u8], p: usize) -> Option<(u64, Option<u64>)> {
+pub(crate) fn entry_sizes(b: &[u8], p: usize) -> Option<(u64, Option<u64>)> {
     let e = b[p];
     let len = |n: usize| b.get(p + 1..p + 1 + n);
     Some(match e {
@@ -128,6 +128,17 @@ pub(crate) fn validate(b: &[u8], check_count: bool) -> Result<u64, (usize, &'sta
         return Err((4, "listpack header count differs from its entries"));
     }
     Ok(count)
+}
+
+/// The element of one entry from its bytes (encoding, data and backward length), which the
+/// caller has checked.
+pub(crate) fn entry_elem(b: &[u8]) -> Result<Elem<'_>, &'static str> {
+    let mut it = Iter {
+        b,
+        pos: 0,
+        done: false,
+    };
+    it.next_elem()?.ok_or("listpack terminator before its end")
 }
 
 /// An iterator over a listpack the caller has just run [`validate`] on.

@@ -9,6 +9,7 @@
 pub(crate) mod decode;
 pub(crate) mod intset;
 pub(crate) mod listpack;
+pub(crate) mod pieces;
 pub(crate) mod stream;
 pub(crate) mod validate;
 pub(crate) mod walk;

@@ -108,6 +108,17 @@ pub(crate) fn validate(b: &[u8]) -> Result<u64, (usize, &'static str)> {
     Ok(count)
 }
 
+/// The element of one entry from its bytes (previous length, encoding and data), which the
+/// caller has checked.
+pub(crate) fn entry_elem(b: &[u8]) -> Result<Elem<'_>, &'static str> {
+    let mut it = Iter {
+        b,
+        pos: 0,
+        done: false,
+    };
+    it.next_elem()?.ok_or("ziplist terminator before its end")
+}
+
 /// An iterator over a ziplist the caller has just run [`validate`] on.
 pub(crate) fn iter_validated(b: &[u8]) -> Iter<'_> {
     Iter {
