@@ -40,6 +40,22 @@ enum Command {
     Check(Box<CheckArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
     Rdb(RdbArgs),
+    /// Run many sync tasks behind a REST API (/api/v1, OpenAPI at /openapi.json), kept in
+    /// DIR/ferry.db; the API token is in DIR/api-token.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to serve the API on (loopback by default: put a TLS proxy in front to expose it).
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    listen: std::net::SocketAddr,
+    /// Where the task store, the API token and the tasks' local files (spools) live.
+    #[arg(long, default_value = "ferry-server")]
+    data: PathBuf,
+    /// Log lines as plain text or as one JSON object each.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Args)]
@@ -509,15 +525,19 @@ fn with_flags(message: String) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match &cli.command {
+        Command::Serve(args) if args.log_format == "json" => logs.json().init(),
+        _ => logs.init(),
+    }
     let result = match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(*args),
         Command::Check(args) => return check(*args),
         Command::Rdb(args) => return rdb(args),
@@ -530,6 +550,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(args: ServeArgs) -> ferry_engine::Result<()> {
+    let opts = ferry_server::Options {
+        listen: args.listen,
+        data_dir: args.data,
+    };
+    runtime()?.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        ferry_server::serve(opts, stop)
+            .await
+            .map_err(|e| ferry_engine::Error::Config(e.to_string()))
+    })
 }
 
 fn rdb(args: RdbArgs) -> ExitCode {
