@@ -224,8 +224,7 @@ fn repl_offset(server: &Server) -> u64 {
 }
 
 fn equal(source: &Side, target: &Side) {
-    if let Err(report) =
-        compare::eventually_equal_sides(source, target, &Options::default(), WAIT)
+    if let Err(report) = compare::eventually_equal_sides(source, target, &Options::default(), WAIT)
     {
         panic!("target differs from source: {report:?}");
     }
@@ -248,9 +247,7 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
 
     // Without the token, or with another, nothing under /api/.
     for token in [None, Some("not-the-token")] {
-        let (code, body) = serve
-            .try_call("GET", "/api/v1/tasks", token, None)
-            .unwrap();
+        let (code, body) = serve.try_call("GET", "/api/v1/tasks", token, None).unwrap();
         assert_eq!(code, 401, "{body}");
         assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
     }
@@ -304,7 +301,10 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
         Some(json!({"limit": {"incremental_ops_per_sec": 10.0}})),
     );
     assert_eq!(code, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("[limit]"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("[limit]"),
+        "{body}"
+    );
     let patched = serve.ok(
         "PATCH",
         &format!("/api/v1/tasks/{id}"),
@@ -336,6 +336,9 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     equal(&source_side, &target_side);
     assert_eq!(get(&mut dst, "counter"), Some(150));
     assert_eq!(get(&mut dst, "while-paused"), Some(30));
+    let verified = serve.ok("POST", &format!("/api/v1/tasks/{id}/verify"), None);
+    assert_eq!(verified["failed"], false, "{verified}");
+    assert_eq!(verified["task"]["last_verify"]["failed"], false);
 
     let stopped = serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
     assert_eq!(stopped["state"], "stopped", "{stopped}");
@@ -344,7 +347,14 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     // The history, in pages, and as Server-Sent Events.
     let events = serve.events(&id);
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
-    for t in ["state", "phase", "paused", "resumed", "precheck_report"] {
+    for t in [
+        "state",
+        "phase",
+        "paused",
+        "resumed",
+        "precheck_report",
+        "verify_report",
+    ] {
         assert!(types.contains(&t), "no {t} event in {types:?}");
     }
     let states: Vec<&str> = events
@@ -352,7 +362,14 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
         .filter(|e| e["type"] == "state")
         .filter_map(|e| e["to"].as_str())
         .collect();
-    for s in ["created", "prechecking", "ready", "incremental", "paused", "stopped"] {
+    for s in [
+        "created",
+        "prechecking",
+        "ready",
+        "incremental",
+        "paused",
+        "stopped",
+    ] {
         assert!(states.contains(&s), "never {s}: {states:?}");
     }
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
@@ -382,7 +399,8 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
 /// Reads the task's SSE stream until `needle` shows up.
 fn sse_until(serve: &Serve, id: &str, needle: &str) -> String {
     let mut s = TcpStream::connect(&serve.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     write!(
         s,
         "GET /api/v1/tasks/{id}/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
@@ -406,4 +424,274 @@ fn sse_until(serve: &Serve, id: &str, needle: &str) -> String {
         "no {needle} in the event stream: {}",
         String::from_utf8_lossy(&text)
     );
+}
+
+#[test]
+fn a_cluster_task_started_on_creation_pauses_and_resumes() {
+    let source = Cluster::start(3, 0);
+    let target = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let created = serve.ok(
+        "POST",
+        "/api/v1/tasks?start=true",
+        Some(json!({"source": {"url": source.url()}, "target": {"url": target.url()}})),
+    );
+    let id = created["task"]["id"].as_str().unwrap().to_string();
+    assert!(created["precheck"].is_array(), "{created}");
+    serve.wait_state(&id, "incremental");
+    let (source_side, target_side) = (
+        Side::cluster(&source.addrs(), None),
+        Side::cluster(&target.addrs(), None),
+    );
+    let keys: Vec<String> = (0..12).map(|i| format!("counter:{{{i}}}")).collect();
+    for key in &keys {
+        incr(&mut source.conn_for(key.as_bytes()), key, 10);
+    }
+    equal(&source_side, &target_side);
+
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/pause"), None);
+    for key in &keys {
+        incr(&mut source.conn_for(key.as_bytes()), key, 5);
+    }
+    // Each shard's stream has been read past those writes, and none reached the target.
+    let offsets: Vec<(u16, u64)> = source
+        .masters()
+        .iter()
+        .map(|m| {
+            let slot = keys
+                .iter()
+                .map(|k| Cluster::slot(k.as_bytes()))
+                .find(|s| source.owner(*s).addr() == m.addr())
+                .unwrap_or(0);
+            (slot, repl_offset(m))
+        })
+        .collect();
+    serve.wait_task(&id, "every shard's paused writes read", |t| {
+        let Some(shards) = t["status"]["shards"].as_array() else {
+            return false;
+        };
+        offsets.iter().all(|(slot, offset)| {
+            shards.iter().any(|p| {
+                let first: u16 = p["name"]
+                    .as_str()
+                    .and_then(|n| n.rsplit_once('@'))
+                    .and_then(|(_, s)| s.parse().ok())
+                    .unwrap_or(u16::MAX);
+                source.owner(first).addr() == source.owner(*slot).addr()
+                    && p["source_offset"].as_u64().unwrap_or(0) >= *offset
+            })
+        })
+    });
+    for key in &keys {
+        assert_eq!(get(&mut target.conn_for(key.as_bytes()), key), Some(10));
+    }
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/resume"), None);
+    equal(&source_side, &target_side);
+    for key in &keys {
+        assert_eq!(get(&mut target.conn_for(key.as_bytes()), key), Some(15));
+    }
+    let stopped = serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+}
+
+#[test]
+fn a_failed_precheck_blocks_the_start() {
+    let source = Server::start();
+    let target = Server::start();
+    // A target that already holds keys fails `target_keys` for a new task.
+    let _: () = redis::cmd("SET")
+        .arg("already-here")
+        .arg("1")
+        .query(&mut target.conn())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let spec = json!({"source": {"url": source.url()}, "target": {"url": target.url()}});
+    let (code, body) = serve.call("POST", "/api/v1/tasks?start=true", Some(spec.clone()));
+    assert_eq!(code, 409, "{body}");
+    let tasks = serve.ok("GET", "/api/v1/tasks", None);
+    let id = tasks[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(tasks[0]["state"], "precheck_failed", "{tasks}");
+    assert_eq!(tasks[0]["last_precheck"]["failed"], true);
+    let (code, body) = serve.call("POST", &format!("/api/v1/tasks/{id}/start"), None);
+    assert_eq!(code, 409, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("target_keys"), "{message}");
+    assert_eq!(serve.task(&id)["state"], "precheck_failed");
+    // Fixed (copy over what the target holds), it passes and starts.
+    serve.ok(
+        "PATCH",
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"sync": {"on_conflict": "overwrite"}})),
+    );
+    let checked = serve.ok("POST", &format!("/api/v1/tasks/{id}/precheck"), None);
+    assert_eq!(checked["failed"], false, "{checked}");
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/start"), None);
+    serve.wait_state(&id, "incremental");
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
+    // A bad spec is refused with one line naming it.
+    let (code, body) = serve.call(
+        "POST",
+        "/api/v1/tasks",
+        Some(json!({"source": {"url": source.url()}, "target": {"url": target.url()}, "limit": {"nope": 1}})),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+}
+
+/// The server is SIGKILLed while the source takes writes, and started again on the same data
+/// dir: the task runs again by itself, continues with a partial resync (the source served one
+/// full resync in all), and every write reaches the target exactly once.
+#[test]
+fn a_killed_server_resumes_its_task_with_a_partial_resync() {
+    let source = Server::start_with(&["--repl-backlog-size", "64mb"]);
+    let target = Server::start();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 11,
+            keys_per_db: 200,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    let created = serve.ok(
+        "POST",
+        "/api/v1/tasks?start=true",
+        Some(json!({"source": {"url": source.url()}, "target": {"url": target.url()}})),
+    );
+    let id = created["task"]["id"].as_str().unwrap().to_string();
+    serve.wait_state(&id, "incremental");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, count) = (stop.clone(), count.clone());
+        let mut conn = source.conn();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                incr(&mut conn, "writes", 1);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let at = count.load(Ordering::SeqCst);
+    testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 500);
+    serve.kill();
+    let at = count.load(Ordering::SeqCst);
+    testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 2000);
+    serve.spawn();
+    serve.wait_task(&id, "the task running again", |t| {
+        t["state"] == "incremental" && t["status"]["phase"] == "incremental"
+    });
+    let at = count.load(Ordering::SeqCst);
+    testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 500);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    equal(
+        &Side::standalone(&source.addr(), None),
+        &Side::standalone(&target.addr(), None),
+    );
+    let written = count.load(Ordering::SeqCst) as i64;
+    assert_eq!(get(&mut target.conn(), "writes"), Some(written));
+    let (full, partial) = resyncs(&source);
+    assert_eq!(full, 1, "full resyncs served");
+    assert!(partial >= 1, "no partial resync");
+    let log = serve.log();
+    assert!(log.contains("starting the task again"), "{log}");
+}
+
+/// Every operation of the OpenAPI document is served (none is missing from the router), and a
+/// path it does not list is not; every /api/ operation documents 401 and its errors' shape.
+#[test]
+fn the_openapi_document_and_the_router_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let (code, text) = serve.try_call("GET", "/openapi.json", None, None).unwrap();
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let concrete = path.replace("{id}", "no-such-task");
+            let (code, body) = serve
+                .try_call(
+                    &method.to_uppercase(),
+                    &concrete,
+                    Some(&serve.token),
+                    Some(&json!({})),
+                )
+                .unwrap();
+            // The router's own "no route" is an empty 404 or a 405; ours carry a JSON body.
+            assert_ne!(code, 405, "{method} {path} is documented, not served");
+            assert!(
+                code != 404 || body.contains("\"error\""),
+                "{method} {path} is documented, not served"
+            );
+            let responses = op["responses"].as_object().unwrap();
+            assert!(!responses.is_empty(), "{method} {path}");
+            if path.starts_with("/api/") {
+                assert!(responses.contains_key("401"), "{method} {path}");
+                assert!(
+                    responses.keys().any(|k| k.starts_with('4')
+                        && responses[k]["content"]["application/json"]["schema"]["$ref"]
+                            == "#/components/schemas/ErrorBody"),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 14, "{operations} operations");
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}",
+        "/api/v1/tasks/{id}/precheck",
+        "/api/v1/tasks/{id}/start",
+        "/api/v1/tasks/{id}/pause",
+        "/api/v1/tasks/{id}/resume",
+        "/api/v1/tasks/{id}/stop",
+        "/api/v1/tasks/{id}/verify",
+        "/api/v1/tasks/{id}/events",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} not documented");
+    }
+    let (code, body) = serve
+        .try_call("GET", "/api/v1/nothing-here", Some(&serve.token), None)
+        .unwrap();
+    assert_eq!((code, body.as_str()), (404, ""));
+    if let Some(validator) = openapi_validator() {
+        let file = dir.path().join("openapi.json");
+        std::fs::write(&file, &text).unwrap();
+        let out = Command::new(validator).arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The `openapi-spec-validator` command (PyPI package of that name), when installed.
+fn openapi_validator() -> Option<PathBuf> {
+    let found = Command::new("openapi-spec-validator")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "note: openapi-spec-validator is not installed (pip install openapi-spec-validator): the document is not validated by it"
+        );
+    }
+    found.then(|| PathBuf::from("openapi-spec-validator"))
 }

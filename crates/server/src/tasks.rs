@@ -16,6 +16,7 @@ use ferry_engine::status::events::{Event, EventKind};
 use ferry_engine::task::{PauseReport, Task, TaskHandle};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::store::{ReportRow, Store, TaskRow};
@@ -36,6 +37,8 @@ struct Running {
     /// Stopped through the API (not by a server shutdown): its state becomes `stopped`.
     stopping: Arc<AtomicBool>,
     full_only: bool,
+    /// Cancelled once the task has ended and its final state is stored.
+    recorded: CancellationToken,
 }
 
 pub struct Tasks {
@@ -351,12 +354,14 @@ impl Tasks {
             handle.pause();
         }
         let stopping = Arc::new(AtomicBool::new(false));
+        let recorded = CancellationToken::new();
         self.running().insert(
             id.to_string(),
             Running {
                 handle: handle.clone(),
                 stopping: stopping.clone(),
                 full_only,
+                recorded: recorded.clone(),
             },
         );
         let state = match resume_state {
@@ -367,7 +372,10 @@ impl Tasks {
         self.set_state(id, state, None)?;
         let tasks = self.clone();
         let id = id.to_string();
-        tokio::spawn(async move { tasks.follow(id, handle, events, stopping).await });
+        tokio::spawn(async move {
+            tasks.follow(id, handle, events, stopping).await;
+            recorded.cancel();
+        });
         Ok(())
     }
 
@@ -450,7 +458,7 @@ impl Tasks {
     /// Stops a running task and waits until it has ended (its writes in flight finished, with
     /// their checkpoint).
     pub async fn stop(&self, id: &str) -> Result<(), ApiError> {
-        let (handle, stopping) = {
+        let (handle, stopping, recorded) = {
             let running = self.running();
             let Some(r) = running.get(id) else {
                 let row = self.get(id)?;
@@ -459,18 +467,12 @@ impl Tasks {
                     row.state
                 )));
             };
-            (r.handle.clone(), r.stopping.clone())
+            (r.handle.clone(), r.stopping.clone(), r.recorded.clone())
         };
         stopping.store(true, Ordering::SeqCst);
         handle.stop();
-        handle.ended().await;
-        // The follower records the final state; wait for it so the answer shows it.
-        for _ in 0..100 {
-            if !self.is_running(id) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The follower stores the final state: the answer shows it.
+        recorded.cancelled().await;
         Ok(())
     }
 
