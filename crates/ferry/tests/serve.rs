@@ -99,6 +99,23 @@ impl Serve {
         }
     }
 
+    /// SIGTERM, and wait for a clean exit.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status}; log:\n{}", self.log());
+    }
+
     fn try_call(
         &self,
         method: &str,
@@ -512,6 +529,20 @@ fn a_failed_precheck_blocks_the_start() {
     assert_eq!(code, 409, "{body}");
     let tasks = serve.ok("GET", "/api/v1/tasks", None);
     let id = tasks[0]["id"].as_str().unwrap().to_string();
+    // Started without a precheck of its own, the engine's precheck fails it: `failed`, with
+    // the error.
+    let other = serve.ok("POST", "/api/v1/tasks", Some(spec.clone()));
+    let other = other["task"]["id"].as_str().unwrap().to_string();
+    serve.ok("POST", &format!("/api/v1/tasks/{other}/start"), None);
+    let failed = serve.wait_state(&other, "failed");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already holds"),
+        "{failed}"
+    );
+    serve.ok("DELETE", &format!("/api/v1/tasks/{other}"), None);
     assert_eq!(tasks[0]["state"], "precheck_failed", "{tasks}");
     assert_eq!(tasks[0]["last_precheck"]["failed"], true);
     let (code, body) = serve.call("POST", &format!("/api/v1/tasks/{id}/start"), None);
@@ -530,6 +561,14 @@ fn a_failed_precheck_blocks_the_start() {
     serve.ok("POST", &format!("/api/v1/tasks/{id}/start"), None);
     serve.wait_state(&id, "incremental");
     serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
+    // A full-only task ends by itself: `finished`.
+    let full = serve.ok(
+        "POST",
+        "/api/v1/tasks?start=true",
+        Some(json!({"source": {"url": source.url()}, "target": {"url": target.url()}, "sync": {"full_only": true, "on_conflict": "overwrite"}})),
+    );
+    let full = full["task"]["id"].as_str().unwrap().to_string();
+    serve.wait_state(&full, "finished");
     // A bad spec is refused with one line naming it.
     let (code, body) = serve.call(
         "POST",
@@ -601,6 +640,21 @@ fn a_killed_server_resumes_its_task_with_a_partial_resync() {
     assert!(partial >= 1, "no partial resync");
     let log = serve.log();
     assert!(log.contains("starting the task again"), "{log}");
+    // SIGTERM stops the task cleanly but keeps it running for the next server.
+    serve.terminate();
+    serve.spawn();
+    serve.wait_task(&id, "the task running again after SIGTERM", |t| {
+        t["state"] == "incremental" && t["status"]["phase"] == "incremental"
+    });
+    assert_eq!(serve.log().matches("starting the task again").count(), 2);
+    assert!(
+        !serve
+            .events(&id)
+            .iter()
+            .any(|e| e["type"] == "state" && e["to"] == "stopped"),
+        "a server shutdown is not a stop of its tasks"
+    );
+    assert_eq!(resyncs(&source).0, 1, "full resyncs served");
 }
 
 /// Every operation of the OpenAPI document is served (none is missing from the router), and a
