@@ -24,6 +24,9 @@ pub enum ApiError {
     Engine { code: &'static str, message: String },
     #[error("the task store failed: {0}")]
     Store(String),
+    /// The server cannot start: its data dir, token or listen address.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The body of every error response.
@@ -45,7 +48,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Engine { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Setup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Engine { code, .. } => code,
             ApiError::Store(_) => "store",
+            ApiError::Setup(_) => "setup",
         }
     }
 

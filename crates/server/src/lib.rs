@@ -35,7 +35,7 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| {
-            ApiError::BadRequest(format!(
+            ApiError::Setup(format!(
                 "cannot listen on {}: {e} (is another server there? choose another --listen address)",
                 opts.listen
             ))
@@ -56,12 +56,13 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
 /// Opens (or creates) the data dir: the store, and the API token.
 pub fn open(data_dir: &Path) -> Result<Arc<api::AppState>, ApiError> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
-        ApiError::BadRequest(format!(
+        ApiError::Setup(format!(
             "cannot create the data dir {}: {e} (choose another with --data)",
             data_dir.display()
         ))
     })?;
-    let store = store::Store::open(&data_dir.join("ferry.db"))?;
+    let store = store::Store::open(&data_dir.join("ferry.db"))
+        .map_err(|e| ApiError::Setup(format!("{e} (is the data dir writable? --data DIR)")))?;
     let token = token(data_dir)?;
     let tasks = Arc::new(tasks::Tasks::new(store, data_dir.to_path_buf()));
     Ok(Arc::new(api::AppState {
@@ -79,7 +80,7 @@ fn token(data_dir: &Path) -> Result<String, ApiError> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Setup(format!(
                 "cannot read the API token {}: {e}",
                 path.display()
             )));
@@ -87,7 +88,7 @@ fn token(data_dir: &Path) -> Result<String, ApiError> {
     }
     let token = tasks::random_hex(32);
     write_private(&path, &format!("{token}\n")).map_err(|e| {
-        ApiError::BadRequest(format!(
+        ApiError::Setup(format!(
             "cannot write the API token {}: {e}",
             path.display()
         ))
