@@ -633,3 +633,113 @@ fn password_of(patch: &Value, section: &str) -> Option<ferry_engine::spec::Secre
     let url = patch.get(section)?.get("url")?.as_str()?;
     ferry_engine::spec::ServerUrl::new(url).password().cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tasks(dir: &std::path::Path) -> Tasks {
+        Tasks::new(
+            Store::open(&dir.join("ferry.db")).unwrap(),
+            dir.to_path_buf(),
+        )
+    }
+
+    fn spec(value: Value) -> TaskSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn passwords_are_kept_apart_and_survive_a_reopen_and_a_patch() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let tasks = tasks(dir.path());
+            let row = tasks
+                .create(
+                    spec(json!({
+                        "source": {"url": "redis://app:pw-src@127.0.0.1:7000"},
+                        "target": {"url": "redis://:pw-dst@127.0.0.1:7001"},
+                    })),
+                    BTreeMap::from([("env".into(), "test".into())]),
+                )
+                .unwrap();
+            assert!(!row.spec.contains("pw-"), "{}", row.spec);
+            assert_eq!(row.name, row.id);
+            row.id
+        };
+        let tasks = tasks(dir.path());
+        let row = tasks.get(&id).unwrap();
+        assert_eq!(row.state, "created");
+        assert_eq!(row.labels["env"], "test");
+        let back = tasks.spec(&row).unwrap();
+        assert_eq!(
+            back.source.url.unwrap().expose(),
+            "redis://app:pw-src@127.0.0.1:7000"
+        );
+        assert_eq!(back.sync.id.unwrap().as_str(), id);
+
+        // A patch that does not give a URL keeps its password; one that does brings its own.
+        let row = tasks
+            .update(
+                &id,
+                json!({"limit": {"full_keys_per_sec": 100.0}, "target": {"url": "redis://127.0.0.1:7002"}}),
+                None,
+            )
+            .unwrap();
+        let patched = tasks.spec(&row).unwrap();
+        assert_eq!(patched.limit.full_keys_per_sec, Some(100.0));
+        assert_eq!(
+            patched.source.url.unwrap().expose(),
+            "redis://app:pw-src@127.0.0.1:7000"
+        );
+        assert_eq!(
+            patched.target.url.unwrap().expose(),
+            "redis://127.0.0.1:7002"
+        );
+        let err = tasks
+            .update(&id, json!({"sync": {"id": "other"}}), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot change"), "{err}");
+        let err = tasks
+            .update(&id, json!({"limit": {"nope": 1}}), None)
+            .unwrap_err();
+        assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+
+        // A taken id is refused with what to do.
+        let err = tasks
+            .create(
+                spec(json!({"source": {"url": "redis://127.0.0.1:7000"}, "target": {"url": "redis://127.0.0.1:7001"}, "sync": {"id": id}})),
+                BTreeMap::new(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ApiError::Conflict(_)), "{err}");
+        tasks.delete(&id).unwrap();
+        assert!(tasks.store.get(&id).unwrap().is_none());
+        assert!(tasks.store.secrets(&id).unwrap().is_none());
+        assert!(tasks.store.events(&id, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_merge_patch_replaces_merges_and_removes() {
+        let mut doc = json!({"a": {"b": 1, "c": 2}, "d": [1], "e": "x"});
+        merge(
+            &mut doc,
+            json!({"a": {"b": null, "f": 3}, "d": [2], "e": null}),
+        );
+        assert_eq!(doc, json!({"a": {"c": 2, "f": 3}, "d": [2]}));
+    }
+
+    #[test]
+    fn only_failures_the_spec_does_not_ignore_block_a_start() {
+        let findings = json!([
+            {"item": "eviction_policy", "result": "fail"},
+            {"item": "backlog", "result": "warn"},
+            {"item": "target_keys", "result": "fail"},
+        ])
+        .to_string();
+        let mut s = spec(json!({"check": {"ignore": ["eviction_policy"]}}));
+        assert_eq!(failing_items(&findings, &s), vec!["target_keys"]);
+        s.check.ignore.push(ferry_engine::spec::Item::TargetKeys);
+        assert!(failing_items(&findings, &s).is_empty());
+    }
+}
