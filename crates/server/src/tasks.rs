@@ -36,7 +36,6 @@ struct Running {
     handle: Arc<TaskHandle>,
     /// Stopped through the API (not by a server shutdown): its state becomes `stopped`.
     stopping: Arc<AtomicBool>,
-    full_only: bool,
     /// Cancelled once the task has ended and its final state is stored.
     recorded: CancellationToken,
 }
@@ -345,7 +344,6 @@ impl Tasks {
             }
         }
         let live_verify = spec.verify.live()?;
-        let full_only = spec.sync.full_only.unwrap_or(false);
         let config = TaskConfig::build(spec)?;
         let handle = Arc::new(Task::start(config, live_verify)?);
         let events = handle.subscribe();
@@ -360,7 +358,6 @@ impl Tasks {
             Running {
                 handle: handle.clone(),
                 stopping: stopping.clone(),
-                full_only,
                 recorded: recorded.clone(),
             },
         );
@@ -406,21 +403,22 @@ impl Tasks {
             }
         }
         handle.ended().await;
-        let full_only = self.running().get(&id).is_some_and(|r| r.full_only);
         let snapshot = handle.status().status;
+        // The final state is stored before the task leaves the running ones: nobody sees it
+        // ended in its old state.
+        if !self.shutting_down.load(Ordering::SeqCst) || stopping.load(Ordering::SeqCst) {
+            let stopped = stopping.load(Ordering::SeqCst);
+            let result = match snapshot.phase {
+                Phase::Failed => self.set_state(&id, "failed", snapshot.last_error.as_deref()),
+                _ if stopped => self.set_state(&id, "stopped", None),
+                // Ended by itself: a full-only task (or a snapshot file) copied.
+                _ => self.set_state(&id, "finished", None),
+            };
+            if let Err(e) = result {
+                tracing::error!(task = %id, "cannot keep the task's state: {e}");
+            }
+        }
         self.running().remove(&id);
-        if self.shutting_down.load(Ordering::SeqCst) && !stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let result = match snapshot.phase {
-            Phase::Failed => self.set_state(&id, "failed", snapshot.last_error.as_deref()),
-            _ if stopping.load(Ordering::SeqCst) => self.set_state(&id, "stopped", None),
-            _ if full_only => self.set_state(&id, "finished", None),
-            _ => self.set_state(&id, "finished", None),
-        };
-        if let Err(e) = result {
-            tracing::error!(task = %id, "cannot keep the task's state: {e}");
-        }
     }
 
     fn on_event(&self, id: &str, handle: &TaskHandle, event: Event) {
