@@ -743,6 +743,8 @@ fn kill_between_pieces(target: Target) {
         s["source_offset"].as_u64().unwrap_or(0) >= want
     });
     ferry.kill();
+    // Shown only if the test fails: what the killed copy did.
+    eprintln!("the killed ferry's log:\n{}", ferry.log());
     for m in &masters {
         signal(m.pid(), "-CONT");
     }
