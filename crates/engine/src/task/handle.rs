@@ -65,7 +65,7 @@ impl Task {
     }
 }
 
-/// A running task.
+/// A running task. Dropping the handle does not stop it: call [`TaskHandle::stop`].
 pub struct TaskHandle {
     id: TaskId,
     status: Arc<Status>,
