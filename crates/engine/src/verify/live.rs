@@ -71,7 +71,10 @@ async fn run(
     ) {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!("continuous verification cannot start: {e}");
+            events.emit(EventKind::Warning {
+                code: "verify_unavailable",
+                message: format!("continuous verification cannot start: {e}"),
+            });
             return;
         }
     };
@@ -89,10 +92,13 @@ async fn run(
             match connect(&opts).await {
                 Ok(s) => sides = Some(s),
                 Err(e) => {
-                    tracing::warn!(
-                        "continuous verification: {e}; trying again in {:?}",
-                        settings.interval
-                    );
+                    events.emit(EventKind::Warning {
+                        code: "verify_unavailable",
+                        message: format!(
+                            "continuous verification: {e}; trying again in {:?}",
+                            settings.interval
+                        ),
+                    });
                     continue;
                 }
             }
@@ -121,10 +127,13 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    "continuous verification: {e}; trying again in {:?}",
-                    settings.interval
-                );
+                events.emit(EventKind::Warning {
+                    code: "verify_unavailable",
+                    message: format!(
+                        "continuous verification: {e}; trying again in {:?}",
+                        settings.interval
+                    ),
+                });
                 sides = None;
             }
         }
