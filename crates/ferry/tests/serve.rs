@@ -5,224 +5,22 @@
 //! the OpenAPI document covering every route.
 
 mod common;
+mod serving;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{free_port, resyncs};
+use common::resyncs;
 use serde_json::{Value, json};
+use serving::{PASSWORD, Serve, WAIT};
 use testkit::compare::{self, Options, Side};
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Server};
-
-const PASSWORD: &str = "s3cret-serve-pw";
-const WAIT: Duration = Duration::from_secs(120);
-
-/// A `ferry serve` process on a free loopback port, with its data dir.
-struct Serve {
-    child: Option<Child>,
-    addr: String,
-    data: PathBuf,
-    log: PathBuf,
-    token: String,
-    /// Every response body seen, to look for passwords in.
-    seen: std::cell::RefCell<String>,
-}
-
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut serve = Serve {
-            child: None,
-            addr,
-            data: data.to_path_buf(),
-            log: data.join(format!("serve-{}.log", free_port())),
-            token: String::new(),
-            seen: Default::default(),
-        };
-        serve.spawn();
-        serve
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--listen", &self.addr, "--data"])
-            .arg(&self.data)
-            .env(
-                "FERRY_LOG",
-                std::env::var("FERRY_TEST_LOG").unwrap_or("info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((200, _)) = self.try_call("GET", "/readyz", None, None) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry serve did not get ready; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.token = std::fs::read_to_string(self.data.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn terminate(&mut self) {
-        let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "{status}; log:\n{}", self.log());
-    }
-
-    fn try_call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.addr).ok()?;
-        s.set_read_timeout(Some(WAIT)).ok()?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        self.seen.borrow_mut().push_str(&body);
-        Some((code, body))
-    }
-
-    /// A call with the token; the status and the body as JSON (null when empty).
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (code, text) = self
-            .try_call(method, path, Some(&self.token), body.as_ref())
-            .unwrap_or_else(|| panic!("{method} {path}: no answer; log:\n{}", self.log()));
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: {text}"))
-        };
-        (code, json)
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (code, json) = self.call(method, path, body);
-        assert!(
-            (200..300).contains(&code),
-            "{method} {path}: {code} {json}; log:\n{}",
-            self.log()
-        );
-        json
-    }
-
-    fn task(&self, id: &str) -> Value {
-        self.ok("GET", &format!("/api/v1/tasks/{id}"), None)
-    }
-
-    fn wait_task(&self, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let task = self.task(id);
-            if cond(&task) {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id}: no {what}; last {task}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_state(&self, id: &str, state: &str) -> Value {
-        self.wait_task(id, state, |t| t["state"] == state)
-    }
-
-    /// Every event of a task, through the pages.
-    fn events(&self, id: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.ok(
-                "GET",
-                &format!("/api/v1/tasks/{id}/events?after={after}&limit=2"),
-                None,
-            );
-            all.extend(page["events"].as_array().unwrap().iter().cloned());
-            match page["next_after"].as_i64() {
-                Some(next) => after = next,
-                None => return all,
-            }
-        }
-    }
-
-    /// Nothing the server answered or logged holds the password.
-    fn assert_no_password(&self) {
-        assert!(
-            !self.seen.borrow().contains(PASSWORD),
-            "a response holds the password"
-        );
-        assert!(!self.log().contains(PASSWORD), "the log holds the password");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn incr(conn: &mut redis::Connection, key: &str, times: u64) {
     for _ in 0..times {
