@@ -235,9 +235,10 @@ impl TaskConfig {
         }
         let forward_publish = file.filter.forward_publish.unwrap_or(false);
         let retry = Retry::build(&file.retry)?;
-        if let Some(throttle) = crate::status::throttle::Throttle::new(limits(&file.limit)?) {
-            writer.throttle = Some(std::sync::Arc::new(throttle));
-        }
+        // Always there, limits or not: a running task's limits can be set later.
+        writer.throttle = Some(std::sync::Arc::new(crate::status::throttle::Throttle::new(
+            limits(&file.limit)?,
+        )));
         let on_conflict = file.sync.on_conflict.unwrap_or_default();
         match (on_conflict, file.sync.confirm_flush.unwrap_or(false)) {
             (OnConflict::Flush, false) => {
@@ -426,7 +427,7 @@ fn endpoint(
 }
 
 /// The limits, checked.
-fn limits(section: &LimitSection) -> Result<crate::status::throttle::Limits, Error> {
+pub fn limits(section: &LimitSection) -> Result<crate::status::throttle::Limits, Error> {
     let check = |name: &str, v: Option<f64>| match v {
         Some(v) if !(v.is_finite() && v > 0.0) => Err(Error::Config(format!(
             "limit.{name} = {v} must be a number greater than 0 (leave it out for no limit)"
@@ -720,7 +721,14 @@ mod tests {
 
     #[test]
     fn limits_are_positive_numbers() {
-        assert!(sync_config("").unwrap().writer.throttle.is_none());
+        assert!(
+            !sync_config("")
+                .unwrap()
+                .writer
+                .throttle
+                .unwrap()
+                .is_limited()
+        );
         let cfg =
             sync_config("[limit]\nfull_keys_per_sec = 500\nincremental_mb_per_sec = 0.5").unwrap();
         let limits = cfg.writer.throttle.unwrap().limits();

@@ -109,17 +109,48 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     equal(&source_side, &target_side);
     assert_eq!(get(&mut dst, "counter"), Some(100));
 
-    // A running task's settings cannot change; its labels can.
+    // A running task's servers cannot change; its limits and labels can.
     let (code, body) = serve.call(
         "PATCH",
         &format!("/api/v1/tasks/{id}"),
-        Some(json!({"limit": {"incremental_ops_per_sec": 10.0}})),
+        Some(json!({"target": {"url": "redis://127.0.0.1:1"}})),
     );
     assert_eq!(code, 409, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("[limit]"),
+        body["message"].as_str().unwrap().contains("[target]"),
         "{body}"
     );
+    let (code, body) = serve.call(
+        "PATCH",
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"limit": {"incremental_ops_per_sec": -1.0}})),
+    );
+    assert_eq!(code, 422, "{body}");
+    let limited = serve.ok(
+        "PATCH",
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"limit": {"incremental_ops_per_sec": 20.0}})),
+    );
+    assert_eq!(limited["state"], "incremental", "{limited}");
+    assert_eq!(limited["spec"]["limit"]["incremental_ops_per_sec"], 20.0);
+    assert_eq!(limited["status"]["limit"]["incremental_ops_per_sec"], 20.0);
+    assert_eq!(limited["last_precheck"]["failed"], false, "{limited}");
+    // 200 writes at 20 a second: the writer is held back (the engine says so) and the target
+    // is behind the source meanwhile.
+    incr(&mut src, "limited", 200);
+    serve.wait_task(&id, "writes held back by the new limit", |t| {
+        t["status"]["limit"]["throttled_ms"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(get(&mut dst, "limited").unwrap_or(0) < 200);
+    // Lifted: the rest goes at once, each write applied once.
+    let lifted = serve.ok(
+        "PATCH",
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"limit": {"incremental_ops_per_sec": null}})),
+    );
+    assert!(lifted["spec"]["limit"]["incremental_ops_per_sec"].is_null());
+    equal(&source_side, &target_side);
+    assert_eq!(get(&mut dst, "limited"), Some(200));
     let patched = serve.ok(
         "PATCH",
         &format!("/api/v1/tasks/{id}"),
@@ -169,6 +200,7 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
         "resumed",
         "precheck_report",
         "verify_report",
+        "limits_changed",
     ] {
         assert!(types.contains(&t), "no {t} event in {types:?}");
     }

@@ -319,9 +319,11 @@ async fn get_task(State(state): St, Path(id): Path<String>) -> Result<Json<TaskV
     Ok(Json(state.view_id(&id)?))
 }
 
-/// Change a task: `labels` at any time; the spec (a JSON merge patch over it) only while the
-/// task is not running. A server whose `url` is given takes that URL's password (or none).
-/// The last precheck is forgotten and the task is `created` again.
+/// Change a task: `labels` at any time; `limit` at any time too (a running task's writers
+/// hold to the new limits from their next write; its state and last precheck stay); the rest
+/// of the spec (a JSON merge patch over it) only while the task is not running. A server whose
+/// `url` is given takes that URL's password (or none). After such a change the last precheck
+/// is forgotten and the task is `created` again.
 #[utoipa::path(
     patch, path = "/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "The task id")),
@@ -332,7 +334,7 @@ async fn get_task(State(state): St, Path(id): Path<String>) -> Result<Json<TaskV
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The task runs: the settings named need a stop first", body = ErrorBody),
-        (status = 422, description = "The engine refused the settings", body = ErrorBody),
+        (status = 422, description = "The engine refused the settings (e.g. a limit that is not a number above 0)", body = ErrorBody),
         (status = 500, description = "The store failed", body = ErrorBody),
     ),
     security(("bearer" = []))

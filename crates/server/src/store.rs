@@ -169,6 +169,23 @@ impl Store {
         tx.commit().map_err(db_error)
     }
 
+    /// Replaces a running task's spec (its passwords unchanged) and labels, keeping its state
+    /// and reports.
+    pub fn set_spec(
+        &self,
+        id: &str,
+        spec: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        self.conn()
+            .execute(
+                "UPDATE tasks SET spec = ?2, labels = ?3 WHERE id = ?1",
+                params![id, spec, labels_json(labels)],
+            )
+            .map_err(db_error)
+            .map(drop)
+    }
+
     pub fn set_labels(&self, id: &str, labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
         self.conn()
             .execute(

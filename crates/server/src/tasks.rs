@@ -196,15 +196,23 @@ impl Tasks {
     ) -> Result<TaskRow, ApiError> {
         let mut row = self.get(id)?;
         let changes_spec = patch.as_object().is_some_and(|o| !o.is_empty());
-        if changes_spec && self.is_running(id) {
-            let sections: Vec<String> = patch
+        if changes_spec && let Some(handle) = self.handle(id) {
+            let sections: Vec<&str> = patch
                 .as_object()
-                .map(|o| o.keys().map(|k| format!("[{k}]")).collect())
+                .map(|o| o.keys().map(String::as_str).collect())
                 .unwrap_or_default();
+            if sections == ["limit"] {
+                return self.update_limits(row, &handle, patch, labels);
+            }
+            let named: Vec<String> = sections
+                .iter()
+                .filter(|s| **s != "limit")
+                .map(|s| format!("[{s}]"))
+                .collect();
             return Err(ApiError::Conflict(format!(
-                "task {id} is {}: {} can only change on a stopped task; POST /api/v1/tasks/{id}/stop first (labels can change while it runs)",
+                "task {id} is {}: {} can only change on a stopped task; POST /api/v1/tasks/{id}/stop first ([limit] and labels can change while it runs)",
                 row.state,
-                sections.join(", ")
+                named.join(", ")
             )));
         }
         if let Some(labels) = labels {
@@ -256,6 +264,32 @@ impl Tasks {
             id,
             json!({"at_ms": row.since_ms, "task": id, "type": "state", "from": null, "to": "created", "note": "settings changed"}),
         );
+        Ok(row)
+    }
+
+    /// A running task's `[limit]` changed: checked as a whole spec, handed to the engine (its
+    /// writers hold to it from their next write), then stored. Its state and last precheck
+    /// stay: nothing else changed.
+    fn update_limits(
+        &self,
+        mut row: TaskRow,
+        handle: &TaskHandle,
+        patch: Value,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<TaskRow, ApiError> {
+        let mut merged: Value = serde_json::from_str(&row.spec)
+            .map_err(|e| ApiError::Store(format!("task {}'s stored spec: {e}", row.id)))?;
+        merge(&mut merged, patch);
+        let mut spec: TaskSpec = serde_json::from_value(merged)
+            .map_err(|e| ApiError::BadRequest(format!("the changed spec: {e}")))?;
+        spec.set_secrets(self.spec(&row)?.secrets())?;
+        spec.validate()?;
+        handle.set_limits(&spec.limit)?;
+        if let Some(labels) = labels {
+            row.labels = labels;
+        }
+        row.spec = spec_json(&spec);
+        self.store.set_spec(&row.id, &row.spec, &row.labels)?;
         Ok(row)
     }
 

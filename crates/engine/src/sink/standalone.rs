@@ -372,7 +372,7 @@ impl Pending {
 impl Out<'_> {
     /// Whether `entry` starts another stage than what is gathered.
     fn enters(&self, entry: &Entry) -> bool {
-        self.throttle.is_some()
+        self.throttle.is_some_and(Throttle::is_limited)
             && matches!(
                 (self.pending.stage, Pending::stage_of(entry)),
                 (Some(a), Some(b)) if a != b
@@ -385,6 +385,9 @@ impl Out<'_> {
         let (Some(throttle), Some(stage)) = (self.throttle, self.pending.stage) else {
             return false;
         };
+        if !throttle.is_limited() {
+            return false;
+        }
         let (units, bytes) = throttle.write_size(stage);
         self.pending.units >= units || enc.pending_len() >= bytes
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::Phase;
+use super::throttle::Limits;
 
 /// Events kept for a subscriber that reads slowly; an older one is then skipped (the
 /// subscriber is told how many).
@@ -75,6 +76,10 @@ pub enum EventKind {
     /// Writing to the target was paused, or resumed.
     Paused,
     Resumed,
+    /// The write limits were changed while the task runs.
+    LimitsChanged {
+        limits: Limits,
+    },
 }
 
 impl EventKind {
@@ -89,6 +94,7 @@ impl EventKind {
             EventKind::Verified { .. } => "verified",
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
+            EventKind::LimitsChanged { .. } => "limits_changed",
         }
     }
 }
@@ -197,6 +203,9 @@ impl Events {
                 tracing::info!(task = %self.task, "paused: nothing more is written to the target")
             }
             EventKind::Resumed => tracing::info!(task = %self.task, "resumed"),
+            EventKind::LimitsChanged { limits } => {
+                tracing::info!(task = %self.task, ?limits, "write limits changed")
+            }
         }
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

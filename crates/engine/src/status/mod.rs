@@ -570,7 +570,11 @@ impl Status {
                     status: s.snapshot(),
                 })
                 .collect(),
-            limit: self.throttle.get().map(|t| t.status()),
+            limit: self
+                .throttle
+                .get()
+                .map(|t| t.status())
+                .filter(|l| !l.limits.is_empty() || l.throttled_ms > 0),
             // Once, at the top (a shard's status would repeat the same figures).
             verify: self
                 .live_verify

@@ -10,6 +10,8 @@
 //! cluster source), so the limits hold for the task as a whole.
 
 use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -98,17 +100,20 @@ pub struct LimitStatus {
     pub throttled_ms: u64,
 }
 
-/// The task's limits, shared by all its writers.
+/// The task's limits, shared by all its writers. They can change while the task runs
+/// (`set_limits`): writers read them on each write, so a new limit holds from the next one.
 #[derive(Debug)]
 pub struct Throttle {
-    limits: Limits,
+    /// Any limit set: without one, writers neither gather in bucket-sized pieces nor ask.
+    limited: AtomicBool,
     /// Per stage (full, incremental): one bucket's worth of units and bytes.
-    write_sizes: [(u64, usize); 2],
+    write_sizes: [(AtomicU64, AtomicU64); 2],
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
+    limits: Limits,
     /// Units (keys or commands) and bytes, per stage.
     full: [Option<Bucket>; 2],
     incremental: [Option<Bucket>; 2],
@@ -118,11 +123,26 @@ struct State {
 }
 
 impl Throttle {
-    /// None when no limit is set: writers then never ask.
-    pub fn new(limits: Limits) -> Option<Throttle> {
-        if limits.is_empty() {
-            return None;
-        }
+    /// A throttle holding `limits` (none set: writers never wait until some are).
+    pub fn new(limits: Limits) -> Throttle {
+        let throttle = Throttle {
+            limited: AtomicBool::new(false),
+            write_sizes: Default::default(),
+            state: Mutex::new(State {
+                limits: Limits::default(),
+                full: [None, None],
+                incremental: [None, None],
+                held_until: None,
+                held: Duration::ZERO,
+            }),
+        };
+        throttle.set_limits(limits);
+        throttle
+    }
+
+    /// Replaces the limits. Buckets start full at the new rates; the time writers were held
+    /// back so far is kept.
+    pub fn set_limits(&self, limits: Limits) {
         let now = Instant::now();
         let bucket = |rate: Option<f64>| rate.map(|r| Bucket::new(r, now));
         let bytes = |mb: Option<f64>| bucket(mb.map(|m| m * MB));
@@ -137,37 +157,52 @@ impl Throttle {
         let size = |[units, bytes]: &[Option<Bucket>; 2]| {
             (
                 units.as_ref().map_or(u64::MAX, |b| b.burst() as u64),
-                bytes.as_ref().map_or(usize::MAX, |b| b.burst() as usize),
+                bytes.as_ref().map_or(u64::MAX, |b| b.burst() as u64),
             )
         };
-        Some(Throttle {
-            limits,
-            write_sizes: [size(&full), size(&incremental)],
-            state: Mutex::new(State {
-                full,
-                incremental,
-                held_until: None,
-                held: Duration::ZERO,
-            }),
-        })
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, (units, bytes)) in self
+            .write_sizes
+            .iter()
+            .zip([size(&full), size(&incremental)])
+        {
+            slot.0.store(units, Relaxed);
+            slot.1.store(bytes, Relaxed);
+        }
+        state.limits = limits;
+        state.full = full;
+        state.incremental = incremental;
+        self.limited.store(!limits.is_empty(), Relaxed);
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).limits
+    }
+
+    /// Whether any limit is set now.
+    pub fn is_limited(&self) -> bool {
+        self.limited.load(Relaxed)
     }
 
     /// How much a writer should gather at most before it asks and writes out (units, bytes),
     /// so the target gets small, steady writes: one bucket's worth.
     pub fn write_size(&self, stage: Stage) -> (u64, usize) {
-        match stage {
-            Stage::Full => self.write_sizes[0],
-            Stage::Incremental => self.write_sizes[1],
-        }
+        let (units, bytes) = match stage {
+            Stage::Full => &self.write_sizes[0],
+            Stage::Incremental => &self.write_sizes[1],
+        };
+        (
+            units.load(Relaxed),
+            usize::try_from(bytes.load(Relaxed)).unwrap_or(usize::MAX),
+        )
     }
 
     /// Counts `units` (keys or commands) and `bytes` about to be written and says how long to
     /// wait first.
     pub fn charge(&self, stage: Stage, units: u64, bytes: u64) -> Duration {
+        if !self.is_limited() {
+            return Duration::ZERO;
+        }
         self.charge_at(stage, units, bytes, Instant::now())
     }
 
@@ -208,7 +243,7 @@ impl Throttle {
             .held_until
             .map_or(Duration::ZERO, |h| h.saturating_duration_since(now));
         LimitStatus {
-            limits: self.limits,
+            limits: state.limits,
             throttled: !ahead.is_zero(),
             throttled_ms: state.held.saturating_sub(ahead).as_millis() as u64,
         }
@@ -304,8 +339,7 @@ mod tests {
             full_keys_per_sec: Some(1000.0),
             incremental_mb_per_sec: Some(1.0),
             ..Limits::default()
-        })
-        .unwrap();
+        });
         assert_eq!(t.write_size(Stage::Full), (100, usize::MAX));
         assert_eq!(t.write_size(Stage::Incremental), (u64::MAX, 100_000));
         let now = Instant::now();
@@ -320,7 +354,7 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(t.charge_at(Stage::Incremental, 0, 150_000, now), ms(100));
-        assert!(Throttle::new(Limits::default()).is_none());
+        assert!(!Throttle::new(Limits::default()).is_limited());
     }
 
     #[test]
@@ -328,8 +362,7 @@ mod tests {
         let t = Throttle::new(Limits {
             incremental_ops_per_sec: Some(1000.0),
             ..Limits::default()
-        })
-        .unwrap();
+        });
         let now = Instant::now();
         t.charge_at(Stage::Incremental, 100, 0, now);
         // Two writers at once: 20 ms, then 20 more behind it; the clock is held 40 ms.
@@ -337,5 +370,38 @@ mod tests {
         assert_eq!(t.charge_at(Stage::Incremental, 20, 0, now), ms(40));
         let state = t.state.lock().unwrap();
         assert_eq!(state.held, ms(40));
+    }
+
+    #[test]
+    fn limits_change_while_writers_run() {
+        let t = Throttle::new(Limits::default());
+        assert_eq!(t.charge(Stage::Incremental, 1_000_000, 0), Duration::ZERO);
+        assert_eq!(t.write_size(Stage::Incremental), (u64::MAX, usize::MAX));
+        t.set_limits(Limits {
+            incremental_ops_per_sec: Some(1000.0),
+            ..Limits::default()
+        });
+        assert!(t.is_limited());
+        assert_eq!(t.write_size(Stage::Incremental), (100, usize::MAX));
+        let now = Instant::now();
+        assert_eq!(t.charge_at(Stage::Incremental, 100, 0, now), Duration::ZERO);
+        assert_eq!(t.charge_at(Stage::Incremental, 50, 0, now), ms(50));
+        // Faster: a full bucket at the new rate; the time held so far is kept.
+        t.set_limits(Limits {
+            incremental_ops_per_sec: Some(10_000.0),
+            ..Limits::default()
+        });
+        assert_eq!(t.write_size(Stage::Incremental), (1000, usize::MAX));
+        assert_eq!(
+            t.charge_at(Stage::Incremental, 1000, 0, now),
+            Duration::ZERO
+        );
+        assert_eq!(t.status().limits.incremental_ops_per_sec, Some(10_000.0));
+        // Removed: nothing waits, nothing is gathered in pieces.
+        t.set_limits(Limits::default());
+        assert!(!t.is_limited());
+        assert_eq!(t.charge(Stage::Incremental, 1_000_000, 0), Duration::ZERO);
+        assert_eq!(t.write_size(Stage::Incremental), (u64::MAX, usize::MAX));
+        assert_eq!(t.state.lock().unwrap().held, ms(50));
     }
 }

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result};
 use crate::pipeline::pause::Pause;
-use crate::spec::{LiveVerify, TaskId};
+use crate::spec::{LimitSection, LiveVerify, TaskId};
 use crate::status::events::{Event, EventKind, Events};
+use crate::status::throttle::{Limits, Throttle};
 use crate::status::{Phase, Snapshot, Status};
 
 /// Seconds of the source's stream position kept to tell its write rate.
@@ -40,6 +41,7 @@ impl Task {
         let rates = Arc::new(Mutex::new(VecDeque::with_capacity(RATE_WINDOW + 1)));
         tokio::spawn(sample_rate(status.clone(), rates.clone(), done.clone()));
         let from_file = matches!(config.source, Source::RdbFile(_));
+        let throttle = config.writer.throttle.clone();
         let spooled = config.checkpoint && config.spool.limit > 0;
         let join = {
             let (status, cancel, pause) = (status.clone(), cancel.clone(), pause.clone());
@@ -59,6 +61,7 @@ impl Task {
             rates,
             from_file,
             spooled,
+            throttle,
             done,
             join,
         })
@@ -76,6 +79,8 @@ pub struct TaskHandle {
     /// The source is a snapshot file.
     from_file: bool,
     spooled: bool,
+    /// The limits every writer of the task asks before it writes.
+    throttle: Option<Arc<Throttle>>,
     /// Cancelled once the task has ended.
     done: CancellationToken,
     join: JoinHandle<Result<()>>,
@@ -152,6 +157,22 @@ impl TaskHandle {
         if self.pause.set(false) {
             self.status.events().emit(EventKind::Resumed);
         }
+    }
+
+    /// Replaces the task's write limits (`[limit]`) while it runs: every writer holds to
+    /// them from its next write. Checked as the spec's are; a refusal changes nothing.
+    pub fn set_limits(&self, section: &LimitSection) -> Result<Limits> {
+        let limits = crate::config::limits(section)?;
+        let Some(throttle) = &self.throttle else {
+            return Err(Error::Config(
+                "the task was started without its write limits: stop it and start it again to change them".into(),
+            ));
+        };
+        throttle.set_limits(limits);
+        self.status
+            .events()
+            .emit(EventKind::LimitsChanged { limits });
+        Ok(limits)
     }
 
     pub fn is_paused(&self) -> bool {
