@@ -236,11 +236,63 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     let checked = serve.ok("POST", &format!("/api/v1/tasks/{id}/precheck"), None);
     assert_eq!(checked["failed"], false, "{checked}");
 
+    // Deleted with its keys: the checkpoint, fence and lease in the target, the heartbeat in
+    // the source (and its copy in the target) go; the data stays.
+    assert!(!own_keys(&target).is_empty());
+    assert!(!own_keys(&source).is_empty());
+    // While a copy of the task holds its lease (as another process would), nothing goes.
+    let lease = format!("__ferry:lease:{id}");
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("another-copy")
+        .arg("PX")
+        .arg(600_000)
+        .query(&mut dst)
+        .unwrap();
+    let (code, body) = serve.call(
+        "DELETE",
+        &format!("/api/v1/tasks/{id}?cleanup=true"),
+        None,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&lease), "{body}");
+    serve.ok("GET", &format!("/api/v1/tasks/{id}"), None);
+    let _: () = redis::cmd("DEL").arg(&lease).query(&mut dst).unwrap();
+    let deleted = serve.ok("DELETE", &format!("/api/v1/tasks/{id}?cleanup=true"), None);
+    let removed = &deleted["removed"];
+    assert!(
+        removed[format!("target {}", target.addr())]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{deleted}"
+    );
+    assert_eq!(removed[format!("source {}", source.addr())], 1, "{deleted}");
+    assert_eq!(own_keys(&target), Vec::<String>::new());
+    assert_eq!(own_keys(&source), Vec::<String>::new());
+    equal(&source_side, &target_side);
+    assert_eq!(get(&mut dst, "limited"), Some(200));
     serve.assert_no_password();
-    let (code, _) = serve.call("DELETE", &format!("/api/v1/tasks/{id}"), None);
-    assert_eq!(code, 204);
     let (code, body) = serve.call("GET", &format!("/api/v1/tasks/{id}"), None);
     assert_eq!(code, 404, "{body}");
+}
+
+/// ferry's own keys on a server, in every db it has.
+fn own_keys(server: &Server) -> Vec<String> {
+    let mut conn = server.conn();
+    let mut keys = Vec::new();
+    for db in 0..16 {
+        // A cluster node has db 0 only.
+        if db > 0 && redis::cmd("SELECT").arg(db).query::<()>(&mut conn).is_err() {
+            break;
+        }
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg("__ferry:*")
+            .query(&mut conn)
+            .unwrap();
+        keys.extend(found);
+    }
+    keys
 }
 
 /// Reads the task's SSE stream until `needle` shows up.
@@ -340,6 +392,22 @@ fn a_cluster_task_started_on_creation_pauses_and_resumes() {
     }
     let stopped = serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
     assert_eq!(stopped["state"], "stopped", "{stopped}");
+
+    // Deleted with its keys: every master's checkpoints and fences, every shard's heartbeat.
+    let deleted = serve.ok("DELETE", &format!("/api/v1/tasks/{id}?cleanup=true"), None);
+    for m in target.masters() {
+        assert!(
+            deleted["removed"][format!("target {}", m.addr())]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{deleted}"
+        );
+    }
+    for m in target.masters().into_iter().chain(source.masters()) {
+        assert_eq!(own_keys(m), Vec::<String>::new(), "{}", m.addr());
+    }
+    equal(&source_side, &target_side);
 }
 
 #[test]

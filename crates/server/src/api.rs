@@ -350,22 +350,53 @@ async fn patch_task(
     Ok(Json(state.view(row)?))
 }
 
-/// Delete a task that is not running, with its history, reports and local files (its spool).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeleteParams {
+    /// Also remove ferry's own keys of this task: its checkpoints, fences, lease and held-TTL
+    /// lists from the targets, its heartbeat keys from the source. The servers must be
+    /// reachable; if they are not, nothing is deleted.
+    #[serde(default)]
+    pub cleanup: bool,
+}
+
+/// What a delete with `?cleanup=true` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    /// Keys removed, per server (`target 127.0.0.1:6380`, `source 127.0.0.1:6379`; a
+    /// cluster's masters each by address). Servers where none was found are left out.
+    pub removed: BTreeMap<String, u64>,
+}
+
+/// Delete a task that is not running, with its history, reports and local files (its spool);
+/// with `?cleanup=true` also ferry's keys of it in the servers.
 #[utoipa::path(
     delete, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "The task id")),
+    params(("id" = String, Path, description = "The task id"), DeleteParams),
     responses(
+        (status = 200, description = "Deleted, with ?cleanup=true: the keys removed", body = Deleted),
         (status = 204, description = "Deleted"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The task runs: stop it first", body = ErrorBody),
+        (status = 422, description = "?cleanup=true could not run (a server unreachable, a copy of the task still holds its lease): nothing was deleted", body = ErrorBody),
         (status = 500, description = "The store failed", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
-async fn delete_task(State(state): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.tasks.delete(&id)?;
-    Ok(StatusCode::NO_CONTENT)
+async fn delete_task(
+    State(state): St,
+    Path(id): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> Result<Response, ApiError> {
+    match state.tasks.delete(&id, params.cleanup).await? {
+        Some(cleanup) => Ok(Json(Deleted {
+            id,
+            removed: cleanup.removed,
+        })
+        .into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 /// A precheck's or verification's report, kept with the task.

@@ -293,7 +293,14 @@ impl Tasks {
         Ok(row)
     }
 
-    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
+    /// Deletes a task that is not running. With `cleanup`, its own keys go first (checkpoints,
+    /// fences, lease, held-TTL lists in the targets, heartbeats in the source): a cleanup that
+    /// fails deletes nothing, so it can be tried again.
+    pub async fn delete(
+        &self,
+        id: &str,
+        cleanup: bool,
+    ) -> Result<Option<ferry_engine::task::cleanup::Cleanup>, ApiError> {
         let row = self.get(id)?;
         if self.is_running(id) || row.state == "prechecking" {
             return Err(ApiError::Conflict(format!(
@@ -301,6 +308,19 @@ impl Tasks {
                 row.state
             )));
         }
+        let cleaned = match cleanup {
+            true => {
+                let config = TaskConfig::build(self.spec(&row)?)?;
+                let cleaned = ferry_engine::task::cleanup::remove_own_keys(&config).await?;
+                tracing::info!(
+                    task = id,
+                    removed = cleaned.total(),
+                    "removed the task's own keys"
+                );
+                Some(cleaned)
+            }
+            false => None,
+        };
         self.store.delete(id)?;
         // Its spool and lock: nobody else's (the directory is keyed by the task id).
         let local = self.data_dir.join("tasks").join(id);
@@ -309,7 +329,7 @@ impl Tasks {
         {
             tracing::warn!(task = id, "cannot remove {}: {e}", local.display());
         }
-        Ok(())
+        Ok(cleaned)
     }
 
     /// Runs the precheck and keeps its report. Returns the report's JSON and whether it failed.
@@ -745,7 +765,11 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, ApiError::Conflict(_)), "{err}");
-        tasks.delete(&id).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(tasks.delete(&id, false))
+            .unwrap();
         assert!(tasks.store.get(&id).unwrap().is_none());
         assert!(tasks.store.secrets(&id).unwrap().is_none());
         assert!(tasks.store.events(&id, 0, 10).unwrap().is_empty());

@@ -29,6 +29,7 @@ use crate::spec::ReadFrom;
 use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
 
+pub mod cleanup;
 mod handle;
 pub mod local;
 
