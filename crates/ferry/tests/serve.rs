@@ -249,11 +249,7 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
         .arg(600_000)
         .query(&mut dst)
         .unwrap();
-    let (code, body) = serve.call(
-        "DELETE",
-        &format!("/api/v1/tasks/{id}?cleanup=true"),
-        None,
-    );
+    let (code, body) = serve.call("DELETE", &format!("/api/v1/tasks/{id}?cleanup=true"), None);
     assert_eq!(code, 422, "{body}");
     assert!(body["message"].as_str().unwrap().contains(&lease), "{body}");
     serve.ok("GET", &format!("/api/v1/tasks/{id}"), None);
@@ -408,6 +404,159 @@ fn a_cluster_task_started_on_creation_pauses_and_resumes() {
         assert_eq!(own_keys(m), Vec::<String>::new(), "{}", m.addr());
     }
     equal(&source_side, &target_side);
+}
+
+#[test]
+fn tasks_name_saved_connections_whose_passwords_stay_write_only() {
+    let source = Server::start_with(&["--requirepass", PASSWORD]);
+    let target = Server::start();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 11,
+            keys_per_db: 100,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let saved = serve.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "src", "url": format!("redis://:{PASSWORD}@{}", source.addr()), "description": "the source"})),
+    );
+    assert_eq!(saved["has_password"], true, "{saved}");
+    assert_eq!(saved["url"], format!("redis://{}", source.addr()));
+    serve.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "dst", "url": target.url()})),
+    );
+    let (code, body) = serve.call(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "dst", "url": target.url()})),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = serve.call(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "no spaces", "url": target.url()})),
+    );
+    assert_eq!(code, 400, "{body}");
+
+    // The test button: reached and logged in; a wrong password and a closed port say so.
+    let tested = serve.ok("POST", "/api/v1/connections/src/test", None);
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert_eq!(tested["server"]["addr"], source.addr());
+    serve.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "wrong-pw", "url": format!("redis://:not-it@{}", source.addr())})),
+    );
+    let tested = serve.ok("POST", "/api/v1/connections/wrong-pw/test", None);
+    assert_eq!(tested["ok"], false, "{tested}");
+    assert!(
+        tested["error"].as_str().unwrap().contains("password"),
+        "{tested}"
+    );
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    serve.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"name": "closed", "url": format!("redis://{closed}")})),
+    );
+    let tested = serve.ok("POST", "/api/v1/connections/closed/test?as=target", None);
+    assert_eq!(tested["ok"], false, "{tested}");
+    assert!(
+        tested["error"].as_str().unwrap().contains(&closed),
+        "{tested}"
+    );
+
+    // A task naming both: linked, shown without the password.
+    let (code, body) = serve.call(
+        "POST",
+        "/api/v1/tasks",
+        Some(json!({"source": {"connection": "src", "url": target.url()}, "target": {"connection": "dst"}})),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = serve.call(
+        "POST",
+        "/api/v1/tasks",
+        Some(json!({"source": {"connection": "nope"}, "target": {"connection": "dst"}})),
+    );
+    assert_eq!(code, 400, "{body}");
+    let created = serve.ok(
+        "POST",
+        "/api/v1/tasks?start=true",
+        Some(json!({"source": {"connection": "src"}, "target": {"connection": "dst"}})),
+    );
+    let id = created["task"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["task"]["spec"]["source"]["connection"], "src");
+    assert_eq!(
+        created["task"]["spec"]["source"]["url"],
+        format!("redis://{}", source.addr())
+    );
+    serve.wait_state(&id, "incremental");
+    let (source_side, target_side) = (
+        Side::standalone(&source.addr(), Some(PASSWORD)),
+        Side::standalone(&target.addr(), None),
+    );
+    equal(&source_side, &target_side);
+    let used = serve.ok("GET", "/api/v1/connections/src", None);
+    assert_eq!(used["used_by"], json!([id]));
+    let (code, body) = serve.call("DELETE", "/api/v1/connections/src", None);
+    assert_eq!(code, 409, "{body}");
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
+
+    // The source's password changes: changed once in the connection, the task starts with it.
+    let new_password = format!("{PASSWORD}-2");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(&new_password)
+        .query(&mut source.conn())
+        .unwrap();
+    serve.ok(
+        "PUT",
+        "/api/v1/connections/src",
+        Some(json!({"url": format!("redis://:{new_password}@{}", source.addr())})),
+    );
+    let mut src = redis::Client::open(format!("redis://:{new_password}@{}", source.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    incr(&mut src, "after-the-change", 25);
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/start"), None);
+    let source_side = Side::standalone(&source.addr(), Some(&new_password));
+    equal(&source_side, &target_side);
+    assert_eq!(get(&mut target.conn(), "after-the-change"), Some(25));
+    serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
+
+    // Given its own URL, the task no longer names the connection, which can then go.
+    let patched = serve.ok(
+        "PATCH",
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"target": {"url": target.url()}})),
+    );
+    assert!(
+        patched["spec"]["target"]["connection"].is_null(),
+        "{patched}"
+    );
+    assert_eq!(patched["spec"]["source"]["connection"], "src");
+    let (code, _) = serve.call("DELETE", "/api/v1/connections/dst", None);
+    assert_eq!(code, 204);
+    let listed = serve.ok("GET", "/api/v1/connections", None);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["closed", "src", "wrong-pw"]);
+    assert!(!serve.seen.borrow().contains(&new_password));
+    assert!(!serve.log().contains(&new_password));
+    serve.assert_no_password();
 }
 
 #[test]

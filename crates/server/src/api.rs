@@ -41,7 +41,7 @@ type St = State<Arc<AppState>>;
         description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
     ),
     modifiers(&BearerAuth),
-    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "server", description = "The server itself"))
+    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "connections", description = "Saved servers (URL, login, TLS) that task specs name"), (name = "server", description = "The server itself"))
 )]
 pub struct ApiDoc;
 
@@ -69,6 +69,16 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(stop_task))
         .routes(routes!(verify_task))
         .routes(routes!(task_events))
+        .routes(routes!(
+            crate::connections::create_connection,
+            crate::connections::list_connections
+        ))
+        .routes(routes!(
+            crate::connections::get_connection,
+            crate::connections::replace_connection,
+            crate::connections::delete_connection
+        ))
+        .routes(routes!(crate::connections::test_connection))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -160,10 +170,12 @@ impl AppState {
                     failed: r.failed,
                 }))
         };
+        let mut spec = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
+        crate::connections::show_links(&mut spec, &row.connections);
         Ok(TaskView {
             last_precheck: summary("precheck")?,
             last_verify: summary("verify")?,
-            spec: serde_json::from_str(&row.spec).unwrap_or(Value::Null),
+            spec,
             id: row.id,
             name: row.name,
             labels: row.labels,
@@ -238,9 +250,13 @@ async fn create_task(
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let mut body = json_body(body)?;
     let labels = take_labels(&mut body)?.unwrap_or_default();
+    let links = crate::connections::resolve(&state.tasks.store, &mut body)?
+        .into_iter()
+        .filter_map(|(section, name)| Some((section, name?)))
+        .collect();
     let spec: ferry_engine::spec::TaskSpec = serde_json::from_value(body)
         .map_err(|e| ApiError::BadRequest(format!("the task spec: {e}")))?;
-    let row = state.tasks.create(spec, labels)?;
+    let row = state.tasks.create(spec, labels, links)?;
     let id = row.id.clone();
     let mut precheck = None;
     if params.start {
@@ -346,7 +362,8 @@ async fn patch_task(
 ) -> Result<Json<TaskView>, ApiError> {
     let mut body = json_body(body)?;
     let labels = take_labels(&mut body)?;
-    let row = state.tasks.update(&id, body, labels)?;
+    let links = crate::connections::resolve(&state.tasks.store, &mut body)?;
+    let row = state.tasks.update(&id, body, labels, links)?;
     Ok(Json(state.view(row)?))
 }
 

@@ -6,9 +6,11 @@
 //!
 //! - [`store`]: the SQLite store.
 //! - [`tasks`]: the tasks' lifecycle on the engine (`ferry_engine::task`).
+//! - [`connections`]: saved servers that task specs name.
 //! - [`api`]: the routes, the token check, the OpenAPI document.
 
 pub mod api;
+pub mod connections;
 pub mod error;
 pub mod store;
 pub mod tasks;

@@ -24,6 +24,20 @@ pub struct TaskRow {
     pub since_ms: u64,
     pub created_ms: u64,
     pub last_error: Option<String>,
+    /// Servers of the spec that name a saved connection: section (`source`, `target`,
+    /// `more_targets.0`, ...) -> connection name.
+    pub connections: BTreeMap<String, String>,
+}
+
+/// A saved connection as stored: its URL without the password (that is in
+/// `connection_secrets`), its TLS settings as JSON.
+#[derive(Clone, Debug)]
+pub struct ConnectionRow {
+    pub name: String,
+    pub url: String,
+    pub tls: Option<String>,
+    pub description: Option<String>,
+    pub created_ms: u64,
 }
 
 /// One kept report (precheck or verify).
@@ -66,6 +80,24 @@ CREATE TABLE IF NOT EXISTS events (
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_task ON events(task_id, seq);
+CREATE TABLE IF NOT EXISTS connections (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    tls TEXT,
+    description TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS connection_secrets (
+    name TEXT PRIMARY KEY REFERENCES connections(name) ON DELETE CASCADE ON UPDATE CASCADE,
+    password TEXT NOT NULL
+);
+-- No cascade from connections: a connection a task names cannot go.
+CREATE TABLE IF NOT EXISTS task_connections (
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    section TEXT NOT NULL,
+    name TEXT NOT NULL REFERENCES connections(name),
+    PRIMARY KEY (task_id, section)
+);
 CREATE TABLE IF NOT EXISTS reports (
     task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
     kind TEXT NOT NULL,
@@ -136,6 +168,7 @@ impl Store {
             params![task.id, secrets],
         )
         .map_err(db_error)?;
+        put_links(&tx, task)?;
         tx.commit().map_err(db_error)
     }
 
@@ -166,6 +199,7 @@ impl Store {
             params![task.id],
         )
         .map_err(db_error)?;
+        put_links(&tx, task)?;
         tx.commit().map_err(db_error)
     }
 
@@ -213,14 +247,22 @@ impl Store {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<TaskRow>, ApiError> {
-        self.conn()
+        let conn = self.conn();
+        let found = conn
             .query_row(
                 "SELECT id, name, labels, spec, state, since_ms, created_ms, last_error FROM tasks WHERE id = ?1",
                 params![id],
                 row,
             )
             .optional()
-            .map_err(db_error)
+            .map_err(db_error)?;
+        match found {
+            Some(mut task) => {
+                task.connections = links(&conn, &task.id)?;
+                Ok(Some(task))
+            }
+            None => Ok(None),
+        }
     }
 
     pub fn list(&self) -> Result<Vec<TaskRow>, ApiError> {
@@ -229,7 +271,98 @@ impl Store {
             .prepare("SELECT id, name, labels, spec, state, since_ms, created_ms, last_error FROM tasks ORDER BY created_ms, id")
             .map_err(db_error)?;
         let rows = stmt.query_map([], row).map_err(db_error)?;
+        let mut tasks = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+        for task in &mut tasks {
+            task.connections = links(&conn, &task.id)?;
+        }
+        Ok(tasks)
+    }
+
+    pub fn insert_connection(
+        &self,
+        c: &ConnectionRow,
+        password: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO connections (name, url, tls, description, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.name, c.url, c.tls, c.description, c.created_ms as i64],
+            )
+            .map_err(db_error)?;
+        if inserted == 0 {
+            return Err(ApiError::Conflict(format!(
+                "a connection named {:?} already exists: PUT /api/v1/connections/{0} to change it, or choose another name",
+                c.name
+            )));
+        }
+        put_password(&tx, &c.name, password)?;
+        tx.commit().map_err(db_error)
+    }
+
+    /// Replaces a connection's URL, TLS settings, description and password.
+    pub fn replace_connection(
+        &self,
+        c: &ConnectionRow,
+        password: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.execute(
+            "UPDATE connections SET url = ?2, tls = ?3, description = ?4 WHERE name = ?1",
+            params![c.name, c.url, c.tls, c.description],
+        )
+        .map_err(db_error)?;
+        put_password(&tx, &c.name, password)?;
+        tx.commit().map_err(db_error)
+    }
+
+    pub fn connection(
+        &self,
+        name: &str,
+    ) -> Result<Option<(ConnectionRow, Option<String>)>, ApiError> {
+        self.conn()
+            .query_row(
+                "SELECT c.name, c.url, c.tls, c.description, c.created_ms, s.password FROM connections c LEFT JOIN connection_secrets s ON s.name = c.name WHERE c.name = ?1",
+                params![name],
+                |r| Ok((connection_row(r)?, r.get(5)?)),
+            )
+            .optional()
+            .map_err(db_error)
+    }
+
+    pub fn connections(&self) -> Result<Vec<ConnectionRow>, ApiError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, url, tls, description, created_ms FROM connections ORDER BY name",
+            )
+            .map_err(db_error)?;
+        let rows = stmt.query_map([], connection_row).map_err(db_error)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+    }
+
+    /// The tasks whose spec names this connection.
+    pub fn connection_users(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT task_id FROM task_connections WHERE name = ?1 ORDER BY task_id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![name], |r| r.get(0))
+            .map_err(db_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+    }
+
+    /// Deletes a connection no task names (the caller checked; the schema refuses otherwise).
+    pub fn delete_connection(&self, name: &str) -> Result<bool, ApiError> {
+        self.conn()
+            .execute("DELETE FROM connections WHERE name = ?1", params![name])
+            .map_err(db_error)
+            .map(|n| n > 0)
     }
 
     pub fn secrets(&self, id: &str) -> Result<Option<String>, ApiError> {
@@ -332,5 +465,64 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         since_ms: r.get::<_, i64>(5)? as u64,
         created_ms: r.get::<_, i64>(6)? as u64,
         last_error: r.get(7)?,
+        connections: BTreeMap::new(),
     })
+}
+
+fn connection_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectionRow> {
+    Ok(ConnectionRow {
+        name: r.get(0)?,
+        url: r.get(1)?,
+        tls: r.get(2)?,
+        description: r.get(3)?,
+        created_ms: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+fn put_password(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    password: Option<&str>,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "DELETE FROM connection_secrets WHERE name = ?1",
+        params![name],
+    )
+    .map_err(db_error)?;
+    if let Some(password) = password {
+        tx.execute(
+            "INSERT INTO connection_secrets (name, password) VALUES (?1, ?2)",
+            params![name, password],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Replaces the task's links to saved connections.
+fn put_links(tx: &rusqlite::Transaction<'_>, task: &TaskRow) -> Result<(), ApiError> {
+    tx.execute(
+        "DELETE FROM task_connections WHERE task_id = ?1",
+        params![task.id],
+    )
+    .map_err(db_error)?;
+    for (section, name) in &task.connections {
+        tx.execute(
+            "INSERT INTO task_connections (task_id, section, name) VALUES (?1, ?2, ?3)",
+            params![task.id, section, name],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+fn links(conn: &Connection, task_id: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut stmt = conn
+        .prepare("SELECT section, name FROM task_connections WHERE task_id = ?1")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_error)?;
+    rows.collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(db_error)
 }

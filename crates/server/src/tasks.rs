@@ -129,11 +129,13 @@ impl Tasks {
         Ok(())
     }
 
-    /// Stores a new task. `spec` has its passwords; they go to their own table.
+    /// Stores a new task. `spec` has its passwords; they go to their own table. `links`: the
+    /// servers it names by a saved connection (section -> name).
     pub fn create(
         &self,
         mut spec: TaskSpec,
         labels: BTreeMap<String, String>,
+        links: BTreeMap<String, String>,
     ) -> Result<TaskRow, ApiError> {
         let id = match &spec.sync.id {
             Some(id) => id.to_string(),
@@ -151,6 +153,7 @@ impl Tasks {
             since_ms: now,
             created_ms: now,
             last_error: None,
+            connections: links,
         };
         self.store.insert(&row, &spec.secrets().expose_json())?;
         self.record(
@@ -182,17 +185,21 @@ impl Tasks {
         let secrets = SpecSecrets::from_json(&secrets)
             .map_err(|e| ApiError::Store(format!("task {}'s stored passwords: {e}", row.id)))?;
         spec.set_secrets(secrets)?;
+        crate::connections::apply(&self.store, &mut spec, &row.connections)?;
         Ok(spec)
     }
 
     /// Replaces a stopped task's settings. `patch` is a JSON merge patch (RFC 7386) over its
     /// spec: a server whose URL is given takes that URL's password (or none); the others keep
     /// theirs.
+    /// `links`: what the patch says of saved connections, per server section it gives (a name,
+    /// or `None` for a server given by its URL or removed).
     pub fn update(
         &self,
         id: &str,
         patch: Value,
         labels: Option<BTreeMap<String, String>>,
+        links: BTreeMap<String, Option<String>>,
     ) -> Result<TaskRow, ApiError> {
         let mut row = self.get(id)?;
         let changes_spec = patch.as_object().is_some_and(|o| !o.is_empty());
@@ -254,6 +261,17 @@ impl Tasks {
         spec.set_secrets(secrets)?;
         self.complete(&mut spec, id)?;
         spec.validate()?;
+        // A patch's more_targets replaces the whole list, links and all.
+        if patch.get("more_targets").is_some() {
+            row.connections
+                .retain(|section, _| !section.starts_with("more_targets."));
+        }
+        for (section, link) in links {
+            match link {
+                Some(name) => row.connections.insert(section, name),
+                None => row.connections.remove(&section),
+            };
+        }
         row.name = spec.sync.name.clone().unwrap_or_else(|| id.to_string());
         row.spec = spec_json(&spec);
         row.state = "created".into();
@@ -713,6 +731,7 @@ mod tests {
                         "target": {"url": "redis://:pw-dst@127.0.0.1:7001"},
                     })),
                     BTreeMap::from([("env".into(), "test".into())]),
+                    BTreeMap::new(),
                 )
                 .unwrap();
             assert!(!row.spec.contains("pw-"), "{}", row.spec);
@@ -736,6 +755,7 @@ mod tests {
                 &id,
                 json!({"limit": {"full_keys_per_sec": 100.0}, "target": {"url": "redis://127.0.0.1:7002"}}),
                 None,
+                BTreeMap::new(),
             )
             .unwrap();
         let patched = tasks.spec(&row).unwrap();
@@ -749,11 +769,11 @@ mod tests {
             "redis://127.0.0.1:7002"
         );
         let err = tasks
-            .update(&id, json!({"sync": {"id": "other"}}), None)
+            .update(&id, json!({"sync": {"id": "other"}}), None, BTreeMap::new())
             .unwrap_err();
         assert!(err.to_string().contains("cannot change"), "{err}");
         let err = tasks
-            .update(&id, json!({"limit": {"nope": 1}}), None)
+            .update(&id, json!({"limit": {"nope": 1}}), None, BTreeMap::new())
             .unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
 
@@ -761,6 +781,7 @@ mod tests {
         let err = tasks
             .create(
                 spec(json!({"source": {"url": "redis://127.0.0.1:7000"}, "target": {"url": "redis://127.0.0.1:7001"}, "sync": {"id": id}})),
+                BTreeMap::new(),
                 BTreeMap::new(),
             )
             .unwrap_err();

@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod endpoint;
 pub mod info;
+pub mod probe;
 pub mod sentinel;
 pub mod socket;
 pub mod tls;
