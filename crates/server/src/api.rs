@@ -41,7 +41,8 @@ type St = State<Arc<AppState>>;
         description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
     ),
     modifiers(&BearerAuth),
-    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "server", description = "The server itself"))
+    components(schemas(crate::alerts::AlertPayload)),
+    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "server", description = "The server itself"), (name = "alerts", description = "Alert rules and their webhook deliveries (the body POSTed is an AlertPayload)"))
 )]
 pub struct ApiDoc;
 
@@ -69,6 +70,12 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(stop_task))
         .routes(routes!(verify_task))
         .routes(routes!(task_events))
+        .routes(routes!(
+            crate::alerts::routes::create_alert,
+            crate::alerts::routes::list_alerts
+        ))
+        .routes(routes!(crate::alerts::routes::delete_alert))
+        .routes(routes!(crate::alerts::routes::alert_deliveries))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

@@ -7,7 +7,9 @@
 //! - [`store`]: the SQLite store.
 //! - [`tasks`]: the tasks' lifecycle on the engine (`ferry_engine::task`).
 //! - [`api`]: the routes, the token check, the OpenAPI document.
+//! - [`alerts`]: alert rules, their evaluation and the webhook outbox.
 
+pub mod alerts;
 pub mod api;
 pub mod error;
 pub mod store;
@@ -43,12 +45,15 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
     let addr = listener.local_addr().unwrap_or(opts.listen);
     tracing::info!(%addr, "serving the API on http://{addr}/api/v1 (OpenAPI at /openapi.json)");
     state.tasks.boot()?;
+    let alerts = alerts::start(state.tasks.clone(), stop.clone())?;
     state.ready.store(true, Ordering::SeqCst);
     let (router, _) = api::router(state.clone());
     let shutdown = stop.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
+    // Before the tasks stop: their stopping is not a change for the rules to see.
+    alerts.stopped().await;
     state.tasks.shutdown().await;
     served.map_err(|e| ApiError::Store(format!("the HTTP server failed: {e}")))
 }
