@@ -44,8 +44,10 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
         })?;
     let addr = listener.local_addr().unwrap_or(opts.listen);
     tracing::info!(%addr, "serving the API on http://{addr}/api/v1 (OpenAPI at /openapi.json)");
+    // Made before the tasks start again: a failure here leaves nothing running.
+    let webhooks = alerts::deliver::client()?;
     state.tasks.boot()?;
-    let alerts = alerts::start(state.tasks.clone(), stop.clone())?;
+    let alerts = alerts::start(state.tasks.clone(), webhooks, stop.clone());
     state.ready.store(true, Ordering::SeqCst);
     let (router, _) = api::router(state.clone());
     let shutdown = stop.clone();

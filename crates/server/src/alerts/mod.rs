@@ -24,7 +24,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
 use crate::tasks::{Tasks, now_ms};
 
 /// How often the rules are looked at.
@@ -36,9 +35,10 @@ pub struct Alerts {
     worker: JoinHandle<()>,
 }
 
-/// Starts the evaluator and the delivery worker; both end when `stop` fires.
-pub fn start(tasks: Arc<Tasks>, stop: CancellationToken) -> Result<Alerts, ApiError> {
-    let client = deliver::client()?;
+/// Starts the evaluator and the delivery worker (POSTing through `client`, see
+/// [`deliver::client`]); both end when `stop` fires. Called once the tasks that were running
+/// have been started again: before that, they would look stopped to the rules.
+pub fn start(tasks: Arc<Tasks>, client: reqwest::Client, stop: CancellationToken) -> Alerts {
     let wake = Arc::new(Notify::new());
     let worker = tokio::spawn(deliver::run(
         tasks.clone(),
@@ -64,7 +64,7 @@ pub fn start(tasks: Arc<Tasks>, stop: CancellationToken) -> Result<Alerts, ApiEr
             }
         }
     });
-    Ok(Alerts { evaluator, worker })
+    Alerts { evaluator, worker }
 }
 
 impl Alerts {
