@@ -1,8 +1,9 @@
 //! `ferry serve`'s alerts, end to end: the real binary, real redis-servers, and a webhook
 //! receiver in the test (a small HTTP/1.1 server on a free loopback port that records every
 //! request and checks its HMAC signature with the rule's secret). A `failed` rule fires once
-//! for a task that fails and resolves once when it runs again; a `lag_bytes` rule fires once
-//! while the target is frozen (SIGSTOP) under writes and resolves once when it thaws; a
+//! for a task that fails and resolves once when it runs again; `lag_bytes` and `lag_seconds`
+//! rules fire once while the target is frozen (SIGSTOP) under writes and resolve once when it
+//! thaws; a
 //! firing whose receiver is down survives a SIGKILL of the server and arrives exactly once
 //! when the receiver comes up after the restart. The rules' secrets appear in no answer and
 //! no log line.
@@ -97,10 +98,15 @@ impl Receiver {
 
     /// Waits until `n` requests have come; returns them all.
     fn wait_for(&self, n: usize, what: &str, serve: &Serve) -> Vec<Hook> {
+        self.wait_until(what, serve, |hooks| hooks.len() >= n)
+    }
+
+    /// Waits until the requests so far pass `cond`; returns them all.
+    fn wait_until(&self, what: &str, serve: &Serve, cond: impl Fn(&[Hook]) -> bool) -> Vec<Hook> {
         let deadline = Instant::now() + WAIT;
         loop {
             let hooks = self.hooks();
-            if hooks.len() >= n {
+            if cond(&hooks) {
                 return hooks;
             }
             assert!(
@@ -372,6 +378,15 @@ fn a_failed_task_fires_once_and_resolves_once_when_it_runs_again() {
     no_secret(&serve);
 }
 
+/// The hooks of one rule.
+fn of_rule(hooks: &[Hook], rule: &str) -> Vec<Hook> {
+    hooks
+        .iter()
+        .filter(|h| h.body["rule"] == rule)
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn lag_from_a_frozen_target_fires_once_and_resolves_once_when_it_thaws() {
     let source = Server::start();
@@ -386,9 +401,14 @@ fn lag_from_a_frozen_target_fires_once_and_resolves_once_when_it_thaws() {
     );
     let id = created["task"]["id"].as_str().unwrap().to_string();
     serve.wait_state(&id, "incremental");
-    let rule_id = rule(
+    let bytes = rule(
         &serve,
         json!({"task": id, "kind": "lag_bytes", "threshold": 65536, "for_seconds": 2,
+               "webhook_url": receiver.url(), "secret": SECRET}),
+    );
+    let seconds = rule(
+        &serve,
+        json!({"task": id, "kind": "lag_seconds", "threshold": 5, "for_seconds": 2,
                "webhook_url": receiver.url(), "secret": SECRET}),
     );
 
@@ -411,18 +431,32 @@ fn lag_from_a_frozen_target_fires_once_and_resolves_once_when_it_thaws() {
         })
     };
     signal(target.pid(), "-STOP");
-    let hooks = receiver.wait_for(1, "firing while the target is frozen", &serve);
-    assert_eq!(hooks[0].body["state"], "firing", "{:?}", hooks[0]);
-    assert_eq!(hooks[0].body["kind"], "lag_bytes");
-    assert_eq!(hooks[0].body["threshold"], 65536.0);
-    assert!(
-        hooks[0].body["value"].as_f64().unwrap() > 65536.0,
-        "{:?}",
-        hooks[0]
-    );
+    let hooks = receiver.wait_until("both firing while the target is frozen", &serve, |h| {
+        !of_rule(h, &bytes).is_empty() && !of_rule(h, &seconds).is_empty()
+    });
+    for (rule, kind, threshold) in [
+        (&bytes, "lag_bytes", 65536.0),
+        (&seconds, "lag_seconds", 5.0),
+    ] {
+        let fired = &of_rule(&hooks, rule)[0].body;
+        assert_eq!(fired["state"], "firing", "{fired}");
+        assert_eq!(fired["kind"], kind);
+        assert_eq!(fired["threshold"], threshold);
+        assert!(fired["value"].as_f64().unwrap() > threshold, "{fired}");
+    }
+    let firing = serve.ok("GET", "/api/v1/alerts", None);
+    for r in firing.as_array().unwrap() {
+        assert_eq!(r["firing"][0]["task"], id.as_str(), "{firing}");
+    }
     signal(target.pid(), "-CONT");
-    let hooks = receiver.wait_for(2, "resolution once the target thaws", &serve);
-    assert_eq!(hooks[1].body["state"], "resolved", "{:?}", hooks[1]);
+    let hooks = receiver.wait_until("both resolved once the target thaws", &serve, |h| {
+        of_rule(h, &bytes).len() >= 2 && of_rule(h, &seconds).len() >= 2
+    });
+    for rule in [&bytes, &seconds] {
+        let resolved = &of_rule(&hooks, rule)[1].body;
+        assert_eq!(resolved["state"], "resolved", "{resolved}");
+        assert!(resolved["value"].is_number(), "{resolved}");
+    }
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     if let Err(report) = compare::eventually_equal_sides(
@@ -435,9 +469,10 @@ fn lag_from_a_frozen_target_fires_once_and_resolves_once_when_it_thaws() {
     }
     a_few_more_looks();
     let hooks = receiver.hooks();
-    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks.len(), 4, "{hooks:?}");
     check_hooks(&hooks);
-    assert_eq!(deliveries(&serve, &rule_id).len(), 2);
+    assert_eq!(deliveries(&serve, &bytes).len(), 2);
+    assert_eq!(deliveries(&serve, &seconds).len(), 2);
     no_secret(&serve);
 }
 

@@ -35,6 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Deliveries taken per look at the outbox.
 const BATCH: u32 = 32;
+/// Deliveries made are kept this long (for `GET /alerts/{id}/deliveries`), then forgotten.
+const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often deliveries older than `KEEP` are looked for.
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -121,7 +125,15 @@ pub async fn run(
         Ok(n) => tracing::info!("{n} alert deliveries were pending: trying them again now"),
         Err(e) => tracing::error!("cannot read the alert outbox: {e}"),
     }
+    let mut forgot_at: Option<std::time::Instant> = None;
     loop {
+        if forgot_at.is_none_or(|at| at.elapsed() >= FORGET_EVERY) {
+            forgot_at = Some(std::time::Instant::now());
+            let before = now_ms().saturating_sub(KEEP.as_millis() as u64);
+            if let Err(e) = store.forget_delivered(before) {
+                tracing::error!("cannot forget old alert deliveries: {e}");
+            }
+        }
         let wait = match deliver_due(store, &client, &stop).await {
             Ok(true) => Duration::ZERO,
             Ok(false) => match store.next_due() {

@@ -344,26 +344,29 @@ fn differences(report: &str) -> u64 {
 }
 
 fn message(rule: &Rule, task: &str, state: AlertState, seen: Seen) -> String {
-    let value = match seen {
-        Seen::Value(v) => format!("{v}"),
-        Seen::NotRunning => "none (the task does not run)".into(),
-        Seen::Unknown => "unknown".into(),
-        Seen::Gone => "none (the task is gone or no longer covered)".into(),
-    };
-    let limit = match rule.threshold {
-        Some(t) => format!(", threshold {t}"),
-        None => String::new(),
-    };
-    match state {
-        AlertState::Firing => format!(
-            "task {task}: {} fired (value {value}{limit}, held {} s)",
-            rule.kind.name(),
-            rule.for_seconds
+    let kind = rule.kind.name();
+    let held = rule.for_seconds;
+    match (rule.kind, state, seen) {
+        (Kind::Failed, AlertState::Firing, _) => format!("task {task} failed"),
+        (Kind::Failed, AlertState::Resolved, Seen::Gone) => {
+            format!("task {task} is gone or no longer watched")
+        }
+        (Kind::Failed, AlertState::Resolved, _) => format!("task {task} is no longer failed"),
+        (_, AlertState::Firing, Seen::Value(v)) => format!(
+            "task {task}: {kind} {v} is above {} for {held} s",
+            rule.threshold.unwrap_or(0.0)
         ),
-        AlertState::Resolved => format!(
-            "task {task}: {} resolved (value {value}{limit})",
-            rule.kind.name()
+        (_, AlertState::Firing, _) => format!("task {task}: {kind} fired"),
+        (_, AlertState::Resolved, Seen::Value(v)) => format!(
+            "task {task}: {kind} {v} is back at or below {} for {held} s",
+            rule.threshold.unwrap_or(0.0)
         ),
+        (_, AlertState::Resolved, Seen::NotRunning) => {
+            format!("task {task}: {kind} resolved (the task does not run)")
+        }
+        (_, AlertState::Resolved, _) => {
+            format!("task {task}: {kind} resolved (the task is gone or no longer watched)")
+        }
     }
 }
 
@@ -452,6 +455,10 @@ mod tests {
         assert_eq!(body["delivery"], d[0].id);
         assert_eq!(body["since"], 1000);
         assert_eq!(body["task_name"], "one");
+        assert_eq!(
+            body["message"],
+            "task t-1: lag_bytes 900 is above 100 for 3 s"
+        );
         assert!(store.firing().unwrap().is_empty());
     }
 
@@ -536,6 +543,9 @@ mod tests {
         let next = store.due(u64::MAX, 10).unwrap();
         assert_eq!(next.len(), 1);
         assert!(next[0].payload.contains("\"resolved\""));
+        // Made ones are forgotten once old; pending ones never.
+        assert_eq!(store.forget_delivered(2_001).unwrap(), 1);
+        assert_eq!(store.deliveries(&rule.id, 10).unwrap().len(), 1);
         // Deleting the rule takes its outbox with it.
         assert!(store.delete_rule(&rule.id).unwrap());
         assert!(store.due(u64::MAX, 10).unwrap().is_empty());

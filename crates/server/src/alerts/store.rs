@@ -332,6 +332,16 @@ impl Store {
             .map(drop)
     }
 
+    /// Forgets deliveries made before `before_ms` (pending ones are kept whatever their age).
+    pub fn forget_delivered(&self, before_ms: u64) -> Result<usize, ApiError> {
+        self.conn()
+            .execute(
+                "DELETE FROM alert_deliveries WHERE delivered_ms IS NOT NULL AND delivered_ms < ?1",
+                params![before_ms.min(i64::MAX as u64) as i64],
+            )
+            .map_err(db_error)
+    }
+
     /// After a restart: every pending delivery is tried again now, whatever its backoff said.
     pub fn retry_pending_now(&self, now_ms: u64) -> Result<usize, ApiError> {
         self.conn()
