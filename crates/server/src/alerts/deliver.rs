@@ -251,6 +251,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_closed_port_is_a_failed_attempt_that_says_why() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let due = Due {
+            id: 1,
+            payload: "{}".into(),
+            attempts: 0,
+            at_ms: 0,
+            url: format!("http://127.0.0.1:{port}/hook"),
+            secret: "0123456789abcdef".into(),
+        };
+        let (status, why) = send(&client().unwrap(), &due).await.unwrap_err();
+        assert_eq!(status, None);
+        assert!(why.contains("onnect"), "{why}");
+        assert!(
+            !why.contains("127.0.0.1"),
+            "the URL is shown beside it: {why}"
+        );
+    }
+
     #[test]
     fn backoff_doubles_up_to_a_minute() {
         let secs: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
