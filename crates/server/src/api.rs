@@ -41,7 +41,8 @@ type St = State<Arc<AppState>>;
         description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
     ),
     modifiers(&BearerAuth),
-    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "connections", description = "Saved servers (URL, login, TLS) that task specs name"), (name = "server", description = "The server itself"))
+    components(schemas(crate::alerts::AlertPayload)),
+    tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "connections", description = "Saved servers (URL, login, TLS) that task specs name"), (name = "server", description = "The server itself"), (name = "alerts", description = "Alert rules and their webhook deliveries (the body POSTed is an AlertPayload)"))
 )]
 pub struct ApiDoc;
 
@@ -79,6 +80,12 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
             crate::connections::delete_connection
         ))
         .routes(routes!(crate::connections::test_connection))
+        .routes(routes!(
+            crate::alerts::routes::create_alert,
+            crate::alerts::routes::list_alerts
+        ))
+        .routes(routes!(crate::alerts::routes::delete_alert))
+        .routes(routes!(crate::alerts::routes::alert_deliveries))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

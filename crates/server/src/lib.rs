@@ -8,7 +8,9 @@
 //! - [`tasks`]: the tasks' lifecycle on the engine (`ferry_engine::task`).
 //! - [`connections`]: saved servers that task specs name.
 //! - [`api`]: the routes, the token check, the OpenAPI document.
+//! - [`alerts`]: alert rules, their evaluation and the webhook outbox.
 
+pub mod alerts;
 pub mod api;
 pub mod connections;
 pub mod error;
@@ -44,13 +46,18 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
         })?;
     let addr = listener.local_addr().unwrap_or(opts.listen);
     tracing::info!(%addr, "serving the API on http://{addr}/api/v1 (OpenAPI at /openapi.json)");
+    // Made before the tasks start again: a failure here leaves nothing running.
+    let webhooks = alerts::deliver::client()?;
     state.tasks.boot()?;
+    let alerts = alerts::start(state.tasks.clone(), webhooks, stop.clone());
     state.ready.store(true, Ordering::SeqCst);
     let (router, _) = api::router(state.clone());
     let shutdown = stop.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
+    // Before the tasks stop: their stopping is not a change for the rules to see.
+    alerts.stopped().await;
     state.tasks.shutdown().await;
     served.map_err(|e| ApiError::Store(format!("the HTTP server failed: {e}")))
 }
