@@ -7,9 +7,11 @@
 //! - [`store`]: the SQLite store.
 //! - [`tasks`]: the tasks' lifecycle on the engine (`ferry_engine::task`).
 //! - [`api`]: the routes, the token check, the OpenAPI document.
+//! - [`metrics`]: `GET /metrics` for Prometheus.
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod tasks;
 
@@ -42,6 +44,8 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
         })?;
     let addr = listener.local_addr().unwrap_or(opts.listen);
     tracing::info!(%addr, "serving the API on http://{addr}/api/v1 (OpenAPI at /openapi.json)");
+    // Before any task starts: the engine's counters are kept from their first event.
+    metrics::counters();
     state.tasks.boot()?;
     state.ready.store(true, Ordering::SeqCst);
     let (router, _) = api::router(state.clone());
