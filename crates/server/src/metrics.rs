@@ -219,7 +219,7 @@ fn family(name: &str) -> (Kind, &'static str) {
 /// each family's samples together, after its HELP and TYPE).
 #[derive(Default)]
 struct Exposition {
-    families: Vec<(String, Vec<(Vec<(String, String)>, f64)>)>,
+    families: Vec<(String, Vec<(Labels, f64)>)>,
 }
 
 impl Exposition {
@@ -234,7 +234,7 @@ impl Exposition {
         self.add_owned(name, labels, value);
     }
 
-    fn add_owned(&mut self, name: &str, labels: Vec<(String, String)>, value: f64) {
+    fn add_owned(&mut self, name: &str, labels: Labels, value: f64) {
         let at = match self.families.iter().position(|(n, _)| n == name) {
             Some(at) => at,
             None => {
