@@ -165,7 +165,7 @@ fn scrape_until(serve: &Serve, what: &str, cond: impl Fn(&Scrape) -> bool) -> Sc
 #[test]
 fn metrics_show_a_tasks_progress_and_a_real_prometheus_scrapes_them() {
     let source = Server::start();
-    let target = Server::start();
+    let mut target = Server::start();
     let mut src = source.conn();
     for i in 0..KEYS {
         let _: () = redis::cmd("SET")
@@ -259,7 +259,8 @@ fn metrics_show_a_tasks_progress_and_a_real_prometheus_scrapes_them() {
     promtool_accepts(&s.text);
 
     // A real Prometheus scrapes the server every second, with the token from its file.
-    match Prometheus::start(dir.path(), &serve.addr, &dir.path().join("api-token")) {
+    let prom = Prometheus::start(dir.path(), &serve.addr, &dir.path().join("api-token"));
+    match &prom {
         None => eprintln!(
             "note: the prometheus binary is not installed (apt-get install prometheus): the scrape by a real Prometheus is not tested"
         ),
@@ -290,6 +291,45 @@ fn metrics_show_a_tasks_progress_and_a_real_prometheus_scrapes_them() {
             });
         }
     }
+
+    // The target goes away: the task retries, and says why by code.
+    target.stop();
+    let s = scrape_until(&serve, "a retry", |s| {
+        state(s, "retrying") == Some(1.0)
+            && s.families
+                .get("ferry_retries_total")
+                .is_some_and(|f| f.iter().any(|(l, v)| l["task"] == id && *v >= 1.0))
+    });
+    let retries = &s.families["ferry_retries_total"];
+    assert!(
+        retries
+            .iter()
+            .all(|(l, _)| l.get("code").is_some_and(|c| !c.is_empty())),
+        "{retries:?}"
+    );
+    assert!(
+        s.of_task("ferry_retry_left_seconds", &id).is_some(),
+        "{}",
+        s.text
+    );
+    eprintln!("while the target was down: ferry_retries_total {retries:?}");
+    // Back: the task goes on from its checkpoint, and the writes made meanwhile arrive.
+    for _ in 0..INCRS {
+        let _: i64 = redis::cmd("INCR").arg("counter").query(&mut src).unwrap();
+    }
+    target.start_again();
+    serve.wait_state(&id, "incremental");
+    if let Err(report) =
+        compare::eventually_equal_sides(&source_side, &target_side, &Options::default(), WAIT)
+    {
+        panic!("target differs from source after the outage: {report:?}");
+    }
+    if let Some(prom) = &prom {
+        prom.query_until(&format!("sum(ferry_retries_total{{task=\"{id}\"}})"), |v| {
+            v >= 1.0
+        });
+    }
+    drop(prom);
 
     // Stopped: its state only (it no longer runs, so no progress figures); its counters stay.
     serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
