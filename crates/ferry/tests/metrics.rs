@@ -329,6 +329,27 @@ fn metrics_show_a_tasks_progress_and_a_real_prometheus_scrapes_them() {
             v >= 1.0
         });
     }
+    if let Some(prom) = &prom {
+        // Every query of the Grafana dashboard parses and runs on this Prometheus, and those
+        // over the task's progress find its series.
+        let exprs = dashboard_queries(&id);
+        assert!(exprs.len() >= 10, "{exprs:?}");
+        let mut answered = 0;
+        for expr in &exprs {
+            answered += usize::from(prom.query(expr).is_some());
+        }
+        assert!(answered >= exprs.len() / 2, "{answered} of {exprs:?}");
+        eprintln!(
+            "the dashboard's {} queries run; {answered} found series",
+            exprs.len()
+        );
+        for expr in exprs
+            .iter()
+            .filter(|e| e.contains("ferry_lag_bytes") || e.contains("ferry_ops_applied_total"))
+        {
+            prom.query_until(expr, |v| v >= 0.0);
+        }
+    }
     drop(prom);
 
     // Stopped: its state only (it no longer runs, so no progress figures); its counters stay.
@@ -383,6 +404,34 @@ fn promtool_accepts(text: &str) {
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}\n{text}"
     );
+}
+
+/// The PromQL of deploy/grafana/ferry.json, with Grafana's variables filled in for `task`.
+fn dashboard_queries(task: &str) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    match (k.as_str(), v) {
+                        ("expr", Value::String(e)) => out.push(e.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/ferry.json"
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    walk(&serde_json::from_str(&text).unwrap(), &mut out);
+    out.iter()
+        .map(|e| e.replace("$task", task).replace("$__rate_interval", "1m"))
+        .collect()
 }
 
 /// A Prometheus server of our own (not the system's service), on a free loopback port, with
@@ -442,7 +491,9 @@ impl Prometheus {
     /// An instant query through the HTTP API: the first result's value, if any.
     fn query(&self, promql: &str) -> Option<f64> {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let body = http_get(&self.addr, &path)?;
+        let (code, body) = http_get(&self.addr, &path)?;
+        // 400 and 422: the query does not parse or cannot run (503: still starting).
+        assert!(![400, 422].contains(&code), "{promql}: {code} {body}");
         let v: Value = serde_json::from_str(&body).ok()?;
         assert_ne!(v["status"], "error", "{promql}: {body}");
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
@@ -484,8 +535,8 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// A plain HTTP/1.1 GET; the body of a 200 answer.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+/// A plain HTTP/1.1 GET; the status and the body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(WAIT)).ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -493,17 +544,15 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    if head.split(' ').nth(1) != Some("200") {
-        return None;
-    }
+    let code = head.split(' ').nth(1)?.parse().ok()?;
     // Prometheus's API answers are small; a chunked one is de-chunked here.
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return Some(dechunk(body));
+        return Some((code, dechunk(body)));
     }
-    Some(body.to_string())
+    Some((code, body.to_string()))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -538,7 +587,7 @@ fn serve_logs_json_lines() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + WAIT;
-    while http_get(&addr, "/readyz").is_none() {
+    while http_get(&addr, "/readyz").is_none_or(|(code, _)| code != 200) {
         assert!(Instant::now() < deadline, "ferry serve did not get ready");
         std::thread::sleep(Duration::from_millis(50));
     }
