@@ -1,4 +1,4 @@
-//! The HTTP API under `/api/v1`, with `/healthz`, `/readyz` and `/openapi.json`. Every route
+//! The HTTP API under `/api/v1`, with `/healthz`, `/readyz`, `/metrics` and `/openapi.json`. Every route
 //! is registered through `utoipa_axum::routes!`, which also puts its operation in the OpenAPI
 //! document: the router and the document are made by the same calls and cannot drift.
 
@@ -38,7 +38,7 @@ type St = State<Arc<AppState>>;
 #[openapi(
     info(
         title = "ferry server",
-        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
+        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
     ),
     modifiers(&BearerAuth),
     components(schemas(crate::alerts::AlertPayload)),
@@ -90,8 +90,16 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
             state.clone(),
             require_token,
         ));
+    // Prometheus sends the same token (`authorization` in its scrape config).
+    let metrics = OpenApiRouter::new()
+        .routes(routes!(crate::metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
+        .merge(metrics)
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
@@ -103,7 +111,11 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
 }
 
 /// Every `/api/` request carries the token; compared in constant time.
-async fn require_token(State(state): St, req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn require_token(
+    State(state): St,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -9,11 +9,13 @@
 //! - [`connections`]: saved servers that task specs name.
 //! - [`api`]: the routes, the token check, the OpenAPI document.
 //! - [`alerts`]: alert rules, their evaluation and the webhook outbox.
+//! - [`metrics`]: `GET /metrics` for Prometheus.
 
 pub mod alerts;
 pub mod api;
 pub mod connections;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod tasks;
 
@@ -48,6 +50,8 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
     tracing::info!(%addr, "serving the API on http://{addr}/api/v1 (OpenAPI at /openapi.json)");
     // Made before the tasks start again: a failure here leaves nothing running.
     let webhooks = alerts::deliver::client()?;
+    // Before any task starts: the engine's counters are kept from their first event.
+    metrics::counters();
     state.tasks.boot()?;
     let alerts = alerts::start(state.tasks.clone(), webhooks, stop.clone());
     state.ready.store(true, Ordering::SeqCst);

@@ -21,6 +21,21 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::store::{ReportRow, Store, TaskRow};
 
+/// Every state a task can be in (`ferry_task_state` has a series for each).
+pub const STATES: [&str; 11] = [
+    "created",
+    "prechecking",
+    "precheck_failed",
+    "ready",
+    "full_sync",
+    "incremental",
+    "paused",
+    "retrying",
+    "failed",
+    "stopped",
+    "finished",
+];
+
 /// States in which a task runs in the engine (and is started again after a server restart).
 pub const RUNNING: [&str; 4] = ["full_sync", "incremental", "paused", "retrying"];
 
@@ -340,6 +355,7 @@ impl Tasks {
             false => None,
         };
         self.store.delete(id)?;
+        crate::metrics::counters().forget(id);
         // Its spool and lock: nobody else's (the directory is keyed by the task id).
         let local = self.data_dir.join("tasks").join(id);
         if local.exists()

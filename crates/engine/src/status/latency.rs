@@ -331,6 +331,17 @@ impl Latency {
         waiting.max(recent)
     }
 
+    /// How far behind the target is now, in time: the age of the oldest probe it has not
+    /// confirmed or, when none waits, the latency of the last one it confirmed (within the
+    /// window). None when neither is known (no probe yet, or none for a minute).
+    pub fn behind(&self, now: Instant) -> Option<Duration> {
+        let inner = self.inner();
+        match inner.waiting.front() {
+            Some(p) => Some(now.saturating_duration_since(p.since)),
+            None => inner.window.recent(now).last().map(|s| s.latency),
+        }
+    }
+
     /// The samples of the last minute.
     pub fn samples(&self, now: Instant) -> Vec<Sample> {
         self.inner().window.recent(now).copied().collect()
@@ -440,6 +451,30 @@ mod tests {
         let r = l.report(Instant::now()).unwrap();
         assert_eq!(r.samples, 2);
         assert!(r.p99 >= 60_000.0, "{r:?}");
+    }
+
+    #[test]
+    fn behind_is_the_oldest_waiting_probe_else_the_last_sample() {
+        let l = Latency::default();
+        let now = Instant::now();
+        assert_eq!(l.behind(now), None);
+        let stream = l.begin();
+        l.set_key(stream, Bytes::from_static(b"__ferry:heartbeat:b"));
+        // Heartbeats from an earlier run, 10 min and 2 s old by their values.
+        for (ms, offset) in [(600_000, 10), (2_000, 20)] {
+            let value = (unix_ms() - ms).to_string();
+            assert!(l.own_key_seen(&args(&["SET", "__ferry:heartbeat:b", &value]), offset));
+        }
+        let later = Instant::now();
+        assert!(l.behind(later).unwrap() >= Duration::from_secs(600));
+        l.confirmed(10);
+        let lag = l.behind(Instant::now()).unwrap();
+        assert!(lag >= Duration::from_secs(2), "{lag:?}");
+        assert!(lag < Duration::from_secs(600), "{lag:?}");
+        l.confirmed(20);
+        // Caught up: the last sample's latency, which no longer grows.
+        let last = l.samples(Instant::now()).last().unwrap().latency;
+        assert_eq!(l.behind(Instant::now()), Some(last));
     }
 
     #[test]

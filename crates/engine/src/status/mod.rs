@@ -154,6 +154,10 @@ pub struct Snapshot {
     pub source_offset: u64,
     pub applied_offset: u64,
     pub lag_bytes: u64,
+    /// How far behind the target is in time: the age of the oldest heartbeat write it has not
+    /// applied, else the latency of the last one it applied; null when unknown. A cluster
+    /// source: the shard furthest behind.
+    pub lag_s: Option<f64>,
     pub ops_applied: u64,
     pub relaxed_transactions: u64,
     pub cross_slot_commands: u64,
@@ -509,6 +513,14 @@ impl Status {
                     .collect::<Vec<_>>(),
             ),
         };
+        let lag_s = match parts.is_empty() {
+            true => self.latency.behind(now),
+            false => parts
+                .iter()
+                .filter_map(|(_, p)| p.latency.behind(now))
+                .max(),
+        }
+        .map(|d| d.as_secs_f64());
         let source_offset = self.source_offset.load(Relaxed);
         let applied_offset = self.applied_offset.load(Relaxed);
         let phase = self.phase();
@@ -537,6 +549,7 @@ impl Status {
             applied_offset,
             // Before the snapshot is applied nothing counts as caught up.
             lag_bytes: source_offset.saturating_sub(applied_offset),
+            lag_s,
             ops_applied: self.ops_applied.load(Relaxed),
             relaxed_transactions: self.relaxed_transactions.load(Relaxed),
             cross_slot_commands: self.cross_slot_commands.load(Relaxed),
