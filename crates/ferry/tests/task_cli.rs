@@ -2,8 +2,8 @@
 //! harness), syncing between real redis-servers. A task's whole life through the CLI (create
 //! from a TOML file with a password, precheck, start, get, pause, resume, events, follow,
 //! verify, stop, delete, list), the data equal key by key, the password never printed; and
-//! each way of getting it wrong (a wrong or missing token, no server at the URL, a bad file, an
-//! unknown task) answered with one line and a non-zero exit.
+//! each way of getting it wrong (a wrong or missing token, no server at the URL, a server that
+//! is not ferry serve, a bad file, an unknown task) answered with one line and a non-zero exit.
 
 mod common;
 mod serving;
@@ -456,6 +456,14 @@ fn each_mistake_is_one_clear_line_and_a_failing_exit() {
     );
     let run = cli.run_command(cli.command_at(&closed, &["verify", "t-1"]));
     assert_eq!(run.code, 2, "verify: 2 when it could not tell");
+    // A server that does not speak HTTP (a redis-server).
+    let run = cli.run_command(cli.command_at(&format!("http://{}", target.addr()), &["list"]));
+    assert_eq!(run.code, 1);
+    let line = run.error_line();
+    assert!(
+        line.contains("is --server the address of ferry serve"),
+        "{line}"
+    );
     let line = cli
         .run_command(cli.command_at("127.0.0.1:8480", &["list"]))
         .error_line()

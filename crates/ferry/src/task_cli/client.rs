@@ -67,6 +67,8 @@ pub enum CliError {
         status: StatusCode,
         body: String,
     },
+    #[error("{url} gave no HTTP answer ({reason}): is --server the address of ferry serve?")]
+    NoAnswer { url: String, reason: String },
     #[error("the connection to ferry serve at {url} broke: {reason}")]
     Broken { url: String, reason: String },
     /// The task file could not be read or parsed.
@@ -222,7 +224,10 @@ impl Client {
                     reason: innermost(&e),
                 }
             } else {
-                self.broken(&e)
+                CliError::NoAnswer {
+                    url: self.shown(),
+                    reason: innermost(&e),
+                }
             }
         })
     }
