@@ -546,3 +546,44 @@ fn each_mistake_is_one_clear_line_and_a_failing_exit() {
         run.stderr
     );
 }
+
+#[test]
+fn files_the_task_names_are_found_where_the_cli_runs() {
+    let fixture = common::fixture("redis-rdb-tools/multiple_databases.rdb");
+    let (loaded, _copy) = common::server_loading(&fixture);
+    let target = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&server_dir(dir.path()));
+    let cli = Cli::new(&serve);
+    // A relative path, as `ferry sync --config` takes it: from the directory it runs in (the
+    // server runs elsewhere).
+    let here = dir.path().join("here");
+    std::fs::create_dir(&here).unwrap();
+    std::fs::copy(&fixture, here.join("dump.rdb")).unwrap();
+    write_file(
+        &here,
+        "task.toml",
+        &format!(
+            "[source]\nurl = \"dump.rdb\"\n[target]\nurl = \"{}\"\n",
+            target.url()
+        ),
+    );
+    let mut create = cli.command(&["create", "-c", "task.toml", "--start", "--json"]);
+    create.current_dir(&here);
+    let created = cli.run_command(create);
+    assert_eq!(created.code, 0, "{}{}", created.stdout, created.stderr);
+    let created = created.json();
+    let id = created["task"]["id"].as_str().unwrap();
+    assert_eq!(
+        created["task"]["spec"]["source"]["url"],
+        here.join("dump.rdb").to_str().unwrap()
+    );
+    cli.wait_task(id, "finished state", |t| t["state"] == "finished");
+    let report = compare::compare_sides(
+        &Side::standalone(&loaded.addr(), None),
+        &Side::standalone(&target.addr(), None),
+        &Options::default(),
+    );
+    let keys = report.unwrap_or_else(|r| panic!("target differs from the file: {r:?}"));
+    assert!(keys > 0);
+}

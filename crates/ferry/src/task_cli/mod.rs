@@ -372,7 +372,10 @@ impl Out {
 /// out when serialized) put back into the URLs, and the labels.
 fn create_body(path: &Path, labels: &[(String, String)]) -> Result<Value, CliError> {
     use ferry_engine::spec::{ServerSection, TaskSpec};
-    let spec = TaskSpec::load(path).map_err(|e| CliError::Spec(e.to_string()))?;
+    let mut spec = TaskSpec::load(path).map_err(|e| CliError::Spec(e.to_string()))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::Spec(format!("cannot tell the current directory: {e}")))?;
+    files_from(&mut spec, &cwd);
     let mut body = serde_json::to_value(&spec)
         .map_err(|e| CliError::Spec(format!("cannot encode {}: {e}", path.display())))?;
     let put_url = |slot: Option<&mut Value>, section: &ServerSection| {
@@ -396,6 +399,39 @@ fn create_body(path: &Path, labels: &[(String, String)]) -> Result<Value, CliErr
             .into();
     }
     Ok(body)
+}
+
+/// The files a spec names for reading (TLS files, the transform script, an RDB file source)
+/// made absolute against `cwd`: `ferry sync --config` reads them from where it runs, and so
+/// does the server from where *it* runs, which is not here. Where the server writes its
+/// spool (`[sync] data_dir`) is left to it.
+fn files_from(spec: &mut ferry_engine::spec::TaskSpec, cwd: &Path) {
+    use ferry_engine::spec::{ServerSection, ServerUrl};
+    let absolute = |p: &mut Option<PathBuf>| {
+        if let Some(path) = p
+            && path.is_relative()
+        {
+            *path = cwd.join(&*path);
+        }
+    };
+    let mut section = |s: &mut ServerSection| {
+        if let Some(tls) = &mut s.tls {
+            absolute(&mut tls.ca_file);
+            absolute(&mut tls.cert_file);
+            absolute(&mut tls.key_file);
+        }
+    };
+    section(&mut spec.source);
+    section(&mut spec.target);
+    spec.more_targets.iter_mut().for_each(section);
+    absolute(&mut spec.transform.script);
+    // A source without a scheme is an RDB file; it has no password to keep.
+    if let Some(url) = &spec.source.url {
+        let text = url.expose();
+        if !text.contains("://") && Path::new(&text).is_relative() {
+            spec.source.url = Some(ServerUrl::new(&cwd.join(text).to_string_lossy()));
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -424,6 +460,26 @@ mod tests {
         assert_eq!(body["more_targets"][0]["url"], "redis://127.0.0.1:7002");
         assert_eq!(body["limit"]["full_keys_per_sec"], 10.0);
         assert_eq!(body["labels"]["env"], "prod");
+    }
+
+    #[test]
+    fn files_to_read_are_sent_absolute() {
+        let spec = |text: &str| {
+            let mut spec = ferry_engine::spec::TaskSpec::from_toml(text).unwrap();
+            files_from(&mut spec, Path::new("/work/here"));
+            serde_json::to_value(&spec).unwrap()
+        };
+        let s = spec(
+            "[source]\nurl = \"dump.rdb\"\n[target]\nurl = \"rediss://127.0.0.1:7001\"\n[target.tls]\nca_file = \"ca.pem\"\ncert_file = \"/etc/c.pem\"\n[[more_targets]]\nurl = \"rediss://127.0.0.1:7002\"\n[more_targets.tls]\nkey_file = \"k.pem\"\n[transform]\nscript = \"t.lua\"\n[sync]\ndata_dir = \"spool\"\n",
+        );
+        assert_eq!(s["source"]["url"], "/work/here/dump.rdb");
+        assert_eq!(s["target"]["tls"]["ca_file"], "/work/here/ca.pem");
+        assert_eq!(s["target"]["tls"]["cert_file"], "/etc/c.pem");
+        assert_eq!(s["more_targets"][0]["tls"]["key_file"], "/work/here/k.pem");
+        assert_eq!(s["transform"]["script"], "/work/here/t.lua");
+        assert_eq!(s["sync"]["data_dir"], "spool");
+        let s = spec("[source]\nurl = \"redis://:pw@127.0.0.1:7000\"\n");
+        assert_eq!(s["source"]["url"], "redis://127.0.0.1:7000");
     }
 
     #[test]
