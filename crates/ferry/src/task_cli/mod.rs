@@ -414,7 +414,7 @@ fn files_from(spec: &mut ferry_engine::spec::TaskSpec, cwd: &Path) {
             *path = cwd.join(&*path);
         }
     };
-    let mut section = |s: &mut ServerSection| {
+    let section = |s: &mut ServerSection| {
         if let Some(tls) = &mut s.tls {
             absolute(&mut tls.ca_file);
             absolute(&mut tls.cert_file);
