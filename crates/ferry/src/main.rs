@@ -3,6 +3,7 @@
 mod api;
 mod progress;
 mod rdbtool;
+mod task_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
     /// Run many sync tasks behind a REST API (/api/v1, OpenAPI at /openapi.json), kept in
     /// DIR/ferry.db; the API token is in DIR/api-token.
     Serve(ServeArgs),
+    /// Drive the tasks of a `ferry serve` through its API: list, create -c FILE, get,
+    /// precheck, start, pause, resume, stop, delete, events, verify. Tables, or --json.
+    Task(task_cli::TaskArgs),
 }
 
 #[derive(Args)]
@@ -542,6 +546,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return check(*args),
         Command::Rdb(args) => return rdb(args),
         Command::Verify(args) => return verify(*args),
+        Command::Task(args) => return task_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
