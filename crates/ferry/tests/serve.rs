@@ -386,6 +386,10 @@ fn a_cluster_task_started_on_creation_pauses_and_resumes() {
     for key in &keys {
         assert_eq!(get(&mut target.conn_for(key.as_bytes()), key), Some(15));
     }
+    // Paused and resumed on the same links: one full sync per shard, none since.
+    for m in source.masters() {
+        assert_eq!(resyncs(m), (1, 0), "{}", m.addr());
+    }
     let stopped = serve.ok("POST", &format!("/api/v1/tasks/{id}/stop"), None);
     assert_eq!(stopped["state"], "stopped", "{stopped}");
 
@@ -630,9 +634,11 @@ fn a_failed_precheck_blocks_the_start() {
 /// dir: the task runs again by itself, continues with a partial resync (the source served one
 /// full resync in all), and every write reaches the target exactly once.
 #[test]
-fn a_killed_server_resumes_its_task_with_a_partial_resync() {
+fn a_killed_server_resumes_its_tasks_with_a_partial_resync() {
     let source = Server::start_with(&["--repl-backlog-size", "64mb"]);
     let target = Server::start();
+    let cluster_source = Cluster::start(3, 0);
+    let cluster_target = Cluster::start(3, 0);
     workload::populate(
         &source,
         &Spec {
@@ -649,10 +655,19 @@ fn a_killed_server_resumes_its_task_with_a_partial_resync() {
         Some(json!({"source": {"url": source.url()}, "target": {"url": target.url()}})),
     );
     let id = created["task"]["id"].as_str().unwrap().to_string();
+    let created = serve.ok(
+        "POST",
+        "/api/v1/tasks?start=true",
+        Some(json!({"source": {"url": cluster_source.url()}, "target": {"url": cluster_target.url()}})),
+    );
+    let cluster_id = created["task"]["id"].as_str().unwrap().to_string();
     serve.wait_state(&id, "incremental");
+    serve.wait_state(&cluster_id, "incremental");
 
+    // Writes into both sources all along: before, during and after the kill.
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
+    let cluster_count = Arc::new(AtomicU64::new(0));
     let writer = {
         let (stop, count) = (stop.clone(), count.clone());
         let mut conn = source.conn();
@@ -663,28 +678,61 @@ fn a_killed_server_resumes_its_task_with_a_partial_resync() {
             }
         })
     };
+    let keys: Vec<String> = (0..6).map(|i| format!("writes:{{{i}}}")).collect();
+    let cluster_writer = {
+        let (stop, count) = (stop.clone(), cluster_count.clone());
+        let mut conns: Vec<_> = keys
+            .iter()
+            .map(|k| (k.clone(), cluster_source.conn_for(k.as_bytes())))
+            .collect();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for (key, conn) in &mut conns {
+                    incr(conn, key, 1);
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
     let at = count.load(Ordering::SeqCst);
     testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 500);
     serve.kill();
     let at = count.load(Ordering::SeqCst);
     testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 2000);
     serve.spawn();
-    serve.wait_task(&id, "the task running again", |t| {
-        t["state"] == "incremental" && t["status"]["phase"] == "incremental"
-    });
+    for id in [&id, &cluster_id] {
+        serve.wait_task(id, "the task running again", |t| {
+            t["state"] == "incremental" && t["status"]["phase"] == "incremental"
+        });
+    }
     let at = count.load(Ordering::SeqCst);
     testkit::wait_until(WAIT, || count.load(Ordering::SeqCst) > at + 500);
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
+    cluster_writer.join().unwrap();
     equal(
         &Side::standalone(&source.addr(), None),
         &Side::standalone(&target.addr(), None),
     );
+    equal(
+        &Side::cluster(&cluster_source.addrs(), None),
+        &Side::cluster(&cluster_target.addrs(), None),
+    );
     let written = count.load(Ordering::SeqCst) as i64;
     assert_eq!(get(&mut target.conn(), "writes"), Some(written));
+    let cluster_written: i64 = keys
+        .iter()
+        .map(|k| get(&mut cluster_target.conn_for(k.as_bytes()), k).unwrap_or(0))
+        .sum();
+    assert_eq!(cluster_written, cluster_count.load(Ordering::SeqCst) as i64);
     let (full, partial) = resyncs(&source);
     assert_eq!(full, 1, "full resyncs served");
     assert!(partial >= 1, "no partial resync");
+    for m in cluster_source.masters() {
+        let (full, partial) = resyncs(m);
+        assert_eq!(full, 1, "full resyncs served by {}", m.addr());
+        assert!(partial >= 1, "no partial resync from {}", m.addr());
+    }
     let log = serve.log();
     assert!(log.contains("starting the task again"), "{log}");
     // SIGTERM stops the task cleanly but keeps it running for the next server.
@@ -693,7 +741,7 @@ fn a_killed_server_resumes_its_task_with_a_partial_resync() {
     serve.wait_task(&id, "the task running again after SIGTERM", |t| {
         t["state"] == "incremental" && t["status"]["phase"] == "incremental"
     });
-    assert_eq!(serve.log().matches("starting the task again").count(), 2);
+    assert_eq!(serve.log().matches("starting the task again").count(), 4);
     assert!(
         !serve
             .events(&id)

@@ -328,14 +328,14 @@ mod tests {
     fn rediss_means_tls_and_nodes_share_its_config() {
         let e = Endpoint::parse("target", "rediss://:pw@127.0.0.1:6380").unwrap();
         let tls = e.tls.as_ref().expect("TLS for rediss://");
-        let node = e.at("10.0.0.7", 7001);
-        assert_eq!(node.addr(), "10.0.0.7:7001");
+        let node = e.at("127.0.0.1", 7001);
+        assert_eq!(node.addr(), "127.0.0.1:7001");
         assert_eq!(node.password.as_deref(), Some("pw"));
         let node_tls = node.tls.as_ref().unwrap();
         assert!(std::sync::Arc::ptr_eq(&tls.config(), &node_tls.config()));
         assert_eq!(
-            node_tls.server_name("10.0.0.7").unwrap().to_str(),
-            "10.0.0.7"
+            node_tls.server_name("127.0.0.1").unwrap().to_str(),
+            "127.0.0.1"
         );
     }
 
@@ -350,7 +350,7 @@ mod tests {
             .to_string();
         assert!(err.contains("write rediss://"), "{err}");
         let e = Endpoint::parse_with_tls("source", "rediss://h:1", &section).unwrap();
-        let name = e.at("10.0.0.9", 1).tls.unwrap().server_name("10.0.0.9");
+        let name = e.at("127.0.0.1", 1).tls.unwrap().server_name("127.0.0.1");
         assert_eq!(name.unwrap().to_str(), "redis.internal");
     }
 

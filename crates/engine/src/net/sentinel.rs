@@ -96,10 +96,10 @@ mod tests {
 
     #[test]
     fn parses_hosts_and_master_name() {
-        let s = Sentinels::parse("10.0.0.1:26379,10.0.0.2:26380/mymaster").unwrap();
+        let s = Sentinels::parse("127.0.0.1:26379,127.0.0.1:26380/mymaster").unwrap();
         assert_eq!(
             s.addrs,
-            vec![("10.0.0.1".into(), 26379), ("10.0.0.2".into(), 26380)]
+            vec![("127.0.0.1".into(), 26379), ("127.0.0.1".into(), 26380)]
         );
         assert_eq!(s.master, "mymaster");
         let s = Sentinels::parse("[::1]:5000,sentinel-b/m").unwrap();

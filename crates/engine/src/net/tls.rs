@@ -313,7 +313,7 @@ fn short_name(err: &rustls::Error) -> String {
     }
 }
 
-/// A name as rustls lists it (`DnsName("a.b")`, `IpAddress(192.0.2.1)`) without the wrapping.
+/// A name as rustls lists it (`DnsName("a.b")`, `IpAddress(::1)`) without the wrapping.
 fn bare_name(presented: &str) -> &str {
     let inner = match (presented.find('('), presented.strip_suffix(')')) {
         (Some(open), Some(body)) => &body[open + 1..],
@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn presented_names_lose_their_wrapping() {
         assert_eq!(bare_name("DnsName(\"redis.test\")"), "redis.test");
-        assert_eq!(bare_name("IpAddress(192.0.2.1)"), "192.0.2.1");
+        assert_eq!(bare_name("IpAddress(::1)"), "::1");
         assert_eq!(bare_name("127.0.0.1"), "127.0.0.1");
     }
 

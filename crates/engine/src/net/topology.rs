@@ -247,7 +247,7 @@ mod tests {
     use bytes::Bytes;
 
     fn seed() -> Endpoint {
-        Endpoint::parse("target", "redis://:pw@10.0.0.1:7000").unwrap()
+        Endpoint::parse("target", "redis://:pw@127.0.0.1:7000").unwrap()
     }
 
     fn bulk(s: &str) -> Frame {
@@ -261,7 +261,7 @@ mod tests {
                 Frame::Integer(a),
                 Frame::Integer(b),
                 Frame::Array(vec![bulk(""), Frame::Integer(port), bulk("id")]),
-                Frame::Array(vec![bulk("10.0.0.9"), Frame::Integer(port + 100)]),
+                Frame::Array(vec![bulk("127.0.0.1"), Frame::Integer(port + 100)]),
             ])
         };
         let items = [
@@ -272,9 +272,9 @@ mod tests {
         let shards = parse_slots(&items[..2], &seed()).unwrap();
         let t = Topology::new(shards).unwrap();
         assert_eq!(t.shards.len(), 2);
-        assert_eq!(t.shards[0].master.addr(), "10.0.0.1:7000");
+        assert_eq!(t.shards[0].master.addr(), "127.0.0.1:7000");
         assert_eq!(t.shards[0].master.password.as_deref(), Some("pw"));
-        assert_eq!(t.shards[1].replicas[0].addr(), "10.0.0.9:7101");
+        assert_eq!(t.shards[1].replicas[0].addr(), "127.0.0.1:7101");
         assert_eq!(t.owner(99), 0);
         assert_eq!(t.owner(100), 1);
     }

@@ -621,8 +621,8 @@ mod tests {
 
     #[test]
     fn task_names_make_one_path_component() {
-        let d = dir_for(Path::new("/data"), "10.0.0.5:6379@0");
-        assert_eq!(d, Path::new("/data/spool/10.0.0.5:6379@0"));
+        let d = dir_for(Path::new("/data"), "127.0.0.1:6379@0");
+        assert_eq!(d, Path::new("/data/spool/127.0.0.1:6379@0"));
         let d = dir_for(Path::new("/data"), "../x/y");
         assert_eq!(d, Path::new("/data/spool/_.._x_y"));
         assert_eq!(dir_for(Path::new("/d"), ".."), Path::new("/d/spool/_.."));
