@@ -6,7 +6,7 @@
 //! forgets to resolve (the firing state is in the store; only the "since when" clocks of
 //! conditions not yet fired start over).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use ferry_engine::task::TaskStatus;
 use serde_json::Value;
@@ -53,41 +53,6 @@ enum Decision {
     Resolve { since_ms: u64 },
 }
 
-/// Positions of a stream waiting for the target, and when each was first seen: the age of
-/// the oldest is the lag in seconds.
-#[derive(Debug, Default)]
-struct LagClock {
-    waiting: VecDeque<(u64, u64)>,
-}
-
-/// Positions remembered per stream: an hour at one a second.
-const LAG_POSITIONS: usize = 3600;
-
-impl LagClock {
-    fn seconds(&mut self, source_offset: u64, applied_offset: u64, now_ms: u64) -> f64 {
-        // A new stream (a full resync) numbers its positions afresh.
-        if self.waiting.back().is_some_and(|&(o, _)| source_offset < o) {
-            self.waiting.clear();
-        }
-        if source_offset > applied_offset
-            && self.waiting.back().is_none_or(|&(o, _)| source_offset > o)
-            && self.waiting.len() < LAG_POSITIONS
-        {
-            self.waiting.push_back((source_offset, now_ms));
-        }
-        while self
-            .waiting
-            .front()
-            .is_some_and(|&(o, _)| o <= applied_offset)
-        {
-            self.waiting.pop_front();
-        }
-        self.waiting
-            .front()
-            .map_or(0.0, |&(_, at)| now_ms.saturating_sub(at) as f64 / 1000.0)
-    }
-}
-
 /// One task as the rules see it in one look.
 struct Sample {
     row: TaskRow,
@@ -99,8 +64,6 @@ struct Sample {
 #[derive(Default)]
 pub struct Evaluator {
     clocks: HashMap<(String, String), Clock>,
-    /// By task, then by stream (a shard or a target).
-    lag: HashMap<String, HashMap<String, LagClock>>,
 }
 
 impl Evaluator {
@@ -122,19 +85,6 @@ impl Evaluator {
                     verified_differences,
                 },
             );
-        }
-        self.lag.retain(|task, _| {
-            samples
-                .get(task)
-                .is_some_and(|s: &Sample| s.status.is_some())
-        });
-        let mut lag_seconds = HashMap::new();
-        if rules.iter().any(|r| r.kind == Kind::LagSeconds) {
-            for (id, sample) in &samples {
-                if let Some(status) = &sample.status {
-                    lag_seconds.insert(id.clone(), self.lag_seconds(id, status, now_ms));
-                }
-            }
         }
         let firing: HashSet<(String, String)> = store
             .firing()?
@@ -158,7 +108,7 @@ impl Evaluator {
                 let sample = samples.get(task);
                 let covers = rule.task.as_deref().is_none_or(|t| t == task);
                 let seen = match sample {
-                    Some(s) if covers => see(rule.kind, s, lag_seconds.get(task), now_ms),
+                    Some(s) if covers => see(rule.kind, s, now_ms),
                     _ => Seen::Gone,
                 };
                 let key = (rule.id.clone(), task.to_string());
@@ -170,48 +120,6 @@ impl Evaluator {
         }
         self.clocks.retain(|k, _| looked.contains(k));
         Ok(written)
-    }
-
-    fn lag_seconds(&mut self, task: &str, status: &TaskStatus, now_ms: u64) -> f64 {
-        let snap = &status.status;
-        let streams: Vec<(String, u64, u64)> = if !snap.shards.is_empty() {
-            snap.shards
-                .iter()
-                .map(|p| {
-                    let s = &p.status;
-                    (
-                        format!("shard {}", p.name),
-                        s.source_offset,
-                        s.applied_offset,
-                    )
-                })
-                .collect()
-        } else if !snap.targets.is_empty() {
-            snap.targets
-                .iter()
-                .map(|p| {
-                    let s = &p.status;
-                    (
-                        format!("target {}", p.name),
-                        s.source_offset,
-                        s.applied_offset,
-                    )
-                })
-                .collect()
-        } else {
-            vec![("".into(), snap.source_offset, snap.applied_offset)]
-        };
-        let clocks = self.lag.entry(task.to_string()).or_default();
-        clocks.retain(|name, _| streams.iter().any(|(n, _, _)| n == name));
-        streams
-            .into_iter()
-            .map(|(name, source, applied)| {
-                clocks
-                    .entry(name)
-                    .or_default()
-                    .seconds(source, applied, now_ms)
-            })
-            .fold(0.0, f64::max)
     }
 
     /// Moves one (rule, task)'s clock on with what is seen now, and writes a firing or a
@@ -296,7 +204,7 @@ impl Evaluator {
 }
 
 /// The value a rule's kind reads from one task.
-fn see(kind: Kind, s: &Sample, lag_seconds: Option<&f64>, now_ms: u64) -> Seen {
+fn see(kind: Kind, s: &Sample, now_ms: u64) -> Seen {
     let snap = s.status.as_ref().map(|st| &st.status);
     match kind {
         Kind::Failed => Seen::Value(if s.row.state == "failed" { 1.0 } else { 0.0 }),
@@ -318,9 +226,11 @@ fn see(kind: Kind, s: &Sample, lag_seconds: Option<&f64>, now_ms: u64) -> Seen {
                     .unwrap_or(0) as f64,
             ),
         },
-        Kind::LagSeconds => match lag_seconds {
+        // The engine's own measure (the heartbeat's): the same figure as the status and
+        // /metrics show. Unknown (the heartbeat off, or nothing sent yet): nothing changes.
+        Kind::LagSeconds => match snap {
             None => Seen::NotRunning,
-            Some(v) => Seen::Value(*v),
+            Some(st) => st.lag_s.map_or(Seen::Unknown, Seen::Value),
         },
         Kind::LatencyMs => match snap {
             None => Seen::NotRunning,
@@ -549,20 +459,6 @@ mod tests {
         // Deleting the rule takes its outbox with it.
         assert!(store.delete_rule(&rule.id).unwrap());
         assert!(store.due(u64::MAX, 10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn lag_seconds_is_the_age_of_the_oldest_waiting_position() {
-        let mut c = LagClock::default();
-        assert_eq!(c.seconds(100, 100, 0), 0.0);
-        assert_eq!(c.seconds(200, 100, 1_000), 0.0);
-        assert_eq!(c.seconds(300, 150, 3_000), 2.0);
-        assert_eq!(c.seconds(300, 200, 4_000), 1.0);
-        assert_eq!(c.seconds(300, 300, 5_000), 0.0);
-        // A new stream starts its positions again.
-        assert_eq!(c.seconds(500, 400, 6_000), 0.0);
-        assert_eq!(c.seconds(50, 10, 7_000), 0.0);
-        assert_eq!(c.seconds(50, 10, 9_000), 2.0);
     }
 
     #[test]
