@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 mod api;
+mod cutover;
 mod progress;
 mod rdbtool;
 mod task_cli;
@@ -47,6 +48,14 @@ enum Command {
     /// Drive the tasks of a `ferry serve` through its API: list, create -c FILE, get,
     /// precheck, start, pause, resume, stop, delete, events, verify. Tables, or --json.
     Task(task_cli::TaskArgs),
+    /// End a migration: run the task (stop its `ferry sync` first; it resumes from its
+    /// checkpoint), optionally pause the source's writes, wait until the target applied the
+    /// source's last write, verify, stop, and remove ferry's keys. Exit 0 only when all held,
+    /// 1 when the target differs, 2 when a step could not be taken.
+    Cutover(Box<cutover::CutoverArgs>),
+    /// Remove a stopped task's own keys (checkpoints, fences, lease, held-TTL lists) from its
+    /// targets and its heartbeat from the source. Takes the same settings as sync.
+    Cleanup(Box<cutover::CleanupArgs>),
 }
 
 #[derive(Args)]
@@ -178,7 +187,7 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
-struct SyncArgs {
+pub struct SyncArgs {
     /// Source: redis://[user:password@]host:port, or the path of an RDB file to load
     #[arg(long)]
     source: Option<String>,
@@ -547,6 +556,8 @@ fn main() -> ExitCode {
         Command::Rdb(args) => return rdb(args),
         Command::Verify(args) => return verify(*args),
         Command::Task(args) => return task_cli::run(args),
+        Command::Cutover(args) => return cutover::run_cutover(*args),
+        Command::Cleanup(args) => return cutover::run_cleanup(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

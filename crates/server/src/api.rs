@@ -69,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(resume_task))
         .routes(routes!(stop_task))
         .routes(routes!(verify_task))
+        .routes(routes!(cutover_task))
         .routes(routes!(task_events))
         .routes(routes!(
             crate::connections::create_connection,
@@ -583,6 +584,74 @@ async fn verify_task(
 ) -> Result<Json<ReportView>, ApiError> {
     let (report, failed) = state.tasks.verify(&id).await?;
     Ok(Json(ReportView {
+        task: state.view_id(&id)?,
+        failed,
+        report,
+    }))
+}
+
+/// A cutover's report, kept with the task.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CutoverView {
+    pub task: TaskView,
+    pub failed: bool,
+    /// `ok`, `paused_until_ms`, `offsets` (each source server's offset, applied), `caught_up_ms`,
+    /// `verify` (per target: `source_keys`, `differences`, `examples`), `removed` (ferry's keys,
+    /// per server), `problem` (why not ok).
+    #[schema(value_type = Object)]
+    pub report: Value,
+}
+
+/// How to cut a task over.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverBody {
+    /// Pause the source's writes (`CLIENT PAUSE ... WRITE`, Redis 6.2+) for at most this many
+    /// seconds while the target catches up and is verified; left in place on success (move
+    /// the applications to the target meanwhile), lifted at once on a failure. Absent: the
+    /// writers were stopped by other means.
+    pub pause_writes_s: Option<u64>,
+    /// How long to wait for the full copy to end and the target to catch up (default 600).
+    pub timeout_s: Option<u64>,
+}
+
+/// End a migration: optionally pause the source's writes, wait until the target applied the
+/// source's last write, verify, stop the task and remove ferry's keys from the target. On
+/// success the task is `stopped`; otherwise it keeps running and the report says why.
+#[utoipa::path(
+    post, path = "/tasks/{id}/cutover", tag = "tasks",
+    params(("id" = String, Path, description = "The task id")),
+    request_body(content = CutoverBody, description = "Optional; `{}` waits without pausing"),
+    responses(
+        (status = 200, description = "The cutover's report: `failed` false when everything held (offsets applied, verify equal, keys removed)", body = CutoverView),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not running", body = ErrorBody),
+        (status = 422, description = "A step could not be taken (a source too old to pause writes, the target not caught up in time, a server unreachable); the task keeps running", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn cutover_task(
+    State(state): St,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<CutoverView>, ApiError> {
+    // No body is the defaults.
+    let body: CutoverBody = match body.iter().all(u8::is_ascii_whitespace) {
+        true => CutoverBody::default(),
+        false => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the cutover's body: {e} (e.g. {{\"pause_writes_s\": 30}}, or none)"
+            ))
+        })?,
+    };
+    let opts = ferry_engine::task::cutover::CutoverOptions {
+        pause_writes: body.pause_writes_s.map(std::time::Duration::from_secs),
+        timeout: std::time::Duration::from_secs(body.timeout_s.unwrap_or(600)),
+    };
+    let (report, failed) = state.tasks.cutover(&id, opts).await?;
+    Ok(Json(CutoverView {
         task: state.view_id(&id)?,
         failed,
         report,

@@ -344,7 +344,7 @@ impl Tasks {
         let cleaned = match cleanup {
             true => {
                 let config = TaskConfig::build(self.spec(&row)?)?;
-                let cleaned = ferry_engine::task::cleanup::remove_own_keys(&config).await?;
+                let cleaned = ferry_engine::task::cleanup::remove_own_keys(&config, true).await?;
                 tracing::info!(
                     task = id,
                     removed = cleaned.total(),
@@ -573,6 +573,63 @@ impl Tasks {
                 )))
             }
         }
+    }
+
+    /// Cuts a running task over (see `ferry_engine::task::cutover`) and keeps the report. On
+    /// success the task is `stopped` with its keys gone; otherwise it runs on.
+    pub async fn cutover(
+        &self,
+        id: &str,
+        opts: ferry_engine::task::cutover::CutoverOptions,
+    ) -> Result<(Value, bool), ApiError> {
+        let row = self.get(id)?;
+        let (handle, stopping, recorded) = {
+            let running = self.running();
+            let Some(r) = running.get(id) else {
+                return Err(ApiError::Conflict(format!(
+                    "task {id} is {}, not running: a cutover finishes a running task; POST /api/v1/tasks/{id}/start first",
+                    row.state
+                )));
+            };
+            (r.handle.clone(), r.stopping.clone(), r.recorded.clone())
+        };
+        let config = TaskConfig::build(self.spec(&row)?)?;
+        // The end the cutover brings is a stop, not a finish.
+        stopping.store(true, Ordering::SeqCst);
+        // Its verification's future is not `Send` (it may hold the Lua transform): run on a
+        // blocking thread, driven by this runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            runtime.block_on(ferry_engine::task::cutover::cutover(
+                &handle, &config, &opts,
+            ))
+        })
+        .await
+        .map_err(|e| ApiError::Store(format!("the cutover stopped: {e}")));
+        let ok = matches!(&result, Ok(Ok(r)) if r.ok);
+        if !ok {
+            stopping.store(false, Ordering::SeqCst);
+        }
+        let report = result??;
+        if ok {
+            recorded.cancelled().await;
+        }
+        let json = serde_json::to_value(&report).unwrap_or(Value::Null);
+        let at = now_ms();
+        self.store.put_report(
+            id,
+            "cutover",
+            &ReportRow {
+                at_ms: at,
+                failed: !ok,
+                json: json.to_string(),
+            },
+        )?;
+        self.record(
+            id,
+            json!({"at_ms": at, "task": id, "type": "cutover_report", "ok": ok}),
+        );
+        Ok((json, !ok))
     }
 
     /// Runs a verification of the task's target(s) against its source and keeps its report.

@@ -67,10 +67,11 @@ pub fn task_key_kind(key: &[u8], task: &str) -> Option<&'static str> {
     })
 }
 
-/// Deletes the task's own keys from every target and its heartbeats from the source. Refused
-/// while a target holds one of the task's leases: a copy of the task still runs (or stopped
-/// without giving it back less than a lease's time ago), and its checkpoint is in use.
-pub async fn remove_own_keys(config: &TaskConfig) -> Result<Cleanup> {
+/// Deletes the task's own keys from every target and, `with_source`, its heartbeats from the
+/// source (they expire 10 s after the last beat anyway). Refused while a target holds one of
+/// the task's leases: a copy of the task still runs (or stopped without giving it back less
+/// than a lease's time ago), and its checkpoint is in use.
+pub async fn remove_own_keys(config: &TaskConfig, with_source: bool) -> Result<Cleanup> {
     let task = config.name.as_str();
     let targets = std::iter::once(&config.target).chain(&config.more_targets);
     let mut found = Vec::new();
@@ -80,7 +81,7 @@ pub async fn remove_own_keys(config: &TaskConfig) -> Result<Cleanup> {
             found.push((format!("target {}", conn.addr), conn, keys));
         }
     }
-    if let Source::Redis(endpoint) = &config.source {
+    if let (Source::Redis(endpoint), true) = (&config.source, with_source) {
         for mut conn in masters(Role::Source, endpoint).await? {
             let keys = task_keys(&mut conn, task, &["heartbeat"]).await?;
             found.push((format!("source {}", conn.addr), conn, keys));
@@ -124,7 +125,7 @@ pub async fn remove_own_keys(config: &TaskConfig) -> Result<Cleanup> {
 }
 
 /// One connection per server holding data: the server, or each master of a cluster.
-async fn masters(role: Role, endpoint: &Endpoint) -> Result<Vec<Conn>> {
+pub(crate) async fn masters(role: Role, endpoint: &Endpoint) -> Result<Vec<Conn>> {
     let mut conn = Conn::connect(role, endpoint).await?;
     if !topology::is_cluster(&mut conn).await? {
         return Ok(vec![conn]);

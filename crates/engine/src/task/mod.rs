@@ -30,6 +30,7 @@ use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
 
 pub mod cleanup;
+pub mod cutover;
 mod handle;
 pub mod local;
 
