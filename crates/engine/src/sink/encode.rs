@@ -451,6 +451,12 @@ impl Encoder {
         }
     }
 
+    /// A cluster master's base checkpoint is due (the target confirmed a later position): the
+    /// next write-out names it even with nothing else to write.
+    pub fn checkpoint_due(&self) -> bool {
+        self.confirmed.is_some() && !self.source_multi
+    }
+
     /// Writes to one master of a cluster: no MSET (its keys would span slots), stream writes
     /// in one transaction per run of one slot's commands, each with that slot's checkpoint.
     /// The checkpoint key given by `with_checkpoint` then holds this master's position over

@@ -397,7 +397,10 @@ impl Out<'_> {
     async fn flush(&mut self, enc: &mut Encoder) -> bool {
         enc.hold_tick();
         enc.confirmed(self.status.applied_offset.load(Relaxed));
-        if enc.expects.is_empty() {
+        // A base checkpoint due goes out too: a master that got nothing since the copy ended
+        // (stopped before any write or heartbeat reached it) still names the copy's end, so
+        // the next run goes on from it instead of copying again.
+        if enc.expects.is_empty() && !enc.checkpoint_due() {
             return true;
         }
         if self.fence.is_some_and(|f| f.check().is_err()) {
