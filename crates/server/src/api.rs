@@ -41,7 +41,7 @@ type St = State<Arc<AppState>>;
         description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
     ),
     modifiers(&BearerAuth),
-    components(schemas(crate::alerts::AlertPayload)),
+    components(schemas(crate::alerts::AlertPayload, ferry_engine::status::Part)),
     tags((name = "tasks", description = "Sync tasks and their lifecycle"), (name = "connections", description = "Saved servers (URL, login, TLS) that task specs name"), (name = "server", description = "The server itself"), (name = "alerts", description = "Alert rules and their webhook deliveries (the body POSTed is an AlertPayload)"))
 )]
 pub struct ApiDoc;
@@ -160,8 +160,7 @@ pub struct TaskView {
     pub spec: Value,
     /// While running: the engine's status (phase, keys, offsets, lag, latency, shards,
     /// targets), as `ferry sync`'s `GET /status`.
-    #[schema(value_type = Option<Object>)]
-    pub status: Option<Value>,
+    pub status: Option<ferry_engine::task::TaskStatus>,
     pub last_precheck: Option<ReportSummary>,
     pub last_verify: Option<ReportSummary>,
 }
@@ -176,10 +175,7 @@ pub struct ReportSummary {
 
 impl AppState {
     fn view(&self, row: TaskRow) -> Result<TaskView, ApiError> {
-        let status = self
-            .tasks
-            .handle(&row.id)
-            .and_then(|h| serde_json::to_value(h.status()).ok());
+        let status = self.tasks.handle(&row.id).map(|h| h.status());
         let summary = |kind: &str| -> Result<Option<ReportSummary>, ApiError> {
             Ok(self
                 .tasks

@@ -73,6 +73,7 @@ impl Window {
 
 /// Percentiles of a set of samples, as `GET /status` shows them (milliseconds).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
     pub p50: f64,
     pub p99: f64,

@@ -20,6 +20,7 @@ use self::latency::Latency;
 use crate::status::throttle::{LimitStatus, Throttle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Phase {
@@ -130,6 +131,7 @@ pub struct Status {
 
 /// One shard of a cluster source, as `GET /status` shows it.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Part {
     pub name: String,
     #[serde(flatten)]
@@ -138,6 +140,7 @@ pub struct Part {
 
 /// A point-in-time copy, as served by `GET /status`.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub phase: Phase,
     pub keys_written: u64,
@@ -174,10 +177,12 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// A cluster source: each shard's own status (offsets are in each shard's own stream).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub shards: Vec<Part>,
     /// Several targets: each target's own status (`name` is its address); the top-level
     /// figures are the least advanced target's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub targets: Vec<Part>,
     /// The configured limits and whether they hold the writers back, when any is set.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,6 +27,7 @@ pub struct RecentWrites {
 
 /// `GET /status`'s `verify` object.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     /// Keys compared since the start.
     pub compared: u64,

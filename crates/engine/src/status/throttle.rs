@@ -66,6 +66,7 @@ impl Bucket {
 
 /// The configured limits; `None` is no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     pub full_keys_per_sec: Option<f64>,
     pub full_mb_per_sec: Option<f64>,
@@ -90,6 +91,7 @@ pub enum Stage {
 
 /// What `GET /status` shows under `limit`.
 #[derive(Clone, Copy, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitStatus {
     #[serde(flatten)]
     pub limits: Limits,

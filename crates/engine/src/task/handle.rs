@@ -89,6 +89,7 @@ pub struct TaskHandle {
 /// What [`TaskHandle::status`] returns: the status as `GET /status` shows it, and whether the
 /// task is paused.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStatus {
     pub id: String,
     pub paused: bool,
