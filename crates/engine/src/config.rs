@@ -661,6 +661,88 @@ mod tests {
     }
 
     #[test]
+    fn a_password_comes_from_one_place_and_never_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret-file\r\n").unwrap();
+        let spec = |source: &str, target: &str| {
+            TaskSpec::from_toml(&format!("[source]\n{source}\n[target]\n{target}\n",)).unwrap()
+        };
+        let with_file = format!("password_file = {:?}", file.display().to_string());
+        let cfg = TaskConfig::build(spec(
+            &format!("url = \"redis://alice@127.0.0.1:7000\"\n{with_file}"),
+            &format!("url = \"redis://127.0.0.1:7001\"\nuser = \"bob\"\n{with_file}"),
+        ))
+        .unwrap();
+        let Source::Redis(source) = &cfg.source else {
+            panic!("a server source")
+        };
+        assert_eq!(source.username.as_deref(), Some("alice"));
+        assert_eq!(source.password.as_deref(), Some("s3cret-file"));
+        assert_eq!(cfg.target.username.as_deref(), Some("bob"));
+        assert_eq!(cfg.target.password.as_deref(), Some("s3cret-file"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+
+        let err = |source: &str, target: &str| {
+            TaskConfig::build(spec(source, target))
+                .unwrap_err()
+                .to_string()
+        };
+        let plain = "url = \"redis://127.0.0.1:7001\"";
+        let e = err(
+            &format!("url = \"redis://:s3cret-url@127.0.0.1:7000\"\n{with_file}"),
+            plain,
+        );
+        assert!(
+            e.contains(
+                "[source] gives its password twice, as a password in the URL and as password_file"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"\npassword_file = \"a\"\npassword_env = \"B\"",
+            plain,
+        );
+        assert!(e.contains("as password_file and as password_env"), "{e}");
+        let e = err(
+            &format!("url = \"redis://alice@127.0.0.1:7000\"\nuser = \"bob\"\n{with_file}"),
+            plain,
+        );
+        assert!(e.contains("[source] names its user twice"), "{e}");
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"\npassword_env = \"FERRY_CONFIG_TEST_NEVER_SET\"",
+            plain,
+        );
+        assert!(
+            e.contains("FERRY_CONFIG_TEST_NEVER_SET, which is not set"),
+            "{e}"
+        );
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"",
+            "url = \"redis://127.0.0.1:7001\"\npassword_file = \"/nonexistent/pw\"",
+        );
+        assert!(
+            e.starts_with("[target] password_file /nonexistent/pw: cannot read it"),
+            "{e}"
+        );
+        let e = err(&format!("url = \"dump.rdb\"\n{with_file}"), plain);
+        assert!(e.contains("not a redis:// URL"), "{e}");
+        // A URL the parser refuses is quoted without its password.
+        let e = err("url = \"redis://:s3cret-url@127.0.0.1:99999\"", plain);
+        assert!(e.contains("source URL \"redis://127.0.0.1:99999\""), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+
+        // Validation reads neither the file nor the environment.
+        spec(
+            "url = \"redis://127.0.0.1:7000\"\npassword_file = \"/nonexistent/pw\"",
+            "url = \"redis://127.0.0.1:7001\"\npassword_env = \"FERRY_CONFIG_TEST_NEVER_SET\"",
+        )
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
     fn retry_windows_are_checked() {
         let file: TaskSpec = toml::from_str(
             "[source]\nurl = \"redis://a:1\"\n[target]\nurl = \"redis://b:1\"\non_error = \"log\"\n[retry]\nconnection = 5\nother = 5\n",

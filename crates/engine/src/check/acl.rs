@@ -427,6 +427,64 @@ pub fn setuser_line(config: &TaskConfig, role: Role) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn config(extra: &str) -> TaskConfig {
+        let spec = crate::spec::TaskSpec::from_toml(&format!(
+            "[source]\nurl = \"redis://repl:pw@127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n{extra}"
+        ))
+        .unwrap();
+        TaskConfig::build(spec).unwrap()
+    }
+
+    #[test]
+    fn one_line_per_server_with_only_what_the_task_uses() {
+        let lines = setuser_lines(&config(""));
+        assert_eq!(lines.len(), 2);
+        let (source, target) = (&lines[0].1, &lines[1].1);
+        assert_eq!(lines[0].0, "source");
+        assert!(source.starts_with("ACL SETUSER repl reset on >PASSWORD ~__ferry:* resetchannels +psync +replconf +ping "), "{source}");
+        assert!(source.ends_with(" +set"), "the heartbeat: {source}");
+        assert!(!source.contains("pw"), "{source}");
+        // Reached as the default user: a user of its own, not the default's rights cut.
+        assert!(
+            target.starts_with("ACL SETUSER ferry reset on >PASSWORD ~* resetchannels +@write"),
+            "{target}"
+        );
+        let quiet = setuser_lines(&config(
+            "[sync]\nheartbeat = false\n[filter]\nforward_publish = true",
+        ));
+        assert!(!quiet[0].1.contains("+set"), "{quiet:?}");
+        assert!(quiet[1].1.contains(" ~* &* "), "{quiet:?}");
+    }
+
+    #[test]
+    fn a_refused_right_names_the_line() {
+        let config = config("");
+        let refused = Error::TargetRefused {
+            addr: "127.0.0.1:7001".into(),
+            what: "EVAL (TTL HOLD)".into(),
+            msg: "ERR The user executing the script can't run this command or subcommand".into(),
+            retryable: false,
+        };
+        let text = with_acl_line(refused, &config).to_string();
+        let line = setuser_line(&config, Role::Target).unwrap();
+        assert!(text.contains("EVAL") && text.ends_with(&line), "{text}");
+        let gave_up = Error::GaveUp {
+            minutes: 10,
+            last: Box::new(Error::Server {
+                role: Role::Source,
+                addr: "127.0.0.1:7000".into(),
+                msg: "refused PSYNC: NOPERM no".into(),
+            }),
+        };
+        let text = with_acl_line(gave_up, &config).to_string();
+        assert!(
+            text.contains("all ferry needs on the source: ACL SETUSER repl "),
+            "{text}"
+        );
+        let other = Error::Config("x".into());
+        assert_eq!(with_acl_line(other, &config).to_string(), "x");
+    }
+
     #[test]
     fn grants_what_is_missing() {
         assert_eq!(
