@@ -456,6 +456,19 @@ mod tests {
         assert!(quiet[1].1.contains(" ~* &* "), "{quiet:?}");
     }
 
+    /// The README gives the lines of the default settings, as `ferry check` prints them.
+    #[test]
+    fn the_readme_gives_the_lines_of_the_default_settings() {
+        let readme = include_str!("../../../../README.md");
+        let spec = crate::spec::TaskSpec::from_toml(
+            "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n",
+        )
+        .unwrap();
+        for (label, line) in setuser_lines(&TaskConfig::build(spec).unwrap()) {
+            assert!(readme.contains(&format!("\n{line}\n")), "{label}: {line}");
+        }
+    }
+
     #[test]
     fn a_refused_right_names_the_line() {
         let config = config("");
