@@ -310,10 +310,9 @@ fn password_settings_that_clash_or_lead_nowhere_are_named() {
     let url_pw = "url-Secret-bb02";
     let source_url = format!("redis://:{url_pw}@127.0.0.1:{}", free_port());
     let target = format!("redis://127.0.0.1:{}", free_port());
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
+    let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--source", &source_url, "--source-password-file", file],
-            &[],
             "[source] gives its password twice, as a password in the URL and as password_file",
         ),
         (
@@ -323,7 +322,6 @@ fn password_settings_that_clash_or_lead_nowhere_are_named() {
                 "--source-password-env",
                 "FERRY_TEST_UNSET_VAR",
             ],
-            &[],
             "[source] password_env names FERRY_TEST_UNSET_VAR, which is not set",
         ),
         (
@@ -333,7 +331,6 @@ fn password_settings_that_clash_or_lead_nowhere_are_named() {
                 "--source-password-file",
                 missing.to_str().unwrap(),
             ],
-            &[],
             "cannot read it",
         ),
         (
@@ -343,21 +340,19 @@ fn password_settings_that_clash_or_lead_nowhere_are_named() {
                 "--source-password-file",
                 empty.to_str().unwrap(),
             ],
-            &[],
             "is empty",
         ),
         (
             vec!["--source", &target, "--source-user", "alice"],
-            &[],
             "[source] sets user = \"alice\" but no password",
         ),
     ];
-    for (mut args, env, want) in cases {
+    for (mut args, want) in cases {
         args.splice(0..0, ["check"]);
         let port = free_port().to_string();
         let other = format!("redis://127.0.0.1:{port}");
         args.extend(["--target", &other]);
-        let out = ferry(&args, env);
+        let out = ferry(&args, &[]);
         let said = text(&out);
         assert!(!out.status.success(), "{args:?}: {said}");
         assert!(said.contains(want), "{args:?}: wanted {want:?} in {said}");
