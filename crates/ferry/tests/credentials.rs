@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use serde_json::Value;
-use testkit::Server;
+use testkit::compare::Side;
 use testkit::compare::{self, Options};
 use testkit::workload::{self, Spec};
+use testkit::{Cluster, Server};
 
 const SOURCE_SECRET: &str = "src-Secret-7f3a9c";
 const TARGET_SECRET: &str = "dst-Secret-51be2d";
@@ -123,6 +124,28 @@ impl Running {
             assert!(
                 Instant::now() < deadline,
                 "not caught up in time:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls the status until the task follows the stream.
+    fn incremental(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(body) = self.status_text()
+                && let Ok(st) = serde_json::from_str::<Value>(&body)
+                && st["phase"] == "incremental"
+            {
+                return body;
+            }
+            if let Some(code) = self.child.try_wait().unwrap() {
+                panic!("ferry exited ({code}):\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not incremental in time:\n{}",
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -516,6 +539,93 @@ fn the_printed_acl_lines_are_all_a_sync_needs() {
     hidden(
         "ferry sync's output",
         &output,
+        &[SOURCE_SECRET, TARGET_SECRET],
+    );
+}
+
+/// On clusters the lines go on every node, and the login from the environment reaches every
+/// node ferry talks to.
+#[test]
+fn the_acl_lines_and_the_login_serve_every_node_of_a_cluster() {
+    let args = ["--requirepass", "admin", "--repl-diskless-sync-delay", "0"];
+    let source = Cluster::start_with(3, 0, &args);
+    let target = Cluster::start_with(3, 0, &args);
+    if source.nodes()[0].version().0 < 7 {
+        eprintln!("skipped: ACL DRYRUN needs Redis 7");
+        return;
+    }
+    let spec = Spec {
+        dbs: vec![0],
+        ..small(7)
+    };
+    workload::populate_cluster(&source, &spec);
+    let env = [
+        ("FERRY_TEST_SOURCE_PW", SOURCE_SECRET),
+        ("FERRY_TEST_TARGET_PW", TARGET_SECRET),
+    ];
+    let login = [
+        "--source",
+        &source.url(),
+        "--source-user",
+        "ferry",
+        "--source-password-env",
+        "FERRY_TEST_SOURCE_PW",
+        "--target",
+        &target.url(),
+        "--target-user",
+        "ferry",
+        "--target-password-env",
+        "FERRY_TEST_TARGET_PW",
+    ];
+    let before = ferry(&[&["check"][..], &login].concat(), &env);
+    let lines = acl_lines(&String::from_utf8_lossy(&before.stdout));
+    for node in source.nodes() {
+        run_line(node, &lines[0].1, SOURCE_SECRET);
+    }
+    for node in target.nodes() {
+        run_line(node, &lines[1].1, TARGET_SECRET);
+    }
+    // The first check's refused logins (the users did not exist yet) are not the sync's.
+    for node in source.nodes().iter().chain(target.nodes()) {
+        let _: () = redis::cmd("ACL")
+            .arg("LOG")
+            .arg("RESET")
+            .query(&mut node.conn())
+            .unwrap();
+    }
+    let out = ferry(&[&["check", "--json"][..], &login].concat(), &env);
+    let findings: Vec<Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert!(out.status.success(), "{findings:#?}");
+    for f in &findings {
+        assert_eq!(f["result"], "pass", "{f:#}");
+    }
+    hidden("ferry check", &text(&out), &[SOURCE_SECRET, TARGET_SECRET]);
+    let background = workload::run_in_background_cluster(&source, spec.clone());
+    let mut sync = Running::start(&login, &env);
+    let status = sync.incremental();
+    std::thread::sleep(Duration::from_secs(1));
+    background.stop();
+    let sides = |c: &Cluster| Side::cluster(&c.addrs(), Some("admin"));
+    compare::eventually_equal_sides(
+        &sides(&source),
+        &sides(&target),
+        &stream_opts(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|r| panic!("{r}\n{}", sync.output()));
+    let output = sync.stop();
+    for node in source.nodes().iter().chain(target.nodes()) {
+        assert!(
+            acl_log(node).is_empty(),
+            "{} refused: {:?}\n{output}",
+            node.addr(),
+            acl_log(node)
+        );
+    }
+    hidden(
+        "status and output",
+        &format!("{status}{output}"),
         &[SOURCE_SECRET, TARGET_SECRET],
     );
 }
