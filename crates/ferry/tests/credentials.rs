@@ -413,6 +413,19 @@ fn acl_log(server: &Server) -> Vec<redis::Value> {
         .unwrap()
 }
 
+/// The output of a sync that must end on its own, with exit code 1.
+fn wait_refusal(mut sync: Running) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(code) = sync.child.try_wait().unwrap() {
+            assert_eq!(code.code(), Some(1), "{}", sync.output());
+            return sync.output();
+        }
+        assert!(Instant::now() < deadline, "sync did not refuse");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_printed_acl_lines_are_all_a_sync_needs() {
     // The default user keeps a password of its own (for the test's own reads); ferry logs in
@@ -476,13 +489,7 @@ fn the_printed_acl_lines_are_all_a_sync_needs() {
         repl["fix"].as_str().unwrap().contains(&source_line),
         "{repl:#}"
     );
-    let mut refused = Running::start(&login, &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while refused.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "sync did not refuse");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let said = refused.output();
+    let said = wait_refusal(Running::start(&login, &[]));
     let line = said
         .lines()
         .find(|l| l.starts_with("ferry: "))
@@ -492,8 +499,23 @@ fn the_printed_acl_lines_are_all_a_sync_needs() {
         "{said}"
     );
 
-    // With the whole lines: every item passes, and the sync runs end to end.
+    // A right the precheck does not ask about, refused while syncing: the error names the
+    // command and the line.
     run_line(&source, &source_line, SOURCE_SECRET);
+    run_line(&target, &target_line.replace(" +role", ""), TARGET_SECRET);
+    let said = wait_refusal(Running::start(&login, &[]));
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("ferry: "))
+        .unwrap_or("");
+    assert!(
+        line.contains("'role'")
+            && line.ends_with(&format!("all ferry needs on the target: {target_line}")),
+        "{said}"
+    );
+
+    // With the whole lines: every item passes, and the sync runs end to end.
+    run_line(&target, &target_line, TARGET_SECRET);
     let (code, findings) = common::check_json(&login);
     assert_eq!(code, 0, "{findings:#?}");
     for f in &findings {
