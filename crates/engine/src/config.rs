@@ -733,6 +733,19 @@ mod tests {
         assert!(e.contains("source URL \"redis://127.0.0.1:99999\""), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
 
+        // Each further target has a login of its own.
+        let cfg = TaskConfig::build(
+            TaskSpec::from_toml(&format!(
+                "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n\
+                 [[more_targets]]\nurl = \"redis://127.0.0.1:7002\"\nuser = \"carol\"\n{with_file}\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg.target.password, None);
+        assert_eq!(cfg.more_targets[0].username.as_deref(), Some("carol"));
+        assert_eq!(cfg.more_targets[0].password.as_deref(), Some("s3cret-file"));
+
         // Validation reads neither the file nor the environment.
         spec(
             "url = \"redis://127.0.0.1:7000\"\npassword_file = \"/nonexistent/pw\"",

@@ -370,6 +370,32 @@ fn password_settings_that_clash_or_lead_nowhere_are_named() {
             "[source] sets user = \"alice\" but no password",
         ),
     ];
+    // A file others may read is used, with a warning.
+    let shared = dir.path().join("shared.pw");
+    std::fs::write(&shared, "shared-Secret-cc03\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = ferry(
+            &[
+                "check",
+                "--source",
+                &target,
+                "--source-password-file",
+                shared.to_str().unwrap(),
+                "--target",
+                &format!("redis://127.0.0.1:{}", free_port()),
+            ],
+            &[],
+        );
+        let said = text(&out);
+        assert!(
+            said.contains("can be read by other users (mode 644); chmod 600 it"),
+            "{said}"
+        );
+        hidden("the warning", &said, &["shared-Secret-cc03"]);
+    }
     for (mut args, want) in cases {
         args.splice(0..0, ["check"]);
         let port = free_port().to_string();
