@@ -60,10 +60,21 @@ pub enum Source {
 }
 
 impl Source {
-    fn parse(text: &str, tls: &TlsSection, files: Files) -> Result<Source, Error> {
+    fn parse(section: &ServerSection, url: &ServerUrl, files: Files) -> Result<Source, Error> {
+        let tls = &section.tls.clone().unwrap_or_default();
+        let text = url.expose();
         if text.contains("://") {
-            return endpoint("source", &ServerUrl::new(text), tls, files).map(Source::Redis);
+            return endpoint("source", "[source]", section, url, tls, files).map(Source::Redis);
         }
+        if section.user.is_some()
+            || section.password_file.is_some()
+            || section.password_env.is_some()
+        {
+            return Err(Error::Config(format!(
+                "[source] sets a user or password, but the source is the file {text:?}, not a redis:// URL"
+            )));
+        }
+        let text = text.as_str();
         if !tls.is_empty() {
             return Err(Error::Config(format!(
                 "TLS settings are given for the source but it is the file {text:?}, not a rediss:// URL"
@@ -166,24 +177,22 @@ impl TaskConfig {
     }
 
     fn build_with(file: TaskSpec, files: Files) -> Result<TaskConfig, Error> {
-        let source_url = file.source.url.ok_or_else(|| {
+        let source_url = file.source.url.clone().ok_or_else(|| {
             Error::Config(
                 "no source: set [source] url (redis://host:port, or the path of an RDB file)"
                     .into(),
             )
         })?;
-        let target_url = file.target.url.ok_or_else(|| {
+        let target_url = file.target.url.clone().ok_or_else(|| {
             Error::Config("no target: set [target] url (redis://host:port)".into())
         })?;
-        let source = Source::parse(
-            &source_url.expose(),
-            &file.source.tls.unwrap_or_default(),
-            files,
-        )?;
+        let source = Source::parse(&file.source, &source_url, files)?;
         let target = endpoint(
             "target",
+            "[target]",
+            &file.target,
             &target_url,
-            &file.target.tls.unwrap_or_default(),
+            &file.target.tls.clone().unwrap_or_default(),
             files,
         )?;
         if source == Source::Redis(target.clone()) {
@@ -351,12 +360,14 @@ fn more_targets(
             .ok_or_else(|| Error::Config(format!("more_targets entry {} has no url", i + 1)))?;
         if section.on_error.is_some() || section.read_from.is_some() {
             return Err(Error::Config(format!(
-                "more_targets entry {}: only url and tls can be set per target; on_error in [target] applies to all",
+                "more_targets entry {}: only url, tls, user and a password can be set per target; on_error in [target] applies to all",
                 i + 1
             )));
         }
         let endpoint = endpoint(
             "target",
+            &format!("more_targets entry {}", i + 1),
+            section,
             url,
             &section.tls.clone().unwrap_or_default(),
             files,
@@ -413,16 +424,156 @@ fn transform(
     Ok(Some(std::sync::Arc::new(script)))
 }
 
-/// A server's URL with its TLS settings; their files are read only when asked.
+/// A server's URL with its TLS settings and its login; files (TLS material, a
+/// `password_file`) and a `password_env` are read only when asked. `what` names the section
+/// in messages (`[source]`).
 fn endpoint(
     role: &'static str,
+    what: &str,
+    section: &ServerSection,
     url: &ServerUrl,
     tls: &TlsSection,
     files: Files,
 ) -> Result<Endpoint, Error> {
-    match files {
-        Files::Read => Endpoint::parse_with_tls(role, &url.expose(), tls),
-        Files::Leave => Endpoint::parse_unloaded(role, &url.expose(), tls),
+    let given: Vec<&str> = [
+        url.password().map(|_| "a password in the URL"),
+        section.password_file.as_ref().map(|_| "password_file"),
+        section.password_env.as_ref().map(|_| "password_env"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let [first, second, ..] = given[..] {
+        return Err(Error::Config(format!(
+            "{what} gives its password twice, as {first} and as {second}; keep one"
+        )));
+    }
+    let apart = section.password_file.is_some() || section.password_env.is_some();
+    // A URL with a user and no password does not parse alone: it stands in for the password
+    // kept apart while parsing, and is replaced right after.
+    let mut parsed = url.clone();
+    if apart && !parsed.set_password(Some(Secret::new("-"))) {
+        return Err(Error::Config(format!(
+            "{what} sets a password but its URL {url} has no place for a login"
+        )));
+    }
+    let mut endpoint = match files {
+        Files::Read => Endpoint::parse_with_tls(role, &parsed.expose(), tls),
+        Files::Leave => Endpoint::parse_unloaded(role, &parsed.expose(), tls),
+    }
+    .map_err(|e| hide_password(e, url))?;
+    if let Some(user) = &section.user {
+        if let Some(in_url) = &endpoint.username {
+            return Err(Error::Config(format!(
+                "{what} names its user twice, as {in_url:?} in the URL and as user = {user:?}; keep one"
+            )));
+        }
+        if user.is_empty() {
+            return Err(Error::Config(format!(
+                "{what} user is empty; leave it out to log in as the default user"
+            )));
+        }
+        if !apart && url.password().is_none() {
+            return Err(Error::Config(format!(
+                "{what} sets user = {user:?} but no password: set password_file or password_env (or REDISCLI_AUTH for ferry's command line)"
+            )));
+        }
+        endpoint.username = Some(user.clone());
+    }
+    if apart && files == Files::Read {
+        endpoint.password = Some(password_apart(what, section)?);
+    }
+    Ok(endpoint)
+}
+
+/// The password named by `password_file` or `password_env`, read now.
+fn password_apart(what: &str, section: &ServerSection) -> Result<String, Error> {
+    let password = if let Some(path) = &section.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "{what} password_file {}: cannot read it ({e})",
+                path.display()
+            ))
+        })?;
+        warn_if_shared(what, path);
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.contains('\n') {
+            return Err(Error::Config(format!(
+                "{what} password_file {} holds more than one line; it must hold the password alone",
+                path.display()
+            )));
+        }
+        if line.is_empty() {
+            return Err(Error::Config(format!(
+                "{what} password_file {} is empty",
+                path.display()
+            )));
+        }
+        line.to_string()
+    } else if let Some(name) = &section.password_env {
+        match std::env::var(name) {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "{what} password_env names {name}, which is empty"
+                )));
+            }
+            Err(std::env::VarError::NotPresent) => {
+                return Err(Error::Config(format!(
+                    "{what} password_env names {name}, which is not set in ferry's environment"
+                )));
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Error::Config(format!(
+                    "{what} password_env names {name}, whose value is not valid UTF-8"
+                )));
+            }
+        }
+    } else {
+        return Err(Error::Internal {
+            what: "password_apart",
+            why: "called without password_file or password_env".into(),
+        });
+    };
+    Ok(password)
+}
+
+/// A password file others may read is a password others know: said once, not refused, since
+/// some secret stores mount files readable by all (Kubernetes' default mode is 0644).
+fn warn_if_shared(what: &str, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "{what} password_file {} can be read by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (what, path);
+}
+
+/// A URL parser's message quotes the URL it was given: it is shown without its password.
+fn hide_password(error: Error, url: &ServerUrl) -> Error {
+    let Some(password) = url.password() else {
+        return error;
+    };
+    match error {
+        Error::Config(text) => Error::Config(
+            text.replace(
+                &format!("{:?}", url.expose()),
+                &format!("{:?}", url.shown()),
+            )
+            .replace(&url.expose(), &url.shown())
+            .replace(password.expose(), "<hidden>"),
+        ),
+        other => other,
     }
 }
 
@@ -488,20 +639,120 @@ mod tests {
         let cfg = TaskConfig::build(file).unwrap();
         assert_eq!(cfg.source, Source::RdbFile(path.clone()));
         assert!(cfg.full_only);
-        let missing = Source::parse("no/such/dump.rdb", &TlsSection::default(), Files::Read)
-            .unwrap_err()
-            .to_string();
+        let parse = |text: &str| {
+            Source::parse(
+                &ServerSection::default(),
+                &ServerUrl::new(text),
+                Files::Read,
+            )
+        };
+        let missing = parse("no/such/dump.rdb").unwrap_err().to_string();
         assert!(
             missing.contains("neither a redis://host:port URL nor a readable RDB file"),
             "{missing}"
         );
         assert!(
-            Source::parse(dir.to_str().unwrap(), &TlsSection::default(), Files::Read)
+            parse(dir.to_str().unwrap())
                 .unwrap_err()
                 .to_string()
                 .contains("directory")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_password_comes_from_one_place_and_never_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret-file\r\n").unwrap();
+        let spec = |source: &str, target: &str| {
+            TaskSpec::from_toml(&format!("[source]\n{source}\n[target]\n{target}\n",)).unwrap()
+        };
+        let with_file = format!("password_file = {:?}", file.display().to_string());
+        let cfg = TaskConfig::build(spec(
+            &format!("url = \"redis://alice@127.0.0.1:7000\"\n{with_file}"),
+            &format!("url = \"redis://127.0.0.1:7001\"\nuser = \"bob\"\n{with_file}"),
+        ))
+        .unwrap();
+        let Source::Redis(source) = &cfg.source else {
+            panic!("a server source")
+        };
+        assert_eq!(source.username.as_deref(), Some("alice"));
+        assert_eq!(source.password.as_deref(), Some("s3cret-file"));
+        assert_eq!(cfg.target.username.as_deref(), Some("bob"));
+        assert_eq!(cfg.target.password.as_deref(), Some("s3cret-file"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+
+        let err = |source: &str, target: &str| {
+            TaskConfig::build(spec(source, target))
+                .unwrap_err()
+                .to_string()
+        };
+        let plain = "url = \"redis://127.0.0.1:7001\"";
+        let e = err(
+            &format!("url = \"redis://:s3cret-url@127.0.0.1:7000\"\n{with_file}"),
+            plain,
+        );
+        assert!(
+            e.contains(
+                "[source] gives its password twice, as a password in the URL and as password_file"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"\npassword_file = \"a\"\npassword_env = \"B\"",
+            plain,
+        );
+        assert!(e.contains("as password_file and as password_env"), "{e}");
+        let e = err(
+            &format!("url = \"redis://alice@127.0.0.1:7000\"\nuser = \"bob\"\n{with_file}"),
+            plain,
+        );
+        assert!(e.contains("[source] names its user twice"), "{e}");
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"\npassword_env = \"FERRY_CONFIG_TEST_NEVER_SET\"",
+            plain,
+        );
+        assert!(
+            e.contains("FERRY_CONFIG_TEST_NEVER_SET, which is not set"),
+            "{e}"
+        );
+        let e = err(
+            "url = \"redis://127.0.0.1:7000\"",
+            "url = \"redis://127.0.0.1:7001\"\npassword_file = \"/nonexistent/pw\"",
+        );
+        assert!(
+            e.starts_with("[target] password_file /nonexistent/pw: cannot read it"),
+            "{e}"
+        );
+        let e = err(&format!("url = \"dump.rdb\"\n{with_file}"), plain);
+        assert!(e.contains("not a redis:// URL"), "{e}");
+        // A URL the parser refuses is quoted without its password.
+        let e = err("url = \"redis://:s3cret-url@127.0.0.1:99999\"", plain);
+        assert!(e.contains("source URL \"redis://127.0.0.1:99999\""), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+
+        // Each further target has a login of its own.
+        let cfg = TaskConfig::build(
+            TaskSpec::from_toml(&format!(
+                "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n\
+                 [[more_targets]]\nurl = \"redis://127.0.0.1:7002\"\nuser = \"carol\"\n{with_file}\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg.target.password, None);
+        assert_eq!(cfg.more_targets[0].username.as_deref(), Some("carol"));
+        assert_eq!(cfg.more_targets[0].password.as_deref(), Some("s3cret-file"));
+
+        // Validation reads neither the file nor the environment.
+        spec(
+            "url = \"redis://127.0.0.1:7000\"\npassword_file = \"/nonexistent/pw\"",
+            "url = \"redis://127.0.0.1:7001\"\npassword_env = \"FERRY_CONFIG_TEST_NEVER_SET\"",
+        )
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub enum Error {
     },
 
     #[error(
-        "{role} {addr} rejected the login: {msg}; check the user and password in the {role} URL"
+        "{role} {addr} rejected the login: {msg}; check the {role}'s user and password (its URL, or [{role}] user, password_file, password_env)"
     )]
     Auth {
         role: Role,
@@ -68,7 +68,7 @@ pub enum Error {
     },
 
     #[error(
-        "{role} {addr} requires a password: give it in the URL as redis://[user]:password@{addr}"
+        "{role} {addr} requires a password: set [{role}] password_file or password_env (or give it in the URL as redis://[user]:password@{addr})"
     )]
     NoAuth { role: Role, addr: String },
 

@@ -270,6 +270,8 @@ pub struct SyncArgs {
     #[arg(long)]
     ignore_warnings: bool,
     #[command(flatten)]
+    login: LoginArgs,
+    #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
     filter: FilterArgs,
@@ -317,9 +319,92 @@ struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     transform: Option<PathBuf>,
     #[command(flatten)]
+    login: LoginArgs,
+    #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// How each side logs in without a password on the command line, where `ps` and the shell's
+/// history would show it. Each flag overrides the file's setting of the same name.
+#[derive(Args)]
+#[command(next_help_heading = "Login (a password in a URL shows in ps; these keep it out)")]
+struct LoginArgs {
+    /// User to log in to the source as (ACL user), when its URL names none.
+    #[arg(long, value_name = "USER")]
+    source_user: Option<String>,
+    /// File holding the source's password (a trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    source_password_file: Option<PathBuf>,
+    /// Environment variable holding the source's password.
+    #[arg(long, value_name = "VAR")]
+    source_password_env: Option<String>,
+    /// User to log in to every target as, when its URL names none.
+    #[arg(long, value_name = "USER")]
+    target_user: Option<String>,
+    /// File holding the targets' password (a trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    target_password_file: Option<PathBuf>,
+    /// Environment variable holding the targets' password. When a side is given no password
+    /// at all, REDISCLI_AUTH is used if it is set, as redis-cli does.
+    #[arg(long, value_name = "VAR")]
+    target_password_env: Option<String>,
+}
+
+/// redis-cli's variable for the password: used for any side given none.
+const REDISCLI_AUTH: &str = "REDISCLI_AUTH";
+
+impl LoginArgs {
+    fn apply(self, file: &mut TaskSpec) {
+        let set = |section: &mut ferry_engine::spec::ServerSection,
+                   user: &Option<String>,
+                   password_file: &Option<PathBuf>,
+                   password_env: &Option<String>| {
+            // A password flag replaces the file's password settings, so the two cannot clash.
+            if password_file.is_some() || password_env.is_some() {
+                section.password_file = password_file.clone();
+                section.password_env = password_env.clone();
+            }
+            if user.is_some() {
+                section.user = user.clone();
+            }
+        };
+        set(
+            &mut file.source,
+            &self.source_user,
+            &self.source_password_file,
+            &self.source_password_env,
+        );
+        for section in std::iter::once(&mut file.target).chain(file.more_targets.iter_mut()) {
+            set(
+                section,
+                &self.target_user,
+                &self.target_password_file,
+                &self.target_password_env,
+            );
+        }
+        // REDISCLI_AUTH only where nothing else gives a password, and only for servers (a
+        // source that is an RDB file takes none).
+        if std::env::var_os(REDISCLI_AUTH).is_none() {
+            return;
+        }
+        for section in std::iter::once(&mut file.source)
+            .chain(std::iter::once(&mut file.target))
+            .chain(file.more_targets.iter_mut())
+        {
+            let server = section
+                .url
+                .as_ref()
+                .is_some_and(|u| u.shown().contains("://"));
+            let none = section.url.as_ref().is_some_and(|u| u.password().is_none())
+                && section.password_file.is_none()
+                && section.password_env.is_none();
+            if server && none {
+                section.password_env = Some(REDISCLI_AUTH.to_string());
+            }
+        }
+    }
 }
 
 /// The TLS flags of both sides; each overrides the file's setting of the same name.
@@ -507,6 +592,12 @@ fn override_tls(
 /// Config keys a library message may name, with the flag that sets each on the command line.
 const FLAGS: &[(&str, &str)] = &[
     ("[source] url", "--source"),
+    ("[source] user", "--source-user"),
+    ("[source] password_file", "--source-password-file"),
+    ("[source] password_env", "--source-password-env"),
+    ("[target] user", "--target-user"),
+    ("[target] password_file", "--target-password-file"),
+    ("[target] password_env", "--target-password-env"),
     ("[target] url", "--target"),
     ("on_conflict", "--on-conflict"),
     ("confirm_flush", "--yes-flush-target"),
@@ -753,6 +844,7 @@ fn task_config(
         .incremental_ops_per_sec
         .or(limit.incremental_ops_per_sec);
     limit.incremental_mb_per_sec = args.incremental_mb_per_sec.or(limit.incremental_mb_per_sec);
+    args.login.apply(&mut file);
     args.tls.apply(&mut file);
     args.filter.apply(&mut file.filter)?;
     let live_verify = file.verify.live()?;
@@ -791,6 +883,7 @@ fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     if args.transform.is_some() {
         file.transform.script = args.transform;
     }
+    args.login.apply(&mut file);
     args.tls.apply(&mut file);
     args.filter.apply(&mut file.filter)?;
     // Verify writes nothing unless told to repair: the sync's conflict settings do not apply.

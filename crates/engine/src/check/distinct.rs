@@ -352,6 +352,7 @@ fn refusal(found: String, fix: String) -> Finding {
         error: Some(Error::Config(format!("{found}; {fix}"))),
         found,
         fix,
+        acl: None,
     }
 }
 

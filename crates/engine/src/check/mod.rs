@@ -35,6 +35,7 @@ use crate::config::{Source, TaskConfig};
 use crate::error::{Error, Result, Role};
 pub use crate::spec::{CheckConfig, CheckSection, DEFAULT_BACKLOG_MINUTES, Item};
 use crate::status::events::{EventKind, Events};
+pub use acl::{setuser_line, setuser_lines, with_acl_line};
 pub use reach::Side;
 pub use report::Report;
 
@@ -69,6 +70,10 @@ pub struct Finding {
     /// The error `sync` has always ended with for this case, if it has one.
     #[serde(skip)]
     pub error: Option<Error>,
+    /// For the items about a user's rights: the one `ACL SETUSER` line that gives that
+    /// server's user all ferry needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
 }
 
 impl Finding {
@@ -79,6 +84,7 @@ impl Finding {
             found: found.into(),
             fix: String::new(),
             error: None,
+            acl: None,
         }
     }
 
@@ -89,6 +95,7 @@ impl Finding {
             found: found.into(),
             fix: fix.into(),
             error: None,
+            acl: None,
         }
     }
 
@@ -99,6 +106,7 @@ impl Finding {
             found: found.into(),
             fix: fix.into(),
             error: None,
+            acl: None,
         }
     }
 
@@ -110,6 +118,7 @@ impl Finding {
             found: error.to_string(),
             fix: fix.into(),
             error: Some(error),
+            acl: None,
         }
     }
 }
@@ -127,6 +136,7 @@ pub enum Mode {
 /// server that cannot be reached or logged in to, a cluster with unserved slots).
 pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     let mut report = Report::new(&config.check.ignore);
+    report.acl_lines = acl::setuser_lines(config);
     let mut source = match &config.source {
         Source::Redis(endpoint) => {
             reach::connect(Role::Source, "source", endpoint, config, mode, &mut report).await?
@@ -172,7 +182,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     if let Some(source) = &mut source
         && report.runs(Item::SourceReplication)
     {
-        let finding = acl::source_replication(source).await?;
+        let finding = acl::source_replication(source, config).await?;
         report.add(finding);
     }
     if report.runs(Item::TargetWrite) {

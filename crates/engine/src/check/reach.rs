@@ -79,7 +79,7 @@ pub(super) async fn connect(
             let name = format!("{label} {endpoint}");
             let fix = match &e {
                 Error::Auth { .. } | Error::NoAuth { .. } => format!(
-                    "give the right user and password in the {role} URL: redis://user:password@host:port"
+                    "give the right user and password for the {role}: in its URL (redis://user:password@host:port), or as [{role}] user with password_file or password_env"
                 ),
                 Error::Connect { .. } => {
                     "check the host and port, that redis-server runs there, and any firewall in between".into()

@@ -8,6 +8,8 @@ use super::{Finding, Item, Outcome};
 pub struct Report {
     ignore: Vec<Item>,
     findings: Vec<Finding>,
+    /// The `ACL SETUSER` line of each server, by its label: printed under the table.
+    pub acl_lines: Vec<(String, String)>,
 }
 
 impl Report {
@@ -15,6 +17,7 @@ impl Report {
         Report {
             ignore: ignore.to_vec(),
             findings: Vec::new(),
+            acl_lines: Vec::new(),
         }
     }
 
@@ -87,6 +90,16 @@ impl Report {
             count(Outcome::Pass),
             count(Outcome::Warn),
             count(Outcome::Fail)
-        )
+        )?;
+        if !self.acl_lines.is_empty() {
+            writeln!(
+                out,
+                "\nLeast privilege: users with only these rights pass every item (PASSWORD is the user's password):"
+            )?;
+            for (label, line) in &self.acl_lines {
+                writeln!(out, "  {label}: {line}")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -227,6 +227,14 @@ pub struct ServerSection {
     /// `redis://[user:password@]host:port`, `rediss://` for TLS; for the source, also the path
     /// of an RDB file.
     pub url: Option<ServerUrl>,
+    /// The user to log in as (ACL user), when the URL names none.
+    pub user: Option<String>,
+    /// A file holding the password, read when the task is built (a trailing newline is
+    /// dropped): keeps it out of the URL, the command line and the shell history.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password (of the process that runs the task: for
+    /// `ferry serve`, the server's).
+    pub password_env: Option<String>,
     /// TLS settings for a `rediss://` URL (`[source.tls]`, `[target.tls]`): CA file, client
     /// certificate and key, server name, lowest version. Files are read when the config is
     /// checked.

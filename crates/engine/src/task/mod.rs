@@ -121,7 +121,7 @@ async fn run_task(
             Ok(()) => return stopped(status),
             // Stopping may break a link mid-way: that is the stop, not a failure.
             Err(_) if cancel.is_cancelled() => return stopped(status),
-            Err(e) => e,
+            Err(e) => crate::check::with_acl_line(e, config),
         };
         if progress(status) != before {
             window = None;
