@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 mod api;
+mod config_file;
 mod progress;
 mod rdbtool;
 mod task_cli;
@@ -47,6 +48,9 @@ enum Command {
     /// Drive the tasks of a `ferry serve` through its API: list, create -c FILE, get,
     /// precheck, start, pause, resume, stop, delete, events, verify. Tables, or --json.
     Task(task_cli::TaskArgs),
+    /// Config files: `ferry config convert FILE` prints a RedisShake config (shake.toml,
+    /// redis-shake.conf) as a ferry config, with a comment on every setting.
+    Config(config_file::ConfigArgs),
 }
 
 #[derive(Args)]
@@ -186,7 +190,8 @@ struct SyncArgs {
     /// one replication stream
     #[arg(long)]
     target: Vec<String>,
-    /// Read settings from this TOML file; flags given here override it.
+    /// Read settings from this TOML file (or a RedisShake config: shake.toml, redis-shake.conf);
+    /// flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Stop once the full copy is on the target (exit 0) instead of following writes.
@@ -547,6 +552,7 @@ fn main() -> ExitCode {
         Command::Rdb(args) => return rdb(args),
         Command::Verify(args) => return verify(*args),
         Command::Task(args) => return task_cli::run(args),
+        Command::Config(args) => return config_file::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -690,7 +696,7 @@ fn task_config(
     Option<std::net::SocketAddr>,
 )> {
     let mut file = match &args.config {
-        Some(path) => TaskSpec::load(path)?,
+        Some(path) => config_file::load(path)?,
         None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
@@ -773,7 +779,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
 /// Whether every target equals the source.
 fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     let mut file = match &args.config {
-        Some(path) => TaskSpec::load(path)?,
+        Some(path) => config_file::load(path)?,
         None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
