@@ -358,6 +358,16 @@ pub(super) fn convert_flat(
             .str(&format!("{role}.type"))?
             .unwrap_or_else(|| "standalone".into());
         let address = sec.str(&format!("{role}.address"))?.unwrap_or_default();
+        let username = sec.str(&format!("{role}.username"))?.unwrap_or_default();
+        let password = sec
+            .str(&format!("{role}.password_raw"))?
+            .unwrap_or_default();
+        let tls = flat_bool(&mut sec, &format!("{role}.tls_enable"))?;
+        passwords[i] = match sec.env_vars.get(&format!("{role}.password_raw")) {
+            Some(var) => PasswordFrom::Env(var.clone()),
+            None if password.is_empty() => PasswordFrom::None,
+            None => PasswordFrom::File,
+        };
         if role == "source" && address.is_empty() && !rdb_input.is_empty() {
             if rdb_input.contains(';') {
                 notes.add(
@@ -373,6 +383,9 @@ pub(super) fn convert_flat(
                     Outcome::Mapped("[source] url (the file; RedisShake's -type=restore)".into()),
                 );
             }
+            // A file needs no login: whatever the other source.* keys say goes unused.
+            passwords[i] = PasswordFrom::None;
+            notes.add("source.type".into(), Outcome::Default);
             continue;
         }
         if address.is_empty() {
@@ -380,16 +393,6 @@ pub(super) fn convert_flat(
                 "{role}.address is missing: the {role}'s host:port"
             )));
         }
-        let username = sec.str(&format!("{role}.username"))?.unwrap_or_default();
-        let password = sec
-            .str(&format!("{role}.password_raw"))?
-            .unwrap_or_default();
-        let tls = flat_bool(&mut sec, &format!("{role}.tls_enable"))?;
-        passwords[i] = match sec.env_vars.get(&format!("{role}.password_raw")) {
-            Some(var) => PasswordFrom::Env(var.clone()),
-            None if password.is_empty() => PasswordFrom::None,
-            None => PasswordFrom::File,
-        };
         let first = address
             .split(';')
             .next()

@@ -73,6 +73,7 @@ impl Note {
     pub fn line(&self) -> String {
         match &self.outcome {
             Outcome::Mapped(to) => format!("{} → {to}", self.setting),
+            Outcome::Differs(why) if why.starts_with('→') => format!("{} {why}", self.setting),
             Outcome::Differs(why) => format!("{}: {why}", self.setting),
             Outcome::Ignored(why) => format!("{}: not carried over: {why}", self.setting),
             Outcome::Default => format!("{}: at RedisShake's default", self.setting),
@@ -168,6 +169,9 @@ impl Converted {
             "REFUSED: ferry sync refuses the RedisShake file for these, and this config runs without them:",
             &|o| matches!(o, Outcome::Refused(_)),
         );
+        section(&mut out, "Carried over as they were:", &|o| {
+            matches!(o, Outcome::Mapped(_))
+        });
         section(&mut out, "Carried over, with a difference:", &|o| {
             matches!(o, Outcome::Differs(_))
         });
@@ -204,7 +208,8 @@ impl Converted {
         out
     }
 
-    /// The spec as TOML, with the passwords that were written in the RedisShake file.
+    /// The spec as TOML, with the passwords that were written in the RedisShake file: the
+    /// servers first, then the other sections, each only with what it sets.
     fn body(&self) -> String {
         let Ok(Value::Table(mut table)) = Value::try_from(&self.spec) else {
             return self.spec.to_toml();
@@ -223,10 +228,46 @@ impl Converted {
                 section.insert("url".into(), Value::String(url.expose()));
             }
         }
-        // Empty tables (`[retry]` with nothing in it) say nothing.
-        table.retain(|_, v| !matches!(v, Value::Table(t) if t.is_empty()));
-        toml::to_string(&table).unwrap_or_default()
+        prune(&mut table);
+        let mut out = String::new();
+        let first = [
+            "source",
+            "target",
+            "more_targets",
+            "sync",
+            "filter",
+            "limit",
+            "advanced",
+        ];
+        let rest: Vec<String> = table
+            .keys()
+            .filter(|k| !first.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in first.iter().map(|k| k.to_string()).chain(rest) {
+            if let Some(v) = table.remove(&key) {
+                let mut one = Table::new();
+                one.insert(key, v);
+                out.push_str(&toml::to_string(&one).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        out
     }
+}
+
+/// Drops empty lists and tables: a setting left at its default says nothing.
+fn prune(table: &mut Table) {
+    for (_, v) in table.iter_mut() {
+        if let Value::Table(t) = v {
+            prune(t);
+        }
+    }
+    table.retain(|_, v| match v {
+        Value::Table(t) => !t.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    });
 }
 
 /// Which RedisShake format `text` is in, or `None` when it is not a RedisShake file (a ferry

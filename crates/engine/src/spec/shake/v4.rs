@@ -210,8 +210,9 @@ fn sync_reader(
     spec: &mut TaskSpec,
     notes: &mut Notes,
 ) -> Result<PasswordFrom, Error> {
+    let given = sec.has("cluster");
     let cluster = sec.bool("cluster")?.or(implied_cluster).unwrap_or(false);
-    if sec.has("cluster") || implied_cluster.is_some() {
+    if given || implied_cluster.is_some() {
         notes.add(
             sec.setting("cluster"),
             Outcome::Mapped("no setting: ferry asks the server whether it is a cluster".into()),
