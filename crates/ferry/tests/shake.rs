@@ -54,7 +54,7 @@ fn shake_v4(reader: &str, writer: &str, rest: &str) -> String {
 }
 
 /// A standalone source with a password, a sync that keeps following writes, RedisShake's
-/// filters (allow prefixes, a blocking regex, a blocked db), "rewrite" over a target that
+/// filters (allow prefixes, a blocking regex), "rewrite" over a target that
 /// already holds one of the keys, and settings ferry names as not carried over.
 #[test]
 fn sync_reader_standalone_with_filters_and_rewrite() {
@@ -95,7 +95,7 @@ fn sync_reader_standalone_with_filters_and_rewrite() {
                 "[redis_writer]\ncluster = false\naddress = \"{}\"\nusername = \"\"\npassword = \"\"\ntls = false\noff_reply = false",
                 target.addr()
             ),
-            "[filter]\nallow_key_prefix = [\"wl:\", \"p:\"]\nblock_key_regex = [\"^wl:h:\"]\nblock_db = [2]\nfunction = \"\"\n\n[advanced]\ndir = \"data\"\nncpu = 2\nlog_level = \"warn\"\nrdb_restore_command_behavior = \"rewrite\"\npipeline_count_limit = 256\nsome_future_key = true",
+            "[filter]\nallow_key_prefix = [\"wl:\", \"p:\"]\nblock_key_regex = [\"^wl:h:\"]\nblock_keys = []\nfunction = \"\"\n\n[advanced]\ndir = \"data\"\nncpu = 2\nlog_level = \"warn\"\nrdb_restore_command_behavior = \"rewrite\"\npipeline_count_limit = 256\nsome_future_key = true",
         ),
     );
     let mut ferry = Ferry::start_with_status(&["--config", &file]);
@@ -108,12 +108,11 @@ fn sync_reader_standalone_with_filters_and_rewrite() {
     });
     tail.run(&source, 1000);
     wait_caught_up(&mut ferry, &source, Duration::from_secs(60));
-    let allowed = |db: i64, k: &[u8]| {
-        db != 2 && (k.starts_with(b"wl:") || k.starts_with(b"p:")) && !k.starts_with(b"wl:h:")
-    };
+    let allowed =
+        |k: &[u8]| (k.starts_with(b"wl:") || k.starts_with(b"p:")) && !k.starts_with(b"wl:h:");
     let opts = Options {
         group_read_counters: false,
-        expect: Some(KeyFilter::new(move |db, k, _| allowed(db, k))),
+        expect: Some(KeyFilter::new(move |_, k, _| allowed(k))),
         ..Options::default()
     };
     let n = compare::eventually_equal(&source, &target, &opts, Duration::from_secs(20))
@@ -183,11 +182,17 @@ fn rdb_reader_fixture_with_empty_db_before_sync() {
     let path = fixture("redis-rdb-tools/multiple_databases.rdb");
     let (reference, _ref_dir) = server_loading(&path);
     let target = Server::start();
-    let mut t = target.conn();
+    // Old data in a db the file writes (emptied), and in a db the filter leaves out (kept:
+    // ferry empties only the dbs it writes).
     let _: () = redis::cmd("SET")
         .arg("junk")
         .arg("1")
-        .query(&mut t)
+        .query(&mut target.conn_db(2))
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("kept")
+        .arg("1")
+        .query(&mut target.conn())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = write(
@@ -206,12 +211,17 @@ fn rdb_reader_fixture_with_empty_db_before_sync() {
     let code = ferry.wait(Duration::from_secs(60));
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
     let opts = Options {
-        expect: Some(KeyFilter::new(|db, _, _| db != 0)),
+        dbs: vec![2],
         ..Options::default()
     };
     let n = compare::compare(&reference, &target, &opts)
         .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
     assert!(n >= 1, "{n}");
+    let db0: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut target.conn())
+        .unwrap();
+    assert_eq!(db0, ["kept"]);
     assert_converts_to_the_same_task(&file);
 }
 

@@ -712,7 +712,7 @@ pub(super) fn advanced(
             notes.add(
                 sec.setting("empty_db_before_sync"),
                 Outcome::Differs(
-                    "→ [sync] on_conflict = \"flush\" and confirm_flush = true: ferry empties the synced dbs before a new task's first copy, and not again when it resumes from its checkpoint".into(),
+                    "→ [sync] on_conflict = \"flush\" and confirm_flush = true: ferry empties the dbs it writes (every db, unless [filter] leaves some out: those keep their data, where RedisShake runs FLUSHALL) before a new task's first copy, and not again when it resumes from its checkpoint".into(),
                 ),
             );
         }
