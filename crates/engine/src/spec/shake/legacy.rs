@@ -117,7 +117,18 @@ pub(super) fn convert_v3(
             Outcome::Mapped("no setting: ferry asks the server whether it is a cluster".into()),
         );
     }
-    let address = sec.str("address")?.unwrap_or_default();
+    let mut address = sec.str("address")?.unwrap_or_default();
+    // v3.0's first releases listed a cluster's nodes: ferry needs one.
+    if sec.has("addresses") {
+        let nodes = sec.strings("addresses")?;
+        if address.is_empty() {
+            address = nodes.first().cloned().unwrap_or_default();
+        }
+        notes.add(
+            sec.setting("addresses"),
+            Outcome::Mapped("[target] url = the first node; ferry finds the others".into()),
+        );
+    }
     if address.is_empty() {
         return Err(Error::Config(
             "[target] address is missing: the target's host:port".into(),
@@ -288,6 +299,18 @@ fn is_default(key: &str, value: &str) -> bool {
                 | ("source.tls_skip_verify" | "target.tls_skip_verify", "false")
                 | ("keep_alive", "0")
                 | ("fake_time", "")
+                // The values of RedisShake 2's sample file.
+                | ("parallel", "32")
+                | ("system_profile", "9310")
+                | ("http_profile", "9320")
+                | ("source.rdb.parallel", "0")
+                | ("target.rdb.output", "local_dump")
+                | ("big_key_threshold", "524288000")
+                | ("sender.size", "104857600")
+                | ("sender.count", "4095")
+                | ("sender.delay_channel_size", "65535")
+                | ("scan.key_number", "50")
+                | ("qps", "200000")
         )
 }
 

@@ -179,14 +179,14 @@ pub(super) fn login_notes(
         Outcome::Mapped(format!("[{role}] url")),
     );
     for (key, value) in [(username, login.username), (password, login.password)] {
-        if !value.is_empty() {
+        if !value.is_empty() && !login.password.is_empty() {
             notes.add(
                 sec.setting(key),
                 Outcome::Mapped(format!("[{role}] url (redis://user:password@host:port)")),
             );
         }
     }
-    if login.username.is_empty() == false && login.password.is_empty() {
+    if !login.username.is_empty() && login.password.is_empty() {
         notes.add(
             sec.setting(username),
             Outcome::Ignored(
@@ -573,7 +573,7 @@ pub(super) fn advanced(
         ),
         (
             "target_redis_client_max_querybuf_len",
-            Value::Integer(1024_000_000),
+            Value::Integer(1_024_000_000),
             "ferry's commands stay far below it: big values are written in chunks ([advanced] big_value_bytes)",
         ),
     ];
@@ -726,6 +726,8 @@ pub(super) fn advanced(
 
 fn module(sec: &mut Section, notes: &mut Notes) {
     if let Some((v, set)) = sec.raw("target_mbbloom_version", Some(Value::Integer(0))) {
+        // RedisShake's sample file writes 20603 (RedisBloom 2.6.3): no choice made there.
+        let set = set && v != Value::Integer(20603);
         notes.add(
             format!("{} = {v}", sec.setting("target_mbbloom_version")),
             match set {
