@@ -232,7 +232,7 @@ fn v3_toml_and_the_flat_conf_are_read_too() {
         "redis://127.0.0.1:2"
     );
 
-    let flat = "conf.version = 1\nid = redis-shake\nsource.type = cluster\nsource.address = 127.0.0.1:1;127.0.0.1:3\nsource.password_raw = s\ntarget.type = standalone\ntarget.address = 127.0.0.1:2\ntarget.db = 4\nkey_exists = rewrite\nfilter.db.whitelist = 0;1\nfilter.key.blacklist = tmp:;cache:\nparallel = 32\nmystery = 1\n";
+    let flat = "conf.version = 1\nid = redis-shake\nsource.type = cluster\nsource.address = 127.0.0.1:1;127.0.0.1:3\nsource.password_raw = s\ntarget.type = standalone\ntarget.address = 127.0.0.1:2\ntarget.db = 4\nkey_exists = rewrite\nfilter.db.whitelist = 0;1\nfilter.key.blacklist = tmp:;cache:\nparallel = 8\nmystery = 1\n";
     assert_eq!(detect(flat), Some(Dialect::Flat));
     let c = convert(flat, &no_env).unwrap();
     assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
@@ -249,7 +249,7 @@ fn v3_toml_and_the_flat_conf_are_read_too() {
             .iter()
             .any(|n| n.setting == "mystery" && n.outcome == Outcome::Unknown)
     );
-    assert!(c.notes.iter().any(|n| n.setting == "parallel = 32"));
+    assert!(c.notes.iter().any(|n| n.setting == "parallel = 8"));
 }
 
 #[test]
@@ -259,4 +259,40 @@ fn a_ferry_config_is_not_taken_for_a_redisshake_one() {
         None
     );
     assert_eq!(detect("not = [valid"), None);
+}
+
+#[test]
+fn command_groups_ferry_does_not_have() {
+    let file = |filter: &str| {
+        format!(
+            "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\n{filter}\n"
+        )
+    };
+    let c = convert(
+        &file("block_command_group = [\"SENTINEL\", \"STRING\"]"),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.spec.filter.block_command_group, ["string"]);
+    assert_eq!(c.refused().count(), 0);
+    for refused in [
+        "allow_command_group = [\"CLUSTER\"]",
+        "block_command_group = [\"TAIRHASH\"]",
+    ] {
+        let err = convert(&file(refused), &no_env)
+            .unwrap()
+            .into_spec()
+            .unwrap_err();
+        assert!(err.to_string().contains("command_group"), "{err}");
+    }
+}
+
+#[test]
+fn early_v3_lists_of_target_nodes() {
+    let text = "[source]\naddress = \"127.0.0.1:1\"\n[target]\ntype = \"cluster\"\naddresses = [\"127.0.0.1:2\", \"127.0.0.1:3\"]\n";
+    let c = convert(text, &no_env).unwrap();
+    assert_eq!(
+        c.spec.target.url.as_ref().unwrap().expose(),
+        "redis://127.0.0.1:2"
+    );
 }
