@@ -406,3 +406,52 @@ fn passwords_from_the_environment_stay_out_of_every_output() {
     );
     assert!(text.contains("${FERRY_TEST_SHAKE_PW}"), "{text}");
 }
+
+/// `tls = true`: RedisShake checks no certificate, ferry does. A source signed by a private CA
+/// is refused in one line saying how to give the CA; given with `--source-tls-ca` over the
+/// RedisShake file, the same file runs.
+#[test]
+fn tls_sources_are_checked_against_their_ca() {
+    let files = testkit::tls::TlsFiles::generate();
+    let source = Server::start_tls(&files, &[]);
+    let target = Server::start();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 9,
+            dbs: vec![0],
+            keys_per_db: 50,
+            big_elements: 50,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &shake_v4(
+            &format!(
+                "[sync_reader]\naddress = \"127.0.0.1:{}\"\ntls = true\nsync_aof = false",
+                source.tls_port().unwrap()
+            ),
+            &format!("[redis_writer]\naddress = \"{}\"", target.addr()),
+            "",
+        ),
+    );
+    let line = Ferry::start(&["--config", &file]).refusal();
+    assert!(
+        line.contains("not trusted") && line.contains("--source-tls-ca"),
+        "{line}"
+    );
+    let ca = files.ca.to_str().unwrap();
+    let mut ferry = Ferry::start(&["--config", &file, "--source-tls-ca", ca]);
+    let code = ferry.wait(Duration::from_secs(60));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    assert!(
+        ferry.log().contains("[sync_reader] tls → rediss://"),
+        "{}",
+        ferry.log()
+    );
+    compare::compare(&source, &target, &Options::default())
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+}
