@@ -455,3 +455,53 @@ fn tls_sources_are_checked_against_their_ca() {
     compare::compare(&source, &target, &Options::default())
         .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
 }
+
+/// `[redis_writer] sentinel = true` with `master`: the target is the master the sentinel names,
+/// logged in with the writer's password.
+#[test]
+fn redis_writer_behind_sentinel() {
+    let source = Server::start();
+    let target = Server::start_with(&["--requirepass", "dst-Secret-3"]);
+    let sentinels = testkit::Sentinel::start(&target, "shakemaster", 1, 1);
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 13,
+            dbs: vec![0, 1],
+            keys_per_db: 50,
+            big_elements: 50,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &shake_v4(
+            &format!(
+                "[sync_reader]\naddress = \"{}\"\nsync_aof = false",
+                source.addr()
+            ),
+            &format!(
+                "[redis_writer]\nsentinel = true\nmaster = \"shakemaster\"\naddress = \"{}\"\npassword = \"dst-Secret-3\"",
+                sentinels.addrs()[0]
+            ),
+            "",
+        ),
+    );
+    let mut ferry = Ferry::start(&["--config", &file]);
+    let code = ferry.wait(Duration::from_secs(60));
+    let log = ferry.log();
+    assert!(code.success(), "{code}; log:\n{log}");
+    assert!(!log.contains("dst-Secret-3"), "{log}");
+    compare::compare(&source, &target, &Options::default())
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{log}"));
+    let out = assert_converts_to_the_same_task(&file);
+    assert!(
+        out.contains(&format!(
+            "url = \"redis+sentinel://:dst-Secret-3@{}/shakemaster\"",
+            sentinels.addrs()[0]
+        )),
+        "{out}"
+    );
+}
