@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 mod api;
+mod config_file;
 mod cutover;
 mod progress;
 mod rdbtool;
@@ -56,6 +57,9 @@ enum Command {
     /// Remove a stopped task's own keys (checkpoints, fences, lease, held-TTL lists) from its
     /// targets and its heartbeat from the source. Takes the same settings as sync.
     Cleanup(Box<cutover::CleanupArgs>),
+    /// Config files: `ferry config convert FILE` prints a RedisShake config (shake.toml,
+    /// redis-shake.conf) as a ferry config, with a comment on every setting.
+    Config(config_file::ConfigArgs),
 }
 
 #[derive(Args)]
@@ -195,7 +199,8 @@ pub struct SyncArgs {
     /// one replication stream
     #[arg(long)]
     target: Vec<String>,
-    /// Read settings from this TOML file; flags given here override it.
+    /// Read settings from this TOML file (or a RedisShake config: shake.toml, redis-shake.conf);
+    /// flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Stop once the full copy is on the target (exit 0) instead of following writes.
@@ -649,6 +654,7 @@ fn main() -> ExitCode {
         Command::Task(args) => return task_cli::run(args),
         Command::Cutover(args) => return cutover::run_cutover(*args),
         Command::Cleanup(args) => return cutover::run_cleanup(*args),
+        Command::Config(args) => return config_file::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -792,7 +798,7 @@ fn task_config(
     Option<std::net::SocketAddr>,
 )> {
     let mut file = match &args.config {
-        Some(path) => TaskSpec::load(path)?,
+        Some(path) => config_file::load(path)?,
         None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
@@ -876,7 +882,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
 /// Whether every target equals the source.
 fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     let mut file = match &args.config {
-        Some(path) => TaskSpec::load(path)?,
+        Some(path) => config_file::load(path)?,
         None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);

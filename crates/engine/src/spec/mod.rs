@@ -7,6 +7,7 @@
 
 mod check;
 mod secret;
+pub mod shake;
 
 use std::path::{Path, PathBuf};
 
