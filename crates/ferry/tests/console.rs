@@ -16,6 +16,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -200,7 +202,7 @@ impl Browser {
 
     /// The whole of a long page.
     async fn tall_shot(&self, name: &str) {
-        self.c.set_window_size(1280, 1900).await.unwrap();
+        self.c.set_window_size(1280, 1500).await.unwrap();
         self.shot(name).await;
         self.c.set_window_size(1280, 1000).await.unwrap();
     }
@@ -461,18 +463,31 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
         "document.querySelector('#state') && document.querySelector('#state').textContent === 'incremental'",
     )
     .await;
-    let mut src = source.conn();
-    for i in 0..200 {
-        let _: () = redis::cmd("INCR")
-            .arg(format!("counter:{}", i % 10))
-            .query(&mut src)
-            .unwrap();
-    }
+    // Writes go on while the chart fills, so it has something to show.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let mut conn = source.conn();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while writing.load(Ordering::SeqCst) {
+                let _: () = redis::cmd("INCR")
+                    .arg(format!("counter:{}", i % 10))
+                    .query(&mut conn)
+                    .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
     b.until(
-        "3 points on the lag chart",
-        "document.querySelectorAll('svg#lag-chart circle.pt').length >= 3",
+        "6 points on the lag chart",
+        "document.querySelectorAll('svg#lag-chart circle.pt').length >= 6",
     )
     .await;
+    writing.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    let mut src = source.conn();
     b.until(
         "points on the latency chart",
         "document.querySelectorAll('svg#latency-chart circle.pt').length >= 1",

@@ -686,7 +686,8 @@ function chart(cls, label, unit, samples, pick) {
   svg.append(s("title", {}, label));
   const now = Date.now();
   const t0 = Math.max(now - 3600 * 1000, Math.min(...samples.map((x) => x.at_ms), now - 60 * 1000));
-  const max = Math.max(...pts.map(([, v]) => v), 0) * 1.15 || 1;
+  // At least one unit high: a lag of a millisecond is drawn as the near-zero it is.
+  const max = Math.max(1, Math.max(...pts.map(([, v]) => v), 0) * 1.15);
   const x = (t) => L + ((t - t0) / (now - t0)) * (W - L - R);
   const y = (v) => H - B - (v / max) * (H - T - B);
   svg.append(s("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }), s("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
@@ -736,7 +737,7 @@ function partsTable(title, parts) {
 function eventText(e) {
   const rest = Object.assign({}, e);
   for (const k of ["seq", "at_ms", "task", "type"]) delete rest[k];
-  if (e.type === "state") return (e.from || "–") + " → " + e.to + (e.note ? " (" + e.note + ")" : "");
+  if (e.to !== undefined && (e.type === "state" || e.type === "phase")) return (e.from || "–") + " → " + e.to + (e.note ? " (" + e.note + ")" : "");
   if (rest.message) return rest.message;
   return Object.keys(rest).length ? JSON.stringify(rest) : "";
 }
@@ -746,7 +747,7 @@ function verifyReport(box, kept, id) {
   const blob = new Blob([lines.map((l) => JSON.stringify(l)).join("\n") + "\n"], { type: "application/x-ndjson" });
   const url = URL.createObjectURL(blob);
   cleanups.push(() => URL.revokeObjectURL(url));
-  box.replaceChildren(
+  box.replaceChildren(...[
     h("p", {}, h("span", { class: "badge " + (kept.failed ? "r-fail" : "r-pass") }, kept.failed ? "differences" : "identical"),
       " Verified " + when(kept.at) + ". ", h("a", { id: "download", href: url, download: id + "-verify.jsonl" }, "Download the JSON lines")),
     h("div", { class: "scroll" }, h("table", { id: "verify-table" },
@@ -755,7 +756,8 @@ function verifyReport(box, kept, id) {
         h("td", { class: "num" }, num(t.target_keys, 0)), h("td", { class: "num" }, num(t.filtered, 0)), h("td", { class: "num" }, num(t.rounds, 0)),
         h("td", { class: "num" }, num(t.differences, 0))))))),
     (kept.report || []).some((t) => t.examples && t.examples.length) ? h("div", {}, h("h2", {}, "First differing keys"),
-      h("ul", { class: "events" }, (kept.report || []).flatMap((t) => (t.examples || []).map((x) => h("li", {}, h("code", {}, JSON.stringify(x))))))) : null);
+      h("ul", { class: "events" }, (kept.report || []).flatMap((t) => (t.examples || []).map((x) => h("li", {}, h("code", {}, JSON.stringify(x))))))) : null,
+  ].filter(Boolean));
 }
 
 async function taskPage(main, id) {
@@ -790,7 +792,7 @@ async function taskPage(main, id) {
     try {
       const r = await api("POST", "/api/v1/tasks/" + enc(id) + "/" + what, body);
       if (what === "pause" && r.pause && r.pause.note) flash("Paused: " + r.pause.note);
-      else flash(what + ": done");
+      else flash({ resume: "Resumed", stop: "Stopped" }[what] || "Done");
       task = r.task || r;
     } catch (e) { flash(e.message, true); }
     busy = false;
