@@ -544,6 +544,31 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
     assert!(href.as_str().unwrap().starts_with("blob:"), "{href}");
     b.tall_shot("07-task-verified").await;
 
+    // What the page drew is the server's: its sampled history, and the kept report.
+    let history = serve.ok("GET", &format!("/api/v1/tasks/{id}/history"), None);
+    let samples = history["samples"].as_array().unwrap();
+    assert!(samples.len() >= 6, "{history}");
+    assert!(
+        samples
+            .iter()
+            .any(|x| x["state"] == "incremental" && x["lag_s"].is_number()),
+        "{history}"
+    );
+    assert!(
+        samples
+            .windows(2)
+            .all(|w| w[0]["at_ms"].as_u64() < w[1]["at_ms"].as_u64()),
+        "{history}"
+    );
+    let kept = serve.ok("GET", &format!("/api/v1/tasks/{id}/reports/verify"), None);
+    assert_eq!(kept["failed"], false, "{kept}");
+    assert_eq!(kept["report"][0]["differences"], 0, "{kept}");
+    let (code, _) = serve.call("GET", &format!("/api/v1/tasks/{id}/reports/nope"), None);
+    assert_eq!(code, 400);
+    let doc = serve.ok("GET", "/openapi.json", None);
+    assert!(doc["paths"]["/api/v1/tasks/{id}/history"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/tasks/{id}/reports/{kind}"]["get"].is_object());
+
     // A task that failed: its error is on the list.
     let failing = serve.ok(
         "POST",
