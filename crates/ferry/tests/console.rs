@@ -194,8 +194,12 @@ impl Browser {
     }
 
     async fn shot(&self, name: &str) {
-        // Fonts and the last poll settle first.
+        // Fonts and the last poll settle first; a passing notice would hide part of the page.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = self
+            .c
+            .execute("document.getElementById('flash').textContent = '';", vec![])
+            .await;
         let png = self.c.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
@@ -316,8 +320,11 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
 
     // Sign in: a wrong token is refused next to the field, the right one lets in.
     b.c.goto(&format!("{base}/")).await.unwrap();
-    b.until("the sign-in form", "document.querySelector('#token')")
-        .await;
+    b.until(
+        "the sign-in form, without the navigation",
+        "document.querySelector('#token') && getComputedStyle(document.querySelector('#top')).display === 'none'",
+    )
+    .await;
     b.fill("#token", "not-the-token").await;
     b.click("#signin").await;
     b.until(
@@ -638,8 +645,11 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
 
     // Sign out: back to the form, and the old cookie no longer reads the API.
     b.click("#signout").await;
-    b.until("the sign-in form", "document.querySelector('#token')")
-        .await;
+    b.until(
+        "the sign-in form, without the navigation",
+        "document.querySelector('#token') && getComputedStyle(document.querySelector('#top')).display === 'none'",
+    )
+    .await;
     let (code, _) = raw(&serve.addr, "GET", "/api/v1/tasks", &with_cookie, "").unwrap();
     assert_eq!(code, 401, "a signed-out session");
     let errors = b.console_errors(&driver).await;
