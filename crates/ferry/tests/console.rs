@@ -205,8 +205,8 @@ impl Browser {
     }
 
     /// The whole of a long page.
-    async fn tall_shot(&self, name: &str) {
-        self.c.set_window_size(1280, 1500).await.unwrap();
+    async fn tall_shot(&self, name: &str, height: u32) {
+        self.c.set_window_size(1280, height).await.unwrap();
         self.shot(name).await;
         self.c.set_window_size(1280, 1000).await.unwrap();
     }
@@ -409,7 +409,22 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
         "document.querySelector('#f-target-url-err').textContent.includes('target is needed')",
     )
     .await;
-    b.fill("#f-target-url", &target.url()).await;
+    // The target as a saved connection, added from the form and picked there.
+    b.click("#new-connection summary").await;
+    b.fill("#c-name", "dr-target").await;
+    b.fill("#c-url", &target.url()).await;
+    b.click("#c-save").await;
+    b.until(
+        "the new connection to pick",
+        "document.querySelector('#f-target-connection option[value=dr-target]')",
+    )
+    .await;
+    b.c.find(Locator::Css("#f-target-connection"))
+        .await
+        .unwrap()
+        .select_by_value("dr-target")
+        .await
+        .unwrap();
     b.fill("#f-extra", "[advanced]\nmax_in_flight = 32").await;
     b.click("#show-api").await;
     let preview = b
@@ -422,13 +437,17 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
     assert!(preview.starts_with("POST /api/v1/tasks"), "{preview}");
     assert!(preview.contains("\"max_in_flight\": 32"), "{preview}");
     assert!(preview.contains("\"env\": \"test\""), "{preview}");
+    assert!(
+        preview.contains("\"connection\": \"dr-target\""),
+        "{preview}"
+    );
     b.click("#show-toml").await;
     b.until(
         "the TOML",
         "document.querySelector('#preview').textContent.includes('[source]')",
     )
     .await;
-    b.shot("02-new-task").await;
+    b.tall_shot("02-new-task", 2400).await;
     b.click("#create").await;
 
     // The precheck fails on the target's key; overwrite fixes it; start.
@@ -461,6 +480,7 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
     )
     .await;
     assert_eq!(serve.task(&id)["spec"]["sync"]["on_conflict"], "overwrite");
+    assert_eq!(serve.task(&id)["spec"]["target"]["connection"], "dr-target");
     b.shot("04-precheck-passed").await;
     b.click("#start").await;
 
@@ -507,7 +527,7 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
     .await;
     compare::eventually_equal(&source, &target, &Options::default(), WAIT)
         .unwrap_or_else(|r| panic!("target differs from source: {r:?}"));
-    b.tall_shot("05-task-incremental").await;
+    b.tall_shot("05-task-incremental", 1500).await;
 
     // Pause (after saying what happens to the target), then resume.
     b.click("#pause").await;
@@ -549,7 +569,7 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
             .await
             .unwrap();
     assert!(href.as_str().unwrap().starts_with("blob:"), "{href}");
-    b.tall_shot("07-task-verified").await;
+    b.tall_shot("07-task-verified", 1500).await;
 
     // What the page drew is the server's: its sampled history, and the kept report.
     let history = serve.ok("GET", &format!("/api/v1/tasks/{id}/history"), None);

@@ -379,7 +379,7 @@ function serverBox(side, connections) {
 }
 
 function newConnectionBox(onAdded) {
-  const box = h("details", { class: "card" }, h("summary", {}, "Save a connection for later tasks"));
+  const box = h("details", { class: "card", id: "new-connection" }, h("summary", {}, "Save a connection for later tasks"));
   const grid = h("div", { class: "grid" },
     field("c-name", "Name", h("input", { placeholder: "prod-cache" })),
     field("c-url", "URL", h("input", { placeholder: "redis://127.0.0.1:6379" })),
@@ -455,7 +455,7 @@ async function newTask(main) {
     for (const side of ["source", "target"]) {
       const sel = document.getElementById("f-" + side + "-connection");
       const keep = sel.value;
-      sel.replaceChildren(h("option", { value: "" }, "— give a URL below —"), connections.map((c) => h("option", { value: c.name }, c.name + " (" + c.url + ")")));
+      sel.replaceChildren(h("option", { value: "" }, "— give a URL below —"), ...connections.map((c) => h("option", { value: c.name }, c.name + " (" + c.url + ")")));
       sel.value = keep;
     }
     flash("Connection " + name + " can now be picked as source or target");
