@@ -472,6 +472,11 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
         json!(true),
         "start while a failure blocks it"
     );
+    b.until(
+        "a button to ignore target_keys",
+        "document.querySelector('button.ignore[data-item=target_keys]')",
+    )
+    .await;
     b.shot("03-precheck-failed").await;
     b.click("#overwrite").await;
     b.until(
@@ -659,6 +664,34 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
     .await;
     b.shot("10-task-phone").await;
     b.c.set_window_size(1280, 1000).await.unwrap();
+
+    // Stop, then delete, each after saying what happens to the target.
+    b.click("#stop").await;
+    let said = b.text("#confirm-text").await;
+    assert!(
+        said.contains("The target keeps everything copied so far"),
+        "{said}"
+    );
+    b.click("#confirm-ok").await;
+    b.until(
+        "stopped",
+        "document.querySelector('#state').textContent === 'stopped'",
+    )
+    .await;
+    b.click("#delete").await;
+    let said = b.text("#confirm-text").await;
+    assert!(said.contains("stays there, untouched"), "{said}");
+    b.shot("11-confirm-delete").await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "the list without the deleted task",
+        &format!("document.querySelector('#task-rows') && !document.querySelector('tr[data-id={id:?}]') && document.querySelector('tr[data-id={failing:?}]')"),
+    )
+    .await;
+    let (code, _) = serve.call("GET", &format!("/api/v1/tasks/{id}"), None);
+    assert_eq!(code, 404, "deleted");
+    compare::eventually_equal(&source, &target, &Options::default(), WAIT)
+        .unwrap_or_else(|r| panic!("the target kept its copy: {r:?}"));
 
     let errors = b.console_errors(&driver).await;
     assert!(errors.is_empty(), "the browser logged errors: {errors:#?}");
