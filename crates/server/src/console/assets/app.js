@@ -83,16 +83,21 @@ function flash(text, bad) {
   flash.timer = setTimeout(() => { el.textContent = ""; }, bad ? 8000 : 3000);
 }
 
+// Runs fn now and every ms after it ends, until the page is left. Its cleanup resolves once a
+// run under way has ended, so that what follows (a delete, a sign-out) cannot race a poll.
 function every(ms, fn) {
   let stopped = false;
   let timer = null;
-  const run = async () => {
+  let current = Promise.resolve();
+  const run = () => {
     if (stopped) return;
-    try { await fn(); } catch (e) { if (e.status !== 401) console.warn(e.message); }
-    if (!stopped) timer = setTimeout(run, ms);
+    current = (async () => {
+      try { await fn(); } catch (e) { if (e.status !== 401) console.warn(e.message); }
+      if (!stopped) timer = setTimeout(run, ms);
+    })();
   };
   run();
-  cleanups.push(() => { stopped = true; clearTimeout(timer); });
+  cleanups.push(() => { stopped = true; clearTimeout(timer); return current; });
 }
 
 class ApiError extends Error {
@@ -155,6 +160,7 @@ function showLogin(message) {
 }
 
 async function signOut() {
+  await stopPage();
   try { await api("DELETE", "/console/session"); } catch (_) { /* signed out either way */ }
   csrf = null;
   showLogin("Signed out.");
@@ -164,9 +170,11 @@ async function signOut() {
 // ---------- routing ----------
 
 function stopPage() {
-  for (const c of cleanups) c();
+  const ending = cleanups.map((c) => c());
   cleanups = [];
-  document.getElementById("confirm").open && document.getElementById("confirm").close();
+  const dlg = document.getElementById("confirm");
+  if (dlg.open) dlg.close();
+  return Promise.all(ending);
 }
 
 function route() {
@@ -810,11 +818,13 @@ async function taskPage(main, id) {
     const cleanup = h("label", { class: "check" }, h("input", { type: "checkbox", id: "delete-cleanup" }), "Also remove ferry's own keys (checkpoint, lease, fences in the target; heartbeat in the source)");
     if (!(await confirmDialog("Delete " + task.name + "?", "The task, its history and reports are removed from this server. The data copied to the target stays there, untouched; without the box below, ferry's checkpoint keys stay too.", cleanup, "Delete"))) return;
     const clean = document.getElementById("delete-cleanup").checked;
+    // No poll of the task may be under way when it is gone.
+    await stopPage();
     try {
       await api("DELETE", "/api/v1/tasks/" + enc(id) + (clean ? "?cleanup=true" : ""));
       flash("Deleted " + task.name);
       location.hash = "#/tasks";
-    } catch (e) { flash(e.message, true); }
+    } catch (e) { flash(e.message, true); route(); }
   }
   async function verify() {
     busy = true;
