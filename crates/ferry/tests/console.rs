@@ -35,21 +35,38 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// chromedriver on a free loopback port, ended with the test.
+/// chromedriver on a free loopback port, ended with the test, and with it the chromium it
+/// started: a test that fails before closing its session leaves no browser behind.
 struct Driver {
     child: Child,
     url: String,
+    /// The browser's own profile dir, named in the command line of each of its processes.
+    profile: PathBuf,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let mark = format!("--user-data-dir={}", self.profile.display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&mark) {
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+            }
+        }
     }
 }
 
 impl Driver {
-    fn start(bin: &PathBuf, log: &std::path::Path) -> Driver {
+    fn start(bin: &PathBuf, log: &std::path::Path, profile: PathBuf) -> Driver {
         let port = common::free_port();
         let child = Command::new(bin)
             .arg(format!("--port={port}"))
@@ -63,6 +80,7 @@ impl Driver {
         let driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            profile,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while raw(&format!("127.0.0.1:{port}"), "GET", "/status", &[], "").is_none() {
@@ -291,8 +309,12 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
         .unwrap();
     let base = format!("http://{}", serve.addr);
 
-    let driver = Driver::start(&chromedriver, &dir.path().join("chromedriver.log"));
     let profile = dir.path().join("chromium-profile");
+    let driver = Driver::start(
+        &chromedriver,
+        &dir.path().join("chromedriver.log"),
+        profile.clone(),
+    );
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
