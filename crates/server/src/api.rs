@@ -40,7 +40,7 @@ type St = State<Arc<AppState>>;
 #[openapi(
     info(
         title = "ferry server",
-        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
+        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token), or the web console's session cookie (from signing in at /), which changes nothing without its `X-CSRF-Token` header (else 403)."
     ),
     modifiers(&BearerAuth),
     components(schemas(crate::alerts::AlertPayload)),
