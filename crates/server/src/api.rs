@@ -30,6 +30,8 @@ pub struct AppState {
     pub token: String,
     /// Tasks that were running before a restart have been started again.
     pub ready: AtomicBool,
+    /// The web console's sessions and the tasks' sampled history.
+    pub console: crate::console::Console,
 }
 
 type St = State<Arc<AppState>>;
@@ -38,7 +40,7 @@ type St = State<Arc<AppState>>;
 #[openapi(
     info(
         title = "ferry server",
-        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token)."
+        description = "Sync tasks (one Redis kept in one-way sync with another) as a service. Every /api/ request, and /metrics, needs `Authorization: Bearer <token>` (the token is in DATA_DIR/api-token), or the web console's session cookie (from signing in at /), which changes nothing without its `X-CSRF-Token` header (else 403)."
     ),
     modifiers(&BearerAuth),
     components(schemas(crate::alerts::AlertPayload, ferry_engine::status::Part)),
@@ -71,6 +73,8 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(verify_task))
         .routes(routes!(cutover_task))
         .routes(routes!(task_events))
+        .routes(routes!(crate::console::history::task_history))
+        .routes(routes!(crate::console::history::task_report))
         .routes(routes!(
             crate::connections::create_connection,
             crate::connections::list_connections
@@ -107,11 +111,15 @@ pub fn router(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .with_state(state.clone())
         .split_for_parts();
     let served = Arc::new(doc.clone());
-    let router = router.layer(axum::Extension(served));
+    let router = router
+        .merge(crate::console::routes(state.clone()))
+        .layer(axum::Extension(served));
     (router, doc)
 }
 
-/// Every `/api/` request carries the token; compared in constant time.
+/// Every `/api/` request carries the token (compared in constant time), or the console's
+/// session cookie; with the cookie, a request that changes something also carries the session's
+/// CSRF token, or is refused with 403.
 pub(crate) async fn require_token(
     State(state): St,
     req: Request,
@@ -131,6 +139,21 @@ pub(crate) async fn require_token(
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same {
+        use crate::console::session::Verdict;
+        match state.console.sessions.check(req.method(), req.headers()) {
+            Verdict::Allowed => return Ok(next.run(req).await),
+            Verdict::NoCsrf => {
+                return Ok((
+                    StatusCode::FORBIDDEN,
+                    Json(ErrorBody {
+                        error: "forbidden".into(),
+                        message: "a console session changes nothing without its X-CSRF-Token header: reload the console page".into(),
+                    }),
+                )
+                    .into_response());
+            }
+            Verdict::None => {}
+        }
         return Err(ApiError::Unauthorized(
             "missing or wrong API token: send Authorization: Bearer <token>, the token being in the server's DATA_DIR/api-token".into(),
         ));

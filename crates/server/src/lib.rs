@@ -10,10 +10,12 @@
 //! - [`api`]: the routes, the token check, the OpenAPI document.
 //! - [`alerts`]: alert rules, their evaluation and the webhook outbox.
 //! - [`metrics`]: `GET /metrics` for Prometheus.
+//! - [`console`]: the web console at `/`.
 
 pub mod alerts;
 pub mod api;
 pub mod connections;
+pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod store;
@@ -54,6 +56,7 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
     metrics::counters();
     state.tasks.boot()?;
     let alerts = alerts::start(state.tasks.clone(), webhooks, stop.clone());
+    let history = console::history::start(state.clone(), stop.clone());
     state.ready.store(true, Ordering::SeqCst);
     let (router, _) = api::router(state.clone());
     let shutdown = stop.clone();
@@ -62,6 +65,7 @@ pub async fn serve(opts: Options, stop: CancellationToken) -> Result<(), ApiErro
         .await;
     // Before the tasks stop: their stopping is not a change for the rules to see.
     alerts.stopped().await;
+    let _ = history.await;
     state.tasks.shutdown().await;
     served.map_err(|e| ApiError::Store(format!("the HTTP server failed: {e}")))
 }
@@ -82,6 +86,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<api::AppState>, ApiError> {
         tasks,
         token,
         ready: AtomicBool::new(false),
+        console: Default::default(),
     }))
 }
 
