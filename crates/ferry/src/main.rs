@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 mod api;
+mod cli_docs;
 mod progress;
 mod rdbtool;
 mod task_cli;
@@ -8,7 +9,7 @@ mod task_cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ferry_engine::config::TaskConfig;
 use ferry_engine::net::tls::{TlsSection, TlsVersion};
 use ferry_engine::spec::{OnConflict, TaskSpec};
@@ -24,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as plain text or as one JSON object each (any subcommand).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +51,10 @@ enum Command {
     /// Drive the tasks of a `ferry serve` through its API: list, create -c FILE, get,
     /// precheck, start, pause, resume, stop, delete, events, verify. Tables, or --json.
     Task(task_cli::TaskArgs),
+    /// Print a shell completion script, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions(cli_docs::CompletionsArgs),
+    /// Print the man page of ferry (roff), or write one page per subcommand with --dir.
+    Man(cli_docs::ManArgs),
 }
 
 #[derive(Args)]
@@ -57,9 +65,6 @@ struct ServeArgs {
     /// Where the task store, the API token and the tasks' local files (spools) live.
     #[arg(long, default_value = "ferry-server")]
     data: PathBuf,
-    /// Log lines as plain text or as one JSON object each.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
 }
 
 #[derive(Args)]
@@ -530,14 +535,17 @@ fn with_flags(message: String) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // Above the progress bar when one is drawn.
+        .with_writer(|| progress::LogWriter)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_target(false);
-    match &cli.command {
-        Command::Serve(args) if args.log_format == "json" => logs.json().init(),
+        .with_target(false)
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format.as_str() {
+        "json" => logs.json().init(),
         _ => logs.init(),
     }
     let result = match cli.command {
@@ -547,6 +555,8 @@ fn main() -> ExitCode {
         Command::Rdb(args) => return rdb(args),
         Command::Verify(args) => return verify(*args),
         Command::Task(args) => return task_cli::run(args),
+        Command::Completions(args) => return cli_docs::completions(args, Cli::command()),
+        Command::Man(args) => return cli_docs::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
