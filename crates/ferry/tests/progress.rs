@@ -440,3 +440,44 @@ fn completions_and_man_pages_cover_every_subcommand() {
     let sync = std::fs::read_to_string(pages.join("ferry-sync.1")).unwrap();
     assert!(sync.contains("full\\-keys\\-per\\-sec"), "{sync}");
 }
+
+/// A cluster source: each shard counts its own keys (its master's `INFO keyspace`), and the
+/// task's count, the bar's length, is their sum.
+#[test]
+fn a_cluster_source_is_counted_per_shard() {
+    let source = testkit::Cluster::start_with(3, 0, &["--repl-diskless-sync-delay", "0"]);
+    let target = Server::start();
+    for i in 0..3000 {
+        let key = format!("key:{i}");
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .exec(&mut source.conn_for(key.as_bytes()))
+            .unwrap();
+    }
+    let mut per_master: Vec<u64> = source.masters().into_iter().map(source_keys).collect();
+    per_master.sort();
+    assert_eq!(per_master.iter().sum::<u64>(), 3000);
+    let mut ferry =
+        Ferry::start_with_status(&["--source", &source.url(), "--target", &target.url()]);
+    let st = ferry.wait_status(Duration::from_secs(120), "the copy to end", |s| {
+        s["phase"] == "incremental"
+    });
+    assert_eq!(st["source_keys"], 3000, "{st}");
+    assert_eq!(st["keys_written"], 3000, "{st}");
+    let mut per_shard: Vec<u64> = st["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source_keys"].as_u64().unwrap_or_else(|| panic!("{s}")))
+        .collect();
+    per_shard.sort();
+    assert_eq!(per_shard, per_master, "{st}");
+    compare::eventually_equal_sides(
+        &compare::Side::cluster(&source.addrs(), None),
+        &compare::Side::standalone(&target.addr(), None),
+        &Options::default(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+}
