@@ -216,6 +216,7 @@ fn terminal_shows_the_diskless_wait_a_bar_of_keys_then_the_lag_and_no_bar_on_res
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap().to_string();
     let (source_url, target_url) = (source.url(), target.url());
+    let status_addr = format!("127.0.0.1:{}", common::free_port());
     let args = [
         "sync",
         "--source",
@@ -224,6 +225,8 @@ fn terminal_shows_the_diskless_wait_a_bar_of_keys_then_the_lag_and_no_bar_on_res
         &target_url,
         "--data-dir",
         &data_dir,
+        "--status-addr",
+        &status_addr,
         // A limit, so the copy lasts long enough to be drawn many times.
         "--full-keys-per-sec",
         "4000",
@@ -239,6 +242,7 @@ fn terminal_shows_the_diskless_wait_a_bar_of_keys_then_the_lag_and_no_bar_on_res
     });
     // Some writes after the copy, applied through the stream.
     fill(&source, 0, 100);
+    caught_up(&status_addr, &source);
     let end = ferry.stop();
 
     assert!(
@@ -275,8 +279,9 @@ fn terminal_shows_the_diskless_wait_a_bar_of_keys_then_the_lag_and_no_bar_on_res
     .unwrap_or_else(|r| panic!("{r}"));
 
     // Again, from the checkpoint: the stream continues, no copy and so no bar.
-    let mut again = OnTerminal::start(&args, tempfile::tempdir().unwrap());
     fill(&source, 0, 50);
+    let mut again = OnTerminal::start(&args, tempfile::tempdir().unwrap());
+    caught_up(&status_addr, &source);
     let screen = again.wait_for("the lag line", Duration::from_secs(60), |t| {
         t.lines()
             .any(|l| l.contains("incremental:") && lag_seconds(l).is_some())
@@ -297,6 +302,37 @@ fn terminal_shows_the_diskless_wait_a_bar_of_keys_then_the_lag_and_no_bar_on_res
         Duration::from_secs(30),
     )
     .unwrap_or_else(|r| panic!("{r}"));
+}
+
+/// Waits until the ferry serving `GET /status` on `addr` has applied all the source has
+/// written (its replication offset now).
+fn caught_up(addr: &str, source: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = common::master_offset(source);
+        let applied = status(addr)
+            .filter(|s| s["phase"] == "incremental")
+            .and_then(|s| s["applied_offset"].as_u64());
+        if applied.is_some_and(|a| a >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not caught up at {want}: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET /status` of a ferry sync, as JSON.
+fn status(addr: &str) -> Option<serde_json::Value> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
 }
 
 /// The seconds of `lag 0.4 s` or `lag ~0.4 s` in a status line.
