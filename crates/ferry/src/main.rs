@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 mod api;
+mod cli_docs;
 mod config_file;
 mod cutover;
 mod progress;
@@ -10,7 +11,7 @@ mod task_cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ferry_engine::config::TaskConfig;
 use ferry_engine::net::tls::{TlsSection, TlsVersion};
 use ferry_engine::spec::{OnConflict, TaskSpec};
@@ -26,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as plain text or as one JSON object each (any subcommand).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,10 @@ enum Command {
     /// Config files: `ferry config convert FILE` prints a RedisShake config (shake.toml,
     /// redis-shake.conf) as a ferry config, with a comment on every setting.
     Config(config_file::ConfigArgs),
+    /// Print a shell completion script, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions(cli_docs::CompletionsArgs),
+    /// Print the man page of ferry (roff), or write one page per subcommand with --dir.
+    Man(cli_docs::ManArgs),
 }
 
 #[derive(Args)]
@@ -70,9 +78,6 @@ struct ServeArgs {
     /// Where the task store, the API token and the tasks' local files (spools) live.
     #[arg(long, default_value = "ferry-server")]
     data: PathBuf,
-    /// Log lines as plain text or as one JSON object each.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
 }
 
 #[derive(Args)]
@@ -635,14 +640,17 @@ fn with_flags(message: String) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // Above the progress bar when one is drawn.
+        .with_writer(|| progress::LogWriter)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_target(false);
-    match &cli.command {
-        Command::Serve(args) if args.log_format == "json" => logs.json().init(),
+        .with_target(false)
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format.as_str() {
+        "json" => logs.json().init(),
         _ => logs.init(),
     }
     let result = match cli.command {
@@ -655,6 +663,8 @@ fn main() -> ExitCode {
         Command::Cutover(args) => return cutover::run_cutover(*args),
         Command::Cleanup(args) => return cutover::run_cleanup(*args),
         Command::Config(args) => return config_file::run(args),
+        Command::Completions(args) => return cli_docs::completions(args, Cli::command()),
+        Command::Man(args) => return cli_docs::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,12 @@ impl PsyncSource {
         Ok(crate::sink::caps::rdb_version_of(version))
     }
 
+    /// Keys the source holds now in the dbs `synced` lets through (its `INFO keyspace`).
+    pub async fn key_count(&mut self, synced: impl Fn(u32) -> bool) -> Result<u64> {
+        let fields = crate::net::info::info(&mut self.conn, "keyspace").await?;
+        Ok(keyspace_keys(&fields, synced))
+    }
+
     pub async fn connect(endpoint: &Endpoint) -> Result<PsyncSource> {
         let mut conn = Conn::connect(Role::Source, endpoint).await?;
         // ferry listens on no replication port; 0 keeps INFO honest about that.
@@ -128,6 +134,12 @@ impl PsyncSource {
         if let Some(resume) = &options.resume {
             options.resume = Some(resume_point(&mut self.conn, resume).await?);
         }
+        if !matches!(options.resume, Some(Checkpoint::Applied { .. }))
+            && let Some(delay) = diskless_delay(&mut self.conn).await
+        {
+            // Until it answers, the source is holding the snapshot back: say so, not "connecting".
+            status.diskless_wait_s.store(delay, Relaxed);
+        }
         let conn = &mut self.conn;
         let asked = match &options.resume {
             Some(Checkpoint::Applied { replid, offset, .. }) => {
@@ -141,7 +153,9 @@ impl PsyncSource {
                 None
             }
         };
-        let reply = conn.read_line("the reply to PSYNC").await?;
+        let reply = conn.read_line("the reply to PSYNC").await;
+        status.diskless_wait_s.store(0, Relaxed);
+        let reply = reply?;
         let reply = parse_psync_reply(&reply).map_err(|msg| Error::Server {
             role: Role::Source,
             addr: conn.addr.clone(),
@@ -460,6 +474,37 @@ pub fn can_continue(
     } else {
         Err(cannot_continue(replid, *offset))
     }
+}
+
+/// The keys of `INFO keyspace` (`db3:keys=12,expires=1,...`) summed over the dbs `synced`
+/// lets through.
+pub fn keyspace_keys(fields: &HashMap<String, String>, synced: impl Fn(u32) -> bool) -> u64 {
+    fields
+        .iter()
+        .filter_map(|(name, value)| {
+            let db: u32 = name.strip_prefix("db")?.parse().ok()?;
+            let keys = value
+                .split(',')
+                .find_map(|pair| pair.strip_prefix("keys="))?;
+            synced(db).then(|| keys.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// How long a source that sends snapshots diskless holds one back for more replicas to join
+/// (`repl-diskless-sync-delay`, 5 s by default since Redis 7); None when it writes them to
+/// disk, does not wait, or may not be asked (CONFIG refused).
+async fn diskless_delay(conn: &mut Conn) -> Option<u64> {
+    use crate::net::info::config_get;
+    if config_get(conn, "repl-diskless-sync").await.ok()?? != "yes" {
+        return None;
+    }
+    let delay: u64 = config_get(conn, "repl-diskless-sync-delay")
+        .await
+        .ok()??
+        .parse()
+        .ok()?;
+    (delay > 0).then_some(delay)
 }
 
 fn command(args: &[&[u8]]) -> BytesMut {
@@ -960,6 +1005,16 @@ mod tests {
         let (snapshot, _, done) = frame(Transfer::Sized(100), wire, &[5]);
         assert!(!done);
         assert_eq!(snapshot, wire);
+    }
+
+    #[test]
+    fn counts_keys_of_the_synced_dbs() {
+        let fields = crate::net::info::parse_info(
+            "# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0,subexpiry=0\r\n",
+        );
+        assert_eq!(keyspace_keys(&fields, |_| true), 15);
+        assert_eq!(keyspace_keys(&fields, |db| db != 0), 5);
+        assert_eq!(keyspace_keys(&HashMap::new(), |_| true), 0);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct Status {
     pub(crate) snapshot_size: AtomicU64,
     /// Replication offset at which the snapshot was taken.
     pub(crate) snapshot_offset: AtomicU64,
+    /// Keys the source held as the copy began (`INFO keyspace`, over the synced dbs).
+    source_keys: Mutex<Option<u64>>,
+    /// While waiting for a diskless source to start its snapshot: its
+    /// `repl-diskless-sync-delay` in seconds (0: not waiting, or no delay).
+    pub(crate) diskless_wait_s: AtomicU64,
     /// Latest replication offset received from the source.
     pub(crate) source_offset: AtomicU64,
     /// Replication offset whose effects the target has confirmed.
@@ -153,6 +158,15 @@ pub struct Snapshot {
     pub retry_left_s: Option<u64>,
     pub bytes_read: u64,
     pub snapshot_size: u64,
+    /// Keys the source held when the sync began (its `INFO keyspace`, over the synced dbs):
+    /// what the full copy's progress counts towards. Null when unknown (an RDB file, or a
+    /// source user that may not run INFO). A cluster source: the sum over its shards.
+    pub source_keys: Option<u64>,
+    /// While ferry waits for a diskless source to start sending its snapshot (the source
+    /// holds it back `repl-diskless-sync-delay` seconds so more replicas can share it): that
+    /// delay in seconds; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diskless_wait_s: Option<u64>,
     pub source_replid: Option<String>,
     pub source_offset: u64,
     pub applied_offset: u64,
@@ -255,6 +269,15 @@ impl Status {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .any(|(_, s)| s.source_accepted())
+    }
+
+    /// The source's key count as the sync begins, over the synced dbs.
+    pub fn set_source_keys(&self, keys: u64) {
+        *self.source_keys.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+    }
+
+    fn source_keys(&self) -> Option<u64> {
+        *self.source_keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_replid(&self, replid: String) {
@@ -430,6 +453,9 @@ impl Status {
             t.snapshot_size
                 .store(self.snapshot_size.load(Relaxed), Relaxed);
             t.bytes_read.store(self.bytes_read.load(Relaxed), Relaxed);
+            if let Some(keys) = self.source_keys() {
+                t.set_source_keys(keys);
+            }
             if let Some(r) = &replid {
                 t.set_replid(r.clone());
             }
@@ -484,6 +510,22 @@ impl Status {
         }
         self.spool_full
             .store(parts.iter().any(|p| p.spool_full.load(Relaxed)), Relaxed);
+        // Shards that could not be counted add nothing; none counted: unknown.
+        if let Some(keys) = parts
+            .iter()
+            .filter_map(|p| p.source_keys())
+            .reduce(|a, b| a + b)
+        {
+            self.set_source_keys(keys);
+        }
+        self.diskless_wait_s.store(
+            parts
+                .iter()
+                .map(|p| p.diskless_wait_s.load(Relaxed))
+                .max()
+                .unwrap_or(0),
+            Relaxed,
+        );
         let phases: Vec<Phase> = parts.iter().map(|p| p.phase()).collect();
         let phase = if phases.contains(&Phase::Connecting) {
             Phase::Connecting
@@ -545,6 +587,8 @@ impl Status {
             }),
             bytes_read: self.bytes_read.load(Relaxed),
             snapshot_size: self.snapshot_size.load(Relaxed),
+            source_keys: self.source_keys(),
+            diskless_wait_s: Some(self.diskless_wait_s.load(Relaxed)).filter(|&s| s > 0),
             source_replid: self
                 .replid
                 .lock()

@@ -300,6 +300,15 @@ async fn run_source(
         .map(|_| min_target_rdb);
     status.accept_source();
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
+    // What the copy's progress counts towards, taken before ferry's heartbeat key adds one.
+    // A source user that may not run INFO leaves it unknown.
+    let filter = config.writer.filter.clone();
+    if let Ok(keys) = source
+        .key_count(|db| filter.as_ref().is_none_or(|f| f.db_passes(db)))
+        .await
+    {
+        status.set_source_keys(keys);
+    }
     let _heartbeat = crate::source::heartbeat::start(config, endpoint, status, cancel);
     let options = psync::Options {
         rdb: config.rdb.clone(),
