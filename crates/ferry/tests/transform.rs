@@ -13,14 +13,15 @@ use testkit::Server;
 use testkit::compare::{self, KeyMap, Options};
 use testkit::workload::{self, Spec};
 
-/// The Lua examples of the README's "Transform (Lua)" section, in order, as written there.
+/// The Lua examples of the "Transform (Lua)" section of docs/configuration.md, in order, as
+/// written there.
 fn readme_examples() -> Vec<String> {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../docs/configuration.md");
     let section = readme
-        .split("### Transform (Lua)")
+        .split("\n## Transform (Lua)")
         .nth(1)
-        .expect("README has a Transform (Lua) section");
-    let section = section.split("\n### ").next().unwrap_or(section);
+        .expect("docs/configuration.md has a Transform (Lua) section");
+    let section = section.split("\n## ").next().unwrap_or(section);
     let examples: Vec<String> = section
         .split("```lua\n")
         .skip(1)

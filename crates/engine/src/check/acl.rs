@@ -456,10 +456,11 @@ mod tests {
         assert!(quiet[1].1.contains(" ~* &* "), "{quiet:?}");
     }
 
-    /// The README gives the lines of the default settings, as `ferry check` prints them.
+    /// The docs (docs/configuration.md) give the lines of the default settings, as `ferry
+    /// check` prints them.
     #[test]
     fn the_readme_gives_the_lines_of_the_default_settings() {
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../../docs/configuration.md");
         let spec = crate::spec::TaskSpec::from_toml(
             "[source]\nurl = \"redis://127.0.0.1:7000\"\n[target]\nurl = \"redis://127.0.0.1:7001\"\n",
         )
