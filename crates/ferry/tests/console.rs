@@ -517,6 +517,12 @@ async fn the_console_drives_a_task_from_sign_in_to_sign_out() {
         "document.querySelector('#state') && document.querySelector('#state').textContent === 'incremental'",
     )
     .await;
+    // The copy counted against the source's key count.
+    b.until(
+        "keys copied out of the source's keys",
+        "(e => e && / of \\d/.test(e.textContent))(document.querySelector('#stat-keys'))",
+    )
+    .await;
     // Writes go on while the chart fills, so it has something to show.
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {

@@ -210,6 +210,7 @@ function copyPercent(t) {
   const st = t.status;
   if (!st) return t.state === "finished" ? "100%" : "–";
   if (st.phase === "incremental" || t.state === "incremental") return "100%";
+  if (st.source_keys > 0) return Math.min(100, (100 * st.keys_written) / st.source_keys).toFixed(0) + "%";
   if (st.snapshot_size > 0) return Math.min(100, (100 * st.bytes_read) / st.snapshot_size).toFixed(0) + "%";
   return "–";
 }
@@ -857,17 +858,25 @@ async function taskPage(main, id) {
     const secs = last && prev && last.at_ms > prev.at_ms ? (last.at_ms - prev.at_ms) / 1000 : 0;
     const rate = (k) => (secs ? (last[k] - prev[k]) / secs : null);
     if (!st) { progress.replaceChildren(h("p", { class: "muted" }, "Not running: no live figures.")); return; }
-    const pct = st.snapshot_size > 0 ? Math.min(100, (100 * st.bytes_read) / st.snapshot_size) : (st.phase === "incremental" ? 100 : 0);
+    // Keys applied out of the source's key count when the engine knows it; else the bytes.
+    const total = st.source_keys > 0 ? st.source_keys : 0;
+    const pct = st.phase === "incremental" ? 100
+      : total ? Math.min(100, (100 * st.keys_written) / total)
+      : st.snapshot_size > 0 ? Math.min(100, (100 * st.bytes_read) / st.snapshot_size) : 0;
     const byteRate = st.phase === "full" ? rate("bytes_read") : null;
-    const eta = st.phase === "full" && byteRate > 0 && st.snapshot_size ? (st.snapshot_size - st.bytes_read) / byteRate : NaN;
+    const keyRate = st.phase === "full" ? rate("keys_written") : null;
+    const eta = st.phase !== "full" ? NaN
+      : total && keyRate > 0 ? Math.max(0, total - st.keys_written) / keyRate
+      : byteRate > 0 && st.snapshot_size ? (st.snapshot_size - st.bytes_read) / byteRate : NaN;
     progress.replaceChildren(
       h("label", { for: "copy-progress", class: "small" }, st.phase === "full"
-        ? "Full copy: " + (st.snapshot_size ? pct.toFixed(0) + "% of the snapshot (" + bytes(st.bytes_read) + " of " + bytes(st.snapshot_size) + ")" : bytes(st.bytes_read) + " of the snapshot read (its size is not known: the source streams it)")
+        ? "Full copy: " + (total ? pct.toFixed(0) + "% of the keys (" + num(st.keys_written, 0) + " of " + num(total, 0) + "), " + bytes(st.bytes_read) + " read"
+          : st.snapshot_size ? pct.toFixed(0) + "% of the snapshot (" + bytes(st.bytes_read) + " of " + bytes(st.snapshot_size) + ")" : bytes(st.bytes_read) + " of the snapshot read (its size is not known: the source streams it)")
         : "Full copy: " + (st.phase === "incremental" ? "done, " + num(st.keys_written, 0) + " keys from a " + bytes(st.bytes_read) + " snapshot; following the write stream" : "not under way")),
       h("progress", { id: "copy-progress", max: 100, value: pct.toFixed(1) }),
       h("div", { class: "stats" },
         stat("phase", st.phase, "stat-phase"),
-        stat("keys copied", num(st.keys_written, 0), "stat-keys"),
+        stat("keys copied", num(st.keys_written, 0) + (total ? " of " + num(total, 0) : ""), "stat-keys"),
         stat("copy rate", byteRate === null ? "–" : bytes(byteRate) + "/s", "stat-rate"),
         stat("keys/s", st.phase !== "full" || rate("keys_written") === null ? "–" : num(rate("keys_written"), 0)),
         stat("ETA", st.phase === "full" ? duration(eta) : (st.phase === "incremental" ? "copied" : "–"), "stat-eta"),
