@@ -181,6 +181,75 @@ fn a_checkpoint_past_the_backlog_is_a_full_resync_for_both() {
     );
 }
 
+/// A full-only run into a target that holds its copy already would go on from the checkpoint
+/// and follow the stream forever: check and sync both refuse it, in the same words, naming
+/// what to do; after `ferry cleanup` (and with on_conflict = overwrite) it copies again.
+#[test]
+fn a_full_only_run_does_not_go_on_from_its_checkpoint() {
+    let source = Server::start();
+    let target = Server::start();
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg("1")
+        .query(&mut source.conn())
+        .unwrap();
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--full-only",
+    ];
+    let mut first = Ferry::start(&args);
+    assert!(
+        first.wait(Duration::from_secs(60)).success(),
+        "{}",
+        first.log()
+    );
+    let (code, found) = check_item(&args, "start");
+    assert_eq!(code, 1, "{found:#?}");
+    let said = text(&found[0], "found");
+    assert!(said.contains("a full-only run copies once"), "{said}");
+    let mut again = Ferry::start(&args);
+    assert_eq!(again.wait(Duration::from_secs(60)).code(), Some(1));
+    let log = again.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("ferry: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("ferry cleanup"), "{line}");
+    assert!(
+        said.ends_with(line.trim_start_matches("ferry: ")) || line.contains(&said),
+        "check said {said:?}, sync said {line:?}"
+    );
+    // Cleaned up, it copies again over what is there.
+    let cleaned = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "cleanup",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(cleaned.status.success(), "{cleaned:?}");
+    let _: () = redis::cmd("SET")
+        .arg("b")
+        .arg("2")
+        .query(&mut source.conn())
+        .unwrap();
+    let mut args = args.to_vec();
+    args.extend(["--on-conflict", "overwrite"]);
+    let mut third = Ferry::start(&args);
+    assert!(
+        third.wait(Duration::from_secs(60)).success(),
+        "{}",
+        third.log()
+    );
+    compare::compare(&source, &target, &Options::default()).unwrap();
+}
+
 /// A cluster source: one stream, and one checkpoint, per shard. After a clean stop every
 /// shard resumes; after one shard's checkpoint is made `loading`, check names that shard's
 /// task as needing a full resync, as sync does.

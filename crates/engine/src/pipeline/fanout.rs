@@ -92,6 +92,24 @@ pub fn plan(
     synced: bool,
     source: &str,
 ) -> Result<Plan> {
+    let plan = plan_start(targets, config, synced, source)?;
+    // A full-only run copies once: going on from a checkpoint it would follow the stream and
+    // never end.
+    if config.full_only && !synced && matches!(plan.resume, Some(Checkpoint::Applied { .. })) {
+        let key = String::from_utf8_lossy(&Checkpoint::key(&config.name)).into_owned();
+        return Err(Error::Config(format!(
+            "[sync] full_only: the target already holds this task's copy (its checkpoint {key}), and a full-only run copies once; to copy again, remove ferry's keys first (ferry cleanup with the same settings; [sync] on_conflict then decides about the keys there), or leave full_only out to go on following the source's writes"
+        )));
+    }
+    Ok(plan)
+}
+
+fn plan_start(
+    targets: &[(String, Option<Checkpoint>)],
+    config: &TaskConfig,
+    synced: bool,
+    source: &str,
+) -> Result<Plan> {
     let none_skipped = || vec![0; targets.len()];
     let needs_resync = |why: String| -> Result<Plan> {
         if config.full_resync == FullResync::Stop {
