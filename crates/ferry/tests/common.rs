@@ -323,3 +323,43 @@ pub fn check_item(args: &[&str], item: &str) -> (i32, Vec<serde_json::Value>) {
         findings.into_iter().filter(|f| f["item"] == item).collect(),
     )
 }
+
+/// `INCR key`, `times` times.
+pub fn incr(conn: &mut redis::Connection, key: &str, times: u64) {
+    for _ in 0..times {
+        let _: i64 = redis::cmd("INCR").arg(key).query(conn).unwrap();
+    }
+}
+
+/// A counter's value (`None`: no such key).
+pub fn get(conn: &mut redis::Connection, key: &str) -> Option<i64> {
+    redis::cmd("GET").arg(key).query(conn).unwrap()
+}
+
+/// Waits (up to two minutes) for the target to equal the source key by key.
+pub fn equal(source: &testkit::compare::Side, target: &testkit::compare::Side) {
+    let opts = testkit::compare::Options::default();
+    if let Err(report) =
+        testkit::compare::eventually_equal_sides(source, target, &opts, Duration::from_secs(120))
+    {
+        panic!("target differs from source: {report:?}");
+    }
+}
+
+/// ferry's own keys (`__ferry:*`) on a server, in every db it has.
+pub fn own_keys(server: &testkit::Server) -> Vec<String> {
+    let mut conn = server.conn();
+    let mut keys = Vec::new();
+    for db in 0..16 {
+        // A cluster node has db 0 only.
+        if db > 0 && redis::cmd("SELECT").arg(db).query::<()>(&mut conn).is_err() {
+            break;
+        }
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg("__ferry:*")
+            .query(&mut conn)
+            .unwrap();
+        keys.extend(found);
+    }
+    keys
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::Ferry;
+use common::{Ferry, get, own_keys};
 use serde_json::{Value, json};
 use serving::Serve;
 use testkit::compare::{self, Options, Side};
@@ -78,22 +78,11 @@ impl Writer {
     }
 }
 
-fn own_keys(server: &Server) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg("__ferry:*")
-        .query(&mut server.conn())
-        .unwrap()
-}
-
 fn unpause(server: &Server) {
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut server.conn())
         .unwrap();
-}
-
-fn get(conn: &mut redis::Connection, key: &str) -> Option<i64> {
-    redis::cmd("GET").arg(key).query(conn).unwrap()
 }
 
 /// A `ferry sync` that copied the source and followed its writes (every shard's stream

@@ -15,35 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::resyncs;
+use common::{equal, get, incr, own_keys, resyncs};
 use serde_json::{Value, json};
 use serving::{PASSWORD, Serve, WAIT};
-use testkit::compare::{self, Options, Side};
+use testkit::compare::Side;
 use testkit::workload::{self, Spec};
 use testkit::{Cluster, Server};
-
-fn incr(conn: &mut redis::Connection, key: &str, times: u64) {
-    for _ in 0..times {
-        let _: i64 = redis::cmd("INCR").arg(key).query(conn).unwrap();
-    }
-}
-
-fn get(conn: &mut redis::Connection, key: &str) -> Option<i64> {
-    redis::cmd("GET").arg(key).query(conn).unwrap()
-}
-
-fn repl_offset(server: &Server) -> u64 {
-    server.info("replication")["master_repl_offset"]
-        .parse()
-        .unwrap()
-}
-
-fn equal(source: &Side, target: &Side) {
-    if let Err(report) = compare::eventually_equal_sides(source, target, &Options::default(), WAIT)
-    {
-        panic!("target differs from source: {report:?}");
-    }
-}
 
 #[test]
 fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
@@ -165,7 +142,7 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     assert_eq!(paused["task"]["state"], "paused", "{paused}");
     incr(&mut src, "counter", 50);
     incr(&mut src, "while-paused", 30);
-    let written = repl_offset(&source);
+    let written = common::master_offset(&source);
     let task = serve.wait_task(&id, "the paused writes read from the source", |t| {
         t["status"]["source_offset"].as_u64().unwrap_or(0) >= written
     });
@@ -273,24 +250,6 @@ fn a_standalone_task_lives_through_the_api_without_showing_its_password() {
     assert_eq!(code, 404, "{body}");
 }
 
-/// ferry's own keys on a server, in every db it has.
-fn own_keys(server: &Server) -> Vec<String> {
-    let mut conn = server.conn();
-    let mut keys = Vec::new();
-    for db in 0..16 {
-        // A cluster node has db 0 only.
-        if db > 0 && redis::cmd("SELECT").arg(db).query::<()>(&mut conn).is_err() {
-            break;
-        }
-        let found: Vec<String> = redis::cmd("KEYS")
-            .arg("__ferry:*")
-            .query(&mut conn)
-            .unwrap();
-        keys.extend(found);
-    }
-    keys
-}
-
 /// Reads the task's SSE stream until `needle` shows up.
 fn sse_until(serve: &Serve, id: &str, needle: &str) -> String {
     let mut s = TcpStream::connect(&serve.addr).unwrap();
@@ -359,7 +318,7 @@ fn a_cluster_task_started_on_creation_pauses_and_resumes() {
                 .map(|k| Cluster::slot(k.as_bytes()))
                 .find(|s| source.owner(*s).addr() == m.addr())
                 .unwrap_or(0);
-            (slot, repl_offset(m))
+            (slot, common::master_offset(m))
         })
         .collect();
     serve.wait_task(&id, "every shard's paused writes read", |t| {

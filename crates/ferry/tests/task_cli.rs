@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{equal, get, incr};
 use serde_json::Value;
 use serving::{PASSWORD, Serve, WAIT};
 use testkit::Server;
@@ -136,29 +137,6 @@ impl Cli<'_> {
             "the CLI printed the password"
         );
         self.serve.assert_no_password();
-    }
-}
-
-fn incr(conn: &mut redis::Connection, key: &str, times: u64) {
-    for _ in 0..times {
-        let _: i64 = redis::cmd("INCR").arg(key).query(conn).unwrap();
-    }
-}
-
-fn get(conn: &mut redis::Connection, key: &str) -> Option<i64> {
-    redis::cmd("GET").arg(key).query(conn).unwrap()
-}
-
-fn repl_offset(server: &Server) -> u64 {
-    server.info("replication")["master_repl_offset"]
-        .parse()
-        .unwrap()
-}
-
-fn equal(source: &Side, target: &Side) {
-    if let Err(report) = compare::eventually_equal_sides(source, target, &Options::default(), WAIT)
-    {
-        panic!("target differs from source: {report:?}");
     }
 }
 
@@ -288,7 +266,7 @@ fn a_task_lives_through_the_cli_without_printing_its_password() {
     let paused = cli.ok(&["pause", &id]);
     assert!(paused.stdout.contains("paused"), "{}", paused.stdout);
     incr(&mut src, "while-paused", 30);
-    let written = repl_offset(&source);
+    let written = common::master_offset(&source);
     let task = cli.wait_task(&id, "the paused writes read from the source", |t| {
         t["status"]["source_offset"].as_u64().unwrap_or(0) >= written
     });
