@@ -68,7 +68,8 @@ pub(crate) struct Router {
 
 /// What a refused unit needs before it is sent again.
 enum Redirect {
-    Moved,
+    /// The slot's owner as the refusing node knows it (`MOVED <slot> <host:port>`).
+    Moved(Option<(u16, String)>),
     Ask(String),
     Later,
 }
@@ -171,6 +172,9 @@ impl Router {
             }
             let mut again = Vec::new();
             let (mut moved, mut later) = (false, false);
+            // Owners named by MOVED replies: newer than a slot map a node not yet told of a
+            // failover or a migration may still give.
+            let mut pointed: Vec<(u16, String)> = Vec::new();
             for (addr, group) in by_node {
                 let mut pipe = redis::pipe();
                 for &u in &group {
@@ -208,9 +212,12 @@ impl Router {
                     tries[u] += 1;
                     match redirect(&unit) {
                         Some(_) if tries[u] >= MAX_TRIES => replies[u] = Some(unit),
-                        Some(Redirect::Moved) => {
+                        Some(Redirect::Moved(owner)) => {
                             moved = true;
                             ask[u] = None;
+                            pointed.extend(owner);
+                            // A cluster still settling may send it back and forth: give it time.
+                            later |= tries[u] > 3;
                             again.push(u);
                         }
                         Some(Redirect::Ask(to)) => {
@@ -228,6 +235,11 @@ impl Router {
             }
             if moved {
                 self.refresh();
+                for (slot, owner) in pointed {
+                    if let Some(o) = self.owners.get_mut(usize::from(slot)) {
+                        *o = owner;
+                    }
+                }
             }
             if later {
                 std::thread::sleep(BACKOFF);
@@ -264,7 +276,14 @@ fn redirect(replies: &[Value]) -> Option<Redirect> {
         };
         let details = e.details().unwrap_or("");
         match e.code() {
-            "MOVED" => return Some(Redirect::Moved),
+            "MOVED" => {
+                let mut parts = details.split_whitespace();
+                let owner = parts
+                    .next()
+                    .and_then(|slot| slot.parse().ok())
+                    .zip(parts.next().map(str::to_string));
+                return Some(Redirect::Moved(owner));
+            }
             "ASK" => {
                 // "<slot> <host:port>"
                 let to = details.split_whitespace().nth(1)?;
