@@ -131,14 +131,7 @@ pub(crate) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let want = state.token.as_bytes();
-    let same = given.len() == want.len()
-        && given
-            .bytes()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !crate::console::session::same(given, &state.token) {
         use crate::console::session::Verdict;
         match state.console.sessions.check(req.method(), req.headers()) {
             Verdict::Allowed => return Ok(next.run(req).await),
