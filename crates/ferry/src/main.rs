@@ -42,7 +42,8 @@ enum Command {
     /// 2 when verification itself failed.
     Verify(Box<VerifyArgs>),
     /// Check that a sync would work, before running it: every item of the precheck, as a table
-    /// (item, pass/warn/fail, what was found, how to fix it). Takes the same settings as sync.
+    /// (item, pass/warn/fail, what was found, how to fix it). Takes sync's settings, less
+    /// those that only matter while it runs.
     /// Exits 1 when an item fails.
     Check(Box<CheckArgs>),
     /// Read an RDB file offline: print its keys as JSON, or count and size them.
@@ -72,7 +73,7 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to serve the API on (loopback by default: put a TLS proxy in front to expose it).
+    /// Address to serve the API on; to expose it beyond loopback, put a TLS proxy in front.
     #[arg(long, default_value = "127.0.0.1:8480")]
     listen: std::net::SocketAddr,
     /// Where the task store, the API token and the tasks' local files (spools) live.
@@ -135,13 +136,13 @@ struct RdbInput {
     /// Only keys starting with this prefix (repeat for several).
     #[arg(long = "key-prefix", value_name = "PREFIX")]
     key_prefixes: Vec<std::ffi::OsString>,
-    /// Values serialized larger than this are read in chunks (default 1 MiB).
+    /// Values serialized larger than this are read in chunks [default: 1 MiB]
     #[arg(long, value_name = "BYTES", hide = true)]
     big_value_bytes: Option<usize>,
-    /// Collections with more elements than this are read in chunks (default 10000).
+    /// Collections with more elements than this are read in chunks [default: 10000]
     #[arg(long, value_name = "N", hide = true)]
     big_value_elements: Option<u64>,
-    /// Approximate bytes per chunk, and per part of a big string (default 256 KiB).
+    /// Approximate bytes per chunk, and per part of a big string [default: 256 KiB]
     #[arg(long, value_name = "BYTES", hide = true)]
     chunk_bytes: Option<usize>,
 }
@@ -188,21 +189,34 @@ struct RdbStatsArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    #[command(flatten)]
-    sync: SyncArgs,
     /// Print one JSON array of {"item","result","found","fix"} instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    task: TaskArgs,
 }
 
+/// Everything `sync` takes: what its check reads too, then what matters only while it runs.
 #[derive(Args)]
 pub struct SyncArgs {
-    /// Source: redis://[user:password@]host:port, or the path of an RDB file to load
-    #[arg(long)]
+    #[command(flatten)]
+    task: TaskArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The settings `check` reads: the servers, how the task starts, and what it syncs.
+#[derive(Args)]
+pub struct TaskArgs {
+    /// Source: redis://[user:password@]host:port (any node of a cluster), rediss:// for TLS,
+    /// redis+sentinel://[user:password@]host:port[,host:port...]/master-name
+    /// (rediss+sentinel:// for TLS), or the path of an RDB file to load. No db number in the
+    /// URL: every db is synced; pick dbs with --allow-db and --db-map. No unix sockets.
+    #[arg(long, value_name = "URL|FILE")]
     source: Option<String>,
-    /// Target server: redis://[user:password@]host:port; repeat to feed several targets from
-    /// one replication stream
-    #[arg(long)]
+    /// Target server, in the same URL forms as --source (not a file); repeat to feed several
+    /// targets from one replication stream.
+    #[arg(long, value_name = "URL")]
     target: Vec<String>,
     /// Read settings from this TOML file (or a RedisShake config: shake.toml, redis-shake.conf);
     /// flags given here override it.
@@ -211,6 +225,37 @@ pub struct SyncArgs {
     /// Stop once the full copy is on the target (exit 0) instead of following writes.
     #[arg(long)]
     full_only: bool,
+    /// The task's name: its checkpoint in the target is __ferry:checkpoint:<NAME>
+    /// [default: the source's host:port]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// When the target holds a copy the source can no longer continue: stop, or flush (empty
+    /// the target, copy again) [default: stop]
+    #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
+    full_resync: Option<String>,
+    /// A new task whose target already holds keys: fail (say what it holds), overwrite
+    /// (replace keys of the same name, keep the rest) or flush (empty the synced dbs first;
+    /// needs --yes-flush-target) [default: fail]
+    #[arg(long, value_name = "fail|overwrite|flush", value_parser = ["fail", "overwrite", "flush"])]
+    on_conflict: Option<String>,
+    /// Confirms --on-conflict flush, which deletes the target's data.
+    #[arg(long)]
+    yes_flush_target: bool,
+    /// Write nothing to the source: no heartbeat key, so no latency figures.
+    #[arg(long)]
+    no_heartbeat: bool,
+    #[command(flatten)]
+    login: LoginArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// What matters only while a sync runs (`check` takes none of these).
+#[derive(Args, Default)]
+#[command(next_help_heading = "While the sync runs")]
+struct RunArgs {
     /// Serve GET /status as JSON on this address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<String>,
@@ -220,71 +265,46 @@ pub struct SyncArgs {
     /// Values serialized larger than this many bytes are written as chunked native commands.
     #[arg(long, value_name = "BYTES")]
     big_value_bytes: Option<usize>,
-    /// The task's name: its checkpoint in the target is __ferry:checkpoint:<NAME>
-    /// (default: the source's host:port).
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-    /// When the target holds a copy the source can no longer continue: stop (default) or
-    /// flush (empty the target, copy again).
-    #[arg(long, value_name = "stop|flush", value_parser = ["stop", "flush"])]
-    full_resync: Option<String>,
-    /// Where ferry keeps its local files, the spool among them (default ./ferry-data).
+    /// Where ferry keeps its local files, the spool among them [default: ./ferry-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Most disk space the spool of the command stream takes, in MiB (default 1024; 0: none).
+    /// Most disk space the spool of the command stream takes, in MiB; 0: none [default: 1024]
     #[arg(long, value_name = "MIB")]
     spool_size_mb: Option<u64>,
-    /// A new task whose target already holds keys: fail (default; say what it holds),
-    /// overwrite (replace keys of the same name, keep the rest) or flush (empty the synced dbs
-    /// first; needs --yes-flush-target).
-    #[arg(long, value_name = "fail|overwrite|flush", value_parser = ["fail", "overwrite", "flush"])]
-    on_conflict: Option<String>,
-    /// Confirms --on-conflict flush, which deletes the target's data.
-    #[arg(long)]
-    yes_flush_target: bool,
-    /// Snapshot keys written to the target per second, at most.
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Limits (per second; off by default)"
-    )]
-    full_keys_per_sec: Option<f64>,
-    /// Megabytes (1,000,000 bytes) written per second while copying the snapshot, at most.
-    #[arg(
-        long,
-        value_name = "MB",
-        help_heading = "Limits (per second; off by default)"
-    )]
-    full_mb_per_sec: Option<f64>,
-    /// Stream commands written to the target per second, at most.
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Limits (per second; off by default)"
-    )]
-    incremental_ops_per_sec: Option<f64>,
-    /// Megabytes written per second while following the stream, at most.
-    #[arg(
-        long,
-        value_name = "MB",
-        help_heading = "Limits (per second; off by default)"
-    )]
-    incremental_mb_per_sec: Option<f64>,
-    /// Write nothing to the source: no heartbeat key, so no latency figures.
-    #[arg(long)]
-    no_heartbeat: bool,
     /// A Lua script that each key and command passes through: it defines transform(entry).
     #[arg(long, value_name = "FILE")]
     transform: Option<PathBuf>,
     /// Do not log the precheck's warnings (its failures still stop the sync).
     #[arg(long)]
     ignore_warnings: bool,
-    #[command(flatten)]
-    login: LoginArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    filter: FilterArgs,
+    /// Snapshot keys written to the target per second, at most.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits (per second; unlimited unless given)"
+    )]
+    full_keys_per_sec: Option<f64>,
+    /// Megabytes (1,000,000 bytes) written per second while copying the snapshot, at most.
+    #[arg(
+        long,
+        value_name = "MB",
+        help_heading = "Limits (per second; unlimited unless given)"
+    )]
+    full_mb_per_sec: Option<f64>,
+    /// Stream commands written to the target per second, at most.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits (per second; unlimited unless given)"
+    )]
+    incremental_ops_per_sec: Option<f64>,
+    /// Megabytes written per second while following the stream, at most.
+    #[arg(
+        long,
+        value_name = "MB",
+        help_heading = "Limits (per second; unlimited unless given)"
+    )]
+    incremental_mb_per_sec: Option<f64>,
 }
 
 #[derive(Args)]
@@ -306,7 +326,7 @@ struct VerifyArgs {
     /// Pause before each later round, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     interval_ms: u64,
-    /// Keys read per second at most, on each side (default: no limit).
+    /// Keys read per second at most, on each side [default: no limit]
     #[arg(long, value_name = "N")]
     keys_per_sec: Option<f64>,
     /// Largest gap between the source's and the target's expiry that still counts as equal, in ms.
@@ -421,7 +441,7 @@ impl LoginArgs {
 #[derive(Args)]
 #[command(next_help_heading = "TLS (rediss:// URLs)")]
 struct TlsArgs {
-    /// PEM file of the CA that signs the source's certificate (default: public CAs).
+    /// PEM file of the CA that signs the source's certificate [default: public CAs]
     #[arg(long, value_name = "FILE")]
     source_tls_ca: Option<PathBuf>,
     /// PEM file of ferry's client certificate for the source (mutual TLS; needs --source-tls-key).
@@ -430,13 +450,13 @@ struct TlsArgs {
     /// PEM file of the private key of --source-tls-cert.
     #[arg(long, value_name = "FILE")]
     source_tls_key: Option<PathBuf>,
-    /// Name the source's certificate must carry (default: the host in its URL).
+    /// Name the source's certificate must carry [default: the host in its URL]
     #[arg(long, value_name = "NAME")]
     source_tls_server_name: Option<String>,
-    /// Lowest TLS version offered to the source: 1.2 (default) or 1.3.
+    /// Lowest TLS version offered to the source: 1.2 or 1.3 [default: 1.2]
     #[arg(long, value_name = "1.2|1.3")]
     source_tls_min_version: Option<TlsVersion>,
-    /// PEM file of the CA that signs the target's certificate (default: public CAs).
+    /// PEM file of the CA that signs the target's certificate [default: public CAs]
     #[arg(long, value_name = "FILE")]
     target_tls_ca: Option<PathBuf>,
     /// PEM file of ferry's client certificate for the target (mutual TLS; needs --target-tls-key).
@@ -445,10 +465,10 @@ struct TlsArgs {
     /// PEM file of the private key of --target-tls-cert.
     #[arg(long, value_name = "FILE")]
     target_tls_key: Option<PathBuf>,
-    /// Name the target's certificate must carry (default: the host in its URL).
+    /// Name the target's certificate must carry [default: the host in its URL]
     #[arg(long, value_name = "NAME")]
     target_tls_server_name: Option<String>,
-    /// Lowest TLS version offered to the target: 1.2 (default) or 1.3.
+    /// Lowest TLS version offered to the target: 1.2 or 1.3 [default: 1.2]
     #[arg(long, value_name = "1.2|1.3")]
     target_tls_min_version: Option<TlsVersion>,
 }
@@ -731,7 +751,11 @@ fn rdb(args: RdbArgs) -> ExitCode {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let report = task_config(args.sync).and_then(|(config, _, _)| {
+    let sync = SyncArgs {
+        task: args.task,
+        run: RunArgs::default(),
+    };
+    let report = task_config(sync).and_then(|(config, _, _)| {
         runtime()?.block_on(ferry_engine::check::run(
             &config,
             ferry_engine::check::Mode::Check,
@@ -807,6 +831,7 @@ fn task_config(
     Option<ferry_engine::spec::LiveVerify>,
     Option<std::net::SocketAddr>,
 )> {
+    let SyncArgs { task: args, run } = args;
     let mut file = match &args.config {
         Some(path) => config_file::load(path)?,
         None => TaskSpec::default(),
@@ -818,26 +843,26 @@ fn task_config(
     if args.no_heartbeat {
         file.sync.heartbeat = Some(false);
     }
-    if args.status_addr.is_some() {
-        file.status.addr = args.status_addr;
+    if run.status_addr.is_some() {
+        file.status.addr = run.status_addr;
     }
-    if args.big_value_elements.is_some() {
-        file.advanced.big_value_elements = args.big_value_elements;
+    if run.big_value_elements.is_some() {
+        file.advanced.big_value_elements = run.big_value_elements;
     }
-    if args.big_value_bytes.is_some() {
-        file.advanced.big_value_bytes = args.big_value_bytes;
+    if run.big_value_bytes.is_some() {
+        file.advanced.big_value_bytes = run.big_value_bytes;
     }
     if args.name.is_some() {
         file.sync.name = args.name;
     }
-    if args.data_dir.is_some() {
-        file.sync.data_dir = args.data_dir;
+    if run.data_dir.is_some() {
+        file.sync.data_dir = run.data_dir;
     }
-    if args.spool_size_mb.is_some() {
-        file.spool.size_mb = args.spool_size_mb;
+    if run.spool_size_mb.is_some() {
+        file.spool.size_mb = run.spool_size_mb;
     }
-    if args.transform.is_some() {
-        file.transform.script = args.transform;
+    if run.transform.is_some() {
+        file.transform.script = run.transform;
     }
     match args.full_resync.as_deref() {
         Some("flush") => file.sync.full_resync = Some(ferry_engine::spec::FullResync::Flush),
@@ -854,12 +879,12 @@ fn task_config(
         file.sync.confirm_flush = Some(true);
     }
     let limit = &mut file.limit;
-    limit.full_keys_per_sec = args.full_keys_per_sec.or(limit.full_keys_per_sec);
-    limit.full_mb_per_sec = args.full_mb_per_sec.or(limit.full_mb_per_sec);
-    limit.incremental_ops_per_sec = args
+    limit.full_keys_per_sec = run.full_keys_per_sec.or(limit.full_keys_per_sec);
+    limit.full_mb_per_sec = run.full_mb_per_sec.or(limit.full_mb_per_sec);
+    limit.incremental_ops_per_sec = run
         .incremental_ops_per_sec
         .or(limit.incremental_ops_per_sec);
-    limit.incremental_mb_per_sec = args.incremental_mb_per_sec.or(limit.incremental_mb_per_sec);
+    limit.incremental_mb_per_sec = run.incremental_mb_per_sec.or(limit.incremental_mb_per_sec);
     args.login.apply(&mut file);
     args.tls.apply(&mut file);
     args.filter.apply(&mut file.filter)?;
@@ -873,7 +898,7 @@ fn task_config(
         })?),
     };
     let mut config = TaskConfig::build(file)?;
-    config.check.ignore_warnings = args.ignore_warnings;
+    config.check.ignore_warnings = run.ignore_warnings;
     Ok((config, live_verify, status_addr))
 }
 
@@ -949,6 +974,11 @@ fn run_verify(args: VerifyArgs) -> ferry_engine::Result<bool> {
     let mut stdout = std::io::stdout().lock();
     for s in &summaries {
         s.print(&mut stdout)
+            .and_then(|()| match args.out {
+                // Without a file for them, the keys themselves are the useful part.
+                None => s.print_first(&mut stdout, 10),
+                Some(_) => Ok(()),
+            })
             .map_err(|e| ferry_engine::Error::Config(format!("cannot write to stdout: {e}")))?;
     }
     if let (Some(out), Some(path)) = (&mut out, &args.out) {

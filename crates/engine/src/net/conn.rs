@@ -131,7 +131,26 @@ impl Conn {
                 Err(self.dropped_at_once())
             }
             Err(Error::Closed { .. }) if self.tls.is_none() => Err(self.dropped_at_once()),
+            Err(Error::Protocol { .. }) => Err(self.not_redis()),
             r => r,
+        }
+    }
+
+    /// The first answer was not RESP: some other service listens there (a web server, a
+    /// database of another kind). Its first bytes often name it, so they are shown.
+    fn not_redis(&self) -> Error {
+        let first = self.buf[..]
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let first = &first[..first.len().min(60)];
+        Error::Server {
+            role: self.role,
+            addr: self.addr.clone(),
+            msg: format!(
+                "answered {} which is not the Redis protocol: is this a Redis port?",
+                crate::text::escape(first.strip_suffix(b"\r").unwrap_or(first))
+            ),
         }
     }
 

@@ -121,9 +121,7 @@ impl Endpoint {
         match url.path() {
             "" | "/" => {}
             p if p.trim_start_matches('/').parse::<u32>().is_ok() => {
-                return Err(bad(
-                    "a db in the URL is not supported: ferry syncs every db to the same db number",
-                ));
+                return Err(bad(&db_in_url(role, p.trim_start_matches('/'))));
             }
             p => return Err(bad(&format!("unexpected path {p:?}"))),
         }
@@ -302,6 +300,20 @@ impl Sentinels {
             master: master.to_string(),
         })
     }
+}
+
+/// A db number in a URL is how other clients pick one db; ferry syncs every db to the same
+/// number, so the message says which filter setting does what the user meant.
+fn db_in_url(role: &str, db: &str) -> String {
+    let fix = match role {
+        "source" => format!(
+            "to sync only db {db}, use --allow-db {db} ([filter] allow_db = [{db}]); to write it into another db, add --db-map {db}=N ([filter] db_map)"
+        ),
+        _ => format!(
+            "to write source db 0 into target db {db}, use --db-map 0={db} ([filter] db_map = {{ \"0\" = {db} }})"
+        ),
+    };
+    format!("no db number in the URL: ferry syncs every db to the db of the same number; {fix}")
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::io::Write;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::text::escape;
+
 /// How a key differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -83,12 +85,10 @@ impl Difference {
     }
 }
 
-/// Bytes as JSON: a string when they are UTF-8, else `{"hex": "..."}`.
+/// Bytes as JSON: a string when they are UTF-8, else `{"base64": "..."}`, as `ferry rdb`
+/// prints them.
 pub fn bytes(b: &[u8]) -> Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => json!(s),
-        Err(_) => json!({ "hex": hex(b) }),
-    }
+    crate::text::bytes_json(b)
 }
 
 /// Like [`bytes`], but a value longer than `MAX_SHOWN` is given by its length only, so a
@@ -99,10 +99,6 @@ pub fn shown(b: &[u8]) -> Value {
         return json!({ "len": b.len() });
     }
     bytes(b)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The outcome for one target.
@@ -171,6 +167,48 @@ impl Summary {
             .collect();
         writeln!(out, "  {}", counts.join(", "))
     }
+
+    /// The first `n` differences, one readable line each (keys escaped as `ferry rdb`
+    /// prints them), and how many more there are.
+    pub fn print_first(&self, out: &mut impl Write, n: usize) -> std::io::Result<()> {
+        if self.differences.is_empty() {
+            return Ok(());
+        }
+        writeln!(out, "  first differing keys:")?;
+        for d in self.differences.iter().take(n) {
+            writeln!(out, "    {}", d.line())?;
+        }
+        if self.differences.len() > n {
+            writeln!(
+                out,
+                "    ... {} more (--out FILE writes every one as JSON)",
+                self.differences.len() - n
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Difference {
+    /// `missing  db 0 "key"`, with where the key goes on the target when that differs.
+    pub fn line(&self) -> String {
+        let kind = self.kind.name();
+        match &self.subject {
+            Subject::Source {
+                db,
+                key,
+                target_db,
+                target_key,
+            } if (db, key) != (target_db, target_key) => format!(
+                "{kind:<8} db {db} {} (on the target: db {target_db} {})",
+                escape(key),
+                escape(target_key)
+            ),
+            Subject::Source { db, key, .. } | Subject::Target { db, key } => {
+                format!("{kind:<8} db {db} {}", escape(key))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_strings_or_hex() {
+    fn keys_are_strings_or_base64() {
         let d = Difference {
             kind: Kind::Extra,
             subject: Subject::Target {
@@ -190,7 +228,7 @@ mod tests {
         let line = d.to_json(None).to_string();
         assert_eq!(
             line,
-            r#"{"db":3,"detail":{},"key":{"hex":"ff006b"},"kind":"extra"}"#
+            r#"{"db":3,"detail":{},"key":{"base64":"/wBr"},"kind":"extra"}"#
         );
         assert_eq!(bytes(b"caf\xc3\xa9"), json!("café"));
         assert_eq!(shown(&[b'a'; 300]), json!({"len": 300}));

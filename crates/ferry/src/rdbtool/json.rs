@@ -74,23 +74,12 @@ pub fn bytes(out: &mut impl Write, b: &[u8]) -> io::Result<()> {
     }
 }
 
-/// The same rule into a `serde_json::Value` (for the stats report).
-pub fn bytes_value(b: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => serde_json::Value::String(s.to_owned()),
-        Err(_) => serde_json::json!({ "base64": base64(b) }),
-    }
-}
+/// The same rule into a `serde_json::Value` (for the stats report): the engine's, which
+/// `ferry verify --out` uses too.
+pub use ferry_engine::text::bytes_json as bytes_value;
 
 /// Standard padded base64 of `b`.
-pub fn base64(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len().div_ceil(3) * 4);
-    let mut enc = Base64::default();
-    // Writing to a Vec cannot fail.
-    let _ = enc.write(&mut out, b);
-    let _ = enc.finish(&mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
+pub use ferry_engine::text::base64;
 
 pub fn u64(out: &mut impl Write, mut n: u64) -> io::Result<()> {
     let mut buf = [0u8; 20];

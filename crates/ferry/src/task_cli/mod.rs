@@ -37,7 +37,7 @@ struct Connection {
     )]
     server: String,
     /// ferry serve's data dir: the API token is read from DIR/api-token. Without --data,
-    /// --token-file or FERRY_TOKEN (the token itself): ./ferry-server, as serve's default.
+    /// --token-file or FERRY_TOKEN (the token itself), serve's [default: ./ferry-server]
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
     /// A file holding the API token.
