@@ -535,6 +535,44 @@ fn an_older_target_warns_what_it_cannot_take() {
     one(&findings, "versions", "pass");
 }
 
+/// Hash fields with a TTL of their own (Redis 7.4+) into a target that keeps none: the
+/// versions item says how many, and that the TTLs are dropped; into Redis 8.0 it passes.
+#[test]
+fn hash_field_ttls_into_an_older_target_are_named() {
+    let Some((_, bin8)) = testkit::versions::cached("redis-8.0.2") else {
+        return;
+    };
+    let source = Server::start_bin(&bin8, &[]);
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut source.conn())
+        .unwrap();
+    let _: Vec<i64> = redis::cmd("HEXPIRE")
+        .arg("h")
+        .arg(3600)
+        .arg("FIELDS")
+        .arg(2)
+        .arg("a")
+        .arg("b")
+        .query(&mut source.conn())
+        .unwrap();
+    let older = Server::start();
+    let (code, findings) = check_json(&["--source", &source.url(), "--target", &older.url()]);
+    assert_eq!(code, 0, "{findings:#?}");
+    let versions = one(&findings, "versions", "warn");
+    assert!(
+        text(versions, "found").contains("1 hash with fields that have a TTL"),
+        "{versions:#}"
+    );
+    let same = Server::start_bin(&bin8, &[]);
+    let (_, findings) = check_json(&["--source", &source.url(), "--target", &same.url()]);
+    one(&findings, "versions", "pass");
+}
+
 #[test]
 fn a_short_repl_timeout_or_a_source_timeout_within_the_ping_period_warns() {
     let source = Server::start_with(&["--repl-timeout", "10"]);

@@ -1,7 +1,8 @@
 //! `versions`: a target older than the source. Values in an encoding the target cannot read
 //! are rewritten as plain commands (slower, but they arrive). Function libraries a target
-//! before 7.0 cannot hold are dropped by the sync, counted: a warning. Streams a target before
-//! 5.0 cannot hold fail.
+//! before 7.0 cannot hold are dropped by the sync, counted: a warning. So are the TTLs of hash
+//! fields (Redis 7.4) on a target without them: a warning naming how many hashes have them.
+//! Streams a target before 5.0 cannot hold fail.
 
 use bytes::Bytes;
 use ferry_resp::Frame;
@@ -10,6 +11,7 @@ use super::reach::Side;
 use super::{Finding, Item};
 use crate::error::Result;
 use crate::net::conn::Conn;
+use crate::net::info::info;
 use crate::sink::caps::rdb_version_of;
 
 type Version = (u32, u32, u32);
@@ -23,10 +25,23 @@ struct Holds {
     functions: bool,
     /// Some(true) a stream was seen; Some(false) none in the keys looked at; None not looked.
     streams: Option<bool>,
+    /// Hashes with fields that have a TTL of their own (`subexpiry` of the source's `INFO
+    /// keyspace`), when the target keeps none.
+    field_ttls: u64,
 }
 
-pub(super) async fn check(source: &mut Side, target: &Side) -> Result<Finding> {
+pub(super) async fn check(source: &mut Side, target: &mut Side) -> Result<Finding> {
     let mut holds = Holds::default();
+    if !keeps_field_ttls(target).await {
+        for conn in &mut source.nodes {
+            holds.field_ttls += info(conn, "keyspace")
+                .await?
+                .values()
+                .filter_map(|db| db.split(',').find_map(|kv| kv.strip_prefix("subexpiry=")))
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
     if target.version.0 < 7 && source.version.0 >= 7 {
         for conn in &mut source.nodes {
             if let Frame::Array(libs) = conn.request(&[&b"FUNCTION"[..], b"LIST"]).await?
@@ -54,6 +69,22 @@ pub(super) async fn check(source: &mut Side, target: &Side) -> Result<Finding> {
         super::Outcome::Pass => Finding::pass(Item::Versions, found),
         super::Outcome::Warn => Finding::warn(Item::Versions, found, fix),
         super::Outcome::Fail => Finding::fail(Item::Versions, found, fix),
+    })
+}
+
+/// Whether the target keeps TTLs per hash field: Redis 7.4 and later, or Valkey 9 (which
+/// reports `redis_version` 7.2.4).
+async fn keeps_field_ttls(target: &mut Side) -> bool {
+    if target.version >= (7, 4, 0) {
+        return true;
+    }
+    let Some(conn) = target.nodes.first_mut() else {
+        return false;
+    };
+    info(conn, "server").await.is_ok_and(|f| {
+        f.get("valkey_version")
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+            .is_some_and(|major| major >= 9)
     })
 }
 
@@ -113,6 +144,19 @@ fn judge(source: Version, target: Version, holds: &Holds) -> (super::Outcome, St
         }
         None => {}
     }
+    if holds.field_ttls > 0 {
+        return (
+            Warn,
+            format!(
+                "the source holds {} with fields that have a TTL of their own, which a target before 7.4 does not keep: the fields are copied without it (each TTL counted as dropped) and deleted on the target when the source's expiry deletes them (while the sync runs)",
+                match holds.field_ttls {
+                    1 => "1 hash".to_string(),
+                    n => format!("{n} hashes"),
+                }
+            ),
+            "upgrade the target to Redis 7.4 or later (or Valkey 9) for the fields' TTLs to be kept".into(),
+        );
+    }
     if rdb_version_of(target) < rdb_version_of(source) {
         return (
             Warn,
@@ -146,18 +190,25 @@ mod tests {
         assert_eq!(judge((6, 2, 14), (5, 0, 6), &none).0, Outcome::Pass);
         let functions = Holds {
             functions: true,
-            streams: None,
+            ..Holds::default()
         };
         assert_eq!(judge((7, 0, 15), (6, 2, 14), &functions).0, Outcome::Warn);
         let streams = Holds {
-            functions: false,
             streams: Some(true),
+            ..Holds::default()
         };
         assert_eq!(judge((6, 2, 14), (4, 0, 14), &streams).0, Outcome::Fail);
         let unseen = Holds {
-            functions: false,
             streams: Some(false),
+            ..Holds::default()
         };
         assert_eq!(judge((6, 2, 14), (4, 0, 14), &unseen).0, Outcome::Warn);
+        let field_ttls = Holds {
+            field_ttls: 3,
+            ..Holds::default()
+        };
+        let (result, words, _) = judge((8, 0, 2), (7, 0, 15), &field_ttls);
+        assert_eq!(result, Outcome::Warn);
+        assert!(words.contains("3 hashes with fields"), "{words}");
     }
 }

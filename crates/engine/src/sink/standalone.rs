@@ -265,6 +265,17 @@ impl StandaloneTarget {
             let Some(batch) = rx.recv().await else {
                 enc.finish();
                 out.flush(&mut enc).await;
+                // A cluster master's base checkpoint names what the target confirmed: once the
+                // replies in flight are read (all the credit is back), the position they
+                // confirmed goes out too, so a stop right after the copy leaves a checkpoint to
+                // go on from, not the copy's "loading" one.
+                let all = options.max_in_flight as u32;
+                if let Ok(Ok(permits)) =
+                    tokio::time::timeout(Duration::from_secs(10), credit.acquire_many(all)).await
+                {
+                    drop(permits);
+                    out.flush(&mut enc).await;
+                }
                 break;
             };
             let batch = match &mut transform {
