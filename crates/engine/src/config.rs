@@ -133,6 +133,8 @@ pub struct TaskConfig {
     pub writer: crate::sink::standalone::Options,
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
+    /// How the source is read: as a replica, by scanning, or whichever it allows.
+    pub source_mode: crate::spec::SourceMode,
     pub spool: SpoolConfig,
     /// Silence from the source for this long ends the link (see `advanced.source_timeout`).
     pub source_timeout: std::time::Duration,
@@ -237,6 +239,18 @@ impl TaskConfig {
             ));
         }
         let read_from = file.source.read_from.unwrap_or_default();
+        if file.target.mode.is_some() {
+            return Err(Error::Config(
+                "mode belongs in [source], not [target]: it says how the source is read".into(),
+            ));
+        }
+        let source_mode = file.source.mode.unwrap_or_default();
+        if matches!(source, Source::RdbFile(_)) && source_mode != crate::spec::SourceMode::Psync {
+            return Err(Error::Config(format!(
+                "[source] mode = \"{}\" reads a live server; the source is a snapshot file, which is loaded as it is: leave mode out",
+                source_mode.name()
+            )));
+        }
         let rules = crate::pipeline::transform::Rules::build(&file.filter)?;
         if !rules.is_noop() {
             writer.db_map = rules.db_map.clone();
@@ -334,6 +348,7 @@ impl TaskConfig {
             rdb,
             writer,
             read_from,
+            source_mode,
             on_conflict: Some(on_conflict),
             check: crate::spec::CheckConfig::build(&file.check)?,
             forward_publish,
@@ -358,7 +373,7 @@ fn more_targets(
             .url
             .as_ref()
             .ok_or_else(|| Error::Config(format!("more_targets entry {} has no url", i + 1)))?;
-        if section.on_error.is_some() || section.read_from.is_some() {
+        if section.on_error.is_some() || section.read_from.is_some() || section.mode.is_some() {
             return Err(Error::Config(format!(
                 "more_targets entry {}: only url, tls, user and a password can be set per target; on_error in [target] applies to all",
                 i + 1

@@ -222,6 +222,11 @@ pub struct TaskArgs {
     /// flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How the source is read: psync (as a replica: every write once, in order), scan (SCAN +
+    /// DUMP, then keyspace notifications, for servers that refuse replication: converges, see
+    /// docs/guarantees.md) or auto (psync where allowed, else scan) [default: psync]
+    #[arg(long, value_name = "psync|scan|auto", value_parser = ["psync", "scan", "auto"])]
+    source_mode: Option<String>,
     /// Stop once the full copy is on the target (exit 0) instead of following writes.
     #[arg(long)]
     full_only: bool,
@@ -837,6 +842,12 @@ fn task_config(
         None => TaskSpec::default(),
     };
     set_servers(&mut file, args.source, args.target);
+    file.source.mode = match args.source_mode.as_deref() {
+        Some("scan") => Some(ferry_engine::spec::SourceMode::Scan),
+        Some("auto") => Some(ferry_engine::spec::SourceMode::Auto),
+        Some(_) => Some(ferry_engine::spec::SourceMode::Psync),
+        None => file.source.mode,
+    };
     if args.full_only {
         file.sync.full_only = Some(true);
     }

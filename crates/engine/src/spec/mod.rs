@@ -247,6 +247,32 @@ pub struct ServerSection {
     /// Source only, for a cluster: replicate each shard from "master" (default) or from one
     /// of its "replica"s, to keep the load off the masters.
     pub read_from: Option<ReadFrom>,
+    /// Source only: how changes are read. "psync" (default): as a replica, every write once
+    /// and in order. "scan": SCAN + DUMP, then keyspace notifications, for servers that refuse
+    /// replication; it converges rather than replaying each write (see docs/guarantees.md).
+    /// "auto": psync where the source allows it, else scan.
+    pub mode: Option<SourceMode>,
+}
+
+/// How the source is read (`[source] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    #[default]
+    Psync,
+    Scan,
+    Auto,
+}
+
+impl SourceMode {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceMode::Psync => "psync",
+            SourceMode::Scan => "scan",
+            SourceMode::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -119,6 +119,8 @@ pub struct Status {
     pub(crate) latency: Latency,
     last_error: Mutex<Option<String>>,
     replid: Mutex<Option<String>>,
+    /// How the source is read, once decided ("psync" or "scan").
+    source_mode: Mutex<Option<&'static str>>,
     /// A source accepted ferry's login and replica handshake in this process: a link lost
     /// after that is a lost connection to retry, not a wrong address or password.
     source_accepted: std::sync::atomic::AtomicBool,
@@ -167,6 +169,13 @@ pub struct Snapshot {
     /// delay in seconds; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diskless_wait_s: Option<u64>,
+    /// How the source is read: "psync" (as a replica) or "scan" (SCAN, then keyspace
+    /// notifications); null until the task has connected and decided.
+    pub source_mode: Option<String>,
+    /// What the target's copy promises in that mode: "exactly_once" (psync: every write
+    /// applied once, in the source's order) or "converges" (scan: once writes stop, the target
+    /// equals the source; writes between are not replayed one by one, nor in order across keys).
+    pub guarantee: Option<String>,
     pub source_replid: Option<String>,
     pub source_offset: u64,
     pub applied_offset: u64,
@@ -548,6 +557,20 @@ impl Status {
         }
     }
 
+    /// Records how the source is read ("psync" or "scan").
+    pub(crate) fn set_mode(&self, mode: &'static str) {
+        *self.source_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+    }
+
+    /// How the source is read; a cluster source's shards all read one way.
+    fn mode(&self) -> Option<&'static str> {
+        let own = *self.source_mode.lock().unwrap_or_else(|e| e.into_inner());
+        own.or_else(|| {
+            let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+            parts.iter().find_map(|(_, p)| p.mode())
+        })
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -589,6 +612,11 @@ impl Status {
             snapshot_size: self.snapshot_size.load(Relaxed),
             source_keys: self.source_keys(),
             diskless_wait_s: Some(self.diskless_wait_s.load(Relaxed)).filter(|&s| s > 0),
+            source_mode: self.mode().map(str::to_string),
+            guarantee: self.mode().map(|m| match m {
+                "scan" => "converges".to_string(),
+                _ => "exactly_once".to_string(),
+            }),
             source_replid: self
                 .replid
                 .lock()

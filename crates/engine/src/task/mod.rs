@@ -299,6 +299,7 @@ async fn run_source(
         .filter(|&v| !config.writer.rewrite_values && min_target_rdb >= v)
         .map(|_| min_target_rdb);
     status.accept_source();
+    status.set_mode("psync");
     tracing::info!(source = %endpoint, "source accepted the replica handshake");
     // What the copy's progress counts towards, taken before ferry's heartbeat key adds one.
     // A source user that may not run INFO leaves it unknown.
