@@ -1,0 +1,1 @@
+pub mod by_type;
