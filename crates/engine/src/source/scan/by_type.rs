@@ -128,12 +128,16 @@ struct GroupHead {
 ///
 /// Pieces of a collection are bounded by `piece_bytes` too (at least one element each). A SCAN
 /// reply bigger than a piece (a small hash in its compact encoding comes whole, whatever the
-/// COUNT) is handed out over several calls.
+/// COUNT) is handed out over several calls. Replies are kept near `piece_bytes` as well: after
+/// one of big elements the next request asks for fewer (so memory is about `piece_bytes` plus
+/// one element, not `piece` times the biggest element).
 pub struct ValueReader {
     key: Bytes,
     kind: ValueKind,
     piece: usize,
     piece_bytes: usize,
+    /// Elements the next request asks for: `piece`, or fewer after a reply of big elements.
+    count: usize,
     step: Step,
     /// Chunks read and not handed out yet.
     ready: VecDeque<Chunk>,
@@ -162,6 +166,7 @@ impl ValueReader {
             kind,
             piece: piece.max(1),
             piece_bytes: piece_bytes.max(1),
+            count: piece.max(1),
             step,
             ready: VecDeque::new(),
             reads: 0,
@@ -226,6 +231,15 @@ impl ValueReader {
         }
     }
 
+    /// Sizes the next request by the last reply: `n` elements of `bytes` in all.
+    fn adapt(&mut self, n: usize, bytes: usize) {
+        self.count = if bytes > self.piece_bytes {
+            (n.saturating_mul(self.piece_bytes) / bytes).max(1)
+        } else {
+            self.count.saturating_mul(2).min(self.piece)
+        };
+    }
+
     /// Ends the value early: the key is gone or changed type.
     fn gone(&mut self) {
         self.vanished = true;
@@ -279,15 +293,16 @@ impl ValueReader {
     }
 
     async fn list(&mut self, conn: &mut Conn, at: u64) -> Result<()> {
+        let asked = self.count;
         let start = at.to_string();
-        let stop = (at + self.piece as u64 - 1).to_string();
+        let stop = (at + asked as u64 - 1).to_string();
         let args: [&[u8]; 4] = [b"LRANGE", &self.key, start.as_bytes(), stop.as_bytes()];
         let Some(reply) = ask(conn, &self.key, &args).await? else {
             self.gone();
             return Ok(());
         };
         self.reads += 1;
-        let items = match strings(reply, self.piece) {
+        let items = match strings(reply, asked) {
             Ok(items) => items,
             Err(why) => return Err(self.bad(conn, "LRANGE", why)),
         };
@@ -297,10 +312,11 @@ impl ValueReader {
             return Ok(());
         }
         let n = items.len();
+        self.adapt(n, items.iter().map(|i| i.len()).sum());
         for piece in split(items, self.piece, self.piece_bytes, |i| i.len()) {
             self.ready.push_back(Chunk::ListItems(piece));
         }
-        if n < self.piece {
+        if n < asked {
             self.finished();
         } else {
             self.step = Step::At(at + n as u64);
@@ -317,7 +333,7 @@ impl ValueReader {
             ValueKind::Set => (b"SSCAN", "SSCAN"),
             _ => (b"ZSCAN", "ZSCAN"),
         };
-        let count = self.piece.to_string();
+        let count = self.count.to_string();
         let args: [&[u8]; 5] = [command, &self.key, &cursor, b"COUNT", count.as_bytes()];
         let Some(reply) = ask(conn, &self.key, &args).await? else {
             self.gone();
@@ -330,6 +346,9 @@ impl ValueReader {
             Err(why) => return Err(self.bad(conn, label, why)),
         };
         let end = next.as_ref() == b"0";
+        // Members and values: a sorted set's or a hash's count is two per element.
+        let per = if self.kind == ValueKind::Set { 1 } else { 2 };
+        self.adapt(items.len() / per, items.iter().map(|i| i.len()).sum());
         if first && end && items.is_empty() {
             // Redis holds no empty hash, set or sorted set: the key is gone.
             self.gone();
@@ -374,10 +393,10 @@ impl ValueReader {
         conn: &mut Conn,
         items: Vec<Bytes>,
     ) -> Result<Option<Vec<HashField>>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad(conn, "HSCAN", "an odd number of fields and values"));
         }
-        let mut fields: Vec<HashField> = items
+        let fields: Vec<HashField> = items
             .chunks_exact(2)
             .map(|fv| HashField {
                 field: fv[0].clone(),
@@ -411,34 +430,34 @@ impl ValueReader {
             Frame::Array(times) if times.len() == fields.len() => times,
             other => return Err(self.bad(conn, "HPEXPIRETIME", shape(&other))),
         };
-        let mut dropped = false;
-        for (f, t) in fields.iter_mut().zip(&reply) {
+        let asked = fields.len();
+        let mut kept = Vec::with_capacity(asked);
+        for (mut f, t) in fields.into_iter().zip(&reply) {
             match t.as_integer() {
-                // -2: deleted or expired since the HSCAN; left out below.
-                Some(-2) => {
-                    dropped = true;
-                    f.expire_ms = Some(-2);
-                }
+                // Deleted or expired since the HSCAN: left out.
+                Some(-2) => continue,
                 Some(-1) => {}
                 Some(at) if at >= 0 => f.expire_ms = Some(at),
                 _ => {
                     return Err(self.bad(conn, "HPEXPIRETIME", "a time that is not a number"));
                 }
             }
+            kept.push(f);
         }
-        if dropped {
-            fields.retain(|f| f.expire_ms != Some(-2));
+        if kept.len() < asked {
             // The key itself may be gone: the final check says.
             self.reads += 1;
         }
+        let fields = kept;
         Ok(Some(fields))
     }
 
     async fn entries(&mut self, conn: &mut Conn, from: StreamId) -> Result<()> {
         // An exclusive start, as the id after the last one read: the same as XRANGE's "(" but
         // understood by every version (the "(" form is 6.2+).
+        let asked = self.count;
         let start = from.to_string();
-        let count = self.piece.to_string();
+        let count = asked.to_string();
         let args: [&[u8]; 6] = [
             b"XRANGE",
             &self.key,
@@ -452,20 +471,21 @@ impl ValueReader {
             return Ok(());
         };
         self.reads += 1;
-        let entries = match stream_entries(reply, self.piece) {
+        let entries = match stream_entries(reply, asked) {
             Ok(e) => e,
             Err(why) => return Err(self.bad(conn, "XRANGE", why)),
         };
         let n = entries.len();
         let next = entries.last().and_then(|e| after(e.id));
         let weight = |e: &StreamEntry| e.fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        self.adapt(n, entries.iter().map(weight).sum());
         for p in split(entries, self.piece, self.piece_bytes, weight) {
             self.ready.push_back(Chunk::StreamEntries(p));
         }
         // XINFO STREAM comes next whatever: it also tells whether the key is still there (an
         // XRANGE of a missing key is as empty as that of an empty stream).
         self.step = match next {
-            Some(next) if n >= self.piece => Step::Entries(next),
+            Some(next) if n >= asked => Step::Entries(next),
             _ => Step::Meta,
         };
         Ok(())
@@ -628,7 +648,7 @@ fn refused(conn: &Conn, key: &[u8], command: &str, msg: &[u8]) -> Error {
         msg: format!(
             "refused {command} of key {}: {}",
             escape(key),
-            escape(&msg[..msg.len().min(300)])
+            String::from_utf8_lossy(&msg[..msg.len().min(300)])
         ),
     }
 }
@@ -775,7 +795,7 @@ fn scan_reply(reply: Frame) -> std::result::Result<(Bytes, Vec<Bytes>), String> 
 
 /// ZSCAN's member/score list. Scores print as Redis prints doubles, "inf" and "-inf" included.
 fn zset_entries(items: Vec<Bytes>) -> std::result::Result<Vec<(Bytes, f64)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("an odd number of members and scores".into());
     }
     items
@@ -836,7 +856,7 @@ fn stream_entries(reply: Frame, max: usize) -> std::result::Result<Vec<StreamEnt
         if out.last().is_some_and(|last| last.id >= id) {
             return Err(format!("entry {id} out of order"));
         }
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             return Err(format!(
                 "entry {id} with an odd number of fields and values"
             ));
@@ -859,7 +879,7 @@ fn stream_entries(reply: Frame, max: usize) -> std::result::Result<Vec<StreamEnt
 /// The name/value pairs of an XINFO reply: a flat array in RESP2, a map in RESP3.
 fn pairs(reply: &Frame) -> std::result::Result<Vec<(&[u8], &Frame)>, String> {
     match reply {
-        Frame::Array(v) if v.len() % 2 == 0 => v
+        Frame::Array(v) if v.len().is_multiple_of(2) => v
             .chunks_exact(2)
             .map(|p| match text(&p[0]) {
                 Some(name) => Ok((name.as_ref(), &p[1])),

@@ -62,6 +62,8 @@ async fn flush(target: &mut Conn, enc: &mut Encoder) {
 struct Read {
     chunks: usize,
     vanished: bool,
+    /// Requests that read the value.
+    reads: u64,
 }
 
 /// Reads `key` from the source with a ValueReader and writes it through the sink's encoder as
@@ -126,6 +128,7 @@ async fn copy_key(
     Read {
         chunks,
         vanished: reader.vanished(),
+        reads: reader.reads,
     }
 }
 
@@ -462,7 +465,50 @@ async fn read_while(source: &Server, key: &str, kind: ValueKind, change: &[&[u8]
     Read {
         chunks,
         vanished: reader.vanished(),
+        reads: reader.reads,
     }
+}
+
+/// Elements of 100 KiB: requests shrink to about `piece_bytes` (256 KiB) after the first,
+/// instead of 100 elements (10 MiB) each.
+#[tokio::test]
+async fn big_elements_shrink_the_requests() {
+    let source = Server::start();
+    let target = Server::start();
+    let mut c = source.conn();
+    let element = |i: usize| {
+        let mut e = noise(100 << 10, i as u64);
+        e.extend_from_slice(i.to_string().as_bytes());
+        e
+    };
+    fill(&mut c, "RPUSH", "list", 300, |i| vec![element(i)]);
+    fill(&mut c, "HSET", "hash", 300, |i| {
+        vec![i.to_string().into_bytes(), element(i)]
+    });
+    fill(&mut c, "SADD", "set", 300, |i| vec![element(i)]);
+    fill(&mut c, "ZADD", "zset", 300, |i| {
+        vec![i.to_string().into_bytes(), element(i)]
+    });
+    for i in 1..=300 {
+        let id = format!("1-{i}");
+        q(
+            &mut c,
+            &[b"XADD", b"stream", id.as_bytes(), b"f", &element(i)],
+        );
+    }
+    let mut src = connect(&source, Role::Source).await;
+    let mut dst = connect(&target, Role::Target).await;
+    let caps = Caps::probe(&mut dst).await.unwrap();
+    let mut enc = Encoder::for_target(caps, false);
+    for key in ["list", "hash", "set", "zset", "stream"] {
+        let key = Bytes::from_static(key.as_bytes());
+        let read = copy_key(&mut src, &mut dst, &mut enc, key.clone(), 100, 256 << 10).await;
+        // 3 requests of 100 would do without the byte bound.
+        assert!(read.reads > 30, "{}: {} reads", escape(&key), read.reads);
+    }
+    let n = compare::compare(&source, &target, &compare::Options::default())
+        .unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(n, 5);
 }
 
 #[tokio::test]
@@ -653,4 +699,25 @@ fn pieces_keep_both_bounds() {
         vec![vec![10, 10], vec![10], vec![50], vec![1, 1, 1], vec![1]]
     );
     assert!(split(Vec::<usize>::new(), 3, 25, |n| *n).is_empty());
+}
+
+/// A source account without a command it needs: one error naming the command and the key.
+#[tokio::test]
+async fn a_refused_read_names_the_command_and_the_key() {
+    let source = Server::start();
+    let mut c = source.conn();
+    q(&mut c, &[b"HSET", b"h", b"f", b"v"]);
+    q(
+        &mut c,
+        &[
+            b"ACL", b"SETUSER", b"reader", b"on", b">s3cret", b"~*", b"+@all", b"-hscan",
+        ],
+    );
+    let url = format!("redis://reader:s3cret@{}", source.addr());
+    let endpoint = Endpoint::parse("source", &url).unwrap();
+    let mut conn = Conn::connect(Role::Source, &endpoint).await.unwrap();
+    let mut reader = ValueReader::new(Bytes::from_static(b"h"), ValueKind::Hash, 10, 1024);
+    let e = reader.next(&mut conn).await.unwrap_err().to_string();
+    assert!(e.contains("refused HSCAN of key \"h\": NOPERM"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
 }
