@@ -721,3 +721,47 @@ async fn a_refused_read_names_the_command_and_the_key() {
     assert!(e.contains("refused HSCAN of key \"h\": NOPERM"), "{e}");
     assert!(!e.contains("s3cret"), "{e}");
 }
+
+/// Not a check: how long reading a 200,000-element hash and list takes in pieces of 1000, beside
+/// one DUMP of each. Run by hand: `cargo test -p ferry-engine --lib read_rates -- --ignored
+/// --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn read_rates() {
+    let source = Server::start();
+    let mut c = source.conn();
+    fill(&mut c, "HSET", "hash", 200_000, |i| {
+        vec![
+            format!("field-{i}").into_bytes(),
+            format!("value-{i}").into_bytes(),
+        ]
+    });
+    fill(&mut c, "RPUSH", "list", 200_000, |i| {
+        vec![format!("item-{i}").into_bytes()]
+    });
+    let mut conn = connect(&source, Role::Source).await;
+    for (key, kind) in [("hash", ValueKind::Hash), ("list", ValueKind::List)] {
+        let started = std::time::Instant::now();
+        let mut reader = ValueReader::new(Bytes::from(key), kind, 1000, 1 << 20);
+        let mut elements = 0;
+        while let Some(chunk) = reader.next(&mut conn).await.unwrap() {
+            elements += match chunk {
+                Chunk::HashFields(v) => v.len(),
+                Chunk::ListItems(v) => v.len(),
+                _ => 0,
+            };
+        }
+        let by_type = started.elapsed();
+        let started = std::time::Instant::now();
+        let dump = conn
+            .request_ok(&[&b"DUMP"[..], key.as_bytes()])
+            .await
+            .unwrap();
+        let dumped = started.elapsed();
+        eprintln!(
+            "{key}: {elements} elements in {} reads: {by_type:?}; DUMP ({}): {dumped:?}",
+            reader.reads,
+            shape(&dump)
+        );
+    }
+}
