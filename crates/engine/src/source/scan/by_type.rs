@@ -15,7 +15,6 @@
 //! until then are a partial value the caller must re-read (or delete) the key over.
 
 // Used by the scan source (issue 19), which lands separately.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 
@@ -176,22 +175,6 @@ impl ValueReader {
             groups: VecDeque::new(),
             group: Bytes::new(),
         }
-    }
-
-    /// Whether to read hash field TTLs (default yes: asked with HPEXPIRETIME, and left out on a
-    /// server without it). A caller that knows the source has none (older than 7.4, or
-    /// `INFO keyspace` without `subexpiry`) saves a request per piece with `false`.
-    pub fn field_ttls(mut self, read: bool) -> Self {
-        self.field_ttls = read;
-        self
-    }
-
-    pub fn key(&self) -> &Bytes {
-        &self.key
-    }
-
-    pub fn kind(&self) -> ValueKind {
-        self.kind
     }
 
     /// True once the key was found gone or of another type (or, for a stream, a consumer group
