@@ -334,7 +334,8 @@ fn a_scan_reader_is_ferrys_scan_mode() {
         "redis://app:scan-pw@127.0.0.1:7000"
     );
     assert_eq!(c.source_password, PasswordFrom::File);
-    assert_eq!(s.source.read_from, Some(ReadFrom::Replica));
+    // Scan mode reads the masters: prefer_replica is named, not carried over.
+    assert_eq!(s.source.read_from, None);
     assert_eq!(s.filter.allow_db, [0, 3]);
     // ksn = true follows changes: ferry's default.
     assert_eq!(s.sync.full_only, None);
@@ -361,6 +362,9 @@ fn a_scan_reader_is_ferrys_scan_mode() {
         matches!(outcome("[scan_reader] count"), Outcome::Mapped(m) if m.contains("ferry picks its own SCAN count"))
     );
     assert_eq!(outcome("[scan_reader] scan"), Outcome::Default);
+    assert!(
+        matches!(outcome("[scan_reader] prefer_replica"), Outcome::Differs(d) if d.contains("master"))
+    );
     // A scan sends no PSYNC: ElastiCache's renamed one does not matter.
     assert!(matches!(
         outcome("[advanced] aws_psync"),

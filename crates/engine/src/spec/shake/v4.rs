@@ -198,14 +198,14 @@ pub(super) fn login_notes(
     }
 }
 
-/// What `[sync_reader]` and `[scan_reader]` share: the source's address, login, TLS, cluster
-/// flag and `prefer_replica`.
+/// What `[sync_reader]` and `[scan_reader]` share: the source's address, login, TLS and cluster
+/// flag; returns where the password came from, and whether the source is said to be a cluster.
 fn source_reader(
     sec: &mut Section,
     implied_cluster: Option<bool>,
     spec: &mut TaskSpec,
     notes: &mut Notes,
-) -> Result<PasswordFrom, Error> {
+) -> Result<(PasswordFrom, bool), Error> {
     let given = sec.has("cluster");
     let cluster = sec.bool("cluster")?.or(implied_cluster).unwrap_or(false);
     if given || implied_cluster.is_some() {
@@ -238,6 +238,16 @@ fn source_reader(
         &login,
         ["address", "username", "password", "tls"],
     );
+    Ok((password_from(sec, &password), cluster))
+}
+
+fn sync_reader(
+    sec: &mut Section,
+    implied_cluster: Option<bool>,
+    spec: &mut TaskSpec,
+    notes: &mut Notes,
+) -> Result<PasswordFrom, Error> {
+    let (password, cluster) = source_reader(sec, implied_cluster, spec, notes)?;
     match sec.bool("prefer_replica")? {
         Some(true) => {
             spec.source.read_from = Some(ReadFrom::Replica);
@@ -254,16 +264,6 @@ fn source_reader(
         Some(false) => notes.add(sec.setting("prefer_replica"), Outcome::Default),
         None => {}
     }
-    Ok(password_from(sec, &password))
-}
-
-fn sync_reader(
-    sec: &mut Section,
-    implied_cluster: Option<bool>,
-    spec: &mut TaskSpec,
-    notes: &mut Notes,
-) -> Result<PasswordFrom, Error> {
-    let password = source_reader(sec, implied_cluster, spec, notes)?;
     let sync_rdb = sec.bool("sync_rdb")?;
     let sync_aof = sec.bool("sync_aof")?;
     match sync_rdb {
@@ -317,7 +317,18 @@ fn scan_reader(
             "[source] mode = \"scan\": SCAN + DUMP for the copy, keyspace notifications for the changes; the target converges to the source rather than replaying each write (docs/guarantees.md)".into(),
         ),
     );
-    let password = source_reader(sec, implied_cluster, spec, notes)?;
+    let (password, _) = source_reader(sec, implied_cluster, spec, notes)?;
+    match sec.bool("prefer_replica")? {
+        // Keyspace notifications and the keys' owners are the masters: ferry reads those.
+        Some(true) => notes.add(
+            sec.setting("prefer_replica"),
+            Outcome::Differs(
+                "ferry's scan mode reads the address given (each master of a cluster), where RedisShake scans a replica: the SCAN and DUMP load falls on the master".into(),
+            ),
+        ),
+        Some(false) => notes.add(sec.setting("prefer_replica"), Outcome::Default),
+        None => {}
+    }
     match sec.bool("scan")? {
         Some(false) => notes.add(
             sec.setting("scan"),
@@ -345,7 +356,7 @@ fn scan_reader(
             notes.add(
                 setting,
                 Outcome::Mapped(
-                    "[sync] full_only = true: RedisShake scans once and stops without keyspace notifications; ferry copies once and exits (write ksn = true to keep following changes)".into(),
+                    "[sync] full_only = true: RedisShake scans once and stops without keyspace notifications; ferry copies once, checks the copy key by key, and exits (write ksn = true to keep following changes)".into(),
                 ),
             );
         }
