@@ -121,6 +121,8 @@ pub struct Status {
     replid: Mutex<Option<String>>,
     /// How the source is read, once decided ("psync" or "scan").
     source_mode: Mutex<Option<&'static str>>,
+    /// Scan mode: changed keys waiting to be read again.
+    pub(crate) pending_keys: AtomicU64,
     /// A source accepted ferry's login and replica handshake in this process: a link lost
     /// after that is a lost connection to retry, not a wrong address or password.
     source_accepted: std::sync::atomic::AtomicBool,
@@ -176,6 +178,11 @@ pub struct Snapshot {
     /// applied once, in the source's order) or "converges" (scan: once writes stop, the target
     /// equals the source; writes between are not replayed one by one, nor in order across keys).
     pub guarantee: Option<String>,
+    /// Scan mode: keys the source notified as changed that wait to be read again (with
+    /// `lag_bytes` 0 and this 0, the target holds everything ferry has heard of); absent in
+    /// psync mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_keys: Option<u64>,
     pub source_replid: Option<String>,
     pub source_offset: u64,
     pub applied_offset: u64,
@@ -626,6 +633,13 @@ impl Status {
             source_keys: self.source_keys(),
             diskless_wait_s: Some(self.diskless_wait_s.load(Relaxed)).filter(|&s| s > 0),
             source_mode: self.mode().map(str::to_string),
+            pending_keys: (self.mode() == Some("scan")).then(|| match parts.is_empty() {
+                true => self.pending_keys.load(Relaxed),
+                false => parts
+                    .iter()
+                    .map(|(_, p)| p.pending_keys.load(Relaxed))
+                    .sum(),
+            }),
             guarantee: self.mode().map(|m| match m {
                 "scan" => "converges".to_string(),
                 _ => "exactly_once".to_string(),

@@ -263,6 +263,10 @@ impl Scan {
                 continue;
             }
             let waiting = self.changes.lock().len();
+            self.out
+                .status
+                .pending_keys
+                .store(waiting as u64, std::sync::atomic::Ordering::Relaxed);
             if waiting == 0 || budget == Some(0) {
                 if budget.is_some() {
                     self.out.flush().await;
