@@ -123,6 +123,11 @@ pub struct Status {
     source_mode: Mutex<Option<&'static str>>,
     /// Scan mode: changed keys waiting to be read again.
     pub(crate) pending_keys: AtomicU64,
+    /// Scan mode: a full pass is asked for (a cutover: changes Redis notifies nothing for,
+    /// such as a consumer group's progress, are read then).
+    pub(crate) rescan_asked: AtomicBool,
+    /// Scan mode: full passes finished after the first.
+    pub(crate) rescans: AtomicU64,
     /// A source accepted ferry's login and replica handshake in this process: a link lost
     /// after that is a lost connection to retry, not a wrong address or password.
     source_accepted: std::sync::atomic::AtomicBool,
@@ -575,6 +580,31 @@ impl Status {
     /// Records how the source is read ("psync" or "scan").
     pub(crate) fn set_mode(&self, mode: &'static str) {
         *self.source_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+    }
+
+    /// Asks a scan source (each shard's) for a full pass; returns the passes finished so far,
+    /// to be compared with `rescans_done` later.
+    pub(crate) fn ask_rescan(&self) -> u64 {
+        let done = self.rescans_done();
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, p) in parts.iter() {
+            p.rescan_asked.store(true, SeqCst);
+        }
+        self.rescan_asked.store(true, SeqCst);
+        done
+    }
+
+    /// Full passes finished after the first: the fewest of any shard.
+    pub(crate) fn rescans_done(&self) -> u64 {
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        match parts.is_empty() {
+            true => self.rescans.load(SeqCst),
+            false => parts
+                .iter()
+                .map(|(_, p)| p.rescans.load(SeqCst))
+                .min()
+                .unwrap_or(0),
+        }
     }
 
     /// Nothing has said yet how the source is read: what is said once is said now.

@@ -185,11 +185,19 @@ async fn finish(
     verify_and_stop(handle, config, report).await
 }
 
-/// A source read by scanning has no offset to wait for: once its writes stopped, the target
-/// has everything when no notified key waits to be read and every write ferry made is
-/// confirmed, and stays so for a second (the last notifications may still be on their way).
+/// A source read by scanning has no offset to wait for: once its writes stopped, one more
+/// full pass reads what no notification named, and the target has everything when no notified
+/// key waits to be read and every write ferry made is confirmed, for a second on end (the last
+/// notifications may still be on their way).
 /// The verification after it is what proves the copy equal.
 async fn settle(handle: &TaskHandle, deadline: Instant) -> Result<()> {
+    // Some changes are notified by nothing (a consumer group's reads and acks): one more full
+    // pass, now that writes have stopped, reads them.
+    let before = handle.live_status().ask_rescan();
+    wait_for(deadline, "a last full pass over the source", || {
+        Ok(handle.live_status().rescans_done() > before)
+    })
+    .await?;
     let mut since: Option<Instant> = None;
     wait_for(
         deadline,

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -245,7 +246,10 @@ impl Scan {
                 self.check_flushes().await?;
                 flushes_due = Instant::now() + FLUSHES_EVERY;
             }
-            let lost = self.changes.lock().lost.take();
+            let mut lost = self.changes.lock().lost.take();
+            if self.out.status.rescan_asked.swap(false, SeqCst) {
+                lost.get_or_insert_with(|| "a full pass was asked for (a cutover)".to_string());
+            }
             if let Some(why) = lost {
                 self.out.status.warn(
                     "rescan",
@@ -257,9 +261,10 @@ impl Scan {
                 // Names heard from here on are read after the pass: nothing is missed between.
                 self.changes.lock().clear();
                 self.dbs = source_dbs(&mut self.reader.conn, &self.options).await;
-                if !self.pass().await? || !self.prune().await? {
+                if !self.pass().await? || !self.prune().await? || !self.out.flush().await {
                     return Ok(());
                 }
+                self.out.status.rescans.fetch_add(1, SeqCst);
                 continue;
             }
             let waiting = self.changes.lock().len();
