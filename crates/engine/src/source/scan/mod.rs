@@ -158,7 +158,7 @@ pub async fn run(
     }
     status.set_phase(Phase::Full);
     let result = scan.follow(&mut follower, endpoint).await;
-    follower.stop();
+    drop(follower);
     match result {
         Err(_) if scan.cancel.is_cancelled() => Ok(()),
         other => other,
@@ -182,8 +182,11 @@ impl Follower {
         });
         Ok(Follower { task })
     }
+}
 
-    fn stop(&self) {
+impl Drop for Follower {
+    /// However the run ends, its subscription ends with it.
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -209,9 +212,7 @@ impl Scan {
     /// subscription and a new pass.
     async fn follow(&mut self, follower: &mut Follower, endpoint: &Endpoint) -> Result<()> {
         self.flushes = flush_count(&mut self.reader.conn).await?;
-        if let Ok(version) = self.reader.conn.version().await {
-            self.rdb_version = Some(crate::sink::caps::rdb_version_of(version));
-        }
+        self.rdb_version = payload_version(&mut self.reader.conn).await;
         if self.flushes.is_none() {
             self.out.status.warn(
                 "flushes_unseen",
@@ -723,6 +724,26 @@ impl Out {
         };
         Ok(self.push(Entry::Key(record)).await)
     }
+}
+
+/// The RDB version of the server's DUMP payloads, by its version (`INFO server`): Valkey 9
+/// reports `redis_version` 7.2.4 and writes RDB 80. `None` where `INFO` is refused (then a
+/// small key's payload tells it).
+async fn payload_version(conn: &mut Conn) -> Option<u16> {
+    let fields = crate::net::info::info(conn, "server").await.ok()?;
+    let version = |name: &str| {
+        let v = fields.get(name)?;
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        Some((
+            parts.next()?,
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        ))
+    };
+    if version("valkey_version").is_some_and(|v| v.0 >= 9) {
+        return Some(80);
+    }
+    version("redis_version").map(crate::sink::caps::rdb_version_of)
 }
 
 /// Calls of FLUSHDB, FLUSHALL and SWAPDB so far (`INFO commandstats`); `None` when refused.
