@@ -39,10 +39,10 @@ pub(super) async fn enable(conn: &mut Conn) -> Result<Option<String>> {
             ));
         }
     };
-    let wanted = with_needed(&current);
-    if wanted == normalized(&current) {
+    if with_needed(&current) == normalized(&current) {
         return Ok(None);
     }
+    let wanted = compact(&current);
     match conn
         .request(&[
             &b"CONFIG"[..],
@@ -102,6 +102,21 @@ fn with_needed(current: &str) -> String {
     // 'd' (streams) and 't' (stream groups) are in 'A' from 5.0; older servers refuse them,
     // and 'A' alone is accepted everywhere.
     normalized(&format!("{current}{NEEDED}"))
+}
+
+/// `current` with ferry's classes added, as every version takes it: `A` stands for every class
+/// the server has (which differs by version), so only the flags outside it are spelled out.
+fn compact(current: &str) -> String {
+    let mut out = String::from("KA");
+    if current.contains('E') {
+        out.push('E');
+    }
+    for c in ['m', 'n'] {
+        if current.contains(c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Keys waiting to be read again, in the order first notified, each with when.
@@ -282,6 +297,14 @@ mod tests {
         assert_ne!(normalized("Kx"), normalized("KA"));
         // Redis answers CONFIG GET with its own spelling: "AKE" for "KEA".
         assert_eq!(normalized("AKE"), normalized("KEA"));
+    }
+
+    #[test]
+    fn what_is_sent_keeps_the_flags_outside_a() {
+        assert_eq!(compact(""), "KA");
+        assert_eq!(compact("Ex"), "KAE");
+        assert_eq!(compact("Km"), "KAm");
+        assert_eq!(normalized(&compact("Elm")), with_needed("Elm"));
     }
 
     #[test]
