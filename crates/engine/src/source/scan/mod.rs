@@ -480,6 +480,10 @@ impl Scan {
                 streamed::Streamed::NotFramed => {}
             }
         }
+        let kind = match kind {
+            Some(kind) => Some(kind),
+            None => self.reader.kind(key).await?,
+        };
         match kind {
             Some(kind) => self.pieces(db, key, kind, expire_ms).await,
             None => {

@@ -108,45 +108,59 @@ impl Reader {
             .collect()
     }
 
-    /// Reads `keys` of the selected db: sizes and expiries in one round trip, lengths in a
+    /// Reads `keys` of the selected db: sizes and expiries in one round trip (with the type
+    /// where it decides how the value is read: no `MEMORY USAGE`, or no `DUMP`), lengths in a
     /// second where `MEMORY USAGE` is refused, then the small values in a third.
     pub async fn read(&mut self, keys: &[Bytes]) -> Result<Vec<Value>> {
         let now = crate::status::latency::unix_ms() as i64;
-        let per_key = if self.abilities.memory { 3 } else { 2 };
+        let memory = self.abilities.memory;
+        let typed = !memory || !self.abilities.dump;
+        let per_key = 1 + usize::from(memory) + usize::from(typed);
         let mut out = BytesMut::new();
         for key in keys {
-            ferry_resp::encode_command(&mut out, &[&b"TYPE"[..], key]);
             ferry_resp::encode_command(&mut out, &[&b"PTTL"[..], key]);
-            if self.abilities.memory {
+            if memory {
                 ferry_resp::encode_command(&mut out, &[&b"MEMORY"[..], b"USAGE", key]);
+            }
+            if typed {
+                ferry_resp::encode_command(&mut out, &[&b"TYPE"[..], key]);
             }
         }
         let replies = self.round(&out, keys.len() * per_key).await?;
         let mut facts: Vec<Fact> = Vec::with_capacity(keys.len());
         for chunk in replies.chunks(per_key) {
-            let type_name = match &chunk[0] {
-                Frame::Simple(t) | Frame::Bulk(t) => t.clone(),
-                Frame::Error(msg) => return Err(self.conn.server_error(msg)),
-                _ => return Err(self.odd("TYPE")),
-            };
-            let expire_ms = match &chunk[1] {
+            let expire_ms = match &chunk[0] {
                 Frame::Integer(ms) if *ms >= 0 => Some(now + ms),
                 Frame::Integer(_) => None,
                 Frame::Error(msg) => return Err(self.conn.server_error(msg)),
                 _ => return Err(self.odd("PTTL")),
             };
-            let size = match chunk.get(2) {
-                Some(Frame::Integer(n)) => Some((*n).max(0) as u64),
-                _ => None,
+            // MEMORY USAGE of a key that is gone is nil.
+            let (size, gone) = match memory {
+                true => match &chunk[1] {
+                    Frame::Integer(n) => (Some((*n).max(0) as u64), false),
+                    Frame::Null => (None, true),
+                    Frame::Error(msg) => return Err(self.conn.server_error(msg)),
+                    _ => return Err(self.odd("MEMORY USAGE")),
+                },
+                false => (None, false),
             };
+            let type_name = match chunk.get(1 + usize::from(memory)) {
+                Some(Frame::Simple(t) | Frame::Bulk(t)) => Some(t.clone()),
+                Some(Frame::Error(msg)) => return Err(self.conn.server_error(msg)),
+                Some(_) => return Err(self.odd("TYPE")),
+                None => None,
+            };
+            let gone = gone || type_name.as_ref().is_some_and(|t| t.as_ref() == b"none");
             facts.push(Fact {
                 type_name,
                 expire_ms,
                 size,
+                gone,
                 big: false,
             });
         }
-        if !self.abilities.memory {
+        if !memory {
             self.lengths(keys, &mut facts).await?;
         } else {
             for f in &mut facts {
@@ -156,12 +170,25 @@ impl Reader {
         self.values(keys, facts).await
     }
 
+    /// A key's type (`TYPE`), when a value must be read by it.
+    pub async fn kind(&mut self, key: &[u8]) -> Result<Option<ValueKind>> {
+        match self.conn.request(&[&b"TYPE"[..], key]).await? {
+            Frame::Simple(t) | Frame::Bulk(t) => Ok(ValueKind::from_type_reply(&t)),
+            Frame::Error(msg) => Err(self.conn.server_error(&msg)),
+            _ => Err(self.odd("TYPE")),
+        }
+    }
+
     /// Where `MEMORY USAGE` is refused: each key's length by its type decides.
     async fn lengths(&mut self, keys: &[Bytes], facts: &mut [Fact]) -> Result<()> {
         let mut out = BytesMut::new();
         let mut asked = Vec::new();
         for (i, (key, fact)) in keys.iter().zip(facts.iter()).enumerate() {
-            if let Some(kind) = ValueKind::from_type_reply(&fact.type_name) {
+            if let Some(kind) = fact
+                .type_name
+                .as_deref()
+                .and_then(ValueKind::from_type_reply)
+            {
                 ferry_resp::encode_command(&mut out, &[kind.length_command().as_bytes(), key]);
                 asked.push((i, kind));
             }
@@ -183,7 +210,7 @@ impl Reader {
         let mut out = BytesMut::new();
         let mut dumped = 0;
         for (key, fact) in keys.iter().zip(&facts) {
-            if self.abilities.dump && !fact.big && fact.type_name.as_ref() != b"none" {
+            if self.abilities.dump && !fact.big && !fact.gone {
                 ferry_resp::encode_command(&mut out, &[&b"DUMP"[..], key]);
                 dumped += 1;
             }
@@ -191,8 +218,11 @@ impl Reader {
         let mut replies = self.round(&out, dumped).await?.into_iter();
         let mut values = Vec::with_capacity(keys.len());
         for fact in facts {
-            let kind = ValueKind::from_type_reply(&fact.type_name);
-            let value = if fact.type_name.as_ref() == b"none" {
+            let kind = fact
+                .type_name
+                .as_deref()
+                .and_then(ValueKind::from_type_reply);
+            let value = if fact.gone {
                 Value::Gone
             } else if self.abilities.dump && !fact.big {
                 match replies.next() {
@@ -216,7 +246,10 @@ impl Reader {
                         expire_ms: fact.expire_ms,
                     },
                     None => Value::Unreadable {
-                        type_name: String::from_utf8_lossy(&fact.type_name).into_owned(),
+                        type_name: String::from_utf8_lossy(
+                            fact.type_name.as_deref().unwrap_or_default(),
+                        )
+                        .into_owned(),
                     },
                 }
             };
@@ -260,7 +293,9 @@ impl Reader {
 const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Fact {
-    type_name: Bytes,
+    /// `TYPE`'s answer, where it was asked.
+    type_name: Option<Bytes>,
+    gone: bool,
     expire_ms: Option<i64>,
     size: Option<u64>,
     big: bool,
