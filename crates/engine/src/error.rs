@@ -161,6 +161,16 @@ pub enum Error {
     )]
     Precheck(String),
 
+    /// A copy read by scanning differs from the source once it is done.
+    #[error(
+        "the copy on target {target} differs from the source in {keys} key(s) after the full copy (first: {first}); a scan copy converges once the source stops changing: run it again without full_only to follow the writes, or check again with `ferry verify`"
+    )]
+    Diverged {
+        target: String,
+        keys: usize,
+        first: String,
+    },
+
     #[error("status server on {addr}: {source}")]
     StatusServer { addr: String, source: io::Error },
 
@@ -208,6 +218,7 @@ impl Error {
             Error::LeaseLost { .. } => "lease_lost",
             Error::CannotWrite { .. } => "cannot_write",
             Error::Precheck(_) => "precheck",
+            Error::Diverged { .. } => "diverged",
             Error::StatusServer { .. } => "status_server",
             Error::Script(_) => "script",
         }

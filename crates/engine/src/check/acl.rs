@@ -14,7 +14,7 @@ use crate::config::TaskConfig;
 use crate::error::{Error, Result, Role};
 use crate::net::conn::Conn;
 use crate::sink::checkpoint::Checkpoint;
-use crate::spec::OnConflict;
+use crate::spec::{OnConflict, SourceMode};
 
 /// What a user may run, of a list of commands.
 #[derive(Debug, PartialEq, Eq)]
@@ -303,6 +303,47 @@ const SOURCE_COMMANDS: &[&str] = &[
     "+acl|dryrun",
 ];
 
+/// What ferry runs on a source it reads by scanning: reads of every key (no write: the key
+/// pattern opens them to these commands only), the keyspace channels, and what it asks of
+/// the server (CONFIG SET only to turn notifications on, where they are off).
+const SCAN_COMMANDS: &[&str] = &[
+    "+scan",
+    "+type",
+    "+pttl",
+    "+dump",
+    "+exists",
+    "+memory|usage",
+    "+strlen",
+    "+getrange",
+    "+llen",
+    "+lrange",
+    "+hlen",
+    "+hscan",
+    "+hpexpiretime",
+    "+scard",
+    "+sscan",
+    "+zcard",
+    "+zscan",
+    "+xlen",
+    "+xrange",
+    "+xinfo",
+    "+xpending",
+    "+psubscribe",
+    "+ping",
+    "+select",
+    "+info",
+    "+command|info",
+    "+config|get",
+    "+config|set",
+    "+cluster|nodes",
+    "+cluster|slots",
+    "+cluster|shards",
+    "+readonly",
+    "+function|list",
+    "+acl|whoami",
+    "+acl|dryrun",
+];
+
 /// What ferry runs on a target: every write command of the stream (`+@write`, which takes in
 /// RESTORE, FLUSHALL, FUNCTION LOAD...), transactions for the checkpoint, scripts (the
 /// lease's fence, the TTL hold, and scripts in a Redis 6 stream), reads of the keys it
@@ -337,10 +378,34 @@ const TARGET_COMMANDS: &[&str] = &[
 pub fn setuser_lines(config: &TaskConfig) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     if let crate::config::Source::Redis(endpoint) = &config.source {
-        let mut rules = vec!["~__ferry:*".to_string(), "resetchannels".to_string()];
-        rules.extend(SOURCE_COMMANDS.iter().map(|c| c.to_string()));
-        if config.heartbeat && !config.full_only {
-            rules.push("+set".into());
+        let mut rules = match config.source_mode {
+            SourceMode::Psync => vec!["~__ferry:*".to_string(), "resetchannels".to_string()],
+            // No write command is given: every key is open to reads only.
+            SourceMode::Scan => vec![
+                "~*".to_string(),
+                "resetchannels".to_string(),
+                "&__keyspace@*__:*".to_string(),
+            ],
+            // The heartbeat's SET must stay on ferry's keys (read-only patterns: 7.0+).
+            SourceMode::Auto => vec![
+                "~__ferry:*".to_string(),
+                "%R~*".to_string(),
+                "resetchannels".to_string(),
+                "&__keyspace@*__:*".to_string(),
+            ],
+        };
+        if config.source_mode != SourceMode::Scan {
+            rules.extend(SOURCE_COMMANDS.iter().map(|c| c.to_string()));
+            if config.heartbeat && !config.full_only {
+                rules.push("+set".into());
+            }
+        }
+        if config.source_mode != SourceMode::Psync {
+            for c in SCAN_COMMANDS {
+                if !rules.iter().any(|r| r == c) {
+                    rules.push(c.to_string());
+                }
+            }
         }
         lines.push(("source".to_string(), line(line_user(endpoint), &rules)));
     }

@@ -24,6 +24,7 @@ mod modules;
 mod reach;
 mod report;
 mod slots;
+mod source_mode;
 mod start;
 mod timeouts;
 mod tls;
@@ -179,7 +180,22 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         }
         report.add(finding);
     }
+    // Scan mode: the replication items say nothing about it.
+    let mut scan = false;
+    if let Some(source) = &mut source {
+        let (finding, scanned) = source_mode::check(source, config).await?;
+        scan = scanned;
+        if report.runs(Item::SourceMode) {
+            report.add(finding);
+        }
+        if scan && report.runs(Item::Notifications) {
+            let finding = source_mode::notifications(source).await?;
+            report.add(finding);
+        }
+    }
+    let replica = !scan;
     if let Some(source) = &mut source
+        && replica
         && report.runs(Item::SourceReplication)
     {
         let finding = acl::source_replication(source, config).await?;
@@ -220,6 +236,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         }
     }
     if mode == Mode::Check
+        && replica
         && report.runs(Item::Start)
         && let Some(source) = &mut source
     {
@@ -229,6 +246,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
     }
     let follows = !config.full_only;
     if let Some(source) = &mut source
+        && replica
         && (report.runs(Item::Backlog) || report.runs(Item::OutputBuffer))
     {
         for finding in backlog::check(source, config, follows, mode).await? {
@@ -236,6 +254,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         }
     }
     if let Some(source) = &mut source
+        && replica
         && report.runs(Item::ReplTimeout)
     {
         let finding = timeouts::check(source, config).await?;
@@ -256,6 +275,7 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         }
     }
     if let Some(source) = &mut source
+        && replica
         && report.runs(Item::Heartbeat)
     {
         let finding = heartbeat::check(source, config).await?;

@@ -96,12 +96,17 @@ pub fn plan(
     // A full-only run copies once: going on from a checkpoint it would follow the stream and
     // never end.
     if config.full_only && !synced && matches!(plan.resume, Some(Checkpoint::Applied { .. })) {
-        let key = String::from_utf8_lossy(&Checkpoint::key(&config.name)).into_owned();
-        return Err(Error::Config(format!(
-            "[sync] full_only: the target already holds this task's copy (its checkpoint {key}), and a full-only run copies once; to copy again, remove ferry's keys first (ferry cleanup with the same settings; [sync] on_conflict then decides about the keys there), or leave full_only out to go on following the source's writes"
-        )));
+        return Err(copied_once(config));
     }
     Ok(plan)
+}
+
+/// A full-only run over a target that holds this task's finished copy.
+pub fn copied_once(config: &TaskConfig) -> Error {
+    let key = String::from_utf8_lossy(&Checkpoint::key(&config.name)).into_owned();
+    Error::Config(format!(
+        "[sync] full_only: the target already holds this task's copy (its checkpoint {key}), and a full-only run copies once; to copy again, remove ferry's keys first (ferry cleanup with the same settings; [sync] on_conflict then decides about the keys there), or leave full_only out to go on following the source's writes"
+    ))
 }
 
 fn plan_start(

@@ -5,5 +5,6 @@
 pub mod heartbeat;
 pub mod payload_check;
 pub mod psync;
+pub mod scan;
 pub mod snapshot;
 pub mod split;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ferry_resp::{Decoder, Limits};
+use ferry_resp::{Decoder, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -507,6 +507,49 @@ async fn diskless_delay(conn: &mut Conn) -> Option<u64> {
     (delay > 0).then_some(delay)
 }
 
+/// Why the source would refuse ferry as a replica, asked without starting a copy: `None` when
+/// nothing says it would (the real PSYNC may still be refused). Asks `COMMAND INFO` (a
+/// renamed or disabled command is unknown to it) and, where the user may, `ACL DRYRUN`.
+pub async fn refusal(endpoint: &Endpoint) -> Result<Option<String>> {
+    let mut conn = Conn::connect(Role::Source, endpoint).await?;
+    for name in ["PSYNC", "REPLCONF"] {
+        if let Frame::Array(items) = conn
+            .request(&[&b"COMMAND"[..], b"INFO", name.as_bytes()])
+            .await?
+            && matches!(items.first(), None | Some(Frame::Null))
+        {
+            return Ok(Some(format!(
+                "the source has no {name} command (renamed or disabled, as managed services do)"
+            )));
+        }
+    }
+    let user = match conn.request(&[&b"ACL"[..], b"WHOAMI"]).await? {
+        Frame::Bulk(u) | Frame::Simple(u) => u,
+        _ => return Ok(None),
+    };
+    for args in [
+        &[&b"PSYNC"[..], b"?", b"-1"][..],
+        &[&b"REPLCONF"[..], b"listening-port", b"0"][..],
+    ] {
+        let mut ask: Vec<&[u8]> = vec![b"ACL", b"DRYRUN", &user];
+        ask.extend_from_slice(args);
+        match conn.request(&ask).await? {
+            Frame::Simple(ok) if ok.as_ref() == b"OK" => {}
+            // The answer to a permission it lacks is a sentence; an error is "cannot ask".
+            Frame::Bulk(why) | Frame::Simple(why) => {
+                return Ok(Some(format!(
+                    "the source user {} may not run {}: {}",
+                    String::from_utf8_lossy(&user),
+                    String::from_utf8_lossy(args[0]),
+                    String::from_utf8_lossy(&why)
+                )));
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 fn command(args: &[&[u8]]) -> BytesMut {
     let mut out = BytesMut::new();
     ferry_resp::encode_command(&mut out, args);
@@ -523,7 +566,9 @@ async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
                 String::from_utf8_lossy(&args[..2].join(&b' ')),
                 String::from_utf8_lossy(&msg),
                 if msg.starts_with(b"NOPERM") {
-                    " (the source user needs +replconf +psync +ping: ACL SETUSER <user> +replconf +psync +ping)"
+                    " (the source user needs +replconf +psync +ping: ACL SETUSER <user> +replconf +psync +ping; where replication cannot be allowed, read the source with [source] mode = \"scan\")"
+                } else if msg.starts_with(b"ERR unknown command") {
+                    " (replication is disabled or renamed there; read the source with [source] mode = \"scan\" or \"auto\")"
                 } else {
                     ""
                 }
@@ -553,7 +598,9 @@ fn parse_psync_reply(line: &[u8]) -> std::result::Result<PsyncReply, String> {
     }
     if let Some(err) = text.strip_prefix('-') {
         let hint = if err.starts_with("NOPERM") {
-            " (the source user needs +psync +replconf: ACL SETUSER <user> +psync +replconf +ping)"
+            " (the source user needs +psync +replconf: ACL SETUSER <user> +psync +replconf +ping; where replication cannot be allowed, read the source with [source] mode = \"scan\")"
+        } else if err.contains("unknown command") {
+            " (PSYNC is disabled or renamed there; read the source with [source] mode = \"scan\" or \"auto\")"
         } else if err.starts_with("NOMASTERLINK") || err.starts_with("LOADING") {
             " (the source is not ready to serve replicas yet; try again shortly)"
         } else {

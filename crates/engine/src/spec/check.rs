@@ -26,6 +26,10 @@ pub enum Item {
     Heartbeat,
     ReplTimeout,
     Tls,
+    /// How the source will be read (psync or scan) and why.
+    SourceMode,
+    /// Scan mode: the source publishes keyspace notifications, or ferry may turn them on.
+    Notifications,
 }
 
 impl Item {
@@ -49,6 +53,8 @@ impl Item {
             Item::Heartbeat => "heartbeat",
             Item::ReplTimeout => "repl_timeout",
             Item::Tls => "tls",
+            Item::SourceMode => "source_mode",
+            Item::Notifications => "notifications",
         }
     }
 }

@@ -256,6 +256,13 @@ impl Latency {
         self.wait(&mut inner, offset, since, false)
     }
 
+    /// A scan source's changes, noticed first at `since`, are in the stream up to `offset`:
+    /// a probe from then. True when one was taken.
+    pub fn changed_since(&self, offset: u64, since: Instant) -> bool {
+        let mut inner = self.inner();
+        self.wait(&mut inner, offset, since, false)
+    }
+
     /// The stream has been read up to `offset`; while estimating, a probe from now (at most
     /// one a second). True when one was taken.
     pub fn received(&self, offset: u64) -> bool {

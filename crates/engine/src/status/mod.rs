@@ -335,6 +335,14 @@ impl Status {
         }
     }
 
+    /// Keys a scan source was told of at `since` at the earliest are read and in the stream up
+    /// to `offset`: their latency is a probe.
+    pub(crate) fn changed_since(&self, offset: u64, since: Instant) {
+        if self.latency.changed_since(offset, since) {
+            self.probe_taken();
+        }
+    }
+
     /// The stream has been read up to `offset` (a latency probe while estimating).
     pub fn received(&self, offset: u64) {
         if self.latency.received(offset) {
@@ -560,6 +568,11 @@ impl Status {
     /// Records how the source is read ("psync" or "scan").
     pub(crate) fn set_mode(&self, mode: &'static str) {
         *self.source_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+    }
+
+    /// Nothing has said yet how the source is read: what is said once is said now.
+    pub(crate) fn mode_unknown(&self) -> bool {
+        self.mode().is_none()
     }
 
     /// How the source is read; a cluster source's shards all read one way.

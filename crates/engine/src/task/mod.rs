@@ -25,7 +25,7 @@ use crate::sink::lease::Fence;
 use crate::sink::{Target, conflict};
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
-use crate::spec::ReadFrom;
+use crate::spec::{ReadFrom, SourceMode};
 use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
 
@@ -227,7 +227,7 @@ async fn run_inner(
                 return run_cluster_source(config, topology, status, cancel, pause).await;
             }
             drop(probe);
-            return run_source(config, endpoint, status, cancel, pause).await;
+            return run_source(config, endpoint, None, status, cancel, pause).await;
         }
         Source::RdbFile(path) => path,
     };
@@ -241,15 +241,35 @@ async fn run_inner(
     read
 }
 
-/// One replication stream from `endpoint` into the target.
+/// One replication stream from `endpoint` into the target; or, where the source is read by
+/// scanning, that. `slots`: a cluster source's shard serves these.
 async fn run_source(
     config: &TaskConfig,
     endpoint: &Endpoint,
+    slots: Option<&[(u16, u16)]>,
     status: &Arc<Status>,
     cancel: &CancellationToken,
     pause: &Pause,
 ) -> Result<()> {
     status.set_phase(Phase::Connecting);
+    let scan_why = match config.source_mode {
+        SourceMode::Psync => None,
+        SourceMode::Scan => Some("[source] mode = \"scan\"".to_string()),
+        SourceMode::Auto => crate::source::psync::refusal(endpoint).await?,
+    };
+    if let Some(why) = scan_why {
+        if status.mode_unknown() {
+            let message = format!(
+                "reading source {} by SCAN and keyspace notifications ({why}): the target converges to the source, writes are not replayed one by one",
+                endpoint.addr()
+            );
+            match config.source_mode {
+                SourceMode::Auto => status.warn("scan_mode", message),
+                _ => tracing::info!("{message}"),
+            }
+        }
+        return run_scan_source(config, endpoint, slots, status, cancel, pause).await;
+    }
     let mut targets = fanout::connect_all(config).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let found: Vec<(String, Option<Checkpoint>)> = targets
@@ -347,6 +367,159 @@ async fn run_source(
     read
 }
 
+/// A source read by scanning (see `source::scan`) into the targets. Its copies cannot be
+/// continued: a new run reads every key again and then deletes from the targets what the
+/// source no longer holds. The targets' checkpoints still say a copy of this task is there,
+/// and the lease keeps a second copy of the task out.
+async fn run_scan_source(
+    config: &TaskConfig,
+    endpoint: &Endpoint,
+    slots: Option<&[(u16, u16)]>,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+    pause: &Pause,
+) -> Result<()> {
+    if endpoint.sentinel.is_some() {
+        return Err(Error::Config(
+            "[source] mode = \"scan\" reads one server: give the master's own address, not the sentinels'".into(),
+        ));
+    }
+    let mut config = config.clone();
+    // The stream is ferry's own making, new at every run: nothing to keep on disk for a
+    // restart, and a pause holds the reading back instead (the names of changed keys wait).
+    config.spool.limit = 0;
+    let config = &config;
+    let mut targets = fanout::connect_all(config).await?;
+    let earlier = targets.iter().any(|t| t.checkpoint.is_some());
+    if config.full_only
+        && !status.has_synced()
+        && targets
+            .iter()
+            .any(|t| matches!(t.checkpoint, Some(Checkpoint::Applied { .. })))
+    {
+        return Err(fanout::copied_once(config));
+    }
+    if !earlier && !status.has_synced() {
+        tracing::info!("full sync");
+        for t in targets.iter_mut() {
+            conflict::before_copy(&mut t.target, config, status).await?;
+        }
+    }
+    let filter = config.writer.filter.clone();
+    let dbs = {
+        let filter = filter.clone();
+        Arc::new(move |db: u32| filter.as_ref().is_none_or(|f| f.db_passes(db)))
+    };
+    let prune = match config.writer.transform.is_some() {
+        true => {
+            if status.mode_unknown() {
+                status.warn(
+                    "no_prune",
+                    "a Lua transform may rename keys, so ferry cannot tell which target keys are the source's: keys deleted from the source while ferry could not hear of it (stopped, or its subscription dropped) stay on the target".into(),
+                );
+            }
+            None
+        }
+        false => {
+            let db_map = config.writer.db_map.clone();
+            let passes = dbs.clone();
+            Some(crate::source::scan::Prune {
+                targets: std::iter::once(&config.target)
+                    .chain(&config.more_targets)
+                    .cloned()
+                    .collect(),
+                source_db: Arc::new(move |target_db| {
+                    let mut sources = (0..=target_db.max(255))
+                        .filter(|&s| passes(s) && db_map.target(s) == target_db);
+                    match (sources.next(), sources.next()) {
+                        (Some(s), None) => Some(s),
+                        _ => None,
+                    }
+                }),
+                filter: filter.clone(),
+                slots: slots.map(<[_]>::to_vec),
+            })
+        }
+    };
+    let mut probe = Conn::connect(Role::Source, endpoint).await?;
+    if let Ok(fields) = crate::net::info::info(&mut probe, "keyspace").await {
+        status.set_source_keys(crate::source::psync::keyspace_keys(&fields, |db| dbs(db)));
+    }
+    drop(probe);
+    let options = crate::source::scan::Options {
+        full_only: config.full_only,
+        prune,
+        prune_first: earlier || status.has_synced(),
+        rdb: config.rdb.clone(),
+        abs_ttl: targets.iter().all(|t| t.target.caps().restore_abs_ttl()),
+        dbs,
+        cluster_node: slots.is_some(),
+    };
+    let skips = vec![0; targets.len()];
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let reader = {
+        let (endpoint, status, cancel) = (endpoint.clone(), status.clone(), cancel.clone());
+        tokio::spawn(async move {
+            crate::source::scan::run(&endpoint, options, tx, status, cancel).await
+        })
+    };
+    let relayed = fanout::relay_all(config, targets, skips, rx, status, cancel, pause).await;
+    let read = reader.await.unwrap_or_else(|join| {
+        Err(Error::Internal {
+            what: "the scan source",
+            why: join.to_string(),
+        })
+    });
+    relayed?;
+    read?;
+    if config.full_only && !cancel.is_cancelled() {
+        verify_copy(config, endpoint).await?;
+    }
+    Ok(())
+}
+
+/// A full-only scan copy is compared with the source key by key once it is on the targets:
+/// what changed during the copy may be missing, and this says so instead of exiting 0.
+async fn verify_copy(config: &TaskConfig, endpoint: &Endpoint) -> Result<()> {
+    let mut options = crate::verify::Options::from_task(config)?;
+    options.source = endpoint.clone();
+    tracing::info!("verifying the copy key by key");
+    // A Lua step lives on one thread: the walk runs on the shared workers.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = crate::workers::shared().spawn(move || async move {
+        let _ = tx.send(crate::verify::run(&options).await);
+    });
+    let summaries = match spawned {
+        true => rx.await.unwrap_or_else(|_| {
+            Err(Error::Internal {
+                what: "the verification of the copy",
+                why: "its worker ended early".into(),
+            })
+        })?,
+        false => {
+            return Err(Error::Internal {
+                what: "the verification of the copy",
+                why: "no worker thread could take it".into(),
+            });
+        }
+    };
+    for summary in summaries {
+        if let Some(first) = summary.differences.first() {
+            return Err(Error::Diverged {
+                target: summary.target.clone(),
+                keys: summary.differences.len(),
+                first: first.to_json(None).to_string(),
+            });
+        }
+        tracing::info!(
+            target = summary.target,
+            keys = summary.source_keys,
+            "the copy equals the source"
+        );
+    }
+    Ok(())
+}
+
 /// Asks the sentinels every second which server is the master; when it is no longer
 /// `current`, stops the stream (`stop`) and returns the new address.
 async fn watch_sentinels(
@@ -417,10 +590,11 @@ async fn run_cluster_source(
         part.source = Source::Redis(node.clone());
         part.writer.shared_target = true;
         let part_status = status.part(&part.name);
+        let ranges = shard.ranges.clone();
         let stop = stop.clone();
         let pause = pause.clone();
         streams.spawn(async move {
-            let result = run_source(&part, &node, &part_status, &stop, &pause).await;
+            let result = run_source(&part, &node, Some(&ranges), &part_status, &stop, &pause).await;
             if result.is_err() {
                 stop.cancel();
             }

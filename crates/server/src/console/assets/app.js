@@ -872,10 +872,12 @@ async function taskPage(main, id) {
       h("label", { for: "copy-progress", class: "small" }, st.phase === "full"
         ? "Full copy: " + (total ? pct.toFixed(0) + "% of the keys (" + num(st.keys_written, 0) + " of " + num(total, 0) + "), " + bytes(st.bytes_read) + " read"
           : st.snapshot_size ? pct.toFixed(0) + "% of the snapshot (" + bytes(st.bytes_read) + " of " + bytes(st.snapshot_size) + ")" : bytes(st.bytes_read) + " of the snapshot read (its size is not known: the source streams it)")
-        : "Full copy: " + (st.phase === "incremental" ? "done, " + num(st.keys_written, 0) + " keys from a " + bytes(st.bytes_read) + " snapshot; following the write stream" : "not under way")),
+        : "Full copy: " + (st.phase === "incremental" ? "done, " + num(st.keys_written, 0) + " keys" + (st.source_mode === "scan" ? " read by SCAN; following keyspace notifications" : " from a " + bytes(st.bytes_read) + " snapshot; following the write stream") : "not under way")),
       h("progress", { id: "copy-progress", max: 100, value: pct.toFixed(1) }),
       h("div", { class: "stats" },
         stat("phase", st.phase, "stat-phase"),
+        stat("source read by", !st.source_mode ? "–" : st.source_mode === "scan"
+          ? "scan + notifications (converges)" : "replication (exactly once)", "stat-mode"),
         stat("keys copied", num(st.keys_written, 0) + (total ? " of " + num(total, 0) : ""), "stat-keys"),
         stat("copy rate", byteRate === null ? "–" : bytes(byteRate) + "/s", "stat-rate"),
         stat("keys/s", st.phase !== "full" || rate("keys_written") === null ? "–" : num(rate("keys_written"), 0)),
