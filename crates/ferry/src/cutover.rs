@@ -77,8 +77,14 @@ fn print_report(report: &CutoverReport, json: bool) {
     for (server, offset) in &report.offsets {
         println!("caught up   source {server}: offset {offset} applied on the target");
     }
-    if !report.offsets.is_empty() {
-        println!("            in {} ms", report.caught_up_ms);
+    match report.offsets.is_empty() {
+        false => println!("            in {} ms", report.caught_up_ms),
+        // Scan mode: no offsets, the notified changes read and applied.
+        true if report.caught_up_ms > 0 || !report.verify.is_empty() => println!(
+            "caught up   every change the source notified is applied on the target, in {} ms",
+            report.caught_up_ms
+        ),
+        true => {}
     }
     for v in &report.verify {
         println!(

@@ -310,34 +310,9 @@ fn restore_behaviors_map_to_on_conflict() {
 /// What ferry cannot do is refused in one line naming the setting and what to do instead; and
 /// `convert` still prints the config, with the refusal at the top, and exits 1.
 #[test]
-fn scan_reader_and_functions_are_refused_clearly() {
+fn functions_are_refused_clearly() {
     let target = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let scan = write(
-        dir.path(),
-        "scan.toml",
-        &shake_v4(
-            "[scan_reader]\ncluster = false\naddress = \"127.0.0.1:1\"\ndbs = [0]\nscan = true\nksn = true\ncount = 10",
-            &format!("[redis_writer]\naddress = \"{}\"", target.addr()),
-            "",
-        ),
-    );
-    let line = Ferry::start(&["--config", &scan]).refusal();
-    assert!(
-        line.contains("[scan_reader]")
-            && line.contains("ferry has no scan source yet")
-            && line.contains("rename [scan_reader] to [sync_reader]"),
-        "{line}"
-    );
-    let (code, out, err) = convert(&scan, &[]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        out.contains("# REFUSED")
-            && out.contains("[scan_reader] (address, cluster, count, dbs, ksn, scan)"),
-        "{out}"
-    );
-    assert!(err.contains("ferry sync refuses this file"), "{err}");
-
     let function = write(
         dir.path(),
         "function.toml",
@@ -351,6 +326,136 @@ fn scan_reader_and_functions_are_refused_clearly() {
     assert!(
         line.contains("[filter] function") && line.contains("[transform] script"),
         "{line}"
+    );
+    let (code, out, err) = convert(&function, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.contains("# REFUSED") && out.contains("[filter] function"),
+        "{out}"
+    );
+    assert!(err.contains("ferry sync refuses this file"), "{err}");
+}
+
+/// A source that refuses to serve replicas, as managed services do: what RedisShake's
+/// `[scan_reader]` is for.
+fn source_refusing_replication() -> Server {
+    let source = Server::start_with(&[
+        "--rename-command",
+        "PSYNC",
+        "",
+        "--rename-command",
+        "SYNC",
+        "",
+    ]);
+    let refused: redis::RedisResult<redis::Value> = redis::cmd("PSYNC")
+        .arg("?")
+        .arg(-1)
+        .query(&mut source.conn());
+    assert!(refused.is_err(), "PSYNC should be refused: {refused:?}");
+    source
+}
+
+/// `[scan_reader]` without `ksn` (RedisShake's default: scan once) on a source that refuses
+/// PSYNC: ferry scans it, copies the dbs `dbs` names, and exits by itself; the target equals
+/// the source in those dbs key by key and holds nothing of the others.
+#[test]
+fn scan_reader_copies_a_source_that_refuses_psync_once() {
+    let source = source_refusing_replication();
+    let target = Server::start();
+    workload::populate(
+        &source,
+        &Spec {
+            seed: 91,
+            dbs: vec![0, 1, 2],
+            keys_per_db: 200,
+            big_elements: 300,
+            ..Spec::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &shake_v4(
+            &format!(
+                "[scan_reader]\ncluster = false\naddress = \"{}\"\nusername = \"\"\npassword = \"\"\ntls = false\ndbs = [0, 2]\nscan = true\ncount = 50",
+                source.addr()
+            ),
+            &format!("[redis_writer]\naddress = \"{}\"", target.addr()),
+            "[advanced]\nrdb_restore_command_behavior = \"panic\"",
+        ),
+    );
+    let mut ferry = Ferry::start(&["--config", &file]);
+    let code = ferry.wait(Duration::from_secs(180));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    let opts = Options {
+        dbs: vec![0, 2],
+        ..Options::default()
+    };
+    let n = compare::compare(&source, &target, &opts)
+        .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(n >= 400, "only {n} keys compared");
+    let db1: u64 = redis::cmd("DBSIZE").query(&mut target.conn_db(1)).unwrap();
+    assert_eq!(db1, 0, "db 1 is not in the reader's dbs");
+    let out = assert_converts_to_the_same_task(&file);
+    for line in ["mode = \"scan\"", "full_only = true", "allow_db = [0, 2]"] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+    assert!(
+        out.contains("ferry picks its own SCAN count"),
+        "the count is named:\n{out}"
+    );
+}
+
+/// `[scan_reader]` with `ksn = true` keeps following the source by keyspace notifications:
+/// after a random workload stops, the target converges to the source key by key.
+#[test]
+fn scan_reader_with_ksn_follows_changes() {
+    let source = source_refusing_replication();
+    let target = Server::start();
+    // One db: a workload over several issues SWAPDB, which no keyspace notification reports.
+    let spec = Spec {
+        seed: 93,
+        dbs: vec![0],
+        keys_per_db: 300,
+        big_elements: 300,
+        ..Spec::default()
+    };
+    workload::populate(&source, &spec);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &shake_v4(
+            &format!("[scan_reader]\naddress = \"{}\"\nksn = true", source.addr()),
+            &format!("[redis_writer]\naddress = \"{}\"", target.addr()),
+            "",
+        ),
+    );
+    let mut ferry = Ferry::start_with_status(&["--config", &file]);
+    ferry.wait_status(Duration::from_secs(180), "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let status = ferry.status().expect("a status");
+    assert_eq!(status["source_mode"], "scan", "{status}");
+    let mut tail = workload::Workload::new(&Spec { seed: 94, ..spec });
+    tail.run(&source, 2000);
+    // Scan mode converges rather than replaying each write: poll until equal (the deadline
+    // only bounds a hang).
+    let n = compare::eventually_equal(
+        &source,
+        &target,
+        &Options::default(),
+        Duration::from_secs(180),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert!(n >= 300, "only {n} keys compared");
+    let code = ferry.terminate(Duration::from_secs(30));
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+    let out = assert_converts_to_the_same_task(&file);
+    assert!(
+        out.contains("mode = \"scan\"") && !out.contains("full_only"),
+        "{out}"
     );
 }
 

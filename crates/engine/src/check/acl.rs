@@ -307,27 +307,9 @@ const SOURCE_COMMANDS: &[&str] = &[
 /// pattern opens them to these commands only), the keyspace channels, and what it asks of
 /// the server (CONFIG SET only to turn notifications on, where they are off).
 const SCAN_COMMANDS: &[&str] = &[
-    "+scan",
-    "+type",
-    "+pttl",
-    "+dump",
-    "+exists",
-    "+memory|usage",
-    "+strlen",
-    "+getrange",
-    "+llen",
-    "+lrange",
-    "+hlen",
-    "+hscan",
-    "+hpexpiretime",
-    "+scard",
-    "+sscan",
-    "+zcard",
-    "+zscan",
-    "+xlen",
-    "+xrange",
-    "+xinfo",
-    "+xpending",
+    // SCAN, TYPE, PTTL, DUMP, MEMORY USAGE and the type-by-type reads (HPEXPIRETIME only
+    // where the server has it: a category names no command a version lacks).
+    "+@read",
     "+psubscribe",
     "+ping",
     "+select",
@@ -339,6 +321,7 @@ const SCAN_COMMANDS: &[&str] = &[
     "+cluster|slots",
     "+cluster|shards",
     "+readonly",
+    "+module|list",
     "+function|list",
     "+acl|whoami",
     "+acl|dryrun",

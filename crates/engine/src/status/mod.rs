@@ -121,6 +121,13 @@ pub struct Status {
     replid: Mutex<Option<String>>,
     /// How the source is read, once decided ("psync" or "scan").
     source_mode: Mutex<Option<&'static str>>,
+    /// Scan mode: changed keys waiting to be read again.
+    pub(crate) pending_keys: AtomicU64,
+    /// Scan mode: a full pass is asked for (a cutover: changes Redis notifies nothing for,
+    /// such as a consumer group's progress, are read then).
+    pub(crate) rescan_asked: AtomicBool,
+    /// Scan mode: full passes finished after the first.
+    pub(crate) rescans: AtomicU64,
     /// A source accepted ferry's login and replica handshake in this process: a link lost
     /// after that is a lost connection to retry, not a wrong address or password.
     source_accepted: std::sync::atomic::AtomicBool,
@@ -176,6 +183,11 @@ pub struct Snapshot {
     /// applied once, in the source's order) or "converges" (scan: once writes stop, the target
     /// equals the source; writes between are not replayed one by one, nor in order across keys).
     pub guarantee: Option<String>,
+    /// Scan mode: keys the source notified as changed that wait to be read again (with
+    /// `lag_bytes` 0 and this 0, the target holds everything ferry has heard of); absent in
+    /// psync mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_keys: Option<u64>,
     pub source_replid: Option<String>,
     pub source_offset: u64,
     pub applied_offset: u64,
@@ -570,6 +582,31 @@ impl Status {
         *self.source_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
     }
 
+    /// Asks a scan source (each shard's) for a full pass; returns the passes finished so far,
+    /// to be compared with `rescans_done` later.
+    pub(crate) fn ask_rescan(&self) -> u64 {
+        let done = self.rescans_done();
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, p) in parts.iter() {
+            p.rescan_asked.store(true, SeqCst);
+        }
+        self.rescan_asked.store(true, SeqCst);
+        done
+    }
+
+    /// Full passes finished after the first: the fewest of any shard.
+    pub(crate) fn rescans_done(&self) -> u64 {
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        match parts.is_empty() {
+            true => self.rescans.load(SeqCst),
+            false => parts
+                .iter()
+                .map(|(_, p)| p.rescans.load(SeqCst))
+                .min()
+                .unwrap_or(0),
+        }
+    }
+
     /// Nothing has said yet how the source is read: what is said once is said now.
     pub(crate) fn mode_unknown(&self) -> bool {
         self.mode().is_none()
@@ -626,6 +663,13 @@ impl Status {
             source_keys: self.source_keys(),
             diskless_wait_s: Some(self.diskless_wait_s.load(Relaxed)).filter(|&s| s > 0),
             source_mode: self.mode().map(str::to_string),
+            pending_keys: (self.mode() == Some("scan")).then(|| match parts.is_empty() {
+                true => self.pending_keys.load(Relaxed),
+                false => parts
+                    .iter()
+                    .map(|(_, p)| p.pending_keys.load(Relaxed))
+                    .sum(),
+            }),
             guarantee: self.mode().map(|m| match m {
                 "scan" => "converges".to_string(),
                 _ => "exactly_once".to_string(),

@@ -136,6 +136,12 @@ async fn finish(
     sources: &mut [(Conn, Option<u16>)],
     report: &mut CutoverReport,
 ) -> Result<bool> {
+    if handle.status().status.source_mode.as_deref() == Some("scan") {
+        let started = Instant::now();
+        settle(handle, deadline).await?;
+        report.caught_up_ms = started.elapsed().as_millis() as u64;
+        return verify_and_stop(handle, config, report).await;
+    }
     // Each stream's name: the task's, or `<task>@<first slot>` for a shard of a cluster.
     let mut wanted = Vec::new();
     for (conn, first_slot) in sources.iter_mut() {
@@ -176,7 +182,59 @@ async fn finish(
     )
     .await?;
     report.caught_up_ms = started.elapsed().as_millis() as u64;
+    verify_and_stop(handle, config, report).await
+}
 
+/// A source read by scanning has no offset to wait for: once its writes stopped, one more
+/// full pass reads what no notification named, and the target has everything when no notified
+/// key waits to be read and every write ferry made is confirmed, for a second on end (the last
+/// notifications may still be on their way).
+/// The verification after it is what proves the copy equal.
+async fn settle(handle: &TaskHandle, deadline: Instant) -> Result<()> {
+    // Some changes are notified by nothing (a consumer group's reads and acks): one more full
+    // pass, now that writes have stopped, reads them.
+    let before = handle.live_status().ask_rescan();
+    wait_for(deadline, "a last full pass over the source", || {
+        Ok(handle.live_status().rescans_done() > before)
+    })
+    .await?;
+    let mut since: Option<Instant> = None;
+    wait_for(
+        deadline,
+        "the target to apply the source's last changes",
+        || {
+            let status = handle.status().status;
+            if matches!(status.phase, Phase::Failed | Phase::Stopped) {
+                return Err(Error::Config(format!(
+                    "the task stopped while waiting: {}",
+                    status.last_error.unwrap_or_default()
+                )));
+            }
+            let streams: Vec<&crate::status::Snapshot> = match status.shards.is_empty() {
+                true => vec![&status],
+                false => status.shards.iter().map(|p| &p.status).collect(),
+            };
+            let idle = streams
+                .iter()
+                .all(|s| s.pending_keys == Some(0) && s.applied_offset >= s.source_offset);
+            if !idle {
+                since = None;
+                return Ok(false);
+            }
+            let first = *since.get_or_insert_with(Instant::now);
+            Ok(first.elapsed() >= Duration::from_secs(1))
+        },
+    )
+    .await
+}
+
+/// Verifies the targets against the (paused) source, then stops the task and removes ferry's
+/// keys; true when all went well.
+async fn verify_and_stop(
+    handle: &TaskHandle,
+    config: &TaskConfig,
+    report: &mut CutoverReport,
+) -> Result<bool> {
     let verify = crate::verify::Options::from_task(config)?;
     let summaries = crate::verify::run(&verify).await?;
     let mut equal = true;

@@ -379,11 +379,9 @@ async fn run_scan_source(
     cancel: &CancellationToken,
     pause: &Pause,
 ) -> Result<()> {
-    if endpoint.sentinel.is_some() {
-        return Err(Error::Config(
-            "[source] mode = \"scan\" reads one server: give the master's own address, not the sentinels'".into(),
-        ));
-    }
+    // Behind Sentinel each connection asks the sentinels for the master: after a failover the
+    // links to the old one break (or it is read as a replica, which sees the same writes), and
+    // the retry starts over on the new master with a full pass.
     let mut config = config.clone();
     // The stream is ferry's own making, new at every run: nothing to keep on disk for a
     // restart, and a pause holds the reading back instead (the names of changed keys wait).

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +37,7 @@ pub mod by_type;
 mod notify;
 mod prune;
 mod read;
+mod streamed;
 
 pub use prune::Prune;
 
@@ -101,7 +103,13 @@ pub async fn run(
         big_bytes: options.rdb.big_value_bytes as u64,
         big_elements: options.rdb.big_value_elements,
     };
-    let reader = Reader::new(Conn::connect(Role::Source, endpoint).await?, bounds).await?;
+    let mut conn = Conn::connect(Role::Source, endpoint).await?;
+    if options.cluster_node {
+        // A cluster replica (read_from = "replica") serves reads of its slots only after this;
+        // a master takes it and changes nothing.
+        conn.request_ok(&[&b"READONLY"[..]]).await?;
+    }
+    let reader = Reader::new(conn, bounds).await?;
     if !reader.abilities.dump {
         status.warn(
             "dump_refused",
@@ -132,6 +140,7 @@ pub async fn run(
         dbs,
         options,
         functions: BTreeMap::new(),
+        rdb_version: None,
         flushes: None,
         cancel,
     };
@@ -187,6 +196,8 @@ struct Scan {
     options: Options,
     /// Function libraries as last read: name → code.
     functions: BTreeMap<Bytes, Bytes>,
+    /// The RDB version of the source's DUMP payloads, once known (from `INFO`, or a payload).
+    rdb_version: Option<u16>,
     /// Calls of FLUSHDB, FLUSHALL and SWAPDB the source has counted, as last read (`None`:
     /// it will not say).
     flushes: Option<u64>,
@@ -198,6 +209,9 @@ impl Scan {
     /// subscription and a new pass.
     async fn follow(&mut self, follower: &mut Follower, endpoint: &Endpoint) -> Result<()> {
         self.flushes = flush_count(&mut self.reader.conn).await?;
+        if let Ok(version) = self.reader.conn.version().await {
+            self.rdb_version = Some(crate::sink::caps::rdb_version_of(version));
+        }
         if self.flushes.is_none() {
             self.out.status.warn(
                 "flushes_unseen",
@@ -232,7 +246,10 @@ impl Scan {
                 self.check_flushes().await?;
                 flushes_due = Instant::now() + FLUSHES_EVERY;
             }
-            let lost = self.changes.lock().lost.take();
+            let mut lost = self.changes.lock().lost.take();
+            if self.out.status.rescan_asked.swap(false, SeqCst) {
+                lost.get_or_insert_with(|| "a full pass was asked for (a cutover)".to_string());
+            }
             if let Some(why) = lost {
                 self.out.status.warn(
                     "rescan",
@@ -244,12 +261,17 @@ impl Scan {
                 // Names heard from here on are read after the pass: nothing is missed between.
                 self.changes.lock().clear();
                 self.dbs = source_dbs(&mut self.reader.conn, &self.options).await;
-                if !self.pass().await? || !self.prune().await? {
+                if !self.pass().await? || !self.prune().await? || !self.out.flush().await {
                     return Ok(());
                 }
+                self.out.status.rescans.fetch_add(1, SeqCst);
                 continue;
             }
             let waiting = self.changes.lock().len();
+            self.out
+                .status
+                .pending_keys
+                .store(waiting as u64, std::sync::atomic::Ordering::Relaxed);
             if waiting == 0 || budget == Some(0) {
                 if budget.is_some() {
                     self.out.flush().await;
@@ -388,7 +410,13 @@ impl Scan {
             let sent = match value {
                 Value::Gone if self.out.copying => true,
                 Value::Gone => self.out.command(db, vec![Bytes::from_static(b"DEL"), key.clone()]).await,
-                Value::Dumped { payload, expire_ms } => self.out.dumped(db, key, payload, expire_ms).await?,
+                Value::Dumped { payload, expire_ms } => {
+                    if let [.., a, b, _, _, _, _, _, _, _, _] = payload[..] {
+                        self.rdb_version = Some(u16::from_le_bytes([a, b]));
+                    }
+                    self.out.dumped(db, key, payload, expire_ms).await?
+                }
+                Value::Big { kind, expire_ms } => self.big(db, key, kind, expire_ms).await?,
                 Value::Pieces { kind, expire_ms } => self.pieces(db, key, kind, expire_ms).await?,
                 Value::Unreadable { type_name } => {
                     self.out
@@ -404,6 +432,63 @@ impl Scan {
             }
         }
         Ok(true)
+    }
+
+    /// A value too big to hold whole: its DUMP streamed through the parser where the payload's
+    /// version is known, else read type by type.
+    async fn big(
+        &mut self,
+        db: u32,
+        key: &Bytes,
+        kind: Option<by_type::ValueKind>,
+        expire_ms: Option<i64>,
+    ) -> Result<bool> {
+        if let Some(version) = self.rdb_version {
+            if self.out.copying && self.out.rdb_version != Some(version) {
+                self.out.rdb_version = Some(version);
+                if !self
+                    .out
+                    .push(Entry::SnapshotStart {
+                        rdb_version: version,
+                    })
+                    .await
+                {
+                    return Ok(false);
+                }
+            }
+            let streamed = streamed::dump(
+                &mut self.reader.conn,
+                db,
+                key,
+                expire_ms,
+                version,
+                &self.options.rdb,
+                &mut self.out,
+            )
+            .await?;
+            match streamed {
+                streamed::Streamed::Written { bytes } => {
+                    return Ok(self.out.copying || self.out.advance(db, bytes).await);
+                }
+                streamed::Streamed::Gone if self.out.copying => return Ok(true),
+                streamed::Streamed::Gone => {
+                    let args = vec![Bytes::from_static(b"DEL"), key.clone()];
+                    return Ok(self.out.command(db, args).await);
+                }
+                streamed::Streamed::Stopped => return Ok(false),
+                streamed::Streamed::NotFramed => {}
+            }
+        }
+        match kind {
+            Some(kind) => self.pieces(db, key, kind, expire_ms).await,
+            None => {
+                let what = format!(
+                    "key {} in db {db}: a module value too big to read whole, whose DUMP ferry cannot stream",
+                    crate::text::escape(key)
+                );
+                Ok(self.out.push(Entry::Unwritable(what)).await)
+            }
+        }
     }
 
     /// A value read type by type, written as the big keys of a snapshot are: the target's

@@ -20,7 +20,12 @@ pub(super) enum Value {
         payload: Bytes,
         expire_ms: Option<i64>,
     },
-    /// To be read piece by piece: too big to `DUMP` whole, or `DUMP` is refused.
+    /// Too big to hold whole: its `DUMP` is streamed through the parser.
+    Big {
+        kind: Option<ValueKind>,
+        expire_ms: Option<i64>,
+    },
+    /// `DUMP` is refused: read piece by piece, type by type.
     Pieces {
         kind: ValueKind,
         expire_ms: Option<i64>,
@@ -198,6 +203,11 @@ impl Reader {
                     Some(Frame::Null) => Value::Gone,
                     Some(Frame::Error(msg)) => return Err(self.conn.server_error(&msg)),
                     _ => return Err(self.odd("DUMP")),
+                }
+            } else if self.abilities.dump {
+                Value::Big {
+                    kind,
+                    expire_ms: fact.expire_ms,
                 }
             } else {
                 match kind {

@@ -9,7 +9,7 @@ use toml::{Table, Value};
 use super::v4::{advanced, login_notes, password_from};
 use super::{Converted, Dialect, Login, Notes, Outcome, PasswordFrom, Section};
 use crate::error::Error;
-use crate::spec::{OnConflict, TaskSpec};
+use crate::spec::{OnConflict, SourceMode, TaskSpec};
 
 pub(super) fn convert_v3(
     mut table: Table,
@@ -31,12 +31,28 @@ pub(super) fn convert_v3(
         ))),
     };
     let (source, target, adv) = (take("source")?, take("target")?, take("advanced")?);
+    // RedisShake 3.1 names the mode at the top (`type = "scan"`), 3.0 in `[source]`.
+    let top_type = match table.remove("type") {
+        None => None,
+        Some(Value::String(t)) => Some(t),
+        Some(v) => {
+            return Err(Error::Config(format!(
+                "type must be \"sync\", \"restore\" or \"scan\", not {v}"
+            )));
+        }
+    };
 
     let mut sec = Section::new("[source]", source, env);
-    let kind = sec.str("type")?.unwrap_or_else(|| "sync".into());
+    let (kind, kind_setting) = match top_type {
+        Some(t) => (t, "type".to_string()),
+        None => (
+            sec.str("type")?.unwrap_or_else(|| "sync".into()),
+            sec.setting("type"),
+        ),
+    };
     let mut source_password = PasswordFrom::None;
     match kind.as_str() {
-        "sync" => {
+        "sync" | "scan" => {
             let address = sec.str("address")?.unwrap_or_default();
             if address.is_empty() {
                 return Err(Error::Config(
@@ -53,10 +69,21 @@ pub(super) fn convert_v3(
                 tls,
             };
             spec.source.url = Some(login.url());
-            notes.add(
-                sec.setting("type"),
-                Outcome::Mapped("[source] url (a replica of it)".into()),
-            );
+            if kind == "scan" {
+                spec.source.mode = Some(SourceMode::Scan);
+                spec.sync.full_only = Some(true);
+                notes.add(
+                    kind_setting.clone(),
+                    Outcome::Mapped(
+                        "[source] mode = \"scan\" and [sync] full_only = true: RedisShake 3 reads every key once by SCAN + DUMP and stops; so does ferry, then it exits".into(),
+                    ),
+                );
+            } else {
+                notes.add(
+                    kind_setting.clone(),
+                    Outcome::Mapped("[source] url (a replica of it)".into()),
+                );
+            }
             login_notes(
                 &sec,
                 &mut notes,
@@ -82,7 +109,7 @@ pub(super) fn convert_v3(
                 Outcome::Mapped(format!("[source] url = {full:?} (relative paths are inside [advanced] dir, as RedisShake reads them)")),
             );
             notes.add(
-                sec.setting("type"),
+                kind_setting.clone(),
                 Outcome::Mapped("[source] url (the file)".into()),
             );
             spec.source.url = Some(full.as_str().into());
@@ -90,9 +117,9 @@ pub(super) fn convert_v3(
         other => {
             let keys = sec.keys();
             notes.add(
-                format!("[source] type = {other:?} ({keys})"),
+                format!("{kind_setting} = {other:?} ([source] {keys})"),
                 Outcome::Refused(
-                    "ferry follows a source as a replica (type = \"sync\") or loads a dump file (\"restore\"); it has no scan source yet".into(),
+                    "RedisShake 3 knows type = \"sync\" (ferry follows the source as a replica), \"scan\" (ferry scans it) and \"restore\" (ferry loads the dump file)".into(),
                 ),
             );
         }
@@ -100,14 +127,18 @@ pub(super) fn convert_v3(
     if let Some(psync) = sec.str("elasticache_psync")? {
         notes.add(
             sec.setting("elasticache_psync"),
-            match psync.is_empty() {
-                true => Outcome::Default,
-                false => Outcome::Refused(
+            match (psync.is_empty(), kind == "scan") {
+                (true, _) => Outcome::Default,
+                (false, true) => Outcome::Ignored(
+                    "used by type = \"sync\" only; a scan sends no PSYNC, in RedisShake as in ferry".into(),
+                ),
+                (false, false) => Outcome::Refused(
                     "ferry cannot send ElastiCache's renamed PSYNC command: sync from a server that accepts PSYNC".into(),
                 ),
             },
         );
     }
+    version_note(&mut sec, &mut notes);
     sec.leftovers(&mut notes.0);
 
     let mut sec = Section::new("[target]", target, env);
@@ -152,9 +183,22 @@ pub(super) fn convert_v3(
         ["address", "username", "password", "tls"],
     );
     let target_password = password_from(&sec, &password);
+    version_note(&mut sec, &mut notes);
     sec.leftovers(&mut notes.0);
 
     let mut sec = Section::new("[advanced]", adv, env);
+    // RedisShake 3.1's Prometheus port.
+    if let Some((v, set)) = sec.raw("metrics_port", Some(Value::Integer(0))) {
+        match set {
+            true => notes.add(
+                format!("{} = {v}", sec.setting("metrics_port")),
+                Outcome::Ignored(
+                    "ferry's figures are in GET /status ([status] addr) and in ferry serve's /metrics".into(),
+                ),
+            ),
+            false => notes.add(sec.setting("metrics_port"), Outcome::Default),
+        }
+    }
     // v3's default was "rewrite": a file without the key overwrote.
     advanced(&mut sec, OnConflict::Overwrite, &mut spec, &mut notes)?;
     sec.leftovers(&mut notes.0);
@@ -169,6 +213,19 @@ pub(super) fn convert_v3(
         target_password,
     })
 }
+
+/// RedisShake 3.1's `version` of a server (5.0, 7.0...), which it was told and ferry asks.
+fn version_note(sec: &mut Section, notes: &mut Notes) {
+    if sec.raw("version", None).is_some() {
+        notes.add(
+            sec.setting("version"),
+            Outcome::Mapped("no setting: ferry asks the server its version".into()),
+        );
+    }
+}
+
+/// RedisShake 2's scan mode, rump, is chosen on its command line (`-type=rump`), not in the file.
+const RUMP: &str = "used by rump mode (-type=rump on RedisShake's command line); its ferry equivalent is a scan that copies once: ferry sync --config this-file --source-mode scan --full-only";
 
 /// Keys of the flat format with nothing to carry over, and why.
 const FLAT_IGNORED: &[(&str, &str)] = &[
@@ -234,24 +291,21 @@ const FLAT_IGNORED: &[(&str, &str)] = &[
         "keep_alive",
         "ferry pings and times out the link itself ([advanced] source_timeout)",
     ),
+    ("scan.key_number", RUMP),
+    ("scan.special_cloud", RUMP),
+    ("scan.key_file", RUMP),
     (
-        "scan.key_number",
-        "used by rump mode, which ferry does not have",
+        "qps",
+        "used by rump mode; ferry's limits are in [limit] (full_keys_per_sec)",
     ),
-    (
-        "scan.special_cloud",
-        "used by rump mode, which ferry does not have",
-    ),
-    (
-        "scan.key_file",
-        "used by rump mode, which ferry does not have",
-    ),
-    ("qps", "used by rump mode; ferry's limits are in [limit]"),
     (
         "resume_from_break_point",
         "ferry always resumes from its checkpoint in the target",
     ),
-    ("psync", "ferry always uses PSYNC"),
+    (
+        "psync",
+        "ferry replicates with PSYNC; a source that refuses it can be scanned (--source-mode scan)",
+    ),
     (
         "replace_hash_tag",
         "ferry routes keys by their hash tags itself",

@@ -1,6 +1,7 @@
 //! RedisShake configs read as ferry tasks: a v4 `shake.toml` (`[sync_reader]`, `[scan_reader]`,
 //! `[rdb_reader]`, `[redis_writer]`, `[filter]`, `[advanced]`, `[module]`), a v3 TOML
-//! (`[source] type = "sync"`, `[target] type = "cluster"`) and the flat `redis-shake.conf` of
+//! (`type = "scan"` at the top in 3.1, `[source] type = "sync"` in 3.0, `[target] type =
+//! "cluster"`) and the flat `redis-shake.conf` of
 //! v1/v2 (`source.address = ...`). [`convert`] turns one into a [`TaskSpec`] and one [`Note`]
 //! per setting it read, saying how it was carried over, why not, or why ferry refuses the file
 //! (a setting whose meaning ferry cannot honour: running anyway would silently differ).
@@ -25,7 +26,8 @@ use crate::error::Error;
 pub enum Dialect {
     /// `shake.toml` of RedisShake 4: `[sync_reader]`, `[redis_writer]`, ...
     V4,
-    /// RedisShake 3's TOML: `[source] type = "sync"`, `[target] type = "standalone"`.
+    /// RedisShake 3's TOML: `type = "sync"` (3.1; `[source] type` in 3.0), `[target] type =
+    /// "standalone"`.
     V3,
     /// The flat `redis-shake.conf` of RedisShake 1 and 2: `source.address = host:port`.
     Flat,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::spec::{OnConflict, ReadFrom};
+use crate::spec::{OnConflict, ReadFrom, SourceMode};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -128,8 +128,12 @@ fn the_converted_toml_reads_back_as_the_same_task() {
 fn settings_ferry_cannot_honour_refuse_the_file_in_one_line() {
     for (text, expect) in [
         (
-            "[scan_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n",
-            "[scan_reader] (address): ferry has no scan source yet",
+            "[scan_reader]\naddress = \"127.0.0.1:1\"\nscan = false\nksn = true\n[redis_writer]\naddress = \"127.0.0.1:2\"\n",
+            "[scan_reader] scan: ferry always copies every key",
+        ),
+        (
+            "[scan_reader]\naddress = \"127.0.0.1:1\"\ndbs = [1, 2]\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\nallow_db = [3]\n",
+            "[filter] allow_db: no db is both here and in the reader's dbs",
         ),
         (
             "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\nfunction = \"shake.call(DB, ARGV)\"\n",
@@ -294,5 +298,208 @@ fn early_v3_lists_of_target_nodes() {
     assert_eq!(
         c.spec.target.url.as_ref().unwrap().expose(),
         "redis://127.0.0.1:2"
+    );
+}
+
+/// Every key of RedisShake 4's `[scan_reader]` (v4.1 on), with values of our own.
+const SCAN_V4: &str = r#"
+[scan_reader]
+cluster = true
+address = "127.0.0.1:7000"
+username = "app"
+password = "scan-pw"
+tls = false
+dbs = [0, 3]
+scan = true
+ksn = true
+count = 100
+prefer_replica = true
+
+[redis_writer]
+address = "127.0.0.1:7100"
+
+[advanced]
+aws_psync = "10.0.0.1:6379@nameOfPsync"
+"#;
+
+#[test]
+fn a_scan_reader_is_ferrys_scan_mode() {
+    let c = convert(SCAN_V4, &no_env).unwrap();
+    assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
+    let s = &c.spec;
+    assert_eq!(s.source.mode, Some(SourceMode::Scan));
+    // Login, TLS, cluster and prefer_replica as [sync_reader] maps them.
+    assert_eq!(
+        s.source.url.as_ref().unwrap().expose(),
+        "redis://app:scan-pw@127.0.0.1:7000"
+    );
+    assert_eq!(c.source_password, PasswordFrom::File);
+    // Scan mode reads the masters: prefer_replica is named, not carried over.
+    assert_eq!(s.source.read_from, None);
+    assert_eq!(s.filter.allow_db, [0, 3]);
+    // ksn = true follows changes: ferry's default.
+    assert_eq!(s.sync.full_only, None);
+    let outcome = |setting: &str| {
+        c.notes
+            .iter()
+            .find(|n| n.setting == setting)
+            .unwrap_or_else(|| panic!("no note for {setting}: {:?}", c.notes))
+            .outcome
+            .clone()
+    };
+    for key in ["cluster", "address", "username", "password", "dbs", "ksn"] {
+        let setting = format!("[scan_reader] {key}");
+        assert!(
+            matches!(outcome(&setting), Outcome::Mapped(_)),
+            "{setting}: {:?}",
+            outcome(&setting)
+        );
+    }
+    assert!(
+        matches!(outcome("[scan_reader]"), Outcome::Mapped(m) if m.contains("mode = \"scan\""))
+    );
+    assert!(
+        matches!(outcome("[scan_reader] count"), Outcome::Mapped(m) if m.contains("ferry picks its own SCAN count"))
+    );
+    assert_eq!(outcome("[scan_reader] scan"), Outcome::Default);
+    assert!(
+        matches!(outcome("[scan_reader] prefer_replica"), Outcome::Differs(d) if d.contains("master"))
+    );
+    // A scan sends no PSYNC: ElastiCache's renamed one does not matter.
+    assert!(matches!(
+        outcome("[advanced] aws_psync"),
+        Outcome::Ignored(_)
+    ));
+    assert!(
+        !c.notes.iter().any(|n| n.outcome == Outcome::Unknown),
+        "{:?}",
+        c.notes
+    );
+    assert!(!format!("{:?}", c.notes).contains("scan-pw"));
+
+    // The converted config says mode = "scan" and reads back as the same task.
+    let text = c.to_toml();
+    assert!(text.contains("mode = \"scan\""), "{text}");
+    let back = TaskSpec::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, c.spec, "{text}");
+}
+
+#[test]
+fn a_scan_reader_without_ksn_copies_once() {
+    for (ksn, setting) in [
+        (
+            "",
+            "[scan_reader] ksn (not set: RedisShake's default, false)",
+        ),
+        ("ksn = false\n", "[scan_reader] ksn"),
+    ] {
+        let text = format!(
+            "[scan_reader]\naddress = \"127.0.0.1:1\"\n{ksn}[redis_writer]\naddress = \"127.0.0.1:2\"\n"
+        );
+        let c = convert(&text, &no_env).unwrap();
+        assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
+        assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+        assert_eq!(c.spec.sync.full_only, Some(true), "{ksn:?}");
+        let note = c.notes.iter().find(|n| n.setting == setting).unwrap();
+        assert!(
+            note.line().contains("[sync] full_only = true"),
+            "{}",
+            note.line()
+        );
+        assert!(c.to_toml().contains("full_only = true"));
+    }
+}
+
+#[test]
+fn v4_0_scan_reader_names_and_dbs_with_a_db_filter() {
+    // v4.0's names imply the cluster flag; dbs and [filter] allow_db both narrow the dbs.
+    let text = "[scan_cluster_reader]\naddress = \"127.0.0.1:1\"\nksn = true\ndbs = [0, 1, 2]\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\nallow_db = [2, 1, 9]\n";
+    let c = convert(text, &no_env).unwrap();
+    assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
+    assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+    assert_eq!(c.spec.filter.allow_db, [2, 1]);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.setting == "[scan_cluster_reader] cluster")
+    );
+    // A [sync_reader] leaves the mode to ferry's default.
+    let c = convert(
+        "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.spec.source.mode, None);
+}
+
+#[test]
+fn v3_1_names_its_mode_at_the_top() {
+    // RedisShake 3.1's scan.toml: type at the top, versions, metrics_port.
+    let scan = "type = \"scan\"\n[source]\nversion = 5.0\naddress = \"127.0.0.1:1\"\nusername = \"\"\npassword = \"pw\"\ntls = false\n[target]\ntype = \"standalone\"\nversion = 7.0\naddress = \"127.0.0.1:2\"\n[advanced]\nmetrics_port = 0\nrdb_restore_command_behavior = \"rewrite\"\n";
+    assert_eq!(detect(scan), Some(Dialect::V3));
+    let c = convert(scan, &no_env).unwrap();
+    assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
+    assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+    // RedisShake 3 scans once and stops.
+    assert_eq!(c.spec.sync.full_only, Some(true));
+    assert_eq!(
+        c.spec.source.url.as_ref().unwrap().expose(),
+        "redis://:pw@127.0.0.1:1"
+    );
+    assert!(
+        !c.notes.iter().any(|n| n.outcome == Outcome::Unknown),
+        "{:?}",
+        c.notes
+    );
+    let note = c.notes.iter().find(|n| n.setting == "type").unwrap();
+    assert!(note.line().contains("mode = \"scan\""), "{}", note.line());
+
+    let restore = "type = \"restore\"\n[source]\nrdb_file_path = \"dump.rdb\"\n[target]\naddress = \"127.0.0.1:2\"\n[advanced]\ndir = \"/d\"\nmetrics_port = 9000\n";
+    let c = convert(restore, &no_env).unwrap();
+    assert_eq!(c.spec.source.url.as_ref().unwrap().expose(), "/d/dump.rdb");
+    assert_eq!(c.spec.source.mode, None);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.setting == "[advanced] metrics_port = 9000"
+                && matches!(n.outcome, Outcome::Ignored(_)))
+    );
+
+    // v3.0's [source] type still works; an unknown mode is refused in one line.
+    let c = convert(
+        "[source]\ntype = \"sync\"\naddress = \"127.0.0.1:1\"\n[target]\naddress = \"127.0.0.1:2\"\n",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.spec.source.mode, None);
+    assert_eq!(c.spec.sync.full_only, None);
+    let err = convert(
+        "type = \"dump\"\n[source]\naddress = \"127.0.0.1:1\"\n[target]\naddress = \"127.0.0.1:2\"\n",
+        &no_env,
+    )
+    .unwrap()
+    .into_spec()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("type = \"dump\"") && err.contains("\"scan\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn rump_mode_keys_of_the_flat_conf_point_at_scan_mode() {
+    let flat =
+        "source.address = 127.0.0.1:1\ntarget.address = 127.0.0.1:2\nscan.key_number = 100\n";
+    let c = convert(flat, &no_env).unwrap();
+    let note = c
+        .notes
+        .iter()
+        .find(|n| n.setting == "scan.key_number = 100")
+        .unwrap();
+    assert!(
+        note.line().contains("--source-mode scan --full-only"),
+        "{}",
+        note.line()
     );
 }

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::{Converted, Dialect, Login, Notes, Outcome, PasswordFrom, Section};
 use crate::error::Error;
-use crate::spec::{OnConflict, ReadFrom, TaskSpec};
+use crate::spec::{OnConflict, ReadFrom, SourceMode, TaskSpec};
 
 /// Reader sections, in the order RedisShake picks the first present, with the `cluster` their
 /// name implies (the v4.0 names).
@@ -114,13 +114,7 @@ pub(super) fn convert(
             );
         }
         r if r.starts_with("scan_") => {
-            let keys = sec.keys();
-            notes.add(
-                format!("[{r}] ({keys})"),
-                Outcome::Refused(format!(
-                    "ferry has no scan source yet (SCAN + DUMP, for servers that refuse PSYNC): if the source accepts PSYNC, rename [{r}] to [sync_reader] (address, username, password, tls and cluster carry over; dbs becomes [filter] allow_db) to follow it as a replica; otherwise keep RedisShake for this source"
-                )),
-            );
+            passwords.0 = scan_reader(&mut sec, reader_cluster, &mut spec, &mut notes)?;
         }
         _ => {
             passwords.0 = sync_reader(&mut sec, reader_cluster, &mut spec, &mut notes)?;
@@ -204,12 +198,14 @@ pub(super) fn login_notes(
     }
 }
 
-fn sync_reader(
+/// What `[sync_reader]` and `[scan_reader]` share: the source's address, login, TLS and cluster
+/// flag; returns where the password came from, and whether the source is said to be a cluster.
+fn source_reader(
     sec: &mut Section,
     implied_cluster: Option<bool>,
     spec: &mut TaskSpec,
     notes: &mut Notes,
-) -> Result<PasswordFrom, Error> {
+) -> Result<(PasswordFrom, bool), Error> {
     let given = sec.has("cluster");
     let cluster = sec.bool("cluster")?.or(implied_cluster).unwrap_or(false);
     if given || implied_cluster.is_some() {
@@ -242,7 +238,32 @@ fn sync_reader(
         &login,
         ["address", "username", "password", "tls"],
     );
+    Ok((password_from(sec, &password), cluster))
+}
 
+fn sync_reader(
+    sec: &mut Section,
+    implied_cluster: Option<bool>,
+    spec: &mut TaskSpec,
+    notes: &mut Notes,
+) -> Result<PasswordFrom, Error> {
+    let (password, cluster) = source_reader(sec, implied_cluster, spec, notes)?;
+    match sec.bool("prefer_replica")? {
+        Some(true) => {
+            spec.source.read_from = Some(ReadFrom::Replica);
+            notes.add(
+                sec.setting("prefer_replica"),
+                match cluster {
+                    true => Outcome::Mapped("[source] read_from = \"replica\"".into()),
+                    false => Outcome::Differs(
+                        "→ [source] read_from = \"replica\", which ferry uses on a cluster source; a standalone source is read at the address given: write a replica's address there to keep the load off the master".into(),
+                    ),
+                },
+            );
+        }
+        Some(false) => notes.add(sec.setting("prefer_replica"), Outcome::Default),
+        None => {}
+    }
     let sync_rdb = sec.bool("sync_rdb")?;
     let sync_aof = sec.bool("sync_aof")?;
     match sync_rdb {
@@ -267,22 +288,6 @@ fn sync_reader(
         Some(true) => notes.add(sec.setting("sync_aof"), Outcome::Default),
         None => {}
     }
-    match sec.bool("prefer_replica")? {
-        Some(true) => {
-            spec.source.read_from = Some(ReadFrom::Replica);
-            notes.add(
-                sec.setting("prefer_replica"),
-                match cluster {
-                    true => Outcome::Mapped("[source] read_from = \"replica\"".into()),
-                    false => Outcome::Differs(
-                        "→ [source] read_from = \"replica\", which ferry uses on a cluster source; a standalone source is read at the address given: write a replica's address there to keep the load off the master".into(),
-                    ),
-                },
-            );
-        }
-        Some(false) => notes.add(sec.setting("prefer_replica"), Outcome::Default),
-        None => {}
-    }
     match sec.bool("try_diskless")? {
         Some(true) => notes.add(
             sec.setting("try_diskless"),
@@ -293,7 +298,91 @@ fn sync_reader(
         Some(false) => notes.add(sec.setting("try_diskless"), Outcome::Default),
         None => {}
     }
-    Ok(password_from(sec, &password))
+    Ok(password)
+}
+
+/// `[scan_reader]` (v4.0's `scan_standalone_reader`, `scan_cluster_reader`): the source read by
+/// `SCAN` + `DUMP`, as ferry's scan mode does. RedisShake scans once and stops unless `ksn`
+/// follows keyspace notifications; ferry follows them unless told to copy once.
+fn scan_reader(
+    sec: &mut Section,
+    implied_cluster: Option<bool>,
+    spec: &mut TaskSpec,
+    notes: &mut Notes,
+) -> Result<PasswordFrom, Error> {
+    spec.source.mode = Some(SourceMode::Scan);
+    notes.add(
+        sec.name.clone(),
+        Outcome::Mapped(
+            "[source] mode = \"scan\": SCAN + DUMP for the copy, keyspace notifications for the changes; the target converges to the source rather than replaying each write (docs/guarantees.md)".into(),
+        ),
+    );
+    let (password, _) = source_reader(sec, implied_cluster, spec, notes)?;
+    match sec.bool("prefer_replica")? {
+        // Keyspace notifications and the keys' owners are the masters: ferry reads those.
+        Some(true) => notes.add(
+            sec.setting("prefer_replica"),
+            Outcome::Differs(
+                "ferry's scan mode reads the address given (each master of a cluster), where RedisShake scans a replica: the SCAN and DUMP load falls on the master".into(),
+            ),
+        ),
+        Some(false) => notes.add(sec.setting("prefer_replica"), Outcome::Default),
+        None => {}
+    }
+    match sec.bool("scan")? {
+        Some(false) => notes.add(
+            sec.setting("scan"),
+            Outcome::Refused(
+                "ferry always copies every key before following changes and cannot only follow them (its checkpoint starts from a full copy): remove scan = false to copy everything".into(),
+            ),
+        ),
+        Some(true) => notes.add(sec.setting("scan"), Outcome::Default),
+        None => {}
+    }
+    // Absent is RedisShake's default, false: scan once and stop, which ferry must be told.
+    match sec.bool("ksn")? {
+        Some(true) => notes.add(
+            sec.setting("ksn"),
+            Outcome::Mapped(
+                "no setting: ferry follows the source's keyspace notifications after the copy by default (it turns notify-keyspace-events on with CONFIG SET where the source allows it)".into(),
+            ),
+        ),
+        given => {
+            spec.sync.full_only = Some(true);
+            let setting = match given {
+                Some(_) => sec.setting("ksn"),
+                None => format!("{} (not set: RedisShake's default, false)", sec.setting("ksn")),
+            };
+            notes.add(
+                setting,
+                Outcome::Mapped(
+                    "[sync] full_only = true: RedisShake scans once and stops without keyspace notifications; ferry copies once, checks the copy key by key, and exits (write ksn = true to keep following changes)".into(),
+                ),
+            );
+        }
+    }
+    let dbs_given = sec.has("dbs");
+    let dbs = sec.ints("dbs")?;
+    if !dbs.is_empty() {
+        notes.add(
+            sec.setting("dbs"),
+            Outcome::Mapped("[filter] allow_db (only these dbs are copied and followed)".into()),
+        );
+        spec.filter.allow_db = dbs;
+    } else if dbs_given {
+        notes.add(sec.setting("dbs"), Outcome::Default);
+    }
+    match sec.int("count")? {
+        Some(1) => notes.add(sec.setting("count"), Outcome::Default),
+        Some(_) => notes.add(
+            sec.setting("count"),
+            Outcome::Mapped(
+                "no setting: ferry picks its own SCAN count (it changes how many keys each SCAN asks for, not what is copied)".into(),
+            ),
+        ),
+        None => {}
+    }
+    Ok(password)
 }
 
 fn rdb_reader(
@@ -444,17 +533,31 @@ pub(super) fn filter(
             },
         );
     }
+    // A scan reader's `dbs` came first: RedisShake scans only those, then filters.
+    let scanned = std::mem::take(&mut f.allow_db);
     for (key, list) in [("allow_db", &mut f.allow_db), ("block_db", &mut f.block_db)] {
         if sec.has(key) {
             *list = sec.ints(key)?;
-            notes.add(
-                sec.setting(key),
-                match list.is_empty() {
-                    true => Outcome::Default,
-                    false => Outcome::Mapped(format!("[filter] {key}")),
-                },
-            );
+            let outcome = match list.is_empty() {
+                true => Outcome::Default,
+                false if key == "allow_db" && !scanned.is_empty() => {
+                    list.retain(|db| scanned.contains(db));
+                    match list.is_empty() {
+                        true => Outcome::Refused(
+                            "no db is both here and in the reader's dbs: RedisShake would sync nothing; list the dbs to sync in one of them".into(),
+                        ),
+                        false => Outcome::Mapped(format!(
+                            "[filter] allow_db = {list:?} (the dbs both here and in the reader's dbs)"
+                        )),
+                    }
+                }
+                false => Outcome::Mapped(format!("[filter] {key}")),
+            };
+            notes.add(sec.setting(key), outcome);
         }
+    }
+    if f.allow_db.is_empty() {
+        f.allow_db = scanned;
     }
     for key in ["allow_command_group", "block_command_group"] {
         if !sec.has(key) {
@@ -695,12 +798,16 @@ pub(super) fn advanced(
         }
     }
     if let Some(aws) = sec.str("aws_psync")? {
+        let scan = spec.source.mode == Some(SourceMode::Scan);
         notes.add(
             sec.setting("aws_psync"),
-            match aws.is_empty() {
-                true => Outcome::Default,
-                false => Outcome::Refused(
-                    "ferry cannot send ElastiCache's renamed PSYNC command: sync from a server that accepts PSYNC".into(),
+            match (aws.is_empty(), scan) {
+                (true, _) => Outcome::Default,
+                (false, true) => Outcome::Ignored(
+                    "used by a sync reader only; a scan reader sends no PSYNC, in RedisShake as in ferry".into(),
+                ),
+                (false, false) => Outcome::Refused(
+                    "ferry cannot send ElastiCache's renamed PSYNC command: read this source by scanning instead ([scan_reader] with the same address, username, password and tls, and ksn = true to follow changes)".into(),
                 ),
             },
         );
