@@ -697,6 +697,12 @@ fn a_restarted_scan_starts_over_and_deletes_what_went() {
     let source = source_with(&[]);
     let target = Server::start();
     workload::populate(&source, &spec(11));
+    let mut c = source.conn();
+    let _: () = redis::cmd("SET")
+        .arg("gone")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
     let args = [
         "--source",
         &source.url(),
@@ -708,13 +714,7 @@ fn a_restarted_scan_starts_over_and_deletes_what_went() {
     let ferry = follow(&args);
     converge(&ferry, &Side::from(&source), &Side::from(&target));
     finish(ferry);
-    // While ferry is stopped: writes, a deletion, a new key.
-    let mut c = source.conn();
-    let _: () = redis::cmd("SET")
-        .arg("gone")
-        .arg("x")
-        .query(&mut c)
-        .unwrap();
+    // While ferry is stopped: a copied key deleted, a new key, random writes.
     let _: () = redis::cmd("DEL").arg("gone").query(&mut c).unwrap();
     let _: () = redis::cmd("SET").arg("new").arg("x").query(&mut c).unwrap();
     workload::Workload::new(&spec(12)).run(&source, 500);
