@@ -160,13 +160,7 @@ async fn finish(
         deadline,
         "the target to apply the source's last writes",
         || {
-            let status = handle.status().status;
-            if matches!(status.phase, Phase::Failed | Phase::Stopped) {
-                return Err(Error::Config(format!(
-                    "the task stopped while waiting: {}",
-                    status.last_error.unwrap_or_default()
-                )));
-            }
+            let status = running(handle)?;
             Ok(wanted.iter().all(|(stream, offset)| {
                 let applied = match stream {
                     None => Some(status.applied_offset),
@@ -195,6 +189,7 @@ async fn settle(handle: &TaskHandle, deadline: Instant) -> Result<()> {
     // pass, now that writes have stopped, reads them.
     let before = handle.live_status().ask_rescan();
     wait_for(deadline, "a last full pass over the source", || {
+        running(handle)?;
         Ok(handle.live_status().rescans_done() > before)
     })
     .await?;
@@ -203,13 +198,7 @@ async fn settle(handle: &TaskHandle, deadline: Instant) -> Result<()> {
         deadline,
         "the target to apply the source's last changes",
         || {
-            let status = handle.status().status;
-            if matches!(status.phase, Phase::Failed | Phase::Stopped) {
-                return Err(Error::Config(format!(
-                    "the task stopped while waiting: {}",
-                    status.last_error.unwrap_or_default()
-                )));
-            }
+            let status = running(handle)?;
             let streams: Vec<&crate::status::Snapshot> = match status.shards.is_empty() {
                 true => vec![&status],
                 false => status.shards.iter().map(|p| &p.status).collect(),
@@ -288,6 +277,18 @@ async fn source_masters(endpoint: &Endpoint) -> Result<Vec<(Conn, Option<u16>)>>
         out.push((conn, Some(shard.first_slot())));
     }
     Ok(out)
+}
+
+/// The task's status, or why it is not running any more.
+fn running(handle: &TaskHandle) -> Result<crate::status::Snapshot> {
+    let status = handle.status().status;
+    if matches!(status.phase, Phase::Failed | Phase::Stopped) {
+        return Err(Error::Config(format!(
+            "the task stopped while waiting: {}",
+            status.last_error.unwrap_or_default()
+        )));
+    }
+    Ok(status)
 }
 
 async fn wait_for(
