@@ -66,6 +66,13 @@ pub struct Options {
     /// after the same workload with valkey 8.0.1 and redis 8.0.2: master consumers=[c0],
     /// replica consumers=[]; redis 7.0.15 replicates them).
     pub idle_consumers: bool,
+    /// Compare consumer groups' progress: last-delivered id, read counters, pending entries
+    /// (owner, delivery count) and each consumer's pending entries. Default true. Turn it off
+    /// for a scan-mode sync while it follows: Redis publishes no keyspace event for
+    /// `XREADGROUP`, `XACK`, `XCLAIM` or `XAUTOCLAIM`, so that progress reaches the target only
+    /// with the key's next notified change or the next full pass. Groups and consumers are
+    /// still compared by name.
+    pub group_progress: bool,
     /// Where each source key is expected on the target, for a sync that renames keys, moves
     /// them to other dbs or drops them (a transform). Default none: the same key in the same
     /// db. With a map, every source key is compared with its image, and a target key that is
@@ -137,6 +144,7 @@ impl Default for Options {
             max_diffs: 20,
             group_read_counters: true,
             idle_consumers: true,
+            group_progress: true,
             key_map: None,
             expect: None,
             db_map: Vec::new(),
@@ -1036,6 +1044,7 @@ impl Walk {
             let fields = StreamFields {
                 counters: self.opts.group_read_counters,
                 idle_consumers: self.opts.idle_consumers,
+                progress: self.opts.group_progress,
                 since_7: common_major >= 7,
             };
             let pick = |from: &[Vec<u8>]| streams.iter().map(|&i| from[i].clone()).collect();
@@ -1205,6 +1214,8 @@ struct StreamFields {
     counters: bool,
     /// Consumers without pending entries ([`Options::idle_consumers`]).
     idle_consumers: bool,
+    /// The groups' progress ([`Options::group_progress`]).
+    progress: bool,
     /// Both sides are Redis 7+: compare the fields 7.0 added (`max-deleted-entry-id`,
     /// `entries-added`, `recorded-first-entry-id`; groups' `entries-read` and `lag`), which
     /// a 6.x server does not report.
@@ -1223,8 +1234,11 @@ fn stream_meta(reply: &Value, fields: StreamFields) -> String {
                 let groups: Vec<String> = wire::items(value)
                     .unwrap_or_default()
                     .iter()
-                    .map(|g| {
-                        group_meta(g, fields.counters && fields.since_7, fields.idle_consumers)
+                    .map(|g| match fields.progress {
+                        true => {
+                            group_meta(g, fields.counters && fields.since_7, fields.idle_consumers)
+                        }
+                        false => group_names(g),
                     })
                     .collect();
                 out.push(format!("groups=[{}]", groups.join(",")));
@@ -1233,6 +1247,27 @@ fn stream_meta(reply: &Value, fields: StreamFields) -> String {
         }
     }
     out.join(" ")
+}
+
+/// A group's name and its consumers' names, without its progress.
+fn group_names(group: &Value) -> String {
+    let mut out = Vec::new();
+    for (name, value) in pairs(group) {
+        match name.as_str() {
+            "name" => out.push(format!("name={}", render(value))),
+            "consumers" => {
+                let names: Vec<String> = wire::items(value)
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|c| pairs(c).into_iter().filter(|(n, _)| n == "name"))
+                    .map(|(_, v)| render(v))
+                    .collect();
+                out.push(format!("consumers=[{}]", names.join(",")));
+            }
+            _ => {}
+        }
+    }
+    format!("{{{}}}", out.join(" "))
 }
 
 fn group_meta(group: &Value, counters: bool, idle_consumers: bool) -> String {

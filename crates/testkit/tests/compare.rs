@@ -241,6 +241,34 @@ fn stream_group_state_is_compared() {
 }
 
 #[test]
+fn group_progress_can_be_left_out() {
+    // An acknowledgement is progress; a consumer more is not.
+    let (source, target) = pair();
+    run(
+        &mut target.conn(),
+        &[b"XACK", b"p:Stream:16", b"g1", b"1000-0", b"1000-2"],
+    );
+    let opts = Options {
+        group_progress: false,
+        ..Options::default()
+    };
+    compare::compare(&source, &target, &opts).unwrap_or_else(|r| panic!("{r}"));
+    run(
+        &mut target.conn(),
+        &[
+            b"XGROUP",
+            b"CREATECONSUMER",
+            b"p:Stream:16",
+            b"g1",
+            b"carol",
+        ],
+    );
+    let report = compare::compare(&source, &target, &opts).unwrap_err();
+    assert_eq!(report.diffs.len(), 1, "{report}");
+    assert!(report.to_string().contains("carol"), "{report}");
+}
+
+#[test]
 fn function_libraries_are_compared() {
     let (source, target) = pair();
     if source.version().0 < 7 {
