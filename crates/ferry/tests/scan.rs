@@ -876,11 +876,14 @@ fn notifications_off_and_config_renamed_fails_before_copying() {
         .collect();
     assert!(user_keys.is_empty(), "copied before failing: {user_keys:?}");
 
+    // `ferry check` writes nothing, and with CONFIG refused it cannot see the setting: it
+    // warns, naming the line; the sync above is what tries (a key of ferry's own) and stops.
     let (code, findings) = check_json(&args);
-    assert_eq!(code, 1, "{findings:#?}");
+    assert_eq!(code, 0, "{findings:#?}");
     let fix = finding_naming(&findings, &["CONFIG SET notify-keyspace-events"])
         .unwrap_or_else(|| panic!("no finding names the CONFIG SET line: {findings:#?}"));
-    assert_eq!(fix["result"], "fail", "{fix:#}");
+    assert_eq!(fix["result"], "warn", "{fix:#}");
+    assert_eq!(fix["item"], "notifications", "{fix:#}");
     assert!(
         finding_naming(&findings, &["scan"]).is_some(),
         "check should say scan mode will be used: {findings:#?}"

@@ -60,26 +60,29 @@ pub(super) async fn check(source: &mut Side, config: &TaskConfig) -> Result<(Fin
 pub(super) async fn notifications(source: &mut Side) -> Result<Finding> {
     let name = source.name();
     let mut off = Vec::new();
+    let mut unseen = Vec::new();
     let mut settable = true;
     for conn in &mut source.nodes {
-        let flags = match crate::net::info::config_get(conn, "notify-keyspace-events").await {
-            Ok(v) => v.unwrap_or_default(),
-            Err(_) => {
-                return Ok(Finding::fail(
-                    Item::Notifications,
-                    format!(
-                        "{name}: CONFIG GET notify-keyspace-events is refused, so ferry cannot see whether {} publishes keyspace notifications",
-                        conn.addr
-                    ),
-                    "allow the source user +config|get, and make sure notify-keyspace-events includes K and A (CONFIG SET notify-keyspace-events KA)",
-                ));
-            }
+        let Some(flags) = crate::net::info::config_get(conn, "notify-keyspace-events").await?
+        else {
+            unseen.push(conn.addr.clone());
+            continue;
         };
         if has_needed(&flags) {
             continue;
         }
         off.push(format!("{} has {flags:?}", conn.addr));
         settable &= may_config_set(conn).await?;
+    }
+    if off.is_empty() && !unseen.is_empty() {
+        return Ok(Finding::warn(
+            Item::Notifications,
+            format!(
+                "{name}: {} will not show notify-keyspace-events (CONFIG GET refused), so ferry cannot see whether keyspace notifications are on",
+                unseen.join(", ")
+            ),
+            "make sure they are on: CONFIG SET notify-keyspace-events KA (or K and A in the service's parameters); ferry sync writes a key of its own (__ferry:probe:*) to see, and stops when no notification comes",
+        ));
     }
     if off.is_empty() {
         return Ok(Finding::pass(

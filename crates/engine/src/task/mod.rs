@@ -386,6 +386,10 @@ async fn run_scan_source(
     // The stream is ferry's own making, new at every run: nothing to keep on disk for a
     // restart, and a pause holds the reading back instead (the names of changed keys wait).
     config.spool.limit = 0;
+    // Values are written whole with their expiry and re-read when they change: a key the
+    // target expires itself is what the source did too. (The hold keeps a replica's keys
+    // until the stream's DEL, which scan mode's DEL need not wait for.)
+    config.writer.ttl_hold = None;
     let config = &config;
     let mut targets = fanout::connect_all(config).await?;
     let earlier = targets.iter().any(|t| t.checkpoint.is_some());
@@ -452,6 +456,7 @@ async fn run_scan_source(
         abs_ttl: targets.iter().all(|t| t.target.caps().restore_abs_ttl()),
         dbs,
         cluster_node: slots.is_some(),
+        first_slot: slots.and_then(|s| s.first()).map(|r| r.0),
     };
     let skips = vec![0; targets.len()];
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);

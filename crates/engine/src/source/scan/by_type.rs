@@ -149,6 +149,8 @@ pub struct ValueReader {
     now_ms: i64,
     groups: VecDeque<GroupHead>,
     group: Bytes,
+    /// A stream's entries handed out so far: how many, and the highest id.
+    entries: (u64, StreamId),
 }
 
 impl ValueReader {
@@ -174,6 +176,7 @@ impl ValueReader {
             now_ms: 0,
             groups: VecDeque::new(),
             group: Bytes::new(),
+            entries: (0, StreamId::default()),
         }
     }
 
@@ -460,6 +463,9 @@ impl ValueReader {
         };
         let n = entries.len();
         let next = entries.last().and_then(|e| after(e.id));
+        if let Some(last) = entries.last() {
+            self.entries = (self.entries.0 + n as u64, self.entries.1.max(last.id));
+        }
         let weight = |e: &StreamEntry| e.fields.iter().map(|(f, v)| f.len() + v.len()).sum();
         self.adapt(n, entries.iter().map(weight).sum());
         for p in split(entries, self.piece, self.piece_bytes, weight) {
@@ -480,10 +486,21 @@ impl ValueReader {
             self.gone();
             return Ok(());
         };
-        let (meta, groups) = match stream_meta(&reply) {
+        let (mut meta, groups) = match stream_meta(&reply) {
             Ok(m) => m,
             Err(why) => return Err(self.bad(conn, "XINFO STREAM", why)),
         };
+        // Changed while read (entries deleted, or the key made anew): the stream's figures
+        // may be below what was read, which the target refuses (XSETID). They are raised to
+        // what the target holds; the change is notified and the key read again.
+        let (read, highest) = self.entries;
+        if meta.last_id < highest || meta.entries_added.is_some_and(|a| a < read) {
+            meta.last_id = meta.last_id.max(highest);
+            meta.entries_added = meta.entries_added.map(|a| a.max(read));
+            if meta.max_deleted_id.is_some_and(|d| d > meta.last_id) {
+                meta.max_deleted_id = Some(meta.last_id);
+            }
+        }
         self.ready.push_back(Chunk::StreamMeta(meta));
         self.step = if groups > 0 { Step::Groups } else { Step::Done };
         Ok(())

@@ -75,6 +75,8 @@ pub struct Options {
     pub dbs: Arc<dyn Fn(u32) -> bool + Send + Sync>,
     /// The source is a cluster node: db 0 only.
     pub cluster_node: bool,
+    /// A cluster node's first slot: where a key of ferry's may be written on it.
+    pub first_slot: Option<u16>,
 }
 
 /// Runs the scan source until the task stops, a link fails, or (full-only) the copy is done.
@@ -86,19 +88,25 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut admin = Conn::connect(Role::Source, endpoint).await?;
-    if let Some(before) = notify::enable(&mut admin).await? {
-        status.warn(
+    let found = notify::enable(&mut admin).await?;
+    match &found {
+        notify::Found::On => {}
+        notify::Found::TurnedOn(before) => status.warn(
             "notifications_enabled",
             format!(
                 "turned on keyspace notifications on source {} (notify-keyspace-events was {before:?}); they stay on after the sync: set it back when the sync is over",
                 admin.addr
             ),
-        );
+        ),
+        notify::Found::Unknown => {}
     }
     let dbs = source_dbs(&mut admin, &options).await;
-    drop(admin);
     let changes = Changes::default();
     let mut follower = Follower::start(endpoint, &changes, &options).await?;
+    if matches!(found, notify::Found::Unknown) {
+        probe_notifications(&mut admin, &changes, &options, &status).await?;
+    }
+    drop(admin);
     let bounds = read::Bounds {
         big_bytes: options.rdb.big_value_bytes as u64,
         big_elements: options.rdb.big_value_elements,
@@ -119,7 +127,14 @@ pub async fn run(
             ),
         );
     }
-    let replid = format!("scan-{:016x}{:016x}", rand_u64(), rand_u64());
+    // Shaped as a replication id, as checkpoints hold: new at every run, since a scan run's
+    // stream can never be continued.
+    let replid = format!(
+        "{:016x}{:016x}{:08x}",
+        rand_u64(),
+        rand_u64(),
+        rand_u64() as u32
+    );
     status.set_replid(replid.clone());
     status.set_mode("scan");
     status.accept_source();
@@ -162,6 +177,49 @@ pub async fn run(
     match result {
         Err(_) if scan.cancel.is_cancelled() => Ok(()),
         other => other,
+    }
+}
+
+/// Where the source will not show its notify-keyspace-events: writes a key of ferry's own
+/// (expiring in 10 s) and waits for its notification. None within 3 s: they are off, and
+/// scan mode would miss every change. Where the write is refused, ferry cannot tell: it says
+/// so and goes on.
+async fn probe_notifications(
+    admin: &mut Conn,
+    changes: &Changes,
+    options: &Options,
+    status: &Status,
+) -> Result<()> {
+    let suffix = format!("{:016x}", rand_u64());
+    let key = match options.first_slot {
+        Some(slot) => {
+            ferry_keyspace::SlotTags::new().key_in_slot(b"__ferry:probe:", slot, suffix.as_bytes())
+        }
+        None => format!("__ferry:probe:{suffix}").into_bytes(),
+    };
+    let key = Bytes::from(key);
+    *changes.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((0, key.clone()));
+    admin.request_ok(&[&b"SELECT"[..], b"0"]).await?;
+    let wrote = admin
+        .request(&[&b"SET"[..], &key, b"1", b"PX", b"10000"])
+        .await?;
+    if let Frame::Error(msg) = wrote {
+        status.warn(
+            "notifications_unseen",
+            format!(
+                "source {} shows neither its notify-keyspace-events (CONFIG GET refused) nor lets ferry write a key to see ({}): it must include K and A (e.g. \"KEA\", in the service's parameters), else scan mode misses every change after its first pass",
+                admin.addr,
+                String::from_utf8_lossy(&msg)
+            ),
+        );
+        return Ok(());
+    }
+    match tokio::time::timeout(Duration::from_secs(3), changes.probe_seen.notified()).await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(Error::Precheck(format!(
+            "scan mode needs keyspace notifications from source {}: a key ferry wrote there was not notified within 3 s, so they are off (and CONFIG is refused, so ferry cannot turn them on); run CONFIG SET notify-keyspace-events KA there (or set it in the service's parameters), then start again",
+            admin.addr
+        ))),
     }
 }
 

@@ -24,23 +24,29 @@ const NEEDED: &str = "KA";
 
 /// Most key-name bytes held before the set is given up for a rescan: bounds memory whatever
 /// the write rate.
-const MAX_PENDING_BYTES: usize = 32 << 20;
+const MAX_PENDING_BYTES: usize = 16 << 20;
+/// What one waiting name costs besides its bytes: its map entry, index and allocation.
+const PER_NAME: usize = 96;
+
+/// What [`enable`] found.
+pub(super) enum Found {
+    /// Notifications of every class were on.
+    On,
+    /// They were not (the setting as it was); ferry turned them on.
+    TurnedOn(String),
+    /// The source will not show its setting (`CONFIG` refused, as managed services do, which
+    /// set it in their parameters instead): ferry cannot tell.
+    Unknown,
+}
 
 /// Makes sure the source publishes keyspace notifications of every class: turns them on with
-/// `CONFIG SET` when they are not, or says which line to run when that is refused. Returns
-/// the setting found, when ferry changed it.
-pub(super) async fn enable(conn: &mut Conn) -> Result<Option<String>> {
-    let current = match crate::net::info::config_get(conn, "notify-keyspace-events").await {
-        Ok(v) => v.unwrap_or_default(),
-        Err(_) => {
-            return Err(refused(
-                &conn.addr,
-                "CONFIG GET notify-keyspace-events is refused, so ferry cannot see whether it publishes keyspace notifications",
-            ));
-        }
+/// `CONFIG SET` when they are not, or says which line to run when that is refused.
+pub(super) async fn enable(conn: &mut Conn) -> Result<Found> {
+    let Some(current) = crate::net::info::config_get(conn, "notify-keyspace-events").await? else {
+        return Ok(Found::Unknown);
     };
     if with_needed(&current) == normalized(&current) {
-        return Ok(None);
+        return Ok(Found::On);
     }
     let wanted = compact(&current);
     match conn
@@ -59,7 +65,7 @@ pub(super) async fn enable(conn: &mut Conn) -> Result<Option<String>> {
                 String::from_utf8_lossy(&msg)
             ),
         )),
-        _ => Ok(Some(current)),
+        _ => Ok(Found::TurnedOn(current)),
     }
 }
 
@@ -137,7 +143,7 @@ impl Pending {
         let len = key.len();
         if let indexmap::map::Entry::Vacant(v) = self.keys.entry((db, key)) {
             v.insert(Instant::now());
-            self.bytes += len + 48;
+            self.bytes += len + PER_NAME;
         }
         if self.bytes > MAX_PENDING_BYTES {
             self.keys = IndexMap::new();
@@ -155,7 +161,7 @@ impl Pending {
         let mut since = None;
         let mut out = Vec::with_capacity(n);
         for ((db, key), at) in self.keys.drain(..n) {
-            self.bytes -= key.len() + 48;
+            self.bytes -= key.len() + PER_NAME;
             since = Some(since.map_or(at, |s: Instant| s.min(at)));
             out.push((db, key));
         }
@@ -179,6 +185,10 @@ impl Pending {
 pub(super) struct Changes {
     pub pending: Arc<Mutex<Pending>>,
     pub wake: Arc<Notify>,
+    /// A key ferry writes to see whether notifications come at all, and the signal that its
+    /// notification came.
+    pub probe: Arc<Mutex<Option<(u32, Bytes)>>>,
+    pub probe_seen: Arc<Notify>,
 }
 
 impl Changes {
@@ -249,6 +259,15 @@ impl Subscription {
             let Some((db, key)) = parse_message(&frame) else {
                 continue;
             };
+            let probe = changes
+                .probe
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if probe.is_some_and(|(d, k)| d == db && k == key) {
+                changes.probe_seen.notify_one();
+                continue;
+            }
             if key.starts_with(OWN_KEY_PREFIX) || !wanted(db) {
                 continue;
             }
@@ -279,8 +298,8 @@ fn parse_message(frame: &Frame) -> Option<(u32, Bytes)> {
     let end = rest.iter().position(|&b| b == b'_')?;
     let db: u32 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
     let after = rest[end..].strip_prefix(b"__:")?;
-    let start = channel.len() - after.len();
-    Some((db, channel.slice(start..)))
+    // A copy: a slice would keep the whole read buffer it came in alive while the name waits.
+    Some((db, Bytes::copy_from_slice(after)))
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub(super) struct Abilities {
     pub dump: bool,
     /// `MEMORY USAGE`: a key's size without reading it (else its length is asked).
     pub memory: bool,
+    /// `PEXPIRETIME` (7.0+): a key's expiry as the source holds it, to the millisecond
+    /// (`PTTL` is relative, and loses the time the reply takes).
+    pub expiretime: bool,
 }
 
 /// When a value is read in pieces instead of whole.
@@ -118,7 +121,11 @@ impl Reader {
         let per_key = 1 + usize::from(memory) + usize::from(typed);
         let mut out = BytesMut::new();
         for key in keys {
-            ferry_resp::encode_command(&mut out, &[&b"PTTL"[..], key]);
+            let ttl: &[u8] = match self.abilities.expiretime {
+                true => b"PEXPIRETIME",
+                false => b"PTTL",
+            };
+            ferry_resp::encode_command(&mut out, &[ttl, key]);
             if memory {
                 ferry_resp::encode_command(&mut out, &[&b"MEMORY"[..], b"USAGE", key]);
             }
@@ -130,6 +137,7 @@ impl Reader {
         let mut facts: Vec<Fact> = Vec::with_capacity(keys.len());
         for chunk in replies.chunks(per_key) {
             let expire_ms = match &chunk[0] {
+                Frame::Integer(at) if *at >= 0 && self.abilities.expiretime => Some(*at),
                 Frame::Integer(ms) if *ms >= 0 => Some(now + ms),
                 Frame::Integer(_) => None,
                 Frame::Error(msg) => return Err(self.conn.server_error(msg)),
@@ -308,7 +316,12 @@ async fn probe(conn: &mut Conn) -> Result<Abilities> {
     let missing = b"__ferry:probe:no-such-key";
     let dump = !refused(&conn.request(&[&b"DUMP"[..], missing]).await?);
     let memory = !refused(&conn.request(&[&b"MEMORY"[..], b"USAGE", missing]).await?);
-    Ok(Abilities { dump, memory })
+    let expiretime = !refused(&conn.request(&[&b"PEXPIRETIME"[..], missing]).await?);
+    Ok(Abilities {
+        dump,
+        memory,
+        expiretime,
+    })
 }
 
 fn refused(reply: &Frame) -> bool {
