@@ -317,8 +317,8 @@ impl Scan {
                 if follower.task.is_finished() {
                     *follower = Follower::start(endpoint, &self.changes, &self.options).await?;
                 }
-                // Names heard from here on are read after the pass: nothing is missed between.
-                self.changes.lock().clear();
+                // The names waiting stay: one may be a deletion whose key's older value is
+                // still on its way to the target, where the pass cannot see it.
                 self.dbs = source_dbs(&mut self.reader.conn, &self.options).await;
                 if !self.pass().await? || !self.prune().await? || !self.out.flush().await {
                     return Ok(());
@@ -363,6 +363,25 @@ impl Scan {
         }
     }
 
+    /// Waits until the targets have confirmed every write handed out so far, so that a look
+    /// at them sees all of it (a write still on its way would land after the look, and a key
+    /// the source deleted meanwhile would stay). False when the task stops first.
+    async fn confirmed(&mut self) -> bool {
+        let offset = self.out.offset + 1;
+        let db = self.reader.db().unwrap_or(0);
+        if !self.out.advance(db, 1).await || !self.out.flush().await {
+            return false;
+        }
+        while self.out.status.confirmed_offset() < offset {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = self.out.tx.closed() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        true
+    }
+
     /// A flush or a swap of dbs on the source removes or moves keys without a notification
     /// for any of them: what the target holds is then judged again by a full pass.
     async fn check_flushes(&mut self) -> Result<()> {
@@ -381,6 +400,9 @@ impl Scan {
 
     /// Deletes what the targets hold and the source no longer does, where that can be told.
     async fn prune(&mut self) -> Result<bool> {
+        if self.options.prune.is_some() && !self.confirmed().await {
+            return Ok(false);
+        }
         match &self.options.prune {
             Some(prune) => {
                 prune

@@ -171,13 +171,6 @@ impl Pending {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
-
-    /// Forgets every name: a full pass is about to read every key anyway.
-    pub fn clear(&mut self) {
-        self.keys = IndexMap::new();
-        self.bytes = 0;
-        self.lost = None;
-    }
 }
 
 /// The set a subscription fills and the reader drains, with a wake-up for the reader.

@@ -73,6 +73,11 @@ impl Reader {
         })
     }
 
+    /// The db selected now, if any.
+    pub fn db(&self) -> Option<u32> {
+        self.db
+    }
+
     pub async fn select(&mut self, db: u32) -> Result<()> {
         if self.db == Some(db) {
             return Ok(());
