@@ -54,9 +54,11 @@ const COALESCE: Duration = Duration::from_millis(20);
 const FUNCTIONS_EVERY: Duration = Duration::from_secs(10);
 /// How often the source's count of FLUSHDB, FLUSHALL and SWAPDB calls is read.
 const FLUSHES_EVERY: Duration = Duration::from_millis(500);
+/// Most bytes (as `MEMORY USAGE` counts them) of a value read with one whole `DUMP`.
+const SCAN_WHOLE_BYTES: usize = 1 << 20;
 /// A batch goes to the writers at this many entries or bytes, or when the reader waits.
 const BATCH_ENTRIES: usize = 1024;
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 256 << 10;
 
 pub struct Options {
     /// Stop once the first pass, and the changes made during it, are on the target.
@@ -107,8 +109,10 @@ pub async fn run(
         probe_notifications(&mut admin, &changes, &options, &status).await?;
     }
     drop(admin);
+    // Above this a value's DUMP is streamed in chunks rather than held: a whole one waits in
+    // the writers' queue (several batches deep) as a RESTORE, so it is kept small.
     let bounds = read::Bounds {
-        big_bytes: options.rdb.big_value_bytes as u64,
+        big_bytes: options.rdb.big_value_bytes.min(SCAN_WHOLE_BYTES) as u64,
         big_elements: options.rdb.big_value_elements,
     };
     let mut conn = Conn::connect(Role::Source, endpoint).await?;
@@ -726,9 +730,7 @@ impl Out {
 
     /// A command for the target, made here (not received), at the next offset.
     pub(super) async fn command(&mut self, db: u32, args: Vec<Bytes>) -> bool {
-        let mut raw = BytesMut::new();
-        ferry_resp::encode_command(&mut raw, &args);
-        let raw = raw.freeze();
+        let (raw, args) = encoded(args);
         self.offset += raw.len() as u64;
         self.status.wrote(db, &args, self.offset);
         self.push(Entry::Command(Command {
@@ -810,6 +812,27 @@ impl Out {
     }
 }
 
+/// A command's RESP bytes, and its arguments as views into them: a value is held once, not
+/// once in the arguments and again in the bytes written.
+fn encoded(args: Vec<Bytes>) -> (Bytes, Vec<Bytes>) {
+    let mut raw = BytesMut::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    raw.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    let mut spans = Vec::with_capacity(args.len());
+    for arg in &args {
+        raw.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        spans.push((raw.len(), arg.len()));
+        raw.extend_from_slice(arg);
+        raw.extend_from_slice(b"\r\n");
+    }
+    drop(args);
+    let raw = raw.freeze();
+    let args = spans
+        .into_iter()
+        .map(|(at, len)| raw.slice(at..at + len))
+        .collect();
+    (raw, args)
+}
+
 /// The RDB version of the server's DUMP payloads, by its version (`INFO server`): Valkey 9
 /// reports `redis_version` 7.2.4 and writes RDB 80. `None` where `INFO` is refused (then a
 /// small key's payload tells it).
@@ -884,4 +907,26 @@ fn rand_u64() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_command_is_resp_and_its_arguments_are_views_of_it() {
+        let (raw, args) = encoded(vec![
+            Bytes::from_static(b"RESTORE"),
+            Bytes::from_static(b"k"),
+            Bytes::from_static(b""),
+        ]);
+        assert_eq!(
+            raw.as_ref(),
+            b"*3\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$0\r\n\r\n".as_slice()
+        );
+        let mut expected = BytesMut::new();
+        ferry_resp::encode_command(&mut expected, &args);
+        assert_eq!(raw.as_ref(), expected.as_ref());
+        assert_eq!(args[1].as_ptr(), raw[21..].as_ptr());
+    }
 }
