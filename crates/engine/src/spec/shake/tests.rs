@@ -319,7 +319,7 @@ prefer_replica = true
 address = "127.0.0.1:7100"
 
 [advanced]
-aws_psync = "10.0.0.1:6379@nameOfPsync"
+aws_psync = "127.0.0.1:6379@nameOfPsync"
 "#;
 
 #[test]
