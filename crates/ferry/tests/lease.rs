@@ -165,10 +165,17 @@ fn a_frozen_copy_into_a_cluster_writes_nothing_after_a_takeover() {
         let list: usize = target.conn_for(b"list").llen("list").unwrap();
         (counter.unwrap_or(0), log, list)
     };
+    // A base written when the copy started says "loading" until that master's first
+    // confirmed writes after it: a copy frozen before then leaves nothing to go on from.
     let every_master_has_a_base = || {
         target.masters().iter().all(|m| {
-            let keys: Vec<String> = m.conn().keys("__ferry:checkpoint:*:base:*").unwrap();
+            let mut conn = m.conn();
+            let keys: Vec<String> = conn.keys("__ferry:checkpoint:*:base:*").unwrap();
             !keys.is_empty()
+                && keys.iter().all(|k| {
+                    let value: Option<String> = conn.get(k).unwrap();
+                    value.is_some_and(|v| !v.ends_with(" loading"))
+                })
         })
     };
     frozen_copy_is_fenced(
