@@ -79,6 +79,17 @@ pub fn validate_value(type_byte: TypeByte, raw: &[u8], rdb_version: u16) -> Resu
         .map_err(|(at, what)| Error::new(ErrorKind::Corrupt(what), at as u64))
 }
 
+/// A string key's value from its raw bytes (as in [`Record::raw`] of a [`TypeByte::STRING`]):
+/// a slice of `raw` itself when stored plain (no copy), made when stored as an integer or
+/// LZF-compressed. The same bytes [`decode_value`] gives, without its reader and chunks.
+pub fn string_value(raw: &Bytes) -> Result<Bytes, Error> {
+    match value::validate::string_value(raw) {
+        Ok(std::borrow::Cow::Borrowed(s)) => Ok(raw.slice_ref(s)),
+        Ok(std::borrow::Cow::Owned(v)) => Ok(Bytes::from(v)),
+        Err((at, what)) => Err(Error::new(ErrorKind::Corrupt(what), at as u64)),
+    }
+}
+
 /// Decodes a small value's raw bytes (as in [`Record::raw`]) into chunks, with the
 /// default chunk sizes.
 pub fn decode_value(

@@ -342,10 +342,7 @@ impl<R: Read> Parser<R> {
                     })();
                     let raw = rd.take_capture();
                     r.map_err(f)?;
-                    return Ok(Event::ModuleAux {
-                        module_id,
-                        raw: raw.into(),
-                    });
+                    return Ok(Event::ModuleAux { module_id, raw });
                 }
                 opcode::EOF => {
                     let computed = rd.finish_crc();
@@ -414,14 +411,11 @@ impl<R: Read> Parser<R> {
                         .within(ty.what(), &meta.key)
                         .in_db(meta.db));
                 }
-                Ok(Event::Key(Record {
-                    meta,
-                    raw: raw.into(),
-                }))
+                Ok(Event::Key(Record { meta, raw }))
             }
             Err(Stop::Big) => {
                 let prefix = rd.take_capture();
-                rd.replay(prefix);
+                rd.replay(&prefix);
                 let decoder = Box::new(Decoder::new(ty, self.version, self.options.chunk_limits()));
                 self.state = State::Big {
                     decoder,

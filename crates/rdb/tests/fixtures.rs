@@ -54,6 +54,7 @@ fn find<'a>(events: &'a [Event], key: &str) -> &'a Record {
 fn every_fixture() {
     let m = manifest();
     assert!(m.len() > 80, "manifest has {} entries", m.len());
+    let mut strings = 0;
     for (file, what) in &m {
         let data = read(file);
         let r = parse_all(&data, Options::default());
@@ -80,10 +81,25 @@ fn every_fixture() {
             if rec.meta.type_byte.kind() == Some(ferry_rdb::Kind::Module) {
                 continue;
             }
-            decode_value(rec.meta.type_byte, &rec.raw, version)
+            let chunks = decode_value(rec.meta.type_byte, &rec.raw, version)
                 .unwrap_or_else(|e| panic!("{file}: decode {:?}: {e}", rec.meta.key));
+            if rec.meta.type_byte == TypeByte::STRING {
+                // The short way to a string's bytes gives what the decoder gives.
+                let whole: Vec<u8> = chunks
+                    .iter()
+                    .flat_map(|c| match c {
+                        Chunk::StringPart(p) => p.to_vec(),
+                        other => panic!("{file}: a string decoded to {other:?}"),
+                    })
+                    .collect();
+                let short = ferry_rdb::string_value(&rec.raw)
+                    .unwrap_or_else(|e| panic!("{file}: string_value {:?}: {e}", rec.meta.key));
+                assert_eq!(short, whole, "{file}: {:?}", rec.meta.key);
+                strings += 1;
+            }
         }
     }
+    assert!(strings > 100, "only {strings} string keys in the fixtures");
 }
 
 fn decode(rec: &Record, version: u16) -> Vec<Chunk> {

@@ -1846,14 +1846,8 @@ fn plain_string(record: &ferry_rdb::Record) -> Option<Bytes> {
     {
         return None;
     }
-    match ferry_rdb::decode_value(meta.type_byte, &record.raw, 0)
-        .ok()?
-        .as_slice()
-    {
-        [] => Some(Bytes::new()),
-        [Chunk::StringPart(value)] => Some(value.clone()),
-        _ => None,
-    }
+    // A slice of the raw bytes: no reader, chunk list or copy per key.
+    ferry_rdb::string_value(&record.raw).ok()
 }
 
 /// Gives a snapshot key with a TTL its held expiry, if the hold takes it, and says which key

@@ -118,7 +118,8 @@ pub fn parse_into<R: Read>(
         batch_bytes += weight(&entry);
         batch.push(entry);
         if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
-            if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
+            if tx.blocking_send(full).is_err() {
                 return Ok(Outcome::Abandoned);
             }
             batch_bytes = 0;

@@ -247,6 +247,17 @@ fn lzf_check(data: &[u8], ulen: u64) -> Result<(), &'static str> {
 
 /// Validates the value of type `ty` whose serialized bytes are `raw` (as in
 /// [`Record::raw`](crate::Record::raw)).
+/// A string value's bytes (type 0): borrowed from `raw` when stored plain, made when stored as
+/// an integer or LZF-compressed. Fails unless the string is all of `raw`.
+pub(crate) fn string_value(raw: &[u8]) -> Result<Cow<'_, [u8]>, Bad> {
+    let mut c = Cur { b: raw, pos: 0 };
+    let (_, s) = c.string(true)?;
+    if c.pos != raw.len() {
+        return Err((c.pos, "trailing bytes after the value"));
+    }
+    Ok(s)
+}
+
 pub(crate) fn validate(ty: TypeByte, raw: &[u8], version: u16) -> Result<(), Bad> {
     let mut c = Cur { b: raw, pos: 0 };
     let c = &mut c;
