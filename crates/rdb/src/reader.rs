@@ -199,6 +199,23 @@ impl<R: Read> Reader<R> {
         Ok(out)
     }
 
+    /// Reads exactly `n` bytes: a small string (a key name) is cut from the capture arena
+    /// rather than given an allocation of its own.
+    pub(crate) fn bytes(&mut self, n: u64) -> Result<Bytes, Error> {
+        if self.capturing || n > (ARENA_SIZE / 16) as u64 {
+            return self.vec(n).map(Bytes::from);
+        }
+        let n = n as usize;
+        self.fill(n)?;
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena = BytesMut::with_capacity(ARENA_SIZE);
+        }
+        self.arena
+            .extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(self.arena.split().freeze())
+    }
+
     /// Appends exactly `n` bytes to `out`.
     pub(crate) fn extend_into(&mut self, out: &mut Vec<u8>, mut n: usize) -> Result<(), Error> {
         while n > 0 {

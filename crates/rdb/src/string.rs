@@ -221,7 +221,18 @@ pub(crate) fn lzf_whole<R: Read>(
 
 /// Reads a whole string (int-encoded ones become their decimal text), at most `cap` bytes.
 pub(crate) fn read_string<R: Read>(rd: &mut Reader<R>, cap: u64) -> Result<Bytes, Error> {
-    Ok(Bytes::from(read_string_vec(rd, cap)?))
+    match read_len(rd)? {
+        Len::Plain(n) if n <= cap => rd.bytes(n),
+        Len::Plain(_) => Err(rd.err(ErrorKind::TooLarge("string"))),
+        Len::Int(w) => Ok(read_int(rd, w)?.to_string().into()),
+        Len::Lzf => {
+            let (clen, ulen) = read_lzf_lens(rd)?;
+            if ulen > cap {
+                return Err(rd.err(ErrorKind::TooLarge("string")));
+            }
+            Ok(lzf_whole(rd, clen, ulen)?.into())
+        }
+    }
 }
 
 pub(crate) fn read_string_vec<R: Read>(rd: &mut Reader<R>, cap: u64) -> Result<Vec<u8>, Error> {
