@@ -85,10 +85,10 @@ def phase_to_cluster(args, procs, tmp, ferry, source, src, ds, sample, variant="
             got = sum(_user_keys(c) for c in dst.clients)
             a = bc._key_facts(bc.Side("source", [src]), sample)
             b = bc._key_facts(bc.Side("target cluster", dst.clients, dst.node_of), sample)
-            bad = [k for k in sample if a[k] != b[k]]
+            bad = [k for k in sample if not _same_key(a[k], b[k])]
             res["check"] = {"keys": got, "keys_expected": want, "spot_checked": len(sample),
                             "spot_mismatches": len(bad), "ok": got == want and not bad,
-                            "mismatch_examples": [repr(k) for k in bad[:5]]}
+                            "mismatch_examples": [f"{k!r}: {a[k]!r} vs {b[k]!r}" for k in bad[:5]]}
             log(f"(h) standalone -> cluster target: keys {got:,}/{want:,}, sample {len(sample) - len(bad)}/"
                 f"{len(sample)} equal (TYPE, DEBUG DIGEST-VALUE, TTL)" + ("" if res["check"]["ok"] else "  <-- MISMATCH"))
             res["target_keys_per_master"] = [c.cmd("DBSIZE") for c in dst.clients]
@@ -97,6 +97,16 @@ def phase_to_cluster(args, procs, tmp, ferry, source, src, ds, sample, variant="
         for nd in dst.nodes:
             nd.stop(procs)
     return res
+
+
+def _same_key(x, y):
+    """(TYPE, DEBUG DIGEST-VALUE, PTTL) of one key on both sides: equal, the TTL within 5 s
+    (the two PTTLs are read at different moments)."""
+    (ta, da, pa), (tb, db, pb) = x, y
+    if isinstance(da, Exception) or isinstance(db, Exception):
+        return False
+    ttl_ok = (pa < 0 and pb == pa) or (pa >= 0 and pb >= 0 and abs(pa - pb) < 5000)
+    return ta == tb and da == db and ttl_ok
 
 
 def _user_keys(c):
