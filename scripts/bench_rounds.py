@@ -174,6 +174,8 @@ def round_figures(R, keys, cluster_keys):
     for who, r, nm in (("ferry", c, "ferry"), ("baseline", cb, "ferry-baseline"), ("shake", cs, "RedisShake")):
         if r is None:
             continue
+        if r.get("error"):
+            r = {}  # a failed copy: no figures (the error is listed below the table)
         kps = r.get("keys_per_s")
         add(S, f"full.{who}_s", f"{nm} s", "s", r.get("seconds"))
         add(S, f"full.{who}_kps", f"{nm} keys/s", "rate", kps)
@@ -250,6 +252,8 @@ def round_figures(R, keys, cluster_keys):
         d = R.get(key)
         if not d:
             continue
+        if d.get("error"):
+            d = {k: v for k, v in d.items() if k.startswith("native") or k == "ops"}
         if who == "ferry":
             add(S, "incr.native_ops", "native ops/s", "rate", d.get("native_ops_per_s"))
         else:

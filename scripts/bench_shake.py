@@ -54,8 +54,9 @@ class Shake:
 
 
 def shake_failure(res, mp, what):
-    res["error"] = what
     res["stderr_tail"] = bl.tail(mp.stderr_path, 20) + "\n" + bl.tail(mp.stdout_path, 20)
+    last = next((ln.strip() for ln in reversed(res["stderr_tail"].splitlines()) if ln.strip()), "")
+    res["error"] = what + (f": {last[:200]}" if last else "")
     log(f"RedisShake: {what}; its output (tail):\n{res['stderr_tail']}")
 
 
