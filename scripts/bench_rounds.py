@@ -10,7 +10,6 @@ import argparse
 import importlib.machinery
 import importlib.util
 import os
-import time
 
 import bench_lib as bl
 from bench_lib import BenchError, log
@@ -408,7 +407,3 @@ def goal_lines(rows):
         L.append(f"goal huge values ferry peak RSS <= {TARGET_RSS >> 20} MiB: max {s['max']:.1f} MiB -> "
                  f"{_verdict('huge.rss', s)}")
     return L
-
-
-def wall(t0):
-    return time.monotonic() - t0
