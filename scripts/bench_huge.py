@@ -77,7 +77,8 @@ def status(port):
         return None
 
 
-def run(args, ferry):
+def run(args, ferry, quiet=False):
+    """The case once; quiet: its report goes to the log (stderr), for scripts/bench's rounds."""
     procs = bl.Procs()
     import tempfile
     import shutil
@@ -194,7 +195,11 @@ def run(args, ferry):
         procs.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     res["errors"] = errors
-    print(report(res), flush=True)
+    if quiet:
+        for line in report(res).splitlines():
+            log(line)
+    else:
+        print(report(res), flush=True)
     return res
 
 

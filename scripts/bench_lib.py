@@ -669,6 +669,16 @@ class BgsaveWatch:
         return {"rdb_child_started_s": self.started, "rdb_child_finished_s": self.finished}
 
 
+def proc_cpu_s(pid):
+    """User + system CPU seconds a live process has used so far (/proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def http_json(url: str, timeout: float = 1.0):
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read().decode())
