@@ -62,6 +62,56 @@ impl Decoder {
         let frame = build(&raw)?;
         Ok(Some((frame, raw)))
     }
+
+    /// As [`decode`](Self::decode), for a stream of commands (a replication stream): a frame
+    /// that is an array of strings comes as its arguments, sliced out of its raw bytes without
+    /// the [`Frame`] in between (`Err(frame)` for any other frame). Half the work of `decode`
+    /// then [`Frame::command_args`] on a stream that is all commands.
+    pub fn decode_command(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(CommandArgs, Bytes)>, Error> {
+        let Some(n) = check(buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let raw = buf.split_to(n).freeze();
+        let args = match command_args(&raw)? {
+            Some(args) => Ok(args),
+            None => Err(build(&raw)?),
+        };
+        Ok(Some((args, raw)))
+    }
+}
+
+/// A command's arguments, or the frame that is not a command.
+pub type CommandArgs = Result<Vec<Bytes>, Frame>;
+
+/// The arguments of a checked frame that is a non-empty array of bulk or simple strings;
+/// `None` for any other frame.
+fn command_args(raw: &Bytes) -> Result<Option<Vec<Bytes>>, Error> {
+    let mut b = Builder { raw, pos: 0 };
+    if b.byte()? != tag::ARRAY {
+        return Ok(None);
+    }
+    let count = match b.length()? {
+        Some(n) if n > 0 => n,
+        _ => return Ok(None),
+    };
+    let mut args = Vec::with_capacity(b.capacity(count));
+    for _ in 0..count {
+        match b.byte()? {
+            tag::BULK => match b.length()? {
+                Some(len) => args.push(b.payload(len)?),
+                None => return Ok(None),
+            },
+            tag::SIMPLE => args.push(b.line_bytes()?),
+            _ => return Ok(None),
+        }
+    }
+    if b.pos != raw.len() {
+        return Err(Error::TrailingBytes);
+    }
+    Ok(Some(args))
 }
 
 /// Builds the frame that [`check`] found to occupy all of `raw`.

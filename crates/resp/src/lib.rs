@@ -46,7 +46,7 @@ mod frame;
 mod number;
 
 pub use check::{DEPTH_CEILING, Limits, check};
-pub use decode::{Decoder, parse};
+pub use decode::{CommandArgs, Decoder, parse};
 pub use encode::{encode_command, encode_frame};
 pub use error::Error;
 pub use frame::Frame;

@@ -66,3 +66,25 @@ fn errors_leave_the_buffer() {
     assert_eq!(decoder.decode(&mut buf), Err(Error::BadLength));
     assert_eq!(&buf[..], b"!x");
 }
+
+#[test]
+fn commands_come_as_their_arguments() {
+    let mut buf = BytesMut::new();
+    encode_command(&mut buf, &[&b"SET"[..], b"k", b"a\r\nb"]);
+    buf.extend_from_slice(b"*2\r\n+PING\r\n$1\r\nx\r\n");
+    buf.extend_from_slice(b":12\r\n*0\r\n*2\r\n$1\r\na\r\n:1\r\n*1\r\n$3\r\nDE");
+    let mut decoder = Decoder::default();
+    let mut next = || decoder.decode_command(&mut buf).unwrap();
+    let (args, raw) = next().unwrap();
+    assert_eq!(args.unwrap(), vec!["SET", "k", "a\r\nb"]);
+    assert_eq!(&raw[..4], b"*3\r\n");
+    assert_eq!(next().unwrap().0.unwrap(), vec!["PING", "x"]);
+    // Anything else comes as the frame it is.
+    assert_eq!(next().unwrap().0, Err(Frame::Integer(12)));
+    assert_eq!(next().unwrap().0, Err(Frame::Array(vec![])));
+    assert_eq!(
+        next().unwrap().0,
+        Err(Frame::Array(vec![bulk(b"a"), Frame::Integer(1)]))
+    );
+    assert_eq!(next(), None);
+}

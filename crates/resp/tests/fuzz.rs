@@ -83,6 +83,24 @@ fn exercise(input: &[u8], limits: &Limits) {
         (Ok(Some(n)), Ok(Some((_, raw)))) => assert_eq!(&raw[..], &input[..n]),
         (c, d) => panic!("check {c:?} but decode {d:?}"),
     }
+    // The command decoder agrees with decode + command_args on every input.
+    let mut a = BytesMut::from(input);
+    let mut b = BytesMut::from(input);
+    let framed = Decoder::new(limits.clone()).decode(&mut a);
+    let commands = Decoder::new(limits.clone()).decode_command(&mut b);
+    match (framed, commands) {
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        (Ok(Some((frame, raw))), Ok(Some((args, raw2)))) => {
+            assert_eq!(raw, raw2);
+            match (frame.command_args(), args) {
+                (Some(want), Ok(got)) => assert_eq!(got, want),
+                (None, Err(other)) => assert_eq!(other, frame),
+                (want, got) => panic!("command_args {want:?} but decode_command {got:?}"),
+            }
+        }
+        (f, c) => panic!("decode {f:?} but decode_command {c:?}"),
+    }
+    assert_eq!(a, b);
 }
 
 #[test]

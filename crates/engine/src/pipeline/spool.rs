@@ -301,11 +301,11 @@ impl Spool {
     /// The command in `buf` (exactly one RESP frame): its bytes and its arguments, which
     /// share the buffer.
     fn parse(&mut self, mut buf: BytesMut) -> Option<(Bytes, Vec<Bytes>)> {
-        let (frame, raw) = self.decoder.decode(&mut buf).ok()??;
+        let (args, raw) = self.decoder.decode_command(&mut buf).ok()??;
         if !buf.is_empty() {
             return None;
         }
-        Some((raw, frame.command_args()?))
+        Some((raw, args.ok()?))
     }
 
     /// The next record's header, or None at the end of the segment's written data (a record

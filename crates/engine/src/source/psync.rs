@@ -847,7 +847,14 @@ async fn follow_stream(
                 }
                 if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
                     status.source_offset.store(offset, Relaxed);
-                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    if tx
+                        .send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH_ENTRIES),
+                        ))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                     batch_bytes = 0;
@@ -857,7 +864,7 @@ async fn follow_stream(
                 }
                 continue;
             }
-            let (frame, raw) = match decoder.decode(&mut pending) {
+            let (args, raw) = match decoder.decode_command(&mut pending) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(source) => {
@@ -869,11 +876,11 @@ async fn follow_stream(
                 }
             };
             offset += raw.len() as u64;
-            let Some(args) = frame.command_args().filter(|a| !a.is_empty()) else {
-                return Err(protocol(format!(
+            let args = args.map_err(|frame| {
+                protocol(format!(
                     "replication stream carried a frame that is not a command: {frame}"
-                )));
-            };
+                ))
+            })?;
             let name = &args[0];
             let entry = if name.eq_ignore_ascii_case(b"PING") {
                 Entry::Offset { offset, db }
@@ -881,7 +888,12 @@ async fn follow_stream(
                 db = args
                     .get(1)
                     .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
-                    .ok_or_else(|| protocol(format!("malformed SELECT in the stream: {frame}")))?;
+                    .ok_or_else(|| {
+                        protocol(format!(
+                            "malformed SELECT in the stream: {}",
+                            String::from_utf8_lossy(&raw).escape_debug()
+                        ))
+                    })?;
                 Entry::Offset { offset, db }
             } else if name.eq_ignore_ascii_case(b"REPLCONF") {
                 if args
@@ -924,7 +936,14 @@ async fn follow_stream(
             batch.push(entry);
             if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
                 status.source_offset.store(offset, Relaxed);
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                if tx
+                    .send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_ENTRIES),
+                    ))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
                 batch_bytes = 0;
