@@ -847,14 +847,7 @@ async fn follow_stream(
                 }
                 if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
                     status.source_offset.store(offset, Relaxed);
-                    if tx
-                        .send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH_ENTRIES),
-                        ))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(take_full(&mut batch)).await.is_err() {
                         return Ok(());
                     }
                     batch_bytes = 0;
@@ -936,14 +929,7 @@ async fn follow_stream(
             batch.push(entry);
             if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
                 status.source_offset.store(offset, Relaxed);
-                if tx
-                    .send(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(BATCH_ENTRIES),
-                    ))
-                    .await
-                    .is_err()
-                {
+                if tx.send(take_full(&mut batch)).await.is_err() {
                     return Ok(());
                 }
                 batch_bytes = 0;
@@ -1006,6 +992,12 @@ async fn follow_stream(
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// A full batch, handed on; the next starts at full size (grown one push at a time it was
+/// reallocated nine times per batch).
+fn take_full(batch: &mut Batch) -> Batch {
+    std::mem::replace(batch, Vec::with_capacity(BATCH_ENTRIES))
 }
 
 #[cfg(test)]
