@@ -246,10 +246,14 @@ impl Hold {
         self.lists.insert(list, self.passes);
         *self.copied.entry(list).or_default() += 1;
         self.held += 1;
-        let pair = [Bytes::from(t0.to_string()), key.clone()];
         if !gather {
-            return vec![self.zadd(list, pair.to_vec())];
+            let pair = vec![Bytes::from(t0.to_string()), key.clone()];
+            return vec![self.zadd(list, pair)];
         }
+        // A copy: a snapshot's key names are cut from the parser's 64 KiB blocks, and the
+        // keys gathered here (up to GATHER_ALL, scattered over the snapshot when few keys
+        // have a TTL) would each keep a whole block alive until their ZADD is written.
+        let pair = [Bytes::from(t0.to_string()), Bytes::copy_from_slice(key)];
         let members = self.gathering.entry(list).or_default();
         members.extend(pair);
         self.gathered += 1;
@@ -583,6 +587,20 @@ mod tests {
         let writes = hold.due(now + EVERY, 0, false);
         let lists: Vec<ListId> = writes.iter().map(|w| w.list).collect();
         assert_eq!(lists, vec![(2, 0), (0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn gathered_keys_do_not_share_the_snapshot_buffer() {
+        let mut hold = Hold::new(setup(), false, true, 4);
+        hold.copying(true);
+        let block = Bytes::from(vec![b'k'; 64 * 1024]);
+        let key = block.slice(100..110);
+        assert!(hold.add(0, &key, 1, true).is_empty());
+        let gathered = hold.gathered();
+        let listed = &gathered[0].args[3];
+        assert_eq!(listed, &key);
+        let within = |b: &Bytes| block.as_ptr_range().contains(&b.as_ptr());
+        assert!(within(&key) && !within(listed), "the key was not copied");
     }
 
     #[test]
