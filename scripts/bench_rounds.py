@@ -164,6 +164,11 @@ def round_figures(R, keys, cluster_keys):
     def add(section, key, label, kind, value):
         out.append((section, key, label, kind, value))
 
+    def add_cpu(section, key, who, cpu, count, unit, when=""):
+        """ferry's CPU seconds and the same per million keys or ops (the CPU budget)."""
+        add(section, key + "cpu", f"{who} CPU s{when}", "cpu", cpu)
+        add(section, key + "cpu_per_m", f"{who} CPU s per million {unit}", "cpu", _div(cpu, _div(count, 1e6)))
+
     a, b, c, cb, cs = R.get("native_full"), R.get("ceiling"), R.get("ferry_full"), R.get("baseline_full"), R.get("shake_full")
     S = f"full copy (psync), {keys:,} keys, standalone -> standalone"
     nat = _get(a, "keys_per_s")
@@ -182,9 +187,7 @@ def round_figures(R, keys, cluster_keys):
             "ratio", _div(kps, nat))
         if who == "ferry" and b:
             add(S, "full.ferry_ceiling", "ferry/ceiling (redis-benchmark SET -P 64)", "ratio", _div(kps, b.get("ops_per_s")))
-        cpu = _cpu(r)
-        add(S, f"full.{who}_cpu", f"{nm} CPU s (user+sys)", "cpu", cpu)
-        add(S, f"full.{who}_cpu_per_m", f"{nm} CPU s per million keys", "cpu", _div(cpu, keys / 1e6))
+        add_cpu(S, f"full.{who}_", nm, _cpu(r), keys, "keys", " (user+sys)")
         add(S, f"full.{who}_rss", f"{nm} peak RSS MiB", "mib", _mib(r.get("peak_rss_bytes")))
     if c and cb:
         add(S, "full.after_before", "ferry / ferry-baseline (keys/s; > 1 = faster)", "ratio",
@@ -203,9 +206,7 @@ def round_figures(R, keys, cluster_keys):
         first = _get(sf, "phases_first_seen_s", "incremental")
         add(S, "scan_full.first_pass_ratio", "first pass only (~, /status polled): ratio", "ratio",
             _div(_div(keys, first), nat))
-        cpu = _cpu(sf)
-        add(S, "scan_full.cpu", "ferry scan CPU s", "cpu", cpu)
-        add(S, "scan_full.cpu_per_m", "ferry scan CPU s per million keys", "cpu", _div(cpu, keys / 1e6))
+        add_cpu(S, "scan_full.", "ferry scan", _cpu(sf), keys, "keys")
         add(S, "scan_full.rss", "ferry scan peak RSS MiB", "mib", _mib(sf.get("peak_rss_bytes")))
 
     h = R.get("to_cluster")
@@ -214,9 +215,7 @@ def round_figures(R, keys, cluster_keys):
         add(S, "tocl.s", "ferry s", "s", h.get("seconds"))
         add(S, "tocl.kps", "ferry keys/s", "rate", h.get("keys_per_s"))
         add(S, "tocl.ratio", "ferry/native (standalone native full)", "ratio", _div(h.get("keys_per_s"), nat))
-        cpu = _cpu(h)
-        add(S, "tocl.cpu", "ferry CPU s", "cpu", cpu)
-        add(S, "tocl.cpu_per_m", "ferry CPU s per million keys", "cpu", _div(cpu, keys / 1e6))
+        add_cpu(S, "tocl.", "ferry", _cpu(h), keys, "keys")
         add(S, "tocl.rss", "ferry peak RSS MiB", "mib", _mib(h.get("peak_rss_bytes")))
 
     cl = R.get("cluster")
@@ -230,18 +229,15 @@ def round_figures(R, keys, cluster_keys):
         add(S, "cl_full.ferry_s", "full: ferry s", "s", _get(fc, "seconds"))
         add(S, "cl_full.ferry_kps", "full: ferry keys/s", "rate", fkps)
         add(S, "cl_full.ratio", "full: ferry/native", "ratio", _div(fkps, nkps))
-        cpu = _cpu(fc)
-        add(S, "cl_full.cpu", "full: ferry CPU s", "cpu", cpu)
-        add(S, "cl_full.cpu_per_m", "full: ferry CPU s per million keys", "cpu", _div(cpu, n / 1e6))
+        add_cpu(S, "cl_full.", "full: ferry", _cpu(fc), n, "keys")
         add(S, "cl_full.rss", "full: ferry peak RSS MiB", "mib", _mib(_get(fc, "peak_rss_bytes")))
         ci = cl.get("incremental") or {}
         add(S, "cl_incr.native_ops", "incremental: native ops/s", "rate", ci.get("native_ops_per_s"))
         add(S, "cl_incr.ferry_ops", "incremental: ferry ops/s", "rate", ci.get("ferry_ops_per_s"))
         add(S, "cl_incr.ratio", "incremental: ferry/native", "ratio",
             _div(ci.get("ferry_ops_per_s"), ci.get("native_ops_per_s")))
-        cpu = ci.get("ferry_cpu_during_load_s")
-        add(S, "cl_incr.cpu", "incremental: ferry CPU s during the load", "cpu", cpu)
-        add(S, "cl_incr.cpu_per_m", "incremental: ferry CPU s per million ops", "cpu", _div(cpu, _div(ci.get("ops"), 1e6)))
+        add_cpu(S, "cl_incr.", "incremental: ferry", ci.get("ferry_cpu_during_load_s"), ci.get("ops"), "ops",
+                " during the load")
         add(S, "cl_incr.rss", "incremental: ferry peak RSS MiB (initial sync + load)", "mib",
             _mib(_get(ci, "ferry_rusage", "peak_rss_bytes")))
 
@@ -260,10 +256,8 @@ def round_figures(R, keys, cluster_keys):
         add(S, f"incr.{who}_ops", f"{nm} ops/s", "rate", d.get("ferry_ops_per_s"))
         add(S, f"incr.{who}_ratio", f"{nm}/native" + (f" [goal >= {TARGET_INCR_RATIO}]" if who == "ferry" else ""),
             "ratio", _div(d.get("ferry_ops_per_s"), d.get("native_ops_per_s")))
-        cpu = d.get("ferry_cpu_during_load_s")
         if who != "shake":
-            add(S, f"incr.{who}_cpu", f"{nm} CPU s during the load", "cpu", cpu)
-            add(S, f"incr.{who}_cpu_per_m", f"{nm} CPU s per million ops", "cpu", _div(cpu, _div(d.get("ops"), 1e6)))
+            add_cpu(S, f"incr.{who}_", nm, d.get("ferry_cpu_during_load_s"), d.get("ops"), "ops", " during the load")
         add(S, f"incr.{who}_rss", f"{nm} peak RSS MiB (initial sync + load)", "mib",
             _mib(_get(d, "ferry_rusage", "peak_rss_bytes")))
     d, db, ds_ = R.get("incremental"), R.get("baseline_incremental"), R.get("shake_incremental")
@@ -281,9 +275,7 @@ def round_figures(R, keys, cluster_keys):
         add(S, "scan_incr.native_ops", "native ops/s", "rate", g.get("native_ops_per_s"))
         add(S, "scan_incr.ferry_ops", "ferry scan ops/s", "rate", g.get("ferry_ops_per_s"))
         add(S, "scan_incr.ratio", "ferry scan/native", "ratio", _div(g.get("ferry_ops_per_s"), g.get("native_ops_per_s")))
-        cpu = g.get("ferry_cpu_during_load_s")
-        add(S, "scan_incr.cpu", "ferry scan CPU s during the load", "cpu", cpu)
-        add(S, "scan_incr.cpu_per_m", "ferry scan CPU s per million ops", "cpu", _div(cpu, _div(g.get("ops"), 1e6)))
+        add_cpu(S, "scan_incr.", "ferry scan", g.get("ferry_cpu_during_load_s"), g.get("ops"), "ops", " during the load")
         add(S, "scan_incr.rss", "ferry scan peak RSS MiB (copy + follow)", "mib",
             _mib(_get(g, "ferry_rusage", "peak_rss_bytes")))
 
@@ -298,9 +290,8 @@ def round_figures(R, keys, cluster_keys):
         add(S, f"catchup.{who}_ops", f"{nm} ops/s (sequential)", "rate", _get(seq, "ferry_ops_per_s"))
         add(S, f"catchup.{who}_ratio", f"{nm}/native (sequential)", "ratio", _get(seq, "ratio_vs_native"))
         add(S, f"catchup.{who}_ratio_con", f"{nm}/native (concurrent)", "ratio", _get(con, "ratio_vs_native"))
-        cpu = _get(seq, "ferry_cpu_s")
-        add(S, f"catchup.{who}_cpu", f"{nm} CPU s applying the backlog (sequential)", "cpu", cpu)
-        add(S, f"catchup.{who}_cpu_per_m", f"{nm} CPU s per million ops", "cpu", _div(cpu, _div(e.get("ops"), 1e6)))
+        add_cpu(S, f"catchup.{who}_", nm, _get(seq, "ferry_cpu_s"), e.get("ops"), "ops",
+                " applying the backlog (sequential)")
         add(S, f"catchup.{who}_rss", f"{nm} peak RSS MiB (initial sync + catch-up)", "mib",
             _mib(_get(e, "ferry_rusage", "peak_rss_bytes")))
     e, eb = R.get("catchup"), R.get("baseline_catchup")
