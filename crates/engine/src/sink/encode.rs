@@ -44,6 +44,10 @@ pub enum Expect {
     Dropped(String),
     /// Every snapshot key is on the target; the stream continues from this offset.
     SnapshotApplied(u64),
+    /// A cluster master confirmed every snapshot write sent to it: its base checkpoint can
+    /// now name the copy's end (`SnapshotApplied` follows that checkpoint's reply, so the phase
+    /// says "incremental" only once a restart would go on from the copy).
+    SnapshotWritten(u64),
     /// `MULTI` of a ferry transaction: the replies that follow are `+QUEUED`, the results come
     /// in the `EXEC`'s array.
     Multi,
@@ -150,6 +154,8 @@ pub struct Encoder {
     /// writes it would also cover a transaction the cluster refused with MOVED or ASK.)
     confirmed: Option<u64>,
     confirmed_written: u64,
+    /// A cluster master's copy ended here and no base checkpoint names it yet.
+    snapshot_base: Option<u64>,
     /// Where the last write of the stream (or the snapshot) ended, for the checkpoint.
     last_write: Option<(u64, u32)>,
     /// The checkpoint value the last transaction wrote.
@@ -358,6 +364,7 @@ impl Encoder {
             shared_target: false,
             confirmed: None,
             confirmed_written: 0,
+            snapshot_base: None,
             last_write: None,
             txn_checkpoint: None,
             db_map: crate::pipeline::transform::DbMap::default(),
@@ -508,6 +515,10 @@ impl Encoder {
                 self.write_checkpoint(Some((offset, 0)));
                 if fenced {
                     self.close_txn();
+                }
+                if let Some(end) = self.snapshot_base.filter(|&end| offset >= end) {
+                    self.snapshot_base = None;
+                    self.expects.push(Expect::SnapshotApplied(end));
                 }
             }
         }
@@ -789,7 +800,12 @@ impl Encoder {
                     self.close_txn();
                 }
                 self.checkpointing = self.checkpoint_key.is_some() && self.replid.is_some();
-                self.expects.push(Expect::SnapshotApplied(offset));
+                if self.cluster && self.checkpointing {
+                    self.snapshot_base = Some(offset);
+                    self.expects.push(Expect::SnapshotWritten(offset));
+                } else {
+                    self.expects.push(Expect::SnapshotApplied(offset));
+                }
             }
             Entry::Command(cmd)
                 if self.shared_target

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ferry_resp::{Decoder, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::caps::Caps;
 use super::encode::{Encoder, Expect, Guard, Kind, SlotCheckpoints};
@@ -185,6 +185,8 @@ impl StandaloneTarget {
         let (expect_tx, expect_rx) = mpsc::unbounded_channel::<Vec<Expect>>();
         // Fenced only where a checkpoint is kept: the fence guards the checkpoint's writes.
         let fence = options.fence.clone().filter(|_| checkpoint.is_some());
+        // The reply reader's call for a write-out with nothing new to write (a base checkpoint).
+        let wake = Arc::new(Notify::new());
         let replies = tokio::spawn(read_replies(
             rd,
             buf,
@@ -197,6 +199,7 @@ impl StandaloneTarget {
                 fence: fence.clone(),
                 hold: hold_reports,
                 credit_max: options.max_in_flight,
+                wake: wake.clone(),
             },
         ));
         let mut enc = Encoder::for_target(self.caps, options.rewrite_values);
@@ -262,7 +265,19 @@ impl StandaloneTarget {
         };
         let mut failure = None;
         'run: loop {
-            let Some(batch) = rx.recv().await else {
+            let next = tokio::select! {
+                batch = rx.recv() => Some(batch),
+                () = wake.notified() => None,
+            };
+            let Some(next) = next else {
+                // The snapshot's writes are confirmed: the base checkpoint naming its end goes
+                // out now, not with whatever the stream brings next (maybe nothing for a while).
+                if !out.flush(&mut enc).await {
+                    break;
+                }
+                continue;
+            };
+            let Some(batch) = next else {
                 enc.finish();
                 out.flush(&mut enc).await;
                 // A cluster master's base checkpoint names what the target confirmed: once the
@@ -452,6 +467,8 @@ struct Target {
     hold: Option<Arc<super::hold::Reports>>,
     /// All the credit there is (see `Out::credit_max`).
     credit_max: usize,
+    /// Wakes the writer when a confirmation calls for a write of its own.
+    wake: Arc<Notify>,
 }
 
 /// Reads replies in order and settles each expectation; the first refusal ends the task.
@@ -469,6 +486,7 @@ async fn read_replies(
         fence,
         hold,
         credit_max,
+        wake,
     } = target;
     let result = async {
         let mut decoder = Decoder::new(Limits::default());
@@ -479,6 +497,7 @@ async fn read_replies(
             on_error,
             fence: fence.as_deref(),
             hold,
+            wake: &wake,
         };
         // Expectations inside an open transaction, settled by its EXEC.
         let mut queued: Option<Vec<Expect>> = None;
@@ -553,6 +572,7 @@ struct Settle<'a> {
     fence: Option<&'a Fence>,
     /// Where passes over held TTLs report what they left.
     hold: Option<Arc<super::hold::Reports>>,
+    wake: &'a Notify,
 }
 
 impl Settle<'_> {
@@ -653,6 +673,10 @@ impl Settle<'_> {
                 if !what.is_empty() {
                     status.warn("dropped", format!("left out {what}"));
                 }
+            }
+            Expect::SnapshotWritten(offset) => {
+                status.applied(offset);
+                self.wake.notify_one();
             }
             Expect::SnapshotApplied(offset) => {
                 status.applied(offset);
