@@ -69,6 +69,22 @@ pub enum Expect {
     },
 }
 
+impl Expect {
+    /// Whether the target answers it with a reply of its own (the rest settle in order
+    /// between replies).
+    pub fn takes_reply(&self) -> bool {
+        matches!(
+            self,
+            Expect::Reply { .. }
+                | Expect::Multi
+                | Expect::Exec
+                | Expect::Discard
+                | Expect::Guard
+                | Expect::Hold { .. }
+        )
+    }
+}
+
 /// The name or key a reply is reported under. Of a big command, a copy: a slice would keep the
 /// whole command's bytes alive until the reply, which inside a transaction is its EXEC (a
 /// 256 MiB SET in 256 KiB pieces read back from the spool was held whole that way).

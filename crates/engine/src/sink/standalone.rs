@@ -187,7 +187,7 @@ impl StandaloneTarget {
         let fence = options.fence.clone().filter(|_| checkpoint.is_some());
         // The reply reader's call for a write-out with nothing new to write (a base checkpoint).
         let wake = Arc::new(Notify::new());
-        let replies = tokio::spawn(read_replies(
+        let mut replies = tokio::spawn(read_replies(
             rd,
             buf,
             expect_rx,
@@ -264,20 +264,29 @@ impl StandaloneTarget {
             pending: Pending::default(),
         };
         let mut failure = None;
+        let mut ended = None;
         'run: loop {
             let next = tokio::select! {
-                batch = rx.recv() => Some(batch),
-                () = wake.notified() => None,
+                batch = rx.recv() => Wait::Batch(batch),
+                () = wake.notified() => Wait::Wake,
+                done = &mut replies => Wait::ReaderEnded(done),
             };
-            let Some(next) = next else {
+            let batch = match next {
+                Wait::Batch(batch) => batch,
                 // The snapshot's writes are confirmed: the base checkpoint naming its end goes
                 // out now, not with whatever the stream brings next (maybe nothing for a while).
-                if !out.flush(&mut enc).await {
+                Wait::Wake if out.flush(&mut enc).await => continue,
+                Wait::Wake => break,
+                // A refusal or a lost connection ends the writer now. Idle, it would notice only
+                // at its next write, and a router waiting for it to confirm (a cluster's
+                // barrier before a cross-slot command) would send it nothing more: both waited
+                // for ever.
+                Wait::ReaderEnded(done) => {
+                    ended = Some(done);
                     break;
                 }
-                continue;
             };
-            let Some(batch) = next else {
+            let Some(batch) = batch else {
                 enc.finish();
                 out.flush(&mut enc).await;
                 // A cluster master's base checkpoint names what the target confirmed: once the
@@ -333,7 +342,11 @@ impl StandaloneTarget {
         }
         drop(expect_tx);
         let _ = wr.shutdown().await;
-        match replies.await {
+        let ended = match ended {
+            Some(ended) => ended,
+            None => replies.await,
+        };
+        match ended {
             Ok(r) => match failure {
                 Some(e) => Err(e),
                 None => r,
@@ -345,6 +358,16 @@ impl StandaloneTarget {
             }),
         }
     }
+}
+
+/// What a writer waits for between batches.
+enum Wait {
+    /// The next batch, or none when the router is done.
+    Batch(Option<Batch>),
+    /// A confirmation that calls for a write of its own (see `Expect::SnapshotWritten`).
+    Wake,
+    /// The reply reader stopped, with its result.
+    ReaderEnded(std::result::Result<Result<()>, tokio::task::JoinError>),
 }
 
 /// Where a writer's output goes: the reply reader, the socket, through the task's limits.
@@ -432,14 +455,17 @@ impl Out<'_> {
         if self.fence.is_some_and(|f| f.check().is_err()) {
             return false;
         }
-        let replies = (enc.replies as u32).min(self.credit_max);
+        let (parts, expects) = enc.take_parts();
+        // Counted as the reply reader counts what it gives back, so credit is neither lost nor
+        // made (a checkpoint written while the parts are taken has a reply too).
+        let replies = expects.iter().filter(|e| e.takes_reply()).count() as u32;
+        let replies = replies.min(self.credit_max);
         if replies > 0 {
             match self.credit.acquire_many(replies).await {
                 Ok(permit) => permit.forget(),
                 Err(_) => return false,
             }
         }
-        let (parts, expects) = enc.take_parts();
         if let (Some(throttle), Some(stage)) = (self.throttle, self.pending.stage) {
             let units = std::mem::take(&mut self.pending.units);
             let len = parts.iter().map(Bytes::len).sum::<usize>();
@@ -504,16 +530,7 @@ async fn read_replies(
         while let Some(batch) = expects.recv().await {
             let mut replies = 0;
             for expect in batch {
-                let takes_reply = matches!(
-                    expect,
-                    Expect::Reply { .. }
-                        | Expect::Multi
-                        | Expect::Exec
-                        | Expect::Discard
-                        | Expect::Guard
-                        | Expect::Hold { .. }
-                );
-                let frame = if takes_reply {
+                let frame = if expect.takes_reply() {
                     replies += 1;
                     Some(next_reply(&mut rd, &mut buf, &mut decoder, &addr).await?)
                 } else {
