@@ -73,11 +73,19 @@ struct Resume {
 
 impl Resume {
     fn covers(&self, slot: Option<u16>, shard: usize, offset: u64) -> bool {
-        offset <= self.until
-            && (self.bases.get(shard).is_some_and(|&b| b >= offset)
-                || slot
-                    .and_then(|s| self.slots.get(&s))
-                    .is_some_and(|&o| o >= offset))
+        if offset > self.until {
+            return false;
+        }
+        match slot {
+            // A slot's writes go in transactions with its own checkpoint, which moves with
+            // the slot. A master's base says nothing of a slot that came to it in a
+            // resharding: writes its old master refused (MOVED) lie below the new one's base.
+            Some(s) => {
+                self.bases.iter().all(|&b| b >= offset)
+                    || self.slots.get(&s).is_some_and(|&o| o >= offset)
+            }
+            None => self.bases.get(shard).is_some_and(|&b| b >= offset),
+        }
     }
 }
 
@@ -1201,6 +1209,11 @@ mod tests {
         assert!(!r.covers(Some(7), 0, 151));
         assert!(r.covers(None, 1, 200));
         assert!(!r.covers(None, 1, 201));
+        // A slot now on master 1 whose checkpoint is behind that master's base (it came from
+        // master 0 in a resharding): its writes past the slot's checkpoint are not covered.
+        assert!(!r.covers(Some(1), 1, 180));
+        assert!(!r.covers(Some(7), 1, 180));
+        assert!(r.covers(Some(7), 1, 150));
     }
 
     #[test]

@@ -544,9 +544,13 @@ impl Encoder {
         if !self.out.is_empty() || parts.is_empty() {
             parts.push(self.out.split().freeze());
         }
+        // The next batch is sized like this one: a copy's batches are thousands long, a
+        // stream's often a few entries, and each batch waits in the reply reader's queue (an
+        // expectation is 88 bytes: room for 4096 of them, 352 KiB, was held for three commands).
+        let next = self.expects.len().clamp(16, 4096);
         (
             parts,
-            std::mem::replace(&mut self.expects, Vec::with_capacity(4096)),
+            std::mem::replace(&mut self.expects, Vec::with_capacity(next)),
         )
     }
 
