@@ -257,6 +257,8 @@ impl Error {
         match self {
             Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } => Retry::Connection,
             Error::Server { msg, .. } if busy(msg) => Retry::Connection,
+            // A cluster moving slots: the next try reads its slot map again.
+            Error::Server { msg, .. } if redirect(msg) => Retry::Connection,
             Error::TargetRefused {
                 retryable: true, ..
             }
@@ -269,11 +271,27 @@ impl Error {
     /// refusing a write: what the spool bridges.
     pub fn target_gone(&self) -> Option<Retry> {
         match (self.role(), self) {
+            // Refused because a slot moved: nothing of it was applied, and the target is
+            // reached again through its new slot map, as after a failover.
+            (
+                _,
+                Error::TargetRefused {
+                    msg,
+                    retryable: true,
+                    ..
+                },
+            ) if redirect(msg) => Some(Retry::Connection),
             (_, Error::TargetRefused { .. }) => None,
             (Some(Role::Target), e) if e.retry() != Retry::Never => Some(e.retry()),
             _ => None,
         }
     }
+}
+
+/// A cluster's answer for a key whose slot is elsewhere or moving (or a cluster without
+/// every slot served).
+fn redirect(msg: &str) -> bool {
+    crate::net::topology::is_redirect(msg.as_bytes())
 }
 
 /// 0.5 s doubling to 30 s, times a jitter of 0.5-1 so many tasks do not retry in step.
@@ -319,5 +337,49 @@ fn snapshot_hint(e: &ferry_rdb::Error) -> &'static str {
             " (that value is damaged; a server that restores it can crash: repair or delete that key on the source, then copy again)"
         }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(msg: &str, retryable: bool) -> Error {
+        Error::TargetRefused {
+            addr: "127.0.0.1:7000".into(),
+            what: "SET of key \"k\"".into(),
+            msg: msg.into(),
+            retryable,
+        }
+    }
+
+    #[test]
+    fn a_moved_slot_is_retried_through_the_spool_and_other_refusals_are_not() {
+        assert_eq!(
+            refused("MOVED 3199 127.0.0.1:7001", true).target_gone(),
+            Some(Retry::Connection)
+        );
+        assert_eq!(
+            refused("ASK 3199 127.0.0.1:7001", true).target_gone(),
+            Some(Retry::Connection)
+        );
+        assert_eq!(refused("OOM command not allowed", true).target_gone(), None);
+        assert_eq!(
+            refused("MOVED 3199 127.0.0.1:7001", false).target_gone(),
+            None
+        );
+        let control = Error::Server {
+            role: Role::Target,
+            addr: "127.0.0.1:7000".into(),
+            msg: "MOVED 9932 127.0.0.1:7002".into(),
+        };
+        assert_eq!(control.retry(), Retry::Connection);
+        assert_eq!(control.target_gone(), Some(Retry::Connection));
+        let wrong = Error::Server {
+            role: Role::Target,
+            addr: "127.0.0.1:7000".into(),
+            msg: "ERR unknown command".into(),
+        };
+        assert_eq!(wrong.retry(), Retry::Never);
     }
 }

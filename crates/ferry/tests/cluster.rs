@@ -181,6 +181,52 @@ fn target_resharded_while_syncing() {
     finish(ferry);
 }
 
+/// A resharding moves slot 0, where the master serving it keeps its base checkpoint: a
+/// restart continues from the checkpoints (no full copy), each master has its base in its
+/// own first slot again, and the copy stays equal.
+#[test]
+fn a_restart_after_a_base_checkpoints_slot_moved_continues() {
+    let source = Server::start_with(NO_DELAY);
+    let target = Cluster::start(3, 0);
+    let spec = spec(43);
+    workload::populate(&source, &spec);
+    let args = ["--source", &source.url(), "--target", &target.url()];
+    let mut ferry = follow(&args);
+    let mut load = workload::Workload::new(&spec);
+    load.run(&source, 2000);
+    wait_caught_up(&mut ferry, &source, Duration::from_secs(120));
+    let from = target.owner(0).addr();
+    let to = *target.masters().iter().find(|m| m.addr() != from).unwrap();
+    target.move_slot(0, to);
+    finish(ferry);
+    load.run(&source, 2000);
+    let ferry = follow(&args);
+    load.run(&source, 2000);
+    let n = equal(&Side::from(&source), &Side::from(&target), &ferry);
+    assert!(n > 1000, "only {n} keys compared");
+    let log = ferry.log();
+    assert!(
+        log.contains("continues the stream from the checkpoint") && !log.contains("full sync"),
+        "not continued:\n{log}"
+    );
+    assert!(
+        log.contains("put back in each master's first slot"),
+        "{log}"
+    );
+    let bases: Vec<Vec<u8>> = target
+        .masters()
+        .iter()
+        .flat_map(|m| {
+            redis::cmd("KEYS")
+                .arg("__ferry:checkpoint:*:base:*")
+                .query::<Vec<Vec<u8>>>(&mut m.conn())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(bases.len(), 3, "one base per master: {bases:?}");
+    finish(ferry);
+}
+
 /// A source behind Sentinel fails over to its replica: ferry asks the sentinels again and
 /// continues from the promoted replica without a full resync.
 #[test]

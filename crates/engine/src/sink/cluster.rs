@@ -57,6 +57,20 @@ pub struct ClusterTarget {
     pub caps: Caps,
     tags: Arc<SlotTags>,
     resume: Resume,
+    /// Base checkpoints to put back in place before writing (see `Rebase`).
+    rebase: Option<Rebase>,
+}
+
+/// After a resharding moved a master's first slot (and with it the base checkpoint kept
+/// there) elsewhere: each master without a base of its own gets one naming the resume point
+/// (true of every master: it is the lowest base), then the bases left in slots that are no
+/// master's first are deleted, so an old position does not hold every later resume back.
+#[derive(Debug, Default)]
+struct Rebase {
+    /// (master, key, checkpoint text) to write.
+    write: Vec<(usize, Vec<u8>, String)>,
+    /// (master, key) to delete, after the writes.
+    delete: Vec<(usize, Bytes)>,
 }
 
 /// What the checkpoints found on a resume say is applied already, beyond where the source
@@ -122,6 +136,7 @@ impl ClusterTarget {
             caps,
             tags: Arc::new(SlotTags::new()),
             resume: Resume::default(),
+            rebase: None,
         })
     }
 
@@ -158,7 +173,16 @@ impl ClusterTarget {
     pub async fn read_checkpoint(&mut self, task: &str) -> Result<Option<Checkpoint>> {
         let base_prefix = key_prefix(task, "base");
         let slot_prefix = key_prefix(task, "slot");
+        // Each master's own base lives in its first slot; one found anywhere else came with a
+        // slot a resharding moved.
+        let own_keys: Vec<Vec<u8>> = self
+            .topology
+            .shards
+            .iter()
+            .map(|shard| self.tags.key_in_slot(&base_prefix, shard.first_slot(), b""))
+            .collect();
         let mut bases: Vec<Option<Checkpoint>> = vec![None; self.control.len()];
+        let mut moved: Vec<(usize, Bytes, Checkpoint)> = Vec::new();
         let mut slots: Vec<(u16, Checkpoint)> = Vec::new();
         let pattern = [&glob_escape(&key_prefix(task, ""))[..], b"*"].concat();
         for (i, conn) in self.control.iter_mut().enumerate() {
@@ -178,28 +202,24 @@ impl ClusterTarget {
                         ),
                     });
                 };
-                if key.starts_with(&base_prefix) {
-                    // A master may hold two after a resharding moved one: the lower is safe.
-                    let lower = match (&bases[i], &checkpoint) {
-                        (
-                            Some(Checkpoint::Applied { offset: a, .. }),
-                            Checkpoint::Applied { offset: b, .. },
-                        ) => b < a,
-                        (Some(Checkpoint::Loading { .. }), _) => false,
-                        _ => true,
-                    };
-                    if lower {
-                        bases[i] = Some(checkpoint);
-                    }
+                if key[..] == own_keys[i][..] {
+                    bases[i] = Some(checkpoint);
+                } else if key.starts_with(&base_prefix) {
+                    moved.push((i, key, checkpoint));
                 } else if key.starts_with(&slot_prefix) {
                     slots.push((slot(&key), checkpoint));
                 }
             }
         }
-        if bases.iter().all(Option::is_none) && slots.is_empty() {
+        self.rebase = None;
+        if bases.iter().all(Option::is_none) && moved.is_empty() && slots.is_empty() {
             return Ok(None);
         }
-        let found: Vec<&Checkpoint> = bases.iter().flatten().collect();
+        let found: Vec<&Checkpoint> = bases
+            .iter()
+            .flatten()
+            .chain(moved.iter().map(|(_, _, c)| c))
+            .collect();
         let replid = match found.first() {
             Some(Checkpoint::Applied { replid, .. } | Checkpoint::Loading { replid }) => {
                 replid.clone()
@@ -210,7 +230,11 @@ impl ClusterTarget {
                 }
             },
         };
-        let consistent = found.len() == bases.len()
+        // A master without a base is one that lost its data (restarted without persistence,
+        // flushed), unless a resharding took its first slot: then that base is among the
+        // moved ones. More masters without one than bases moved: some data is gone.
+        let without = bases.iter().filter(|b| b.is_none()).count();
+        let consistent = without <= moved.len()
             && found
                 .iter()
                 .all(|c| matches!(c, Checkpoint::Applied { replid: r, .. } if *r == replid));
@@ -218,7 +242,7 @@ impl ClusterTarget {
             // Some master lost its part (restarted without persistence, flushed) or a copy
             // was interrupted: what the target holds cannot be continued.
             for (i, b) in bases.iter().enumerate() {
-                if b.is_none() {
+                if b.is_none() && without > moved.len() {
                     tracing::warn!(
                         "target master {} holds no checkpoint of this task while others do: it lost its data",
                         self.topology.shards[i].master
@@ -227,15 +251,43 @@ impl ClusterTarget {
             }
             return Ok(Some(Checkpoint::Loading { replid }));
         }
-        let (mut low, mut low_db, mut offsets) = (u64::MAX, 0, Vec::new());
+        let (mut low, mut low_db) = (u64::MAX, 0);
         for c in &found {
-            if let Checkpoint::Applied { offset, db, .. } = c {
-                offsets.push(*offset);
-                if *offset < low {
-                    (low, low_db) = (*offset, *db);
-                }
+            if let Checkpoint::Applied { offset, db, .. } = c
+                && *offset < low
+            {
+                (low, low_db) = (*offset, *db);
             }
         }
+        let offsets: Vec<u64> = if moved.is_empty() {
+            bases
+                .iter()
+                .flatten()
+                .map(|c| match c {
+                    Checkpoint::Applied { offset, .. } => *offset,
+                    Checkpoint::Loading { .. } => 0,
+                })
+                .collect()
+        } else {
+            // Which master confirmed what is no longer known: only the lowest holds for all.
+            let value = Checkpoint::Applied {
+                replid: replid.clone(),
+                offset: low,
+                db: low_db,
+                last_write: None,
+            }
+            .to_string();
+            self.rebase = Some(Rebase {
+                write: bases
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.is_none())
+                    .map(|(i, _)| (i, own_keys[i].clone(), value.clone()))
+                    .collect(),
+                delete: moved.iter().map(|(i, k, _)| (*i, k.clone())).collect(),
+            });
+            vec![low; bases.len()]
+        };
         let mut resume = Resume {
             bases: offsets,
             slots: HashMap::new(),
@@ -267,12 +319,26 @@ impl ClusterTarget {
     /// Routes every entry from `rx` to the masters' writers until it closes; `task` names the
     /// checkpoints (None: none are kept).
     pub async fn run(
-        self,
+        mut self,
         mut rx: mpsc::Receiver<Batch>,
         status: Arc<Status>,
         options: Options,
         task: Option<String>,
     ) -> Result<()> {
+        if let Some(rebase) = self.rebase.take() {
+            for (i, key, value) in &rebase.write {
+                self.control[*i]
+                    .request_ok(&[&b"SET"[..], key, value.as_bytes()])
+                    .await?;
+            }
+            for (i, key) in &rebase.delete {
+                self.control[*i].request_ok(&[&b"DEL"[..], key]).await?;
+            }
+            tracing::info!(
+                moved = rebase.delete.len(),
+                "base checkpoints moved by a resharding put back in each master's first slot"
+            );
+        }
         let slot_keys = task.as_ref().map(|t| {
             let prefix = key_prefix(t, "slot");
             Arc::new(SlotCheckpoints::new(
@@ -1096,7 +1162,15 @@ impl Router {
             String::from_utf8_lossy(&cmd.args[0]).to_ascii_uppercase(),
             escape(cmd.args.get(1).map_or(&[][..], |k| k))
         );
+        // A slot that moved is no refusal of the command: never skipped, tried again.
+        let moved = crate::net::topology::is_redirect(msg.as_bytes());
         match self.on_error {
+            _ if moved => Err(Error::TargetRefused {
+                addr: self.topology.shards[0].master.addr(),
+                what,
+                msg,
+                retryable: true,
+            }),
             crate::spec::OnError::Fail => Err(Error::TargetRefused {
                 addr: self.topology.shards[0].master.addr(),
                 what,
