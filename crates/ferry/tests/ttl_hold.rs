@@ -198,7 +198,15 @@ fn run(target: &Target, extra: &[&str]) {
 
 #[test]
 fn ttls_renewed_during_the_copy_survive_on_a_standalone_target() {
-    run(&Target::One(Server::start()), &[]);
+    let target = Target::One(Server::start());
+    run(&target, &[]);
+    // The release passes name the script loaded once (SCRIPT LOAD), not its body each time.
+    let Target::One(server) = &target else {
+        unreachable!()
+    };
+    let stats = server.info("commandstats");
+    let evalsha = stats.get("cmdstat_evalsha").map_or("", String::as_str);
+    assert!(evalsha.starts_with("calls="), "no EVALSHA: {stats:?}");
 }
 
 #[test]

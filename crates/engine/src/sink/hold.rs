@@ -147,6 +147,10 @@ pub struct Hold {
     setup: Setup,
     cluster: bool,
     pexpiretime: bool,
+    /// The release script's SHA1 once the target has it loaded (`SCRIPT LOAD`): each pass
+    /// then sends 40 bytes instead of its 1.2 KB body (a cluster task's writers each send up to
+    /// `budget` passes at once).
+    release_sha: Option<Bytes>,
     /// The snapshot is being written: keys with a TTL are held.
     copying: bool,
     /// The lists that may hold keys, each with the number of the last pass written before
@@ -185,6 +189,7 @@ impl Hold {
             setup,
             cluster,
             pexpiretime,
+            release_sha: None,
             copying: false,
             lists: HashMap::new(),
             copied: HashMap::new(),
@@ -200,6 +205,16 @@ impl Hold {
             own_slots: Vec::new(),
             dbs: 16,
         }
+    }
+
+    /// The release script, for `SCRIPT LOAD` on the writer's connection.
+    pub fn release_script() -> &'static str {
+        RELEASE
+    }
+
+    /// The target has the release script loaded under `sha`: passes use `EVALSHA`.
+    pub fn set_release_sha(&mut self, sha: Bytes) {
+        self.release_sha = Some(sha);
     }
 
     /// Where the reply reader tells what each pass left.
@@ -391,8 +406,14 @@ impl Hold {
                     list,
                     key: key.clone(),
                     args: vec![
-                        Bytes::from_static(b"EVAL"),
-                        Bytes::from_static(RELEASE.as_bytes()),
+                        match &self.release_sha {
+                            Some(_) => Bytes::from_static(b"EVALSHA"),
+                            None => Bytes::from_static(b"EVAL"),
+                        },
+                        match &self.release_sha {
+                            Some(sha) => sha.clone(),
+                            None => Bytes::from_static(RELEASE.as_bytes()),
+                        },
                         Bytes::from_static(b"1"),
                         key.clone(),
                         Bytes::from(after.clone()),

@@ -177,6 +177,17 @@ impl StandaloneTarget {
         if let Some(hold) = &mut hold {
             // A server that does not say how many dbs it has may refuse SELECT: db 0 only.
             hold.set_own_slots(hold_slots, self.caps.databases.unwrap_or(1));
+            // Loaded once on this connection; a target that refuses SCRIPT gets the body each
+            // time. (A restart or failover that empties its script cache also drops this
+            // connection; a SCRIPT FLUSH meanwhile makes a pass fail with NOSCRIPT, retried.)
+            let script = super::hold::Hold::release_script();
+            if let Ok(Frame::Bulk(sha)) = self
+                .conn
+                .request(&[&b"SCRIPT"[..], b"LOAD", script.as_bytes()])
+                .await
+            {
+                hold.set_release_sha(sha);
+            }
         }
         let hold_reports = hold.as_ref().map(|h| h.reports());
         let (stream, buf) = self.conn.into_parts();
@@ -632,9 +643,11 @@ impl Settle<'_> {
             }),
             // The cluster's slot map changed under ferry, or the server became a replica in
             // a failover: start again from the checkpoints, asking anew where to write
-            // (nothing of a refused transaction was applied).
+            // (nothing of a refused transaction was applied). NOSCRIPT: the script cache was
+            // emptied under a connection that loaded the TTL hold's script; a new one loads it.
             _ if crate::net::topology::is_redirect(msg.as_bytes())
-                || msg.starts_with("READONLY") =>
+                || msg.starts_with("READONLY")
+                || msg.starts_with("NOSCRIPT") =>
             {
                 Err(Error::TargetRefused {
                     addr: self.addr.to_string(),
