@@ -474,6 +474,18 @@ impl Encoder {
         }
     }
 
+    /// The reply reader confirmed every write of the copy (`Expect::SnapshotWritten`): the
+    /// next write-out names the copy's end in the base checkpoint, also when the source had
+    /// written nothing yet (a copy ending at offset 0 confirms no later position).
+    pub fn snapshot_confirmed(&mut self) {
+        if let Some(end) = self.snapshot_base {
+            if self.confirmed.is_none_or(|c| c < end) {
+                self.confirmed = Some(end);
+            }
+            self.confirmed_written = self.confirmed_written.max(end);
+        }
+    }
+
     /// A cluster master's base checkpoint is due (the target confirmed a later position): the
     /// next write-out names it even with nothing else to write.
     pub fn checkpoint_due(&self) -> bool {
@@ -2409,6 +2421,43 @@ mod tests {
                  *1 $5 MULTI *2 $4 INCR $1 c *3 $3 SET $3 cp9 $45 {id} 30 0 *1 $4 EXEC "
             )
         );
+    }
+
+    /// A cluster master's copy that ended at offset 0 (a source with no writes yet): once its
+    /// writes are confirmed the base names it, and only that base's reply says it is applied.
+    #[test]
+    fn a_cluster_masters_base_names_the_copys_end_once_confirmed() {
+        let mut enc = Encoder::new()
+            .with_checkpoint(b"base".to_vec())
+            .for_cluster(None);
+        let id = "0123456789012345678901234567890123456789";
+        enc.push(Entry::SyncStart {
+            replid: Bytes::from_static(id.as_bytes()),
+            offset: 0,
+            snapshot: true,
+            clear_target: false,
+        })
+        .unwrap();
+        enc.push(Entry::SnapshotEnd { offset: 0 }).unwrap();
+        let (_, expects) = enc.take();
+        assert!(matches!(expects.last(), Some(Expect::SnapshotWritten(0))));
+        assert!(
+            !expects
+                .iter()
+                .any(|e| matches!(e, Expect::SnapshotApplied(_)))
+        );
+        // Nothing confirmed yet: nothing due.
+        enc.confirmed(0);
+        assert!(!enc.checkpoint_due());
+        enc.snapshot_confirmed();
+        assert!(enc.checkpoint_due());
+        let (out, expects) = enc.take();
+        let text = String::from_utf8_lossy(&out).replace("\r\n", " ");
+        assert!(
+            text.ends_with(&format!("SET $4 base $44 {id} 0 0 ")),
+            "{text}"
+        );
+        assert!(matches!(expects.last(), Some(Expect::SnapshotApplied(0))));
     }
 
     #[test]

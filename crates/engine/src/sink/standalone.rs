@@ -286,8 +286,13 @@ impl StandaloneTarget {
                 Wait::Batch(batch) => batch,
                 // The snapshot's writes are confirmed: the base checkpoint naming its end goes
                 // out now, not with whatever the stream brings next (maybe nothing for a while).
-                Wait::Wake if out.flush(&mut enc).await => continue,
-                Wait::Wake => break,
+                Wait::Wake => {
+                    enc.snapshot_confirmed();
+                    if out.flush(&mut enc).await {
+                        continue;
+                    }
+                    break;
+                }
                 // A refusal or a lost connection ends the writer now. Idle, it would notice only
                 // at its next write, and a router waiting for it to confirm (a cluster's
                 // barrier before a cross-slot command) would send it nothing more: both waited
