@@ -390,6 +390,13 @@ impl Hold {
         } else {
             HashMap::new()
         };
+        let (call, script) = match &self.release_sha {
+            Some(sha) => (Bytes::from_static(b"EVALSHA"), sha.clone()),
+            None => (
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(RELEASE.as_bytes()),
+            ),
+        };
         let mut writes = Vec::new();
         for list in lists {
             if writes.len() >= self.budget {
@@ -406,14 +413,8 @@ impl Hold {
                     list,
                     key: key.clone(),
                     args: vec![
-                        match &self.release_sha {
-                            Some(_) => Bytes::from_static(b"EVALSHA"),
-                            None => Bytes::from_static(b"EVAL"),
-                        },
-                        match &self.release_sha {
-                            Some(sha) => sha.clone(),
-                            None => Bytes::from_static(RELEASE.as_bytes()),
-                        },
+                        call.clone(),
+                        script.clone(),
                         Bytes::from_static(b"1"),
                         key.clone(),
                         Bytes::from(after.clone()),
