@@ -134,7 +134,13 @@ pub struct TaskConfig {
     /// A cluster source: which node of each shard to replicate from.
     pub read_from: ReadFrom,
     /// How the source is read: as a replica, by scanning, or whichever it allows.
-    pub source_mode: crate::spec::SourceMode,
+    pub source_mode: SourceMode,
+    /// How the target is written: as a client, or as ferry's replica.
+    pub target_mode: TargetMode,
+    /// Replica mode: where ferry listens for the target's replication link, and the address
+    /// it tells the target to connect to (the listener's own when not set).
+    pub replica_listen: std::net::SocketAddr,
+    pub replica_announce: Option<(String, u16)>,
     pub spool: SpoolConfig,
     /// Silence from the source for this long ends the link (see `advanced.source_timeout`).
     pub source_timeout: std::time::Duration,
@@ -239,13 +245,28 @@ impl TaskConfig {
             ));
         }
         let read_from = file.source.read_from.unwrap_or_default();
-        if file.target.mode.is_some() {
-            return Err(Error::Config(
-                "mode belongs in [source], not [target]: it says how the source is read".into(),
-            ));
-        }
-        let source_mode = file.source.mode.unwrap_or_default();
-        if matches!(source, Source::RdbFile(_)) && source_mode != crate::spec::SourceMode::Psync {
+        let source_mode = match file.source.mode {
+            None | Some(Mode::Psync) => SourceMode::Psync,
+            Some(Mode::Scan) => SourceMode::Scan,
+            Some(Mode::Auto) => SourceMode::Auto,
+            Some(m @ (Mode::Commands | Mode::Replica)) => {
+                return Err(Error::Config(format!(
+                    "[source] mode = \"{}\" says how a target is written; the source's mode is \"psync\", \"scan\" or \"auto\" (and [target] mode is \"commands\" or \"replica\")",
+                    m.name()
+                )));
+            }
+        };
+        let target_mode = match file.target.mode {
+            None | Some(Mode::Commands) => TargetMode::Commands,
+            Some(Mode::Replica) => TargetMode::Replica,
+            Some(m @ (Mode::Psync | Mode::Scan | Mode::Auto)) => {
+                return Err(Error::Config(format!(
+                    "[target] mode = \"{}\" says how a source is read; the target's mode is \"commands\" (default) or \"replica\"",
+                    m.name()
+                )));
+            }
+        };
+        if matches!(source, Source::RdbFile(_)) && source_mode != SourceMode::Psync {
             return Err(Error::Config(format!(
                 "[source] mode = \"{}\" reads a live server; the source is a snapshot file, which is loaded as it is: leave mode out",
                 source_mode.name()
@@ -257,6 +278,21 @@ impl TaskConfig {
             writer.filter = Some(std::sync::Arc::new(rules));
         }
         let forward_publish = file.filter.forward_publish.unwrap_or(false);
+        if file.source.replica_listen.is_some() || file.source.replica_announce.is_some() {
+            return Err(Error::Config(
+                "replica_listen and replica_announce belong in [target] (with mode = \"replica\"), not [source]".into(),
+            ));
+        }
+        let (replica_listen, replica_announce) = replica_addresses(&file.target)?;
+        if target_mode == TargetMode::Replica {
+            replica_mode_fits(
+                (&file.target, &file.filter, &file.transform, &file.limit),
+                &source,
+                &more_targets,
+                source_mode,
+                &writer,
+            )?;
+        }
         let retry = Retry::build(&file.retry)?;
         // Always there, limits or not: a running task's limits can be set later.
         writer.throttle = Some(std::sync::Arc::new(crate::status::throttle::Throttle::new(
@@ -306,6 +342,15 @@ impl TaskConfig {
                 clock: None,
             });
         }
+        if target_mode == TargetMode::Replica {
+            // The target replicates the source's stream as it is: nothing to hold, and a
+            // heartbeat key written on the source would reach the target.
+            writer.ttl_hold = None;
+        } else if file.target.replica_listen.is_some() || file.target.replica_announce.is_some() {
+            return Err(Error::Config(
+                "[target] replica_listen and replica_announce apply to mode = \"replica\"; set [target] mode = \"replica\" or drop them".into(),
+            ));
+        }
         let size_mb = file.spool.size_mb.unwrap_or(1024);
         let spool = SpoolConfig {
             data_dir: file
@@ -339,7 +384,7 @@ impl TaskConfig {
             spool,
             name,
             full_resync: file.sync.full_resync.unwrap_or_default(),
-            heartbeat: file.sync.heartbeat.unwrap_or(true),
+            heartbeat: file.sync.heartbeat.unwrap_or(true) && target_mode == TargetMode::Commands,
             retry,
             checkpoint: adv.checkpoint.unwrap_or(true),
             source,
@@ -349,11 +394,92 @@ impl TaskConfig {
             writer,
             read_from,
             source_mode,
+            target_mode,
+            replica_listen,
+            replica_announce,
             on_conflict: Some(on_conflict),
             check: crate::spec::CheckConfig::build(&file.check)?,
             forward_publish,
         })
     }
+}
+
+/// `[target] replica_listen` and `replica_announce`, checked (whatever the mode).
+fn replica_addresses(
+    target: &ServerSection,
+) -> Result<(std::net::SocketAddr, Option<(String, u16)>), Error> {
+    let listen = match &target.replica_listen {
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(text) => text.parse().map_err(|_| {
+            Error::Config(format!(
+                "[target] replica_listen = {text:?} is not an address to listen on: give ip:port, e.g. \"127.0.0.1:0\" (0: any free port)"
+            ))
+        })?,
+    };
+    let announce = match &target.replica_announce {
+        None => None,
+        Some(text) => {
+            let parsed = text
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                .filter(|(host, port)| !host.is_empty() && *port != 0);
+            match parsed {
+                Some((host, port)) => Some((host.trim_matches(['[', ']']).to_string(), port)),
+                None => {
+                    return Err(Error::Config(format!(
+                        "[target] replica_announce = {text:?} is not host:port (a port other than 0): the address the target connects to to reach ferry"
+                    )));
+                }
+            }
+        }
+    };
+    Ok((listen, announce))
+}
+
+/// Replica mode relays one source's replication to one standalone target as it is: what would
+/// change the data on its way, or needs a client's writes, is refused with what to do instead.
+fn replica_mode_fits(
+    (target, filter, transform, limit): (
+        &ServerSection,
+        &FilterSection,
+        &TransformSection,
+        &LimitSection,
+    ),
+    source: &Source,
+    more_targets: &[Endpoint],
+    source_mode: SourceMode,
+    writer: &crate::sink::standalone::Options,
+) -> Result<(), Error> {
+    let refuse = |what: &str| {
+        Err(Error::Config(format!(
+            "[target] mode = \"replica\" relays the source's replication to the target unchanged, so {what}; use [target] mode = \"commands\" (the default) for that"
+        )))
+    };
+    if matches!(source, Source::RdbFile(_)) {
+        return refuse("it needs a live source, not a snapshot file");
+    }
+    if source_mode != SourceMode::Psync {
+        return refuse("the source must be read with [source] mode = \"psync\"");
+    }
+    if !more_targets.is_empty() {
+        return refuse("it feeds one target, not [[more_targets]]");
+    }
+    if writer.filter.is_some() || filter.forward_publish.is_some() {
+        return refuse("[filter] (keys, dbs, types, commands, db map, TTL changes) cannot apply");
+    }
+    if *transform != TransformSection::default() {
+        return refuse("a [transform] script cannot apply");
+    }
+    if writer.rewrite_values {
+        return refuse("[advanced] rewrite_values cannot apply");
+    }
+    if *limit != LimitSection::default() {
+        return refuse("[limit] rates cannot apply (the target loads at its own pace)");
+    }
+    if target.on_error.is_some() {
+        return refuse("the target refuses no write and [target] on_error has nothing to decide");
+    }
+    Ok(())
 }
 
 /// The `[[more_targets]]`: each a server of its own (its checkpoint key is the task's, in that
@@ -373,7 +499,12 @@ fn more_targets(
             .url
             .as_ref()
             .ok_or_else(|| Error::Config(format!("more_targets entry {} has no url", i + 1)))?;
-        if section.on_error.is_some() || section.read_from.is_some() || section.mode.is_some() {
+        if section.on_error.is_some()
+            || section.read_from.is_some()
+            || section.mode.is_some()
+            || section.replica_listen.is_some()
+            || section.replica_announce.is_some()
+        {
             return Err(Error::Config(format!(
                 "more_targets entry {}: only url, tls, user and a password can be set per target; on_error in [target] applies to all",
                 i + 1

@@ -227,6 +227,12 @@ pub struct TaskArgs {
     /// docs/guarantees.md) or auto (psync where allowed, else scan) [default: psync]
     #[arg(long, value_name = "psync|scan|auto", value_parser = ["psync", "scan", "auto"])]
     source_mode: Option<String>,
+    /// How the target is written: commands (as a client, with a checkpoint key) or replica
+    /// (the target replicates from ferry, which relays the source's snapshot and stream
+    /// unchanged: a self-hosted standalone target, no filters; see docs/replica-mode.md)
+    /// [default: commands]
+    #[arg(long, value_name = "commands|replica", value_parser = ["commands", "replica"])]
+    target_mode: Option<String>,
     /// Stop once the full copy is on the target (exit 0) instead of following writes.
     #[arg(long)]
     full_only: bool,
@@ -843,10 +849,15 @@ fn task_config(
     };
     set_servers(&mut file, args.source, args.target);
     file.source.mode = match args.source_mode.as_deref() {
-        Some("scan") => Some(ferry_engine::spec::SourceMode::Scan),
-        Some("auto") => Some(ferry_engine::spec::SourceMode::Auto),
-        Some(_) => Some(ferry_engine::spec::SourceMode::Psync),
+        Some("scan") => Some(ferry_engine::spec::Mode::Scan),
+        Some("auto") => Some(ferry_engine::spec::Mode::Auto),
+        Some(_) => Some(ferry_engine::spec::Mode::Psync),
         None => file.source.mode,
+    };
+    file.target.mode = match args.target_mode.as_deref() {
+        Some("replica") => Some(ferry_engine::spec::Mode::Replica),
+        Some(_) => Some(ferry_engine::spec::Mode::Commands),
+        None => file.target.mode,
     };
     if args.full_only {
         file.sync.full_only = Some(true);

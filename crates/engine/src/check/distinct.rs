@@ -269,7 +269,13 @@ pub async fn check(
                     continue;
                 }
             };
-            if let Some(why) = same(own, id, true) {
+            // In replica mode the target replicates the source through ferry once started:
+            // that is the task itself (which checks the target is its own before going on).
+            let own_replica = config.target_mode == crate::spec::TargetMode::Replica
+                && id.nodes.iter().all(|n| n.role == "slave");
+            if let Some(why) = same(own, id, true).filter(|why| {
+                !(own_replica && why.starts_with("the target is a replica of the source"))
+            }) {
                 findings.push(refusal(
                     format!("{pair} hold the same data: {why}"),
                     format!(

@@ -557,7 +557,7 @@ fn describe_holder(value: &[u8]) -> String {
 }
 
 /// 128 random bits as hex, from the OS (a hash of time and pid if it cannot be read).
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut bytes = [0u8; 16];
     let read = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));

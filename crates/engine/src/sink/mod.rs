@@ -11,6 +11,7 @@ pub mod conflict;
 pub mod encode;
 pub mod hold;
 pub mod lease;
+pub mod replica;
 pub mod rewrite;
 pub mod standalone;
 

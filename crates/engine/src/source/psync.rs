@@ -29,7 +29,7 @@ use crate::status::Status;
 pub const INTERRUPTED: &str = "the previous full copy into the target was interrupted";
 
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const EOF_MARK_LEN: usize = 40;
+pub(crate) const EOF_MARK_LEN: usize = 40;
 /// The command stream's read buffer is replaced when its room passes this.
 const READ_BUFFER_CAP: usize = 4 * 1024 * 1024;
 
@@ -71,7 +71,7 @@ pub struct StreamSettings {
 
 /// How the source answered PSYNC.
 #[derive(Debug, PartialEq, Eq)]
-enum PsyncReply {
+pub(crate) enum PsyncReply {
     Full {
         replid: String,
         offset: u64,
@@ -83,7 +83,7 @@ enum PsyncReply {
 }
 
 /// How the source frames its snapshot.
-enum Transfer {
+pub(crate) enum Transfer {
     /// `$<len>`: exactly this many bytes follow.
     Sized(u64),
     /// `$EOF:<mark>`: bytes follow until the 40-byte mark.
@@ -578,7 +578,7 @@ async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
     }
 }
 
-fn parse_psync_reply(line: &[u8]) -> std::result::Result<PsyncReply, String> {
+pub(crate) fn parse_psync_reply(line: &[u8]) -> std::result::Result<PsyncReply, String> {
     let text = String::from_utf8_lossy(line);
     if let Some(rest) = text.strip_prefix("+FULLRESYNC ") {
         let mut parts = rest.split_whitespace();
@@ -611,7 +611,7 @@ fn parse_psync_reply(line: &[u8]) -> std::result::Result<PsyncReply, String> {
     Err(format!("unexpected reply to PSYNC: {text:?}"))
 }
 
-fn parse_transfer(line: &[u8]) -> Option<Transfer> {
+pub(crate) fn parse_transfer(line: &[u8]) -> Option<Transfer> {
     let rest = line.strip_prefix(b"$")?;
     if let Some(mark) = rest.strip_prefix(b"EOF:") {
         return mark.try_into().ok().map(Transfer::Diskless);
@@ -715,7 +715,7 @@ async fn receive_snapshot(
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
     let mut from = 0;
     while from + needle.len() <= haystack.len() {

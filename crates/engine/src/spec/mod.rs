@@ -251,7 +251,54 @@ pub struct ServerSection {
     /// and in order. "scan": SCAN + DUMP, then keyspace notifications, for servers that refuse
     /// replication; it converges rather than replaying each write (see docs/guarantees.md).
     /// "auto": psync where the source allows it, else scan.
-    pub mode: Option<SourceMode>,
+    /// Target only: how the target is written. "commands" (default): as a client, with a
+    /// checkpoint key. "replica": ferry serves the target as its master does (REPLICAOF
+    /// ferry), so it loads the snapshot at a replica's speed and its own replication offset is
+    /// the checkpoint; for a self-hosted standalone target, data copied unchanged
+    /// (see docs/replica-mode.md).
+    pub mode: Option<Mode>,
+    /// Target only, with mode = "replica": the address ferry listens on for the target's
+    /// replication link (default 127.0.0.1:0, any free port on loopback).
+    pub replica_listen: Option<String>,
+    /// Target only, with mode = "replica": the host:port the target is told to replicate from,
+    /// when it reaches ferry by another address than `replica_listen` (NAT, a container).
+    pub replica_announce: Option<String>,
+}
+
+/// `mode` as written in `[source]` or `[target]`; which values each takes is checked when the
+/// task is built ([`SourceMode`], [`TargetMode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Psync,
+    Scan,
+    Auto,
+    Commands,
+    Replica,
+}
+
+impl Mode {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Psync => "psync",
+            Mode::Scan => "scan",
+            Mode::Auto => "auto",
+            Mode::Commands => "commands",
+            Mode::Replica => "replica",
+        }
+    }
+}
+
+/// How the target is written (`[target] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetMode {
+    /// As a client: RESTORE, MSET and the stream's commands, with a checkpoint key.
+    #[default]
+    Commands,
+    /// As its master: the target replicates from ferry, which relays the source's snapshot
+    /// and stream to it unchanged.
+    Replica,
 }
 
 /// How the source is read (`[source] mode`).

@@ -25,7 +25,7 @@ use crate::sink::lease::Fence;
 use crate::sink::{Target, conflict};
 use crate::source::psync::{self, PsyncSource};
 use crate::source::snapshot;
-use crate::spec::{ReadFrom, SourceMode};
+use crate::spec::{ReadFrom, SourceMode, TargetMode};
 use crate::status::events::EventKind;
 use crate::status::{Phase, Status};
 
@@ -58,7 +58,9 @@ pub(crate) async fn run(
         status.show_limits(throttle.clone());
     }
     // The spool is this task's alone: held for as long as the task runs.
+    let replica = config.target_mode == TargetMode::Replica;
     let spooled = matches!(config.source, Source::Redis(_))
+        && !replica
         && config.checkpoint
         && config.spool.limit > 0
         && !config.full_only;
@@ -66,8 +68,9 @@ pub(crate) async fn run(
         Some(Err(e)) => return failed(&status, e),
         held => held.and_then(Result::ok),
     };
-    // One writer per task: a lease and a fence beside the checkpoint in each target.
-    let fence = match (&config.source, config.checkpoint) {
+    // One writer per task: a lease and a fence beside the checkpoint in each target. (A
+    // replica takes writes from its master only: nothing to fence.)
+    let fence = match (&config.source, config.checkpoint && !replica) {
         (Source::Redis(_), true) => Some(Arc::new(Fence::new(&config.name))),
         _ => None,
     };
@@ -222,6 +225,12 @@ async fn run_inner(
             // A cluster source is one replication stream per shard; asking forks nothing.
             let mut probe = Conn::connect(Role::Source, endpoint).await?;
             if crate::net::topology::is_cluster(&mut probe).await? {
+                if config.target_mode == TargetMode::Replica {
+                    return Err(Error::Config(format!(
+                        "source {} is a cluster: its shards are several replication streams, which one target cannot replicate as one; use [target] mode = \"commands\"",
+                        probe.addr
+                    )));
+                }
                 let topology = Topology::discover(&mut probe, endpoint).await?;
                 drop(probe);
                 return run_cluster_source(config, topology, status, cancel, pause).await;
@@ -270,20 +279,6 @@ async fn run_source(
         }
         return run_scan_source(config, endpoint, slots, status, cancel, pause).await;
     }
-    let mut targets = fanout::connect_all(config).await?;
-    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    let found: Vec<(String, Option<Checkpoint>)> = targets
-        .iter()
-        .map(|t| (t.target.addr(), t.checkpoint.clone()))
-        .collect();
-    let plan = fanout::plan(&found, config, status.has_synced(), &endpoint.addr())?;
-    if plan.resume.is_none() && plan.resync_why.is_none() {
-        tracing::info!("full sync");
-        // A new task: what the targets already hold is settled by `on_conflict` first.
-        for t in targets.iter_mut() {
-            conflict::before_copy(&mut t.target, config, status).await?;
-        }
-    }
     // Behind Sentinel: replicate from the master it names now, and start again when it names
     // another (a demoted master may keep its replicas' links open).
     let (endpoint, watch) = match &endpoint.sentinel {
@@ -305,6 +300,37 @@ async fn run_source(
         Some((_, stop)) => stop.clone(),
         None => cancel.clone(),
     };
+    if config.target_mode == TargetMode::Replica {
+        let relayed = crate::sink::replica::run(config, endpoint, status, cancel).await;
+        return match (relayed, watch) {
+            (relayed, None) => relayed,
+            (relayed, Some((watch, stop))) => {
+                stop.cancel();
+                match watch.await {
+                    Ok(Some(moved)) => Err(Error::Closed {
+                        role: Role::Source,
+                        addr: endpoint.addr(),
+                        context: format!(": the sentinels now name {moved} as the master"),
+                    }),
+                    _ => relayed,
+                }
+            }
+        };
+    }
+    let mut targets = fanout::connect_all(config).await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let found: Vec<(String, Option<Checkpoint>)> = targets
+        .iter()
+        .map(|t| (t.target.addr(), t.checkpoint.clone()))
+        .collect();
+    let plan = fanout::plan(&found, config, status.has_synced(), &endpoint.addr())?;
+    if plan.resume.is_none() && plan.resync_why.is_none() {
+        tracing::info!("full sync");
+        // A new task: what the targets already hold is settled by `on_conflict` first.
+        for t in targets.iter_mut() {
+            conflict::before_copy(&mut t.target, config, status).await?;
+        }
+    }
     let mut source = PsyncSource::connect(endpoint).await?;
     // A huge RESTORE goes in pieces only where every target reads the source's payloads
     // as they are; else it is read whole, to be rewritten as commands for an older one.

@@ -9,7 +9,7 @@ use toml::{Table, Value};
 use super::v4::{advanced, login_notes, password_from};
 use super::{Converted, Dialect, Login, Notes, Outcome, PasswordFrom, Section};
 use crate::error::Error;
-use crate::spec::{OnConflict, SourceMode, TaskSpec};
+use crate::spec::{Mode, OnConflict, TaskSpec};
 
 pub(super) fn convert_v3(
     mut table: Table,
@@ -70,7 +70,7 @@ pub(super) fn convert_v3(
             };
             spec.source.url = Some(login.url());
             if kind == "scan" {
-                spec.source.mode = Some(SourceMode::Scan);
+                spec.source.mode = Some(Mode::Scan);
                 spec.sync.full_only = Some(true);
                 notes.add(
                     kind_setting.clone(),

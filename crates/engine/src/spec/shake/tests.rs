@@ -1,5 +1,5 @@
 use super::*;
-use crate::spec::{OnConflict, ReadFrom, SourceMode};
+use crate::spec::{Mode, OnConflict, ReadFrom};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -327,7 +327,7 @@ fn a_scan_reader_is_ferrys_scan_mode() {
     let c = convert(SCAN_V4, &no_env).unwrap();
     assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
     let s = &c.spec;
-    assert_eq!(s.source.mode, Some(SourceMode::Scan));
+    assert_eq!(s.source.mode, Some(Mode::Scan));
     // Login, TLS, cluster and prefer_replica as [sync_reader] maps them.
     assert_eq!(
         s.source.url.as_ref().unwrap().expose(),
@@ -398,7 +398,7 @@ fn a_scan_reader_without_ksn_copies_once() {
         );
         let c = convert(&text, &no_env).unwrap();
         assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
-        assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+        assert_eq!(c.spec.source.mode, Some(Mode::Scan));
         assert_eq!(c.spec.sync.full_only, Some(true), "{ksn:?}");
         let note = c.notes.iter().find(|n| n.setting == setting).unwrap();
         assert!(
@@ -416,7 +416,7 @@ fn v4_0_scan_reader_names_and_dbs_with_a_db_filter() {
     let text = "[scan_cluster_reader]\naddress = \"127.0.0.1:1\"\nksn = true\ndbs = [0, 1, 2]\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\nallow_db = [2, 1, 9]\n";
     let c = convert(text, &no_env).unwrap();
     assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
-    assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+    assert_eq!(c.spec.source.mode, Some(Mode::Scan));
     assert_eq!(c.spec.filter.allow_db, [2, 1]);
     assert!(
         c.notes
@@ -439,7 +439,7 @@ fn v3_1_names_its_mode_at_the_top() {
     assert_eq!(detect(scan), Some(Dialect::V3));
     let c = convert(scan, &no_env).unwrap();
     assert_eq!(c.refused().count(), 0, "{:?}", c.notes);
-    assert_eq!(c.spec.source.mode, Some(SourceMode::Scan));
+    assert_eq!(c.spec.source.mode, Some(Mode::Scan));
     // RedisShake 3 scans once and stops.
     assert_eq!(c.spec.sync.full_only, Some(true));
     assert_eq!(

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::{Converted, Dialect, Login, Notes, Outcome, PasswordFrom, Section};
 use crate::error::Error;
-use crate::spec::{OnConflict, ReadFrom, SourceMode, TaskSpec};
+use crate::spec::{Mode, OnConflict, ReadFrom, TaskSpec};
 
 /// Reader sections, in the order RedisShake picks the first present, with the `cluster` their
 /// name implies (the v4.0 names).
@@ -310,7 +310,7 @@ fn scan_reader(
     spec: &mut TaskSpec,
     notes: &mut Notes,
 ) -> Result<PasswordFrom, Error> {
-    spec.source.mode = Some(SourceMode::Scan);
+    spec.source.mode = Some(Mode::Scan);
     notes.add(
         sec.name.clone(),
         Outcome::Mapped(
@@ -798,7 +798,7 @@ pub(super) fn advanced(
         }
     }
     if let Some(aws) = sec.str("aws_psync")? {
-        let scan = spec.source.mode == Some(SourceMode::Scan);
+        let scan = spec.source.mode == Some(Mode::Scan);
         notes.add(
             sec.setting("aws_psync"),
             match (aws.is_empty(), scan) {
