@@ -95,6 +95,9 @@ fn print_report(report: &CutoverReport, json: bool) {
             println!("            {e}");
         }
     }
+    if let Some(target) = &report.promoted {
+        println!("promoted    {target}: no longer a replica (REPLICAOF NO ONE), takes writes");
+    }
     for (server, n) in &report.removed {
         println!("removed     {server}: {n} of ferry's keys");
     }

@@ -223,13 +223,23 @@ async fn target_write_finding(side: &mut Side, config: &TaskConfig) -> Result<Fi
             command(&[b"FLUSHALL"])
         });
     }
+    // A replica takes its writes from its master: ferry only points it at itself.
+    let replica = config.target_mode == crate::spec::TargetMode::Replica;
+    if replica {
+        commands = vec![
+            command(&[b"REPLICAOF", b"127.0.0.1", b"6379"]),
+            command(&[b"CONFIG", b"SET", b"masterauth", b"x"]),
+            command(&[b"CONFIG", b"GET", b"masterauth"]),
+            command(&[b"INFO", b"replication"]),
+        ];
+    }
     let item = Item::TargetWrite;
     let user = side.user.clone();
     for conn in &mut side.nodes {
         let addr = conn.addr.clone();
         // MULTI and EXEC cannot be queued in a MULTI: without ACL DRYRUN they are left to
         // `MULTI` itself answering.
-        let asked: &[Vec<Bytes>] = if side.version.0 >= 7 {
+        let asked: &[Vec<Bytes>] = if side.version.0 >= 7 || replica {
             &commands
         } else {
             &commands[2..]

@@ -46,6 +46,8 @@ pub struct CutoverReport {
     pub verify: Vec<VerifiedTarget>,
     /// ferry's keys removed, per server.
     pub removed: BTreeMap<String, u64>,
+    /// The target made a master again (`REPLICAOF NO ONE`), in target mode "replica".
+    pub promoted: Option<String>,
     /// Why it is not ok, when it is not.
     pub problem: Option<String>,
 }
@@ -256,6 +258,14 @@ async fn verify_and_stop(
             end.last_error.unwrap_or_default()
         ));
         return Ok(false);
+    }
+    // A target in replica mode stops following (ferry no longer relays) and takes writes.
+    if config.target_mode == crate::spec::TargetMode::Replica {
+        let mut target = Conn::connect(Role::Target, &config.target).await?;
+        target
+            .request_ok(&[&b"REPLICAOF"[..], b"NO", b"ONE"])
+            .await?;
+        report.promoted = Some(target.addr.clone());
     }
     // The source's heartbeat keys expire by themselves 10 s after the last beat; deleting
     // them now would wait on the paused writes.
