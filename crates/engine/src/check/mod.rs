@@ -240,8 +240,16 @@ pub async fn run(config: &TaskConfig, mode: Mode) -> Result<Report> {
         && report.runs(Item::Start)
         && let Some(source) = &mut source
     {
-        for finding in start::check(source, &targets, config).await {
-            report.add(finding);
+        if config.target_mode == crate::spec::TargetMode::Replica {
+            // No checkpoint key: the target asks the source itself where to continue.
+            report.add(Finding::pass(
+                Item::Start,
+                "[target] mode = \"replica\": the target's own replication offset is the checkpoint; it continues from it where the source's backlog still holds it, else loads a new snapshot",
+            ));
+        } else {
+            for finding in start::check(source, &targets, config).await {
+                report.add(finding);
+            }
         }
     }
     let follows = !config.full_only;

@@ -149,7 +149,7 @@ pub(crate) async fn run(
         .await
         .map_err(|source| io(Role::Target, &target.addr, source))?;
 
-    let src_addr = src.addr.clone();
+    let (src_addr, tgt_addr) = (src.addr.clone(), target.addr.clone());
     let (src_sock, src_buf) = src.into_parts();
     let (src_rd, src_wr) = src_sock.into_split();
     let loaded = tokio::sync::Notify::new();
@@ -158,27 +158,37 @@ pub(crate) async fn run(
         src_buf,
         link_wr,
         tracker,
-        (status, &src_addr, &target.addr),
+        (status, &src_addr, &tgt_addr),
         config.source_timeout,
     );
     let up = upstream(
         link_rd,
         leftover,
         src_wr,
-        (status, &src_addr, &target.addr),
+        (status, &src_addr, &tgt_addr),
         &loaded,
     );
-    let full_only = config.full_only;
-    tokio::select! {
-        r = down => r,
-        r = up => r,
-        _ = loaded.notified(), if full_only => {
-            // The copy is on the target: it stops following and takes writes again.
-            target.request_ok(&[&b"REPLICAOF"[..], b"NO", b"ONE"]).await?;
-            tracing::info!(target = %target.addr, "snapshot loaded; the target is a master again (full copy only)");
-            Ok(())
+    tokio::pin!(down, up);
+    let mut waiting_load = true;
+    loop {
+        tokio::select! {
+            r = &mut down => return r,
+            r = &mut up => return r,
+            _ = loaded.notified(), if waiting_load => {
+                waiting_load = false;
+                // What the copy brought, for the status (the bytes were relayed, not parsed).
+                let keyspace = info(&mut target, "keyspace").await?;
+                let keys = psync::keyspace_keys(&keyspace, |_| true);
+                status.keys_written.store(keys, Relaxed);
+                if config.full_only {
+                    // The copy is on the target: it stops following and takes writes again.
+                    target.request_ok(&[&b"REPLICAOF"[..], b"NO", b"ONE"]).await?;
+                    tracing::info!(target = %target.addr, keys, "snapshot loaded; the target is a master again (full copy only)");
+                    return Ok(());
+                }
+            }
+            _ = cancel.cancelled() => return Ok(()),
         }
-        _ = cancel.cancelled() => Ok(()),
     }
 }
 
