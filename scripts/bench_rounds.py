@@ -197,6 +197,24 @@ def round_figures(R, keys, cluster_keys):
     if b:
         add(S, "ceiling.ops", "ceiling: redis-benchmark SET -P 64 ops/s", "rate", b.get("ops_per_s"))
 
+    rf = R.get("replica_full")
+    if rf:
+        S = (f"full copy, ferry --target-mode replica (the target replicates from ferry, which relays the "
+             f"snapshot), {keys:,} keys")
+        if rf.get("error"):
+            rf = {}
+        kps = rf.get("keys_per_s")
+        add(S, "replica_full.s", "ferry [replica mode] s (until its exit)", "s", rf.get("seconds"))
+        add(S, "replica_full.kps", "ferry [replica mode] keys/s", "rate", kps)
+        add(S, "replica_full.ratio", "ferry [replica mode]/native", "ratio", _div(kps, nat))
+        add(S, "replica_full.vs_commands", "ferry [replica mode]/ferry [command mode] (keys/s)", "ratio",
+            _div(kps, _get(c, "keys_per_s") if c and not c.get("error") else None))
+        add(S, "replica_full.target_s", "target loaded s (its own INFO, as native)", "s", rf.get("target_loaded_s"))
+        add(S, "replica_full.target_ratio", "target loaded/native (keys/s)", "ratio",
+            _div(rf.get("target_loaded_keys_per_s"), nat))
+        add_cpu(S, "replica_full.", "ferry [replica mode]", _cpu(rf), keys, "keys", " (user+sys)")
+        add(S, "replica_full.rss", "ferry [replica mode] peak RSS MiB", "mib", _mib(rf.get("peak_rss_bytes")))
+
     sf = R.get("scan_full")
     if sf:
         S = f"full copy (scan mode), {keys:,} keys"
@@ -269,6 +287,21 @@ def round_figures(R, keys, cluster_keys):
             _div(_div(d.get("ferry_ops_per_s"), d.get("native_ops_per_s")),
                  _div(ds_.get("ferry_ops_per_s"), ds_.get("native_ops_per_s"))))
 
+    dr = R.get("replica_incremental")
+    if dr:
+        S = "incremental, ferry --target-mode replica (its own native replica beside it, same load)"
+        if dr.get("error"):
+            dr = {k: v for k, v in dr.items() if k.startswith("native") or k == "ops"}
+        add(S, "replica_incr.native_ops", "native ops/s (beside ferry [replica mode])", "rate",
+            dr.get("native_ops_per_s"))
+        add(S, "replica_incr.ferry_ops", "ferry [replica mode] ops/s", "rate", dr.get("ferry_ops_per_s"))
+        add(S, "replica_incr.ratio", "ferry [replica mode]/native", "ratio",
+            _div(dr.get("ferry_ops_per_s"), dr.get("native_ops_per_s")))
+        add_cpu(S, "replica_incr.", "ferry [replica mode]", dr.get("ferry_cpu_during_load_s"), dr.get("ops"), "ops",
+                " during the load")
+        add(S, "replica_incr.rss", "ferry [replica mode] peak RSS MiB (initial sync + load)", "mib",
+            _mib(_get(dr, "ferry_rusage", "peak_rss_bytes")))
+
     g = R.get("scan_incremental")
     if g:
         S = "incremental, scan mode (keyspace notifications)"
@@ -298,6 +331,24 @@ def round_figures(R, keys, cluster_keys):
     if e and eb:
         add(S, "catchup.after_before", "ferry / ferry-baseline (ops/s, sequential; > 1 = faster)", "ratio",
             _div(_get(e, "rounds", "sequential", "ferry_ops_per_s"), _get(eb, "rounds", "sequential", "ferry_ops_per_s")))
+
+    er = R.get("replica_catchup")
+    if er:
+        S = ("catch-up, ferry --target-mode replica (ferry SIGSTOPped, its target not; ferry's offset = /status "
+             "applied_offset = the target's ACK, sent once a second)")
+        seq, con = _get(er, "rounds", "sequential"), _get(er, "rounds", "concurrent")
+        nm = "ferry [replica mode]"
+        add(S, "replica_catchup.native_ops", "native ops/s (sequential, beside ferry [replica mode])", "rate",
+            _get(seq, "native_ops_per_s"))
+        add(S, "replica_catchup.ferry_ops", f"{nm} ops/s (sequential)", "rate", _get(seq, "ferry_ops_per_s"))
+        add(S, "replica_catchup.ratio", f"{nm}/native (sequential)", "ratio", _get(seq, "ratio_vs_native"))
+        add(S, "replica_catchup.ratio_con", f"{nm}/native (concurrent)", "ratio", _get(con, "ratio_vs_native"))
+        add(S, "replica_catchup.target_ratio", "by the target's own offset (INFO, 20 ms)/native (sequential)",
+            "ratio", _get(seq, "ratio_target_vs_native"))
+        add_cpu(S, "replica_catchup.", nm, _get(seq, "ferry_cpu_s"), er.get("ops"), "ops",
+                " applying the backlog (sequential)")
+        add(S, "replica_catchup.rss", f"{nm} peak RSS MiB (initial sync + catch-up)", "mib",
+            _mib(_get(er, "ferry_rusage", "peak_rss_bytes")))
 
     j = R.get("huge")
     if j:

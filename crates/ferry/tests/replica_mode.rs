@@ -259,3 +259,59 @@ fn what_replica_mode_cannot_do_is_refused_with_what_to_do() {
     assert!(line.contains("[source] mode = \"replica\""), "{line}");
     assert_eq!(role(&target), "master");
 }
+
+/// The target holds a copy the source can no longer continue (its backlog overran while ferry
+/// was stopped): as in commands mode, ferry stops and says so, and replaces the copy only with
+/// full_resync = "flush".
+#[test]
+fn a_copy_the_source_cannot_continue_is_replaced_only_when_allowed() {
+    let source = Server::start_with(&["--repl-backlog-size", "16kb"]);
+    let target = Server::start();
+    let mut conn = source.conn();
+    incr(&mut conn, "orders", 10);
+    let args = [
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--target-mode",
+        "replica",
+    ];
+    let mut sync = Ferry::start_with_status(&args);
+    sync.wait_status(WAIT, "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let code = sync.terminate(WAIT);
+    assert!(code.success(), "{code}; log:\n{}", sync.log());
+    // Far more than the backlog holds.
+    let big = "x".repeat(64 * 1024);
+    for i in 0..4 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big:{i}"))
+            .arg(&big)
+            .query(&mut conn)
+            .unwrap();
+    }
+    incr(&mut conn, "orders", 5);
+    let line = refused(&args);
+    assert!(
+        line.contains("cannot continue") && line.contains("full_resync"),
+        "{line}"
+    );
+    assert_eq!(get(&mut target.conn(), "orders"), Some(10));
+    let mut again = Ferry::start_with_status(&[&args[..], &["--full-resync", "flush"]].concat());
+    again.wait_status(WAIT, "the new copy loaded", |s| s["phase"] == "incremental");
+    testkit::wait_until(WAIT, || get(&mut target.conn(), "orders") == Some(15));
+    assert!(
+        again
+            .log()
+            .contains("the target loads the source's snapshot again"),
+        "{}",
+        again.log()
+    );
+    let n =
+        compare::compare(&source, &target, &Options::default()).unwrap_or_else(|r| panic!("{r}"));
+    assert!(n >= 5, "{n}");
+    let code = again.terminate(WAIT);
+    assert!(code.success(), "{code}; log:\n{}", again.log());
+}

@@ -51,7 +51,7 @@ pub(crate) async fn run(
     let mut src = Conn::connect(Role::Source, source).await?;
     check_versions(&mut target, &mut src).await?;
     let prefix = format!("ferry-{}-", config.id.as_str());
-    settle_target(config, &mut target, &mut src, &prefix, status).await?;
+    let holds_copy = settle_target(config, &mut target, &mut src, &prefix, status).await?;
 
     let listener = TcpListener::bind(config.replica_listen)
         .await
@@ -115,6 +115,24 @@ pub(crate) async fn run(
         addr: src.addr.clone(),
         msg,
     })?;
+    if matches!(reply, PsyncReply::Full { .. }) && holds_copy && config.checkpoint {
+        // The target holds a copy of the source the source cannot continue: as in commands
+        // mode, `full_resync` says whether it is replaced by a new one.
+        let asked = String::from_utf8_lossy(&ask.offset)
+            .parse::<u64>()
+            .map_or(0, |o| o.saturating_sub(1));
+        let why = psync::cannot_continue(&String::from_utf8_lossy(&ask.replid), asked);
+        if config.full_resync == crate::spec::FullResync::Stop {
+            return Err(Error::ResyncNeeded {
+                addr: src.addr.clone(),
+                why,
+            });
+        }
+        status.warn(
+            "full_resync",
+            format!("{why}; the target loads the source's snapshot again, as configured"),
+        );
+    }
     let (tracker, start) = match &reply {
         PsyncReply::Full { replid, offset } => {
             tracing::info!(source = %src.addr, %replid, offset, "full resync: the source's snapshot goes to the target");
@@ -224,13 +242,15 @@ async fn check_versions(target: &mut Conn, src: &mut Conn) -> Result<()> {
 /// Whether the target may become the source's replica through ferry: a replica already (of
 /// ferry for this task, or of the source's history) continues; a master with keys of its own
 /// is settled by `on_conflict`, since a replica's first sync replaces everything it holds.
+/// True when the target holds a copy of the source's history (one a new snapshot would
+/// replace); not for a first copy that was interrupted.
 async fn settle_target(
     config: &TaskConfig,
     target: &mut Conn,
     src: &mut Conn,
     prefix: &str,
     status: &Status,
-) -> Result<()> {
+) -> Result<bool> {
     let repl = info(target, "replication").await?;
     if repl.get("role").map(String::as_str) == Some("slave") {
         let ours = match target
@@ -249,7 +269,7 @@ async fn settle_target(
             .get("master_replid")
             .is_some_and(|id| history.contains(&Some(id)));
         if ours || same {
-            return Ok(());
+            return Ok(same);
         }
         return Err(Error::Config(format!(
             "target {} is a replica of {}:{}, not of this task: [target] mode = \"replica\" would make it replicate the source instead and replace its data; if that is meant, make it a master first (REPLICAOF NO ONE)",
@@ -259,12 +279,12 @@ async fn settle_target(
         )));
     }
     if status.has_synced() {
-        return Ok(());
+        return Ok(false);
     }
     let keyspace = info(target, "keyspace").await?;
     let keys = psync::keyspace_keys(&keyspace, |_| true);
     match (keys, config.on_conflict) {
-        (0, _) | (_, None) => Ok(()),
+        (0, _) | (_, None) => Ok(false),
         (n, Some(OnConflict::Flush)) => {
             status.warn(
                 "target_flushed",
@@ -273,7 +293,7 @@ async fn settle_target(
                     target.addr
                 ),
             );
-            Ok(())
+            Ok(false)
         }
         (n, Some(how)) => Err(Error::Config(format!(
             "target {} holds {n} keys; [target] mode = \"replica\" makes it the source's replica, which replaces everything it holds (every db){}: empty it first, or set [sync] on_conflict = \"flush\" with confirm_flush = true",
