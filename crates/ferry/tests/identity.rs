@@ -299,13 +299,14 @@ fn a_promoted_former_replica_is_a_target_like_any_other() {
         .unwrap_or_else(|r| panic!("{r}"));
 }
 
-/// A cluster source read from its replicas: the checkpoints of other tasks are read there too.
+/// A cluster source read from its replicas: the list of tasks copying into it
+/// (`__ferry:tasks`, which a task writes into its target as it starts) is read there too.
 /// One naming the target's replication id is a loop; one naming another server is not.
 #[test]
 fn a_cluster_source_read_from_replicas_is_looked_at_through_them() {
     let cluster = Cluster::start(3, 1);
     let target = Server::start();
-    let key = "__ferry:checkpoint:upstream";
+    let key = "__ferry:tasks";
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.toml");
     std::fs::write(
@@ -327,17 +328,19 @@ fn a_cluster_source_read_from_replicas_is_looked_at_through_them() {
         ),
         (target.info("replication")["master_replid"].clone(), "fail"),
     ] {
-        let value = format!("{replid} 100 0");
-        let _: () = redis::cmd("SET")
+        let value = format!("{replid} 0123456789abcdef0123456789abcdef01234567");
+        let _: () = redis::cmd("HSET")
             .arg(key)
+            .arg("upstream@0")
             .arg(&value)
             .query(&mut cluster.conn_for(key.as_bytes()))
             .unwrap();
         assert!(testkit::wait_until(Duration::from_secs(10), || {
             let mut c = replica.conn();
             let _: () = redis::cmd("READONLY").query(&mut c).unwrap();
-            redis::cmd("GET")
+            redis::cmd("HGET")
                 .arg(key)
+                .arg("upstream@0")
                 .query::<Option<String>>(&mut c)
                 .unwrap()
                 == Some(value.clone())

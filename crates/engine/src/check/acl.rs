@@ -305,6 +305,7 @@ const SOURCE_COMMANDS: &[&str] = &[
     "+readonly",
     "+scan",
     "+get",
+    "+hgetall",
     "+exists",
     "+type",
     "+module|list",

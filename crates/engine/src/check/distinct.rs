@@ -5,9 +5,13 @@
 //! A target that is the source, a replica of it, or its master would receive ferry's writes
 //! into the very data ferry reads (and `on_conflict = "flush"` would empty the source).
 //!
-//! A cascade A → B → A is the same mistake one hop away: the source then holds the checkpoint
-//! of the task that fills it from the target (`__ferry:checkpoint:*` names the replication id
-//! it copies from), and that id is the target's.
+//! A cascade A → B → A is the same mistake one hop away: the source is then the target of a
+//! task that fills it from the target. Every task (with a checkpoint, in commands mode) says
+//! so in its target as it starts: `__ferry:tasks` is a hash of task (stream) name → the
+//! replication id it copies from, one read instead of a walk of the source's keyspace for
+//! `__ferry:checkpoint:*` (which cost the source about half a second per million keys at
+//! every first start). A name whose checkpoint is gone (a task that never copied, or one
+//! cleaned up by hand) does not count on a standalone source.
 //!
 //! This item cannot be ignored: `sync` stops on it before anything is written.
 
@@ -21,7 +25,6 @@ use crate::config::TaskConfig;
 use crate::error::{Error, Result};
 use crate::net::conn::Conn;
 use crate::net::info::info;
-use crate::pipeline::entry::OWN_KEY_PREFIX;
 use crate::sink::checkpoint::Checkpoint;
 
 /// What one server says of itself.
@@ -49,8 +52,13 @@ pub struct Identity {
 /// A task's checkpoint found in the source: the key and the replication id it copies from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// Its checkpoint key (a cluster's: the prefix of its per-slot keys).
     pub key: String,
+    /// Its name in `__ferry:tasks`.
+    pub name: String,
     pub replid: String,
+    /// The run_id of the server it copies from, as registered.
+    pub run_id: Option<String>,
 }
 
 const NO_ID: &str = "0000000000000000000000000000000000000000";
@@ -98,8 +106,6 @@ async fn node(conn: &mut Conn) -> Result<Node> {
 /// The checkpoints other tasks keep in the source (db 0 of each of its servers): where the
 /// source's own data is copied from.
 pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
-    let prefix = [OWN_KEY_PREFIX, b"checkpoint:"].concat();
-    let pattern = [&prefix[..], b"*"].concat();
     let mut out = Vec::new();
     let cluster = source.is_cluster();
     for conn in &mut source.nodes {
@@ -108,21 +114,111 @@ pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
             // after READONLY; a master takes it as a no-op.
             conn.request(&[&b"READONLY"[..]]).await?;
         }
-        for key in crate::sink::cluster::scan(conn, &pattern).await? {
-            let Frame::Bulk(value) = conn.request_ok(&[&b"GET"[..], &key]).await? else {
+        let entries = match conn.request(&[&b"HGETALL"[..], REGISTRY_KEY]).await? {
+            Frame::Array(items) => items,
+            // On a cluster only the master serving the key's slot holds it.
+            Frame::Error(msg)
+                if cluster && (msg.starts_with(b"MOVED") || msg.starts_with(b"ASK")) =>
+            {
+                continue;
+            }
+            Frame::Error(msg) => return Err(conn.server_error(&msg)),
+            _ => continue,
+        };
+        for pair in entries.chunks(2) {
+            let [Frame::Bulk(name), Frame::Bulk(value)] = pair else {
                 continue;
             };
-            let replid = match Checkpoint::parse(&value) {
-                Some(Checkpoint::Applied { replid, .. } | Checkpoint::Loading { replid }) => replid,
-                None => continue,
-            };
-            let key = String::from_utf8_lossy(&key).into_owned();
+            let name = String::from_utf8_lossy(name).into_owned();
+            let value = String::from_utf8_lossy(value).into_owned();
+            let mut words = value.split(' ');
+            let (mut replid, run_id) = (
+                words.next().unwrap_or_default().to_string(),
+                words.next().map(str::to_string),
+            );
+            let key = String::from_utf8_lossy(&Checkpoint::key(&name)).into_owned();
+            if !cluster {
+                // The checkpoint names the id the copy came from (a master's id changes as
+                // its first replica attaches, after the task registered); a task whose
+                // checkpoint is gone does not count.
+                match conn.request(&[&b"GET"[..], key.as_bytes()]).await? {
+                    Frame::Bulk(value) => match Checkpoint::parse(&value) {
+                        Some(
+                            Checkpoint::Applied { replid: id, .. }
+                            | Checkpoint::Loading { replid: id },
+                        ) => replid = id,
+                        None => continue,
+                    },
+                    _ => continue,
+                }
+            }
             if !out.iter().any(|u: &Upstream| u.key == key) {
-                out.push(Upstream { key, replid });
+                out.push(Upstream {
+                    key,
+                    name,
+                    replid,
+                    run_id,
+                });
             }
         }
     }
     Ok(out)
+}
+
+/// Where a target says which tasks copy into it (see the module's notes).
+pub const REGISTRY_KEY: &[u8] = b"__ferry:tasks";
+
+/// Records in each target (on a cluster, the master serving the key's slot) the streams of
+/// this task and the replication ids they copy from: what a later task's `distinct` reads
+/// when this target is its source.
+async fn register(
+    source: &Side,
+    own: &Identity,
+    targets: &mut [Side],
+    config: &TaskConfig,
+) -> Result<()> {
+    // Each stream: its name, and "<replication id> <run_id>" of the server it copies from
+    // (a fresh master's id changes as the copy starts; its run_id does not).
+    let streams: Vec<(String, String)> = match &source.cluster {
+        Cluster::Complete(topology) => topology
+            .shards
+            .iter()
+            .zip(&own.nodes)
+            .map(|(s, n)| {
+                (
+                    format!("{}@{}", config.name, s.first_slot()),
+                    format!("{} {}", n.replid, n.run_id),
+                )
+            })
+            .collect(),
+        _ => own
+            .nodes
+            .first()
+            .map(|n| vec![(config.name.clone(), format!("{} {}", n.replid, n.run_id))])
+            .unwrap_or_default(),
+    };
+    let mut args: Vec<&[u8]> = vec![b"HSET", REGISTRY_KEY];
+    for (name, replid) in &streams {
+        args.push(name.as_bytes());
+        args.push(replid.as_bytes());
+    }
+    if streams.is_empty() {
+        return Ok(());
+    }
+    for t in targets.iter_mut() {
+        let cluster = t.is_cluster();
+        for conn in &mut t.nodes {
+            if !cluster {
+                conn.request_ok(&[&b"SELECT"[..], b"0"]).await?;
+            }
+            match conn.request(&args).await? {
+                Frame::Error(msg) if cluster && msg.starts_with(b"MOVED") => {}
+                Frame::Error(msg) => return Err(conn.server_error(&msg)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why `a` and `b` hold the same data, if they do: one server, one cluster, or one
@@ -191,6 +287,9 @@ pub fn feeds<'a>(target: &Identity, upstreams: &'a [Upstream]) -> Option<(&'a Up
                     return Some((up, format!("{which} of {}", n.addr)));
                 }
             }
+            if !n.run_id.is_empty() && up.run_id.as_deref() == Some(n.run_id.as_str()) {
+                return Some((up, format!("run_id of {}", n.addr)));
+            }
         }
     }
     None
@@ -248,9 +347,8 @@ pub async fn check(
     let mut findings = Vec::new();
     if let Some(source) = source {
         let own = answered(identity(source).await)?;
-        // The SCAN costs the source about a second of CPU per million keys. A loop is made
-        // by a task's first start (the second task of the pair is refused when it starts),
-        // so `sync` skips it when resuming; `ferry check` always looks.
+        // A loop is made by a task's first start (the second task of the pair is refused
+        // when it starts), so `sync` skips it when resuming; `ferry check` always looks.
         let upstreams = if mode == Mode::Sync && resumes(source, targets, config).await? {
             Ok(Vec::new())
         } else {
@@ -297,7 +395,7 @@ pub async fn check(
                         format!(
                             "{pair} are different servers, but the source's checkpoints of other tasks cannot be read ({msg}): whether the target feeds the source (a loop) is not known"
                         ),
-                        "let the source user run SCAN and GET on __ferry:* keys (ACL SETUSER <user> +scan +get ~__ferry:*), or make sure no task copies the target into the source",
+                        "let the source user run HGETALL and EXISTS on __ferry:* keys (ACL SETUSER <user> +hgetall +exists ~__ferry:*), or make sure no task copies the target into the source",
                     ));
                     continue;
                 }
@@ -309,8 +407,8 @@ pub async fn check(
                         up.key, up.replid
                     ),
                     format!(
-                        "sync the other way, or stop that task; if it no longer runs, delete {} on the source",
-                        up.key
+                        "sync the other way, or stop that task; if it no longer runs, remove its keys from the source (ferry cleanup with that task's settings, or DEL {} and HDEL __ferry:tasks {})",
+                        up.key, up.name
                     ),
                 ));
                 continue;
@@ -328,6 +426,18 @@ pub async fn check(
                     runs.join(", ")
                 ),
             ));
+        }
+        // The sync starts: each target learns it is this task's (a replica in replica mode
+        // takes no write, and without a checkpoint every start is another task).
+        let clear = !findings.iter().any(|f| f.result == Outcome::Fail);
+        if let (Mode::Sync, true, true, true, Ok(own)) = (
+            mode,
+            clear,
+            config.checkpoint,
+            config.target_mode == crate::spec::TargetMode::Commands,
+            &own,
+        ) {
+            register(source, own, targets, config).await?;
         }
     }
     for i in 0..targets.len() {
@@ -427,7 +537,9 @@ mod tests {
     fn a_checkpoint_naming_the_target_is_a_loop() {
         let ups = vec![Upstream {
             key: "__ferry:checkpoint:x".into(),
+            name: "x".into(),
             replid: A.into(),
+            run_id: Some("r9".into()),
         }];
         let target = server("t:1", "r2", "master", A, NO_ID);
         assert!(
@@ -440,5 +552,9 @@ mod tests {
         assert!(feeds(&promoted, &ups).unwrap().1.contains("master_replid2"));
         let other = server("t:1", "r2", "master", B, NO_ID);
         assert_eq!(feeds(&other, &ups), None);
+        // The server the task copied from under another id (one it took when its first
+        // replica attached, after the task registered): its run_id tells.
+        let renamed = server("t:1", "r9", "master", B, NO_ID);
+        assert!(feeds(&renamed, &ups).unwrap().1.contains("run_id of t:1"));
     }
 }

@@ -16,7 +16,7 @@
 mod acl;
 mod backlog;
 mod dbs;
-mod distinct;
+pub(crate) mod distinct;
 mod heartbeat;
 mod keys;
 mod memory;

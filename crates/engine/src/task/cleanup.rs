@@ -117,11 +117,44 @@ pub async fn remove_own_keys(config: &TaskConfig, with_source: bool) -> Result<C
                 removed += n as u64;
             }
         }
+        if server.starts_with("target ") {
+            removed += unregister(conn, task).await?;
+        }
         if removed > 0 {
             *cleanup.removed.entry(server.clone()).or_default() += removed;
         }
     }
     Ok(cleanup)
+}
+
+/// Takes the task's streams out of the target's list of tasks copying into it
+/// (`check::distinct::REGISTRY_KEY`, db 0; on a cluster, on the master serving it); 1 when
+/// the task was in it (the last name out deletes the key, as Redis does).
+async fn unregister(conn: &mut Conn, task: &str) -> Result<u64> {
+    let registry = crate::check::distinct::REGISTRY_KEY;
+    select(conn, 0).await?;
+    let names = match conn.request(&[&b"HKEYS"[..], registry]).await? {
+        Frame::Array(names) => names,
+        _ => return Ok(0),
+    };
+    let ours: Vec<Bytes> = names
+        .into_iter()
+        .filter_map(|n| match n {
+            Frame::Bulk(name) => Some(name),
+            _ => None,
+        })
+        .filter(|name| {
+            name.strip_prefix(task.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"@"))
+        })
+        .collect();
+    if ours.is_empty() {
+        return Ok(0);
+    }
+    let mut args: Vec<&[u8]> = vec![b"HDEL", registry];
+    args.extend(ours.iter().map(|n| &n[..]));
+    conn.request_ok(&args).await?;
+    Ok(1)
 }
 
 /// One connection per server holding data: the server, or each master of a cluster.

@@ -35,6 +35,8 @@ use handshake::{Handshake, Step, ack_offset};
 
 /// How long the target has to connect to ferry after `REPLICAOF` and finish its handshake.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// How often the target's own offset is read.
+const POLL: Duration = Duration::from_millis(50);
 /// Bytes read at once from either side.
 const READ_BYTES: usize = 256 * 1024;
 
@@ -186,12 +188,18 @@ pub(crate) async fn run(
         (status, &src_addr, &tgt_addr),
         &loaded,
     );
-    tokio::pin!(down, up);
+    let poll = poll_target(
+        Conn::connect(Role::Target, &config.target).await?,
+        status,
+        &loaded,
+    );
+    tokio::pin!(down, up, poll);
     let mut waiting_load = true;
     loop {
         tokio::select! {
             r = &mut down => return r,
             r = &mut up => return r,
+            r = &mut poll => return r,
             _ = loaded.notified(), if waiting_load => {
                 waiting_load = false;
                 // What the copy brought, for the status (the bytes were relayed, not parsed).
@@ -640,15 +648,7 @@ async fn upstream(
             let Some(offset) = ack_offset(&args) else {
                 continue;
             };
-            status.applied(offset);
-            if status.phase() == Phase::Full && offset >= status.snapshot_offset.load(Relaxed) {
-                tracing::info!(
-                    offset,
-                    "the target has loaded the snapshot and follows the stream"
-                );
-                status.set_phase(Phase::Incremental);
-                loaded.notify_one();
-            }
+            applied(status, offset, loaded, "its acknowledgement");
             wr.write_all(&raw)
                 .await
                 .map_err(|source| io(Role::Source, src, source))?;
@@ -664,6 +664,49 @@ async fn upstream(
                 addr: tgt.to_string(),
                 context: " (its replication link to ferry)".into(),
             });
+        }
+    }
+}
+
+/// The target has applied the stream up to `offset` (`by`: how ferry knows). The first time
+/// past the snapshot's end it has loaded the snapshot: the copy is done.
+fn applied(status: &Status, offset: u64, loaded: &tokio::sync::Notify, by: &str) {
+    status.applied(offset);
+    if status.phase() == Phase::Full && offset >= status.snapshot_offset.load(Relaxed) {
+        tracing::info!(
+            offset,
+            by,
+            "the target has loaded the snapshot and follows the stream"
+        );
+        status.set_phase(Phase::Incremental);
+        loaded.notify_one();
+    }
+}
+
+/// Reads the target's own applied offset from its `INFO replication` every `POLL`: a replica
+/// acknowledges once a second (and a disk-based copy's load only at the next of those), so
+/// the status, a cutover and `--full-only` learn of it sooner this way. Ends only with an error
+/// (a target that refuses INFO leaves the acknowledgements alone to say it).
+async fn poll_target(mut conn: Conn, status: &Status, loaded: &tokio::sync::Notify) -> Result<()> {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let repl = match info(&mut conn, "replication").await {
+            Ok(repl) => repl,
+            Err(Error::Server { .. }) => return std::future::pending().await,
+            Err(e) => return Err(e),
+        };
+        // Linked and not syncing: what it has applied is of this stream (before the link is up
+        // the offset is of the copy it held before).
+        let linked = repl.get("master_link_status").map(String::as_str) == Some("up")
+            && repl.get("master_sync_in_progress").map(String::as_str) != Some("1");
+        if let Some(offset) = repl
+            .get("slave_repl_offset")
+            .and_then(|o| o.parse::<u64>().ok())
+            .filter(|_| linked)
+        {
+            applied(status, offset, loaded, "its INFO");
         }
     }
 }
