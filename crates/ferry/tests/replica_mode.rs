@@ -315,3 +315,75 @@ fn a_copy_the_source_cannot_continue_is_replaced_only_when_allowed() {
     let code = again.terminate(WAIT);
     assert!(code.success(), "{code}; log:\n{}", again.log());
 }
+
+/// A source behind Sentinel fails over (planned: writes paused on the old master so its replica
+/// has everything): ferry asks the sentinels again and the target continues from its own offset
+/// on the promoted replica, which serves no full resync.
+#[test]
+fn a_source_behind_sentinel_fails_over_and_the_target_continues() {
+    let no_delay = ["--repl-diskless-sync-delay", "0"];
+    let master = Server::start_with(&no_delay);
+    let replica = Server::start_replica_of_with(&master, &no_delay);
+    let sentinels = testkit::Sentinel::start(&master, "ferrymaster", 1, 1);
+    let target = Server::start();
+    let spec = Spec {
+        seed: 61,
+        keys_per_db: 500,
+        ..Spec::default()
+    };
+    workload::populate(&master, &spec);
+    let url = sentinels.url("ferrymaster");
+    let mut ferry = Ferry::start_with_status(&[
+        "--source",
+        &url,
+        "--target",
+        &target.url(),
+        "--target-mode",
+        "replica",
+    ]);
+    ferry.wait_status(WAIT, "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let mut load = workload::Workload::new(&spec);
+    load.run(&master, 2000);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query(&mut master.conn())
+        .unwrap();
+    let written = common::master_offset(&master);
+    wait_caught_up(&mut ferry, &master, WAIT);
+    assert!(testkit::wait_until(Duration::from_secs(30), || {
+        replica.info("replication")["master_repl_offset"]
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= written
+    }));
+    let promoted = sentinels.failover("ferrymaster");
+    assert_eq!(promoted, replica.addr());
+    load.run(&replica, 2000);
+    wait_caught_up(&mut ferry, &replica, WAIT);
+    compare::eventually_equal(
+        &replica,
+        &target,
+        &stream_options(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|r| panic!("{r}\nferry log:\n{}", ferry.log()));
+    assert_eq!(
+        resyncs(&replica).0,
+        0,
+        "the promoted replica served a full resync:\n{}",
+        ferry.log()
+    );
+    assert!(
+        !replica
+            .log_tail(100_000)
+            .contains("Partial resynchronization not accepted"),
+        "{}",
+        ferry.log()
+    );
+    let code = ferry.terminate(WAIT);
+    assert!(code.success(), "{code}; log:\n{}", ferry.log());
+}

@@ -121,6 +121,8 @@ pub struct Status {
     replid: Mutex<Option<String>>,
     /// How the source is read, once decided ("psync" or "scan").
     source_mode: Mutex<Option<&'static str>>,
+    /// How the target is written ("commands" or "replica"), once the task runs.
+    target_mode: Mutex<Option<&'static str>>,
     /// Scan mode: changed keys waiting to be read again.
     pub(crate) pending_keys: AtomicU64,
     /// Scan mode: a full pass is asked for (a cutover: changes Redis notifies nothing for,
@@ -188,6 +190,10 @@ pub struct Snapshot {
     /// psync mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_keys: Option<u64>,
+    /// How the target is written: "commands" (as a client, with a checkpoint key) or
+    /// "replica" (it replicates from ferry; its own offset is the checkpoint, and
+    /// `ops_applied` is not counted: the stream is relayed as bytes).
+    pub target_mode: Option<String>,
     pub source_replid: Option<String>,
     pub source_offset: u64,
     pub applied_offset: u64,
@@ -582,6 +588,11 @@ impl Status {
         *self.source_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
     }
 
+    /// Records how the target is written ("commands" or "replica").
+    pub(crate) fn set_target_mode(&self, mode: &'static str) {
+        *self.target_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+    }
+
     /// Asks a scan source (each shard's) for a full pass; returns the passes finished so far,
     /// to be compared with `rescans_done` later.
     pub(crate) fn ask_rescan(&self) -> u64 {
@@ -663,6 +674,11 @@ impl Status {
             source_keys: self.source_keys(),
             diskless_wait_s: Some(self.diskless_wait_s.load(Relaxed)).filter(|&s| s > 0),
             source_mode: self.mode().map(str::to_string),
+            target_mode: self
+                .target_mode
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(str::to_string),
             pending_keys: (self.mode() == Some("scan")).then(|| match parts.is_empty() {
                 true => self.pending_keys.load(Relaxed),
                 false => parts

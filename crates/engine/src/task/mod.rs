@@ -59,6 +59,7 @@ pub(crate) async fn run(
     }
     // The spool is this task's alone: held for as long as the task runs.
     let replica = config.target_mode == TargetMode::Replica;
+    status.set_target_mode(if replica { "replica" } else { "commands" });
     let spooled = matches!(config.source, Source::Redis(_))
         && !replica
         && config.checkpoint

@@ -878,11 +878,13 @@ async function taskPage(main, id) {
         stat("phase", st.phase, "stat-phase"),
         stat("source read by", !st.source_mode ? "–" : st.source_mode === "scan"
           ? "scan + notifications (converges)" : "replication (exactly once)", "stat-mode"),
+        stat("target written as", !st.target_mode ? "–" : st.target_mode === "replica"
+          ? "ferry's replica (its offset is the checkpoint)" : "commands (checkpoint key)", "stat-target-mode"),
         stat("keys copied", num(st.keys_written, 0) + (total ? " of " + num(total, 0) : ""), "stat-keys"),
         stat("copy rate", byteRate === null ? "–" : bytes(byteRate) + "/s", "stat-rate"),
         stat("keys/s", st.phase !== "full" || rate("keys_written") === null ? "–" : num(rate("keys_written"), 0)),
         stat("ETA", st.phase === "full" ? duration(eta) : (st.phase === "incremental" ? "copied" : "–"), "stat-eta"),
-        stat("stream ops applied", num(st.ops_applied, 0)),
+        stat("stream ops applied", st.target_mode === "replica" ? "– (relayed as bytes)" : num(st.ops_applied, 0)),
         stat("lag", st.lag_s === null || st.lag_s === undefined ? "–" : num(st.lag_s, 2) + " s", "stat-lag"),
         stat("lag bytes", bytes(st.lag_bytes)),
         stat("latency p50 / p99", st.latency_ms ? num(st.latency_ms.p50, 1) + " / " + num(st.latency_ms.p99, 1) + " ms" : "–", "stat-p99"),
