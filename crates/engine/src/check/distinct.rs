@@ -168,54 +168,22 @@ pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
 /// Where a target says which tasks copy into it (see the module's notes).
 pub const REGISTRY_KEY: &[u8] = b"__ferry:tasks";
 
-/// Records in each target (on a cluster, the master serving the key's slot) the streams of
-/// this task and the replication ids they copy from: what a later task's `distinct` reads
-/// when this target is its source.
-async fn register(
-    source: &Side,
-    own: &Identity,
-    targets: &mut [Side],
-    config: &TaskConfig,
-) -> Result<()> {
-    // Each stream: its name, and "<replication id> <run_id>" of the server it copies from
-    // (a fresh master's id changes as the copy starts; its run_id does not).
-    let streams: Vec<(String, String)> = match &source.cluster {
-        Cluster::Complete(topology) => topology
-            .shards
-            .iter()
-            .zip(&own.nodes)
-            .map(|(s, n)| {
-                (
-                    format!("{}@{}", config.name, s.first_slot()),
-                    format!("{} {}", n.replid, n.run_id),
-                )
-            })
-            .collect(),
-        _ => own
-            .nodes
-            .first()
-            .map(|n| vec![(config.name.clone(), format!("{} {}", n.replid, n.run_id))])
-            .unwrap_or_default(),
-    };
-    let mut args: Vec<&[u8]> = vec![b"HSET", REGISTRY_KEY];
-    for (name, replid) in &streams {
-        args.push(name.as_bytes());
-        args.push(replid.as_bytes());
-    }
-    if streams.is_empty() {
-        return Ok(());
-    }
-    for t in targets.iter_mut() {
-        let cluster = t.is_cluster();
-        for conn in &mut t.nodes {
-            if !cluster {
-                conn.request_ok(&[&b"SELECT"[..], b"0"]).await?;
+/// Records in `conns` (a target's servers: on a cluster each master, of which the one serving
+/// the key's slot takes it) that the stream `name` copies into it from the server with this
+/// replication id and run_id: what a later task's `distinct` reads when this target is its
+/// source. Written once the task holds the target's lease and is about to copy.
+pub async fn register(conns: Vec<&mut Conn>, name: &str, replid: &str, run_id: &str) -> Result<()> {
+    let value = format!("{replid} {run_id}");
+    let args: [&[u8]; 4] = [b"HSET", REGISTRY_KEY, name.as_bytes(), value.as_bytes()];
+    let cluster = conns.len() > 1;
+    for conn in conns {
+        conn.request_ok(&[&b"SELECT"[..], b"0"]).await.ok();
+        match conn.request(&args).await? {
+            Frame::Error(msg) if msg.starts_with(b"MOVED") => {}
+            Frame::Error(msg) if !cluster || !msg.starts_with(b"ASK") => {
+                return Err(conn.server_error(&msg));
             }
-            match conn.request(&args).await? {
-                Frame::Error(msg) if cluster && msg.starts_with(b"MOVED") => {}
-                Frame::Error(msg) => return Err(conn.server_error(&msg)),
-                _ => {}
-            }
+            _ => {}
         }
     }
     Ok(())
@@ -426,18 +394,6 @@ pub async fn check(
                     runs.join(", ")
                 ),
             ));
-        }
-        // The sync starts: each target learns it is this task's (a replica in replica mode
-        // takes no write, and without a checkpoint every start is another task).
-        let clear = !findings.iter().any(|f| f.result == Outcome::Fail);
-        if let (Mode::Sync, true, true, true, Ok(own)) = (
-            mode,
-            clear,
-            config.checkpoint,
-            config.target_mode == crate::spec::TargetMode::Commands,
-            &own,
-        ) {
-            register(source, own, targets, config).await?;
         }
     }
     for i in 0..targets.len() {

@@ -103,6 +103,14 @@ impl PsyncSource {
         Ok(crate::sink::caps::rdb_version_of(version))
     }
 
+    /// The source's replication id and run_id (`INFO replication`, `INFO server`).
+    pub async fn identity(&mut self) -> Result<(String, String)> {
+        let repl = crate::net::info::info(&mut self.conn, "replication").await?;
+        let server = crate::net::info::info(&mut self.conn, "server").await?;
+        let field = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+        Ok((field(&repl, "master_replid"), field(&server, "run_id")))
+    }
+
     /// Keys the source holds now in the dbs `synced` lets through (its `INFO keyspace`).
     pub async fn key_count(&mut self, synced: impl Fn(u32) -> bool) -> Result<u64> {
         let fields = crate::net::info::info(&mut self.conn, "keyspace").await?;

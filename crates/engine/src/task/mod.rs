@@ -333,6 +333,20 @@ async fn run_source(
         }
     }
     let mut source = PsyncSource::connect(endpoint).await?;
+    if config.checkpoint {
+        // Each target says this task copies into it (read by a later task's loop check).
+        // A source user that may not run INFO leaves the loop check without it.
+        match source.identity().await {
+            Ok((replid, run_id)) => {
+                for t in targets.iter_mut() {
+                    let conns = t.target.conns();
+                    crate::check::distinct::register(conns, &config.name, &replid, &run_id).await?;
+                }
+            }
+            Err(Error::Server { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     // A huge RESTORE goes in pieces only where every target reads the source's payloads
     // as they are; else it is read whole, to be rewritten as commands for an older one.
     // A source user that may not run INFO leaves it unknown: read whole.
