@@ -26,6 +26,34 @@ fn role(server: &Server) -> String {
     server.info("replication")["role"].clone()
 }
 
+/// `ferry sync` arguments from `source` into `target` in replica mode.
+fn replica_args(source: &str, target: &Server) -> Vec<String> {
+    [
+        "--source",
+        source,
+        "--target",
+        &target.url(),
+        "--target-mode",
+        "replica",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A sync that reached its incremental phase, then was stopped (the target stays a replica).
+fn synced_then_stopped(args: &[&str]) {
+    let mut sync = Ferry::start_with_status(args);
+    sync.wait_status(WAIT, "the incremental phase", |s| {
+        s["phase"] == "incremental"
+    });
+    let code = sync.terminate(WAIT);
+    assert!(code.success(), "{code}; log:\n{}", sync.log());
+}
+
 /// A disk snapshot, then the stream under a random workload; ferry killed twice while writes
 /// flow: each restart has the target ask to continue from its own offset, the source serves
 /// a partial resync, and no write is lost or applied twice (INCR, APPEND, LPUSH, XADD ... in
@@ -40,14 +68,8 @@ fn the_target_follows_the_source_through_ferry_exactly_once_across_kills() {
         ..Spec::default()
     };
     workload::populate(&source, &spec);
-    let args = [
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-    ];
+    let owned = replica_args(&source.url(), &target);
+    let args = strs(&owned);
     let mut ferry = Ferry::start_with_status(&args);
     // Once loaded, the status counts what the snapshot brought (the target's key count).
     ferry.wait_status(WAIT, "the loaded copy counted", |s| {
@@ -132,15 +154,9 @@ fn full_only_leaves_the_target_a_master_with_the_copy() {
             ..Spec::default()
         },
     );
-    let mut ferry = Ferry::start(&[
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-        "--full-only",
-    ]);
+    let mut args = replica_args(&source.url(), &target);
+    args.push("--full-only".into());
+    let mut ferry = Ferry::start(&strs(&args));
     let code = ferry.wait(WAIT);
     assert!(code.success(), "{code}; log:\n{}", ferry.log());
     assert_eq!(role(&target), "master");
@@ -163,14 +179,8 @@ fn a_cutover_makes_the_target_a_master_with_every_write() {
     let target = Server::start();
     let mut conn = source.conn();
     incr(&mut conn, "orders", 200);
-    let args = [
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-    ];
+    let owned = replica_args(&source.url(), &target);
+    let args = strs(&owned);
     let mut sync = Ferry::start_with_status(&args);
     sync.wait_status(WAIT, "the incremental phase", |s| {
         s["phase"] == "incremental"
@@ -215,14 +225,7 @@ fn what_replica_mode_cannot_do_is_refused_with_what_to_do() {
         .arg(1)
         .query(&mut target.conn())
         .unwrap();
-    let line = refused(&[
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-    ]);
+    let line = refused(&strs(&replica_args(&source.url(), &target)));
     assert!(
         line.contains("holds 1 keys") && line.contains("on_conflict = \"flush\""),
         "{line}"
@@ -269,20 +272,9 @@ fn a_copy_the_source_cannot_continue_is_replaced_only_when_allowed() {
     let target = Server::start();
     let mut conn = source.conn();
     incr(&mut conn, "orders", 10);
-    let args = [
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-    ];
-    let mut sync = Ferry::start_with_status(&args);
-    sync.wait_status(WAIT, "the incremental phase", |s| {
-        s["phase"] == "incremental"
-    });
-    let code = sync.terminate(WAIT);
-    assert!(code.success(), "{code}; log:\n{}", sync.log());
+    let owned = replica_args(&source.url(), &target);
+    let args = strs(&owned);
+    synced_then_stopped(&args);
     // Far more than the backlog holds.
     let big = "x".repeat(64 * 1024);
     for i in 0..4 {
@@ -333,14 +325,7 @@ fn a_source_behind_sentinel_fails_over_and_the_target_continues() {
     };
     workload::populate(&master, &spec);
     let url = sentinels.url("ferrymaster");
-    let mut ferry = Ferry::start_with_status(&[
-        "--source",
-        &url,
-        "--target",
-        &target.url(),
-        "--target-mode",
-        "replica",
-    ]);
+    let mut ferry = Ferry::start_with_status(&strs(&replica_args(&url, &target)));
     ferry.wait_status(WAIT, "the incremental phase", |s| {
         s["phase"] == "incremental"
     });

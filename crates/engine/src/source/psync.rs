@@ -558,13 +558,13 @@ pub async fn refusal(endpoint: &Endpoint) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn command(args: &[&[u8]]) -> BytesMut {
+pub(crate) fn command(args: &[&[u8]]) -> BytesMut {
     let mut out = BytesMut::new();
     ferry_resp::encode_command(&mut out, args);
     out
 }
 
-async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
+pub(crate) async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
     match conn.request(args).await? {
         ferry_resp::Frame::Error(msg) => Err(Error::Server {
             role: Role::Source,

@@ -101,15 +101,15 @@ pub(crate) async fn run(
             offset: Bytes::from_static(b"-1"),
         }
     };
-    replconf(&mut src, &[&b"REPLCONF"[..], b"listening-port", b"0"]).await?;
-    replconf(
+    psync::replconf(&mut src, &[&b"REPLCONF"[..], b"listening-port", b"0"]).await?;
+    psync::replconf(
         &mut src,
         &[&b"REPLCONF"[..], b"capa", b"eof", b"capa", b"psync2"],
     )
     .await?;
     status.accept_source();
     status.set_mode("psync");
-    src.write_all(&command(&[b"PSYNC", &ask.replid, &ask.offset]))
+    src.write_all(&psync::command(&[b"PSYNC", &ask.replid, &ask.offset]))
         .await?;
     let line = src.read_line("the reply to PSYNC").await?;
     let reply = psync::parse_psync_reply(&line).map_err(|msg| Error::Server {
@@ -716,19 +716,6 @@ fn io(role: Role, addr: &str, source: std::io::Error) -> Error {
         role,
         addr: addr.to_string(),
         source,
-    }
-}
-
-fn command(args: &[&[u8]]) -> BytesMut {
-    let mut out = BytesMut::new();
-    ferry_resp::encode_command(&mut out, args);
-    out
-}
-
-async fn replconf(conn: &mut Conn, args: &[&[u8]]) -> Result<()> {
-    match conn.request(args).await? {
-        ferry_resp::Frame::Error(msg) => Err(conn.server_error(&msg)),
-        _ => Ok(()),
     }
 }
 
