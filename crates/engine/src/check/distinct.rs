@@ -49,7 +49,8 @@ pub struct Identity {
     pub cluster_ids: Vec<String>,
 }
 
-/// A task's checkpoint found in the source: the key and the replication id it copies from.
+/// A task that copies into the source: its checkpoint key, its name, and the server it copies
+/// from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     /// Its checkpoint key (a cluster's: the prefix of its per-slot keys).
@@ -103,8 +104,9 @@ async fn node(conn: &mut Conn) -> Result<Node> {
     })
 }
 
-/// The checkpoints other tasks keep in the source (db 0 of each of its servers): where the
-/// source's own data is copied from.
+/// The tasks that copy into the source, from its `__ferry:tasks` (db 0; on a cluster, on the
+/// server holding that key), each with the replication id it copies from (on a standalone
+/// source, the one its checkpoint names): where the source's own data comes from.
 pub async fn upstreams(source: &mut Side) -> Result<Vec<Upstream>> {
     let mut out = Vec::new();
     let cluster = source.is_cluster();
