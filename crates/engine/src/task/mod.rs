@@ -301,6 +301,9 @@ async fn run_source(
         Some((_, stop)) => stop.clone(),
         None => cancel.clone(),
     };
+    // Whatever ends this attempt (a target that cannot be reached, a refusal), the watch of
+    // the sentinels ends with it: the next attempt starts its own.
+    let _watch_ends = watch.as_ref().map(|(_, stop)| stop.clone().drop_guard());
     if config.target_mode == TargetMode::Replica {
         let relayed = crate::sink::replica::run(config, endpoint, status, cancel).await;
         return match (relayed, watch) {
