@@ -174,17 +174,15 @@ pub const REGISTRY_KEY: &[u8] = b"__ferry:tasks";
 /// the key's slot takes it) that the stream `name` copies into it from the server with this
 /// replication id and run_id: what a later task's `distinct` reads when this target is its
 /// source. Written once the task holds the target's lease and is about to copy.
+/// The connections are on db 0 (as `Target::conns` leaves them).
 pub async fn register(conns: Vec<&mut Conn>, name: &str, replid: &str, run_id: &str) -> Result<()> {
     let value = format!("{replid} {run_id}");
     let args: [&[u8]; 4] = [b"HSET", REGISTRY_KEY, name.as_bytes(), value.as_bytes()];
-    let cluster = conns.len() > 1;
     for conn in conns {
-        conn.request_ok(&[&b"SELECT"[..], b"0"]).await.ok();
         match conn.request(&args).await? {
-            Frame::Error(msg) if msg.starts_with(b"MOVED") => {}
-            Frame::Error(msg) if !cluster || !msg.starts_with(b"ASK") => {
-                return Err(conn.server_error(&msg));
-            }
+            // Another master of the cluster serves the key.
+            Frame::Error(msg) if msg.starts_with(b"MOVED") || msg.starts_with(b"ASK") => {}
+            Frame::Error(msg) => return Err(conn.server_error(&msg)),
             _ => {}
         }
     }

@@ -306,20 +306,8 @@ async fn run_source(
     let _watch_ends = watch.as_ref().map(|(_, stop)| stop.clone().drop_guard());
     if config.target_mode == TargetMode::Replica {
         let relayed = crate::sink::replica::run(config, endpoint, status, cancel).await;
-        return match (relayed, watch) {
-            (relayed, None) => relayed,
-            (relayed, Some((watch, stop))) => {
-                stop.cancel();
-                match watch.await {
-                    Ok(Some(moved)) => Err(Error::Closed {
-                        role: Role::Source,
-                        addr: endpoint.addr(),
-                        context: format!(": the sentinels now name {moved} as the master"),
-                    }),
-                    _ => relayed,
-                }
-            }
-        };
+        // A new master named ends the relay (its cancel): that is what to report.
+        return end_watch(watch, endpoint).await.and(relayed);
     }
     let mut targets = fanout::connect_all(config).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -398,17 +386,28 @@ async fn run_source(
         })
     });
     relayed?;
-    if let Some((watch, stop)) = watch {
-        stop.cancel();
-        if let Ok(Some(moved)) = watch.await {
-            return Err(Error::Closed {
-                role: Role::Source,
-                addr: endpoint.addr(),
-                context: format!(": the sentinels now name {moved} as the master"),
-            });
-        }
-    }
+    end_watch(watch, endpoint).await?;
     read
+}
+
+/// Stops the watch of the sentinels (if any): an error when they named another master
+/// meanwhile, so the next attempt replicates from it.
+async fn end_watch(
+    watch: Option<(tokio::task::JoinHandle<Option<String>>, CancellationToken)>,
+    endpoint: &Endpoint,
+) -> Result<()> {
+    let Some((watch, stop)) = watch else {
+        return Ok(());
+    };
+    stop.cancel();
+    match watch.await {
+        Ok(Some(moved)) => Err(Error::Closed {
+            role: Role::Source,
+            addr: endpoint.addr(),
+            context: format!(": the sentinels now name {moved} as the master"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A source read by scanning (see `source::scan`) into the targets. Its copies cannot be

@@ -35,6 +35,8 @@ use handshake::{Handshake, Step, ack_offset};
 
 /// How long the target has to connect to ferry after `REPLICAOF` and finish its handshake.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// How long one connection to the replication port has to reach PSYNC.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// How often the target's own offset is read.
 const POLL: Duration = Duration::from_millis(50);
 /// Bytes read at once from either side.
@@ -357,7 +359,9 @@ async fn accept_target(
         };
         let _ = sock.set_nodelay(true);
         let mut hs = Handshake::new(secret.clone());
-        let taken = tokio::time::timeout_at(deadline, take_handshake(&mut sock, &mut hs)).await;
+        // A peer that says nothing must not keep the port from the target.
+        let until = deadline.min(tokio::time::Instant::now() + HANDSHAKE_WAIT);
+        let taken = tokio::time::timeout_at(until, take_handshake(&mut sock, &mut hs)).await;
         match taken {
             Ok(Ok(Some((leftover, ask)))) => return Ok((sock, leftover, ask)),
             Ok(Ok(None)) => {
@@ -366,7 +370,9 @@ async fn accept_target(
             Ok(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "a connection to the replication port failed")
             }
-            Err(_) => {}
+            Err(_) => {
+                tracing::warn!(%peer, "a connection to the replication port said no PSYNC in time")
+            }
         }
     }
 }
