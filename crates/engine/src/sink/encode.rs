@@ -646,8 +646,9 @@ impl Encoder {
         self.expect(Kind::Part, "ZADD (ttl hold)", write.key, db);
     }
 
-    /// The passes over held lists that are due (at most one a second), written before what
-    /// is gathered goes out; none inside a source transaction.
+    /// The passes over held lists that are due (a round at most once a second, a chunk of it
+    /// per write-out), written before what is gathered goes out; none inside a source
+    /// transaction.
     pub fn hold_tick(&mut self) {
         self.hold_passes(false);
     }

@@ -23,7 +23,7 @@
 //!
 //! A task stopped for good leaves each held key to expire a day after the source's expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ const MARGIN_MS: i64 = 5_000;
 const EVERY: Duration = Duration::from_secs(1);
 /// Keys looked at per list and pass (the script blocks the target while it runs).
 const BATCH: u64 = 1000;
+/// Passes of a round written per write-out, at most.
+const CHUNK: usize = 128;
 /// Keys of the copy listed per ZADD, at most; and gathered in all, at most.
 const GATHER: usize = 128;
 const GATHER_ALL: usize = 1024;
@@ -142,6 +144,16 @@ pub struct Write {
     pub pass: Option<u64>,
 }
 
+/// One round of passes over the held lists, written out a chunk at a time.
+struct Round {
+    /// The round's number: a list found empty by it is done unless a key came after it started.
+    pass: u64,
+    /// Keys expiring after this (unix ms) get their own expiry back.
+    after: Bytes,
+    /// The passes still to write: the list, and whether it is the list's first of the round.
+    queue: VecDeque<(ListId, bool)>,
+}
+
 /// A writer's held lists.
 pub struct Hold {
     setup: Setup,
@@ -149,7 +161,7 @@ pub struct Hold {
     pexpiretime: bool,
     /// The release script's SHA1 once the target has it loaded (`SCRIPT LOAD`): each pass
     /// then sends 40 bytes instead of its 1.2 KB body (a cluster task's writers each send up to
-    /// `budget` passes at once).
+    /// `budget` passes a second).
     release_sha: Option<Bytes>,
     /// The snapshot is being written: keys with a TTL are held.
     copying: bool,
@@ -163,8 +175,10 @@ pub struct Hold {
     gathered: usize,
     /// Passes written so far.
     passes: u64,
-    /// Scripts written at most per call to `due` (the writer's replies in flight are bounded).
+    /// Passes per round, at most (the writer's replies in flight are bounded).
     budget: usize,
+    /// The round being written out, if any.
+    round: Option<Round>,
     /// Where the next pass starts, when the budget cut the last one short.
     cursor: Option<ListId>,
     last_pass: Option<Instant>,
@@ -183,7 +197,7 @@ pub(super) fn tags() -> &'static SlotTags {
 }
 
 impl Hold {
-    /// `budget`: scripts written at once, at most.
+    /// `budget`: passes per round, at most.
     pub fn new(setup: Setup, cluster: bool, pexpiretime: bool, budget: usize) -> Hold {
         Hold {
             setup,
@@ -197,6 +211,7 @@ impl Hold {
             gathered: 0,
             passes: 0,
             budget: budget.max(1),
+            round: None,
             cursor: None,
             last_pass: None,
             reports: Arc::new(Reports::default()),
@@ -331,10 +346,13 @@ impl Hold {
         }
     }
 
-    /// The releases due now: one script per list that may hold keys, at most once a second,
-    /// never while the snapshot is written; with `end_of_copy`, as many as the keys held
-    /// during the copy need (within the budget), so those whose expiry is far enough away
-    /// have it back by the time the snapshot counts as applied.
+    /// The releases to write now. A round of passes (one script per list that may hold keys,
+    /// `budget` at most) starts at most once a second, never while the snapshot is written;
+    /// with `end_of_copy` at once, with as many passes as the keys held during the copy need.
+    /// A round goes out `CHUNK` passes per call, that is per write-out: a cluster task's
+    /// writers each start theirs in the same second, and each pass is a fenced transaction of
+    /// its own (about 1 KB of commands and expectations), so a whole round written at once was
+    /// megabytes per writer at the same moment.
     pub fn due(&mut self, now: Instant, unix_ms: u64, end_of_copy: bool) -> Vec<Write> {
         for (list, pass, left) in self.reports.take() {
             // Empty after a pass written after its last key was added: nothing left to do.
@@ -343,18 +361,65 @@ impl Hold {
                 self.lists.remove(&list);
             }
         }
-        if self.copying
-            || self.lists.is_empty()
-            || (!end_of_copy
-                && self
-                    .last_pass
-                    .is_some_and(|t| now.saturating_duration_since(t) < EVERY))
-        {
+        if self.copying || self.lists.is_empty() {
+            self.round = None;
             return Vec::new();
         }
+        let round_over = self.round.as_ref().is_none_or(|r| r.queue.is_empty());
+        if end_of_copy
+            || (round_over
+                && self
+                    .last_pass
+                    .is_none_or(|t| now.saturating_duration_since(t) >= EVERY))
+        {
+            self.round = Some(self.start_round(now, unix_ms, end_of_copy));
+        }
+        let Some(mut round) = self.round.take() else {
+            return Vec::new();
+        };
+        let (call, script) = match &self.release_sha {
+            Some(sha) => (Bytes::from_static(b"EVALSHA"), sha.clone()),
+            None => (
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(RELEASE.as_bytes()),
+            ),
+        };
+        let mut writes = Vec::new();
+        while writes.len() < CHUNK {
+            let Some((list, first)) = round.queue.pop_front() else {
+                break;
+            };
+            // Dropped since the round started (found empty, or its slot moved).
+            if !self.lists.contains_key(&list) {
+                continue;
+            }
+            let key = self.list_key(list);
+            writes.push(Write {
+                list,
+                key: key.clone(),
+                args: vec![
+                    call.clone(),
+                    script.clone(),
+                    Bytes::from_static(b"1"),
+                    key,
+                    round.after.clone(),
+                    Bytes::from(HOLD_MS.to_string()),
+                    Bytes::from(BATCH.to_string()),
+                    Bytes::from_static(if self.pexpiretime { b"1" } else { b"0" }),
+                    // The keys left waiting are looked at once per list and round.
+                    Bytes::from_static(if first { b"1" } else { b"0" }),
+                ],
+                pass: Some(round.pass),
+            });
+        }
+        self.round = Some(round);
+        writes
+    }
+
+    /// The passes of a new round, in round robin from where the budget stopped the last one.
+    fn start_round(&mut self, now: Instant, unix_ms: u64, end_of_copy: bool) -> Round {
         self.last_pass = Some(now);
         self.passes += 1;
-        let pass = self.passes;
         // Before the first latency probe comes back (a short copy) or without any (no
         // heartbeat): the time since the copy started, which no position after the snapshot
         // can lag by more.
@@ -372,7 +437,6 @@ impl Hold {
         };
         let mut lists: Vec<ListId> = self.lists.keys().copied().collect();
         lists.sort_unstable();
-        // Round robin from where the budget stopped the last time.
         let start = self
             .cursor
             .take()
@@ -390,45 +454,25 @@ impl Hold {
         } else {
             HashMap::new()
         };
-        let (call, script) = match &self.release_sha {
-            Some(sha) => (Bytes::from_static(b"EVALSHA"), sha.clone()),
-            None => (
-                Bytes::from_static(b"EVAL"),
-                Bytes::from_static(RELEASE.as_bytes()),
-            ),
-        };
-        let mut writes = Vec::new();
+        let mut queue = VecDeque::new();
         for list in lists {
-            if writes.len() >= self.budget {
+            if queue.len() >= self.budget {
                 self.cursor = Some(list);
                 break;
             }
             let passes = copied.get(&list).map_or(1, |n| n.div_ceil(BATCH).max(1));
-            let key = self.list_key(list);
             for n in 0..passes {
-                if writes.len() >= self.budget {
+                if queue.len() >= self.budget {
                     break;
                 }
-                writes.push(Write {
-                    list,
-                    key: key.clone(),
-                    args: vec![
-                        call.clone(),
-                        script.clone(),
-                        Bytes::from_static(b"1"),
-                        key.clone(),
-                        Bytes::from(after.clone()),
-                        Bytes::from(HOLD_MS.to_string()),
-                        Bytes::from(BATCH.to_string()),
-                        Bytes::from_static(if self.pexpiretime { b"1" } else { b"0" }),
-                        // The keys left waiting are looked at once per list and call.
-                        Bytes::from_static(if n == 0 { b"1" } else { b"0" }),
-                    ],
-                    pass: Some(pass),
-                });
+                queue.push_back((list, n == 0));
             }
         }
-        writes
+        Round {
+            pass: self.passes,
+            after: Bytes::from(after),
+            queue,
+        }
     }
 
     fn lag(&self, now: Instant) -> Option<Duration> {
@@ -609,6 +653,34 @@ mod tests {
         let writes = hold.due(now + EVERY, 0, false);
         let lists: Vec<ListId> = writes.iter().map(|w| w.list).collect();
         assert_eq!(lists, vec![(2, 0), (0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn a_round_goes_out_a_chunk_per_write_out() {
+        let mut hold = Hold::new(setup(), true, true, 300);
+        hold.copying(true);
+        for slot in 0..400u16 {
+            let key = Bytes::from(tags().key_in_slot(b"k", slot, b""));
+            hold.add(0, &key, 1, false);
+        }
+        hold.copying(false);
+        let now = Instant::now();
+        let first = hold.due(now, 0, true);
+        assert_eq!(first.len(), CHUNK);
+        // The same round goes on at the next write-out, with the same number and threshold.
+        let second = hold.due(now, 0, false);
+        assert_eq!(second.len(), CHUNK);
+        assert!(second.iter().all(|w| w.pass == first[0].pass));
+        assert_eq!(second[0].args[4], first[0].args[4]);
+        // A list dropped meanwhile is skipped; the budget (300) ends the round.
+        let dropped = hold.list_of(0, &tags().key_in_slot(b"k", 299, b""));
+        hold.reports().report(dropped, first[0].pass.unwrap(), -1);
+        assert_eq!(hold.due(now, 0, false).len(), 300 - 2 * CHUNK - 1);
+        // The next round waits for its second and starts where the budget stopped.
+        assert!(hold.due(now, 0, false).is_empty());
+        let next = hold.due(now + EVERY, 0, false);
+        assert_eq!(next[0].list, (0, 300));
+        assert!(next[0].pass > first[0].pass);
     }
 
     #[test]
