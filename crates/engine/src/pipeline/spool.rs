@@ -27,6 +27,9 @@ const MAX_RECORD: u32 = 1 << 30;
 /// Bytes of commands read back at a time (at least one command), like a batch from the
 /// source: 512 pieces of a huge SET were 128 MiB.
 const READ_BYTES: usize = 512 * 1024;
+/// Commands read back are cut from blocks of this size (one allocation for many commands, as
+/// the source's are cut from its reads); a longer one gets a buffer of its own.
+const BLOCK: usize = 64 * 1024;
 
 /// What went wrong with the spool's files; names the file.
 #[derive(thiserror::Error, Debug)]
@@ -68,6 +71,8 @@ pub struct Spool {
     /// Where the records of the last `append` begin (segment, byte position).
     last_append: Option<(u64, u64)>,
     decoder: Decoder,
+    /// What is left of the block the last commands read back were cut from.
+    block: BytesMut,
 }
 
 impl Spool {
@@ -96,6 +101,7 @@ impl Spool {
             cursor: None,
             last_append: None,
             decoder: Decoder::new(Limits::default()),
+            block: BytesMut::new(),
         })
     }
 
@@ -271,7 +277,7 @@ impl Spool {
                 continue;
             }
             bytes += len as usize;
-            let mut buf = BytesMut::zeroed(len as usize);
+            let mut buf = self.buffer(len as usize);
             cursor
                 .reader
                 .read_exact(&mut buf)
@@ -296,6 +302,18 @@ impl Spool {
             }));
         }
         Ok(())
+    }
+
+    /// Room for a command of `len` bytes: cut from the current block while it has room.
+    fn buffer(&mut self, len: usize) -> BytesMut {
+        if len > BLOCK / 4 {
+            return BytesMut::zeroed(len);
+        }
+        if self.block.capacity() < len {
+            self.block = BytesMut::with_capacity(BLOCK);
+        }
+        self.block.resize(len, 0);
+        self.block.split()
     }
 
     /// The command in `buf` (exactly one RESP frame): its bytes and its arguments, which
