@@ -1929,11 +1929,9 @@ fn hold_entry(
             return Some((target_db(meta.db), meta.key.clone(), t0));
         }
         Entry::Command(cmd) => {
-            let (key, t0) = hold.hold_command(
-                cmd,
-                std::time::Instant::now(),
-                crate::status::latency::unix_ms(),
-            )?;
+            let (key, t0) = hold.hold_command(cmd, || {
+                (std::time::Instant::now(), crate::status::latency::unix_ms())
+            })?;
             let db = if cluster {
                 0
             } else {

@@ -97,12 +97,18 @@ pub struct ValueSplit {
 
 /// Reads `<digits>\r\n` at `at`; the number and where the next thing starts.
 fn number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
-    let end = at + buf.get(at..)?.iter().take(21).position(|&b| b == b'\r')?;
-    if buf.get(end + 1) != Some(&b'\n') || end == at {
-        return None;
+    // Read for every stream command: digits by hand, not through str::parse.
+    let mut n: u64 = 0;
+    let mut end = at;
+    loop {
+        match *buf.get(end)? {
+            b'\r' if end > at => break,
+            d @ b'0'..=b'9' => n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?,
+            _ => return None,
+        }
+        end += 1;
     }
-    let n = std::str::from_utf8(&buf[at..end]).ok()?.parse().ok()?;
-    Some((n, end + 2))
+    (buf.get(end + 1) == Some(&b'\n')).then_some((n, end + 2))
 }
 
 /// A bulk string `$<n>\r\n<bytes>\r\n` at `at`, whole in `buf`, of at most `max` bytes.
