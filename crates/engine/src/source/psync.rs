@@ -702,7 +702,11 @@ async fn receive_snapshot(
         if done {
             return Ok(pending);
         }
-        pending.reserve(256 * 1024);
+        // Each read that finds too little room left takes a block of its own, and every block
+        // stays alive while a chunk cut from it waits for the parser (up to 16 chunks): with
+        // 256 KiB blocks that was 4 MiB per source however small the reads, 12 MiB for a
+        // three-master source.
+        pending.reserve(64 * 1024);
         let n = rd.read_buf(&mut pending).await.map_err(|source| {
             Stop::Link(Error::Io {
                 role: Role::Source,
