@@ -355,10 +355,12 @@ impl Encoder {
     /// plain commands (for targets that refuse RESTORE).
     pub fn for_target(caps: Caps, rewrite_all: bool) -> Self {
         Encoder {
-            out: BytesMut::with_capacity(1 << 20),
+            // Small to start, grown by what is written: a cluster task has a writer per source
+            // stream and target master (9 for 3 -> 3), most of them carrying little.
+            out: BytesMut::with_capacity(64 * 1024),
             parts: Vec::new(),
             parts_len: 0,
-            expects: Vec::with_capacity(4096),
+            expects: Vec::with_capacity(256),
             replies: 0,
             db: 0,
             rdb_version: 0,
