@@ -655,6 +655,11 @@ impl Encoder {
         self.hold_passes(false);
     }
 
+    /// A round of passes has more to write (and may: not inside a source transaction).
+    pub fn hold_round_left(&self) -> bool {
+        !self.source_multi && self.hold.as_ref().is_some_and(|h| h.round_left())
+    }
+
     fn hold_passes(&mut self, end_of_copy: bool) {
         if self.source_multi || self.hold.is_none() {
             return;

@@ -44,6 +44,8 @@ const EVERY: Duration = Duration::from_secs(1);
 const BATCH: u64 = 1000;
 /// Passes of a round written per write-out, at most.
 const CHUNK: usize = 128;
+/// Passes per round, at most: how many lists a writer looks at per second.
+pub const ROUND_PASSES: usize = 2048;
 /// Keys of the copy listed per ZADD, at most; and gathered in all, at most.
 const GATHER: usize = 128;
 const GATHER_ALL: usize = 1024;
@@ -416,6 +418,11 @@ impl Hold {
         writes
     }
 
+    /// The current round has passes left to write.
+    pub fn round_left(&self) -> bool {
+        self.round.as_ref().is_some_and(|r| !r.queue.is_empty())
+    }
+
     /// The passes of a new round, in round robin from where the budget stopped the last one.
     fn start_round(&mut self, now: Instant, unix_ms: u64, end_of_copy: bool) -> Round {
         self.last_pass = Some(now);
@@ -669,6 +676,7 @@ mod tests {
         let now = Instant::now();
         let first = hold.due(now, 0, true);
         assert_eq!(first.len(), CHUNK);
+        assert!(hold.round_left());
         // The same round goes on at the next write-out, with the same number and threshold.
         let second = hold.due(now, 0, false);
         assert_eq!(second.len(), CHUNK);
@@ -678,6 +686,7 @@ mod tests {
         let dropped = hold.list_of(0, &tags().key_in_slot(b"k", 299, b""));
         hold.reports().report(dropped, first[0].pass.unwrap(), -1);
         assert_eq!(hold.due(now, 0, false).len(), 300 - 2 * CHUNK - 1);
+        assert!(!hold.round_left());
         // The next round waits for its second and starts where the budget stopped.
         assert!(hold.due(now, 0, false).is_empty());
         let next = hold.due(now + EVERY, 0, false);

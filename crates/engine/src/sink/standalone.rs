@@ -171,7 +171,7 @@ impl StandaloneTarget {
                 setup,
                 self.cluster.is_some(),
                 self.caps.version >= (7, 0, 0),
-                (options.max_in_flight / 8).max(1),
+                super::hold::ROUND_PASSES,
             )
         });
         if let Some(hold) = &mut hold {
@@ -458,8 +458,21 @@ impl Out<'_> {
     }
 
     /// Hands what the encoder holds to the reply reader and the socket, after waiting as long
-    /// as the limits say. False when the reply reader has stopped (its result says why).
+    /// as the limits say, and then the rest of a round of TTL hold passes, a chunk per write
+    /// (an idle stream brings no next write-out to carry it). False when the reply reader has
+    /// stopped (its result says why).
     async fn flush(&mut self, enc: &mut Encoder) -> bool {
+        loop {
+            if !self.flush_once(enc).await {
+                return false;
+            }
+            if !enc.hold_round_left() {
+                return true;
+            }
+        }
+    }
+
+    async fn flush_once(&mut self, enc: &mut Encoder) -> bool {
         enc.hold_tick();
         enc.confirmed(self.status.applied_offset.load(Relaxed));
         // A base checkpoint due goes out too: a master that got nothing since the copy ended
