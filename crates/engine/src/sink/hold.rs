@@ -177,7 +177,7 @@ pub struct Hold {
     gathered: usize,
     /// Passes written so far.
     passes: u64,
-    /// Passes per round, at most (the writer's replies in flight are bounded).
+    /// Passes per round, at most (`ROUND_PASSES` in a writer).
     budget: usize,
     /// The round being written out, if any.
     round: Option<Round>,
