@@ -636,8 +636,8 @@ async fn run_cluster_source(
         part.source = Source::Redis(node.clone());
         part.writer.shared_target = true;
         // Every shard's stream writes to every target master: they share the window of
-        // commands awaiting replies (and the TTL hold's passes, sized from it), so a target
-        // master has `max_in_flight` in flight from the task, not that many per shard. Each
+        // commands awaiting replies, so a target master has `max_in_flight` in flight from
+        // the task, not that many per shard (the TTL hold's rounds do not follow it). Each
         // window's commands keep their source buffers alive until answered (a 3 -> 3 task
         // peaked at 54-63 MiB with a whole window per stream, 47-52 MiB with a third).
         part.writer.max_in_flight = (config.writer.max_in_flight / topology.shards.len()).max(1);
